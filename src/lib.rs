@@ -1,0 +1,47 @@
+//! cowvfs: a copy-on-write, snapshotting virtual filesystem engine for
+//! WebAssembly sandboxes.
+//!
+//! A [`Vfs`] is one sandbox's writable tree. [`Vfs::snapshot`] freezes it
+//! into a [`Snapshot`] in O(1), and [`Snapshot::fork`] makes a new writable
+//! sandbox from a snapshot in O(1), whatever the tree's size. File data lives
+//! in 64 KiB content-addressed chunks shared by every fork; a write copies
+//! only the chunks it touches.
+//!
+//! ```
+//! use cowvfs::{ChangeKind, OpenOptions, Vfs};
+//!
+//! let mut base = Vfs::new();
+//! base.create_dir_all("/app/data")?;
+//! base.write_file("/app/data/config", b"debug = false\n")?;
+//! let snap = base.snapshot();
+//!
+//! let mut sandbox = snap.fork();
+//! let fd = sandbox.open("/app/data/config", OpenOptions::new().write(true))?;
+//! sandbox.write_at(fd, b"true ", 8)?;
+//! sandbox.close(fd)?;
+//!
+//! assert_eq!(snap.read_file("/app/data/config")?, b"debug = false\n");
+//! let changes = snap.diff(&sandbox.snapshot());
+//! assert_eq!(changes.len(), 1);
+//! assert_eq!(changes[0].path(), "/app/data/config");
+//! assert_eq!(changes[0].kind(), ChangeKind::Modified);
+//! # Ok::<(), cowvfs::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod blob;
+mod content;
+mod error;
+mod path;
+mod tree;
+mod vfs;
+
+pub use content::CHUNK_SIZE;
+pub use error::{Error, ErrorKind, Result};
+pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
+pub use tree::{Change, ChangeKind, FileType, Timestamp};
+pub use vfs::{
+    Clock, DirEntry, Fd, FdInfo, Limits, ManualClock, Metadata, OpenOptions, SetTime, Snapshot,
+    SystemClock, Usage, Vfs,
+};

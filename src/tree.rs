@@ -1,0 +1,930 @@
+//! The persistent inode table: path resolution, hashing, diff, invariants.
+//!
+//! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
+//! behind `Arc` in an `imbl::OrdMap`, so a change copies one inode and the
+//! O(log n) map nodes above it, never the tree.
+//!
+//! Invariants (numbered as in DESIGN.md; `Tree::check` verifies them):
+//! 1. Every directory entry names a live inode of the entry's kind; every
+//!    live inode but the root is named by an entry or is an orphan held open;
+//!    a non-directory's `nlink` and `links` equal the entries naming it.
+//! 2. A directory is named by exactly one entry (none for the root), its
+//!    `nlink` is 2 plus its subdirectories, and there are no cycles.
+//! 3. (Snapshots never change: they hold a `Tree` nobody can reach mutably.)
+//! 4. Content invariants hold for every file (see `content`).
+//! 5. The usage counters equal what a full walk counts.
+//! 6. A memoized hash equals the hash computed afresh, and an inode without
+//!    a memo has no ancestor with one (so invalidation may stop early).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
+
+use crate::content::Content;
+use crate::error::{ErrorKind, Result, err};
+use crate::path::{self, check_path, components, wants_dir};
+use crate::vfs::Limits;
+
+pub(crate) type Ino = u64;
+pub(crate) type Name = Arc<str>;
+
+/// The root directory's inode number.
+pub(crate) const ROOT: Ino = 1;
+/// The most hard links one file may have.
+pub(crate) const MAX_LINKS: u32 = 65_000;
+
+/// A point in time: seconds since the Unix epoch and nanoseconds (< 1e9).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Timestamp {
+    /// Seconds since 1970-01-01T00:00:00Z; negative before it.
+    pub secs: i64,
+    /// Nanoseconds within the second, below 1,000,000,000.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// A timestamp, or `EINVAL` when `nanos` is 1e9 or more.
+    pub fn new(secs: i64, nanos: u32) -> Result<Timestamp> {
+        if nanos >= 1_000_000_000 {
+            return err(ErrorKind::InvalidInput);
+        }
+        Ok(Timestamp { secs, nanos })
+    }
+
+    /// Nanoseconds since the epoch, saturating at the ends of `i128`'s
+    /// range (which `i64` seconds never reach).
+    pub fn as_nanos(self) -> i128 {
+        self.secs as i128 * 1_000_000_000 + self.nanos as i128
+    }
+
+    /// The current system time (the epoch if the clock is before it).
+    pub fn now() -> Timestamp {
+        Timestamp::from(std::time::SystemTime::now())
+    }
+
+    pub(crate) fn is_valid(self) -> bool {
+        self.nanos < 1_000_000_000
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    fn from(t: std::time::SystemTime) -> Timestamp {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                if d.subsec_nanos() == 0 {
+                    Timestamp {
+                        secs: -secs,
+                        nanos: 0,
+                    }
+                } else {
+                    Timestamp {
+                        secs: (-secs).saturating_sub(1),
+                        nanos: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What kind of object an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// A directory entry as stored: the inode and its kind (kinds never change,
+/// so keeping it here makes listing a directory need no inode lookups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub ino: Ino,
+    pub kind: FileType,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Node {
+    File(Content),
+    Dir(OrdMap<Name, Entry>),
+    Symlink(Name),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Inode {
+    pub node: Node,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Entries naming a non-directory; 2 + subdirectories for a directory.
+    pub nlink: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    /// `(directory, name)` of every entry naming this inode.
+    pub links: Vec<(Ino, Name)>,
+    memo: OnceLock<blake3::Hash>,
+}
+
+impl PartialEq for Inode {
+    fn eq(&self, o: &Inode) -> bool {
+        self.mode == o.mode
+            && self.nlink == o.nlink
+            && self.atime == o.atime
+            && self.mtime == o.mtime
+            && self.ctime == o.ctime
+            && self.links == o.links
+            && self.node == o.node
+    }
+}
+impl Eq for Inode {}
+
+impl Inode {
+    pub(crate) fn new(node: Node, mode: u32, now: Timestamp) -> Inode {
+        let nlink = if matches!(node, Node::Dir(_)) { 2 } else { 0 };
+        Inode {
+            node,
+            mode: mode & 0o7777,
+            nlink,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            links: Vec::new(),
+            memo: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> FileType {
+        match self.node {
+            Node::File(_) => FileType::File,
+            Node::Dir(_) => FileType::Dir,
+            Node::Symlink(_) => FileType::Symlink,
+        }
+    }
+
+    pub(crate) fn entries(&self) -> Option<&OrdMap<Name, Entry>> {
+        match &self.node {
+            Node::Dir(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn content(&self) -> Option<&Content> {
+        match &self.node {
+            Node::File(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Logical size as `stat` reports it.
+    pub(crate) fn size(&self) -> u64 {
+        match &self.node {
+            Node::File(c) => c.size(),
+            Node::Dir(e) => e.len() as u64,
+            Node::Symlink(t) => t.len() as u64,
+        }
+    }
+
+    pub(crate) fn held(&self) -> u64 {
+        self.content().map_or(0, Content::held)
+    }
+
+    /// Whether what the root hash covers (kind, permissions, content, link
+    /// count, target) differs; timestamps and inode numbers do not count.
+    pub(crate) fn same_payload(&self, o: &Inode) -> bool {
+        if self.mode != o.mode {
+            return false;
+        }
+        match (&self.node, &o.node) {
+            (Node::File(a), Node::File(b)) => self.nlink == o.nlink && a.same_bytes(b),
+            (Node::Symlink(a), Node::Symlink(b)) => a == b,
+            (Node::Dir(_), Node::Dir(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Where a resolution starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// The sandbox root, as a chroot: `..` at the root stays there and
+    /// absolute symlinks restart from the root.
+    Root,
+    /// A directory, strictly beneath: absolute paths, absolute symlinks and
+    /// `..` above it are `EPERM`.
+    Beneath(Ino),
+}
+
+/// One path component, borrowed from the caller's path or from a symlink
+/// target (shared, so following a link allocates nothing).
+#[derive(Clone, Debug)]
+pub(crate) enum Comp<'p> {
+    Borrowed(&'p str),
+    Shared(Name, usize, usize),
+}
+
+impl Comp<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Comp::Borrowed(s) => s,
+            Comp::Shared(s, a, b) => &s[*a..*b],
+        }
+    }
+
+    pub(crate) fn to_name(&self) -> Name {
+        match self {
+            Comp::Shared(s, 0, b) if *b == s.len() => s.clone(),
+            _ => Name::from(self.as_str()),
+        }
+    }
+}
+
+/// The outcome of resolving a path.
+#[derive(Debug)]
+pub(crate) struct Resolved<'p> {
+    /// The directory holding the final name (or the final directory itself
+    /// when the path ends in `.`, `..` or the root).
+    pub dir: Ino,
+    /// The final name; `None` when the path ends at a directory as above.
+    pub name: Option<Comp<'p>>,
+    /// What the final component names, if it exists.
+    pub ino: Option<Ino>,
+    pub kind: Option<FileType>,
+    /// The path ended in a slash: the final object must be a directory.
+    pub must_dir: bool,
+}
+
+/// Counters kept up to date on every change (invariant 5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub held: u64,
+    pub logical: u64,
+    pub inodes: u64,
+}
+
+/// A whole filesystem tree as a value.
+#[derive(Clone, Debug)]
+pub(crate) struct Tree {
+    pub inodes: OrdMap<Ino, Arc<Inode>>,
+    pub next_ino: Ino,
+    pub counters: Counters,
+    pub limits: Limits,
+}
+
+impl Tree {
+    pub(crate) fn new(limits: Limits, now: Timestamp) -> Tree {
+        let mut inodes = OrdMap::new();
+        inodes.insert(
+            ROOT,
+            Arc::new(Inode::new(Node::Dir(OrdMap::new()), 0o755, now)),
+        );
+        Tree {
+            inodes,
+            next_ino: ROOT + 1,
+            counters: Counters {
+                held: 0,
+                logical: 0,
+                inodes: 1,
+            },
+            limits,
+        }
+    }
+
+    pub(crate) fn get(&self, ino: Ino) -> Result<&Inode> {
+        match self.inodes.get(&ino) {
+            Some(i) => Ok(i),
+            None => err(ErrorKind::NotFound),
+        }
+    }
+
+    pub(crate) fn entries(&self, ino: Ino) -> Result<&OrdMap<Name, Entry>> {
+        self.get(ino)?
+            .entries()
+            .ok_or_else(|| ErrorKind::NotADirectory.into())
+    }
+
+    /// A mutable inode, copied first if a snapshot shares it. Forgets the
+    /// memoized hashes of the inode and of every ancestor that has one.
+    pub(crate) fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode> {
+        self.invalidate(ino);
+        match self.inodes.get_mut(&ino) {
+            Some(arc) => Ok(Arc::make_mut(arc)),
+            None => err(ErrorKind::NotFound),
+        }
+    }
+
+    fn invalidate(&mut self, ino: Ino) {
+        let mut work = vec![ino];
+        while let Some(i) = work.pop() {
+            let Some(arc) = self.inodes.get_mut(&i) else {
+                continue;
+            };
+            if arc.memo.get().is_none() {
+                // Invariant 6: no ancestor holds a memo either.
+                continue;
+            }
+            let inode = Arc::make_mut(arc);
+            inode.memo = OnceLock::new();
+            work.extend(inode.links.iter().map(|(p, _)| *p));
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Resolution
+
+    /// Resolves `path` from `base`. Every component but the last must exist;
+    /// intermediate symlinks are always followed, the last one only if
+    /// `follow` (or the path ends in a slash).
+    pub(crate) fn resolve<'p>(
+        &self,
+        base: Base,
+        path: &'p str,
+        follow: bool,
+    ) -> Result<Resolved<'p>> {
+        let lim = &self.limits;
+        check_path(path, lim.max_path_len as usize)?;
+        let (start, beneath) = match base {
+            Base::Root => (ROOT, false),
+            Base::Beneath(ino) => (ino, true),
+        };
+        if beneath && path.starts_with('/') {
+            return err(ErrorKind::NotPermitted);
+        }
+        // Directories walked so far; `..` pops. stack[0] is the floor.
+        let mut stack: Vec<Ino> = vec![start];
+        self.entries(start)?;
+        let mut pending: Vec<Comp<'p>> = components(path).rev().map(Comp::Borrowed).collect();
+        let mut must_dir = wants_dir(path);
+        let mut hops = 0u32;
+        while let Some(comp) = pending.pop() {
+            let last = pending.is_empty();
+            let name = comp.as_str();
+            if name == "." {
+                continue;
+            }
+            if name == ".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                } else if beneath {
+                    return err(ErrorKind::NotPermitted);
+                }
+                continue;
+            }
+            if name.len() > lim.max_name_len as usize {
+                return err(ErrorKind::NameTooLong);
+            }
+            let cur = *stack.last().unwrap_or(&start);
+            let entry = self.entries(cur)?.get(name).copied();
+            let Some(entry) = entry else {
+                if last {
+                    return Ok(Resolved {
+                        dir: cur,
+                        name: Some(comp),
+                        ino: None,
+                        kind: None,
+                        must_dir,
+                    });
+                }
+                return err(ErrorKind::NotFound);
+            };
+            match entry.kind {
+                FileType::Symlink if !last || follow || must_dir => {
+                    hops += 1;
+                    if hops > lim.max_symlink_hops {
+                        return err(ErrorKind::Loop);
+                    }
+                    let Node::Symlink(target) = &self.get(entry.ino)?.node else {
+                        return err(ErrorKind::Corrupt);
+                    };
+                    if target.starts_with('/') {
+                        if beneath {
+                            return err(ErrorKind::NotPermitted);
+                        }
+                        stack.truncate(1);
+                    }
+                    if last && wants_dir(target) {
+                        must_dir = true;
+                    }
+                    let mut offs = 0usize;
+                    let mut parts = Vec::new();
+                    for piece in target.split('/') {
+                        if !piece.is_empty() {
+                            parts.push(Comp::Shared(target.clone(), offs, offs + piece.len()));
+                        }
+                        offs += piece.len() + 1;
+                    }
+                    pending.extend(parts.into_iter().rev());
+                }
+                FileType::Dir if !last => stack.push(entry.ino),
+                _ if !last => return err(ErrorKind::NotADirectory),
+                kind => {
+                    if must_dir && kind != FileType::Dir {
+                        return err(ErrorKind::NotADirectory);
+                    }
+                    return Ok(Resolved {
+                        dir: cur,
+                        name: Some(comp),
+                        ino: Some(entry.ino),
+                        kind: Some(kind),
+                        must_dir,
+                    });
+                }
+            }
+        }
+        let dir = *stack.last().unwrap_or(&start);
+        Ok(Resolved {
+            dir,
+            name: None,
+            ino: Some(dir),
+            kind: Some(FileType::Dir),
+            must_dir,
+        })
+    }
+
+    /// Resolves to an existing inode.
+    pub(crate) fn lookup(&self, base: Base, path: &str, follow: bool) -> Result<Ino> {
+        self.resolve(base, path, follow)?
+            .ino
+            .ok_or_else(|| ErrorKind::NotFound.into())
+    }
+
+    /// Whether `ino` is `anc` or lies below it.
+    pub(crate) fn is_within(&self, mut ino: Ino, anc: Ino) -> bool {
+        // Bounded by the inode count, so a corrupt tree cannot loop forever.
+        for _ in 0..=self.inodes.len() {
+            if ino == anc {
+                return true;
+            }
+            match self.inodes.get(&ino).and_then(|i| i.links.first()) {
+                Some((parent, _)) => ino = *parent,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The path of a directory from the root, or `None` if detached.
+    pub(crate) fn dir_path(&self, mut ino: Ino) -> Option<String> {
+        let mut names: Vec<&str> = Vec::new();
+        for _ in 0..=self.inodes.len() {
+            if ino == ROOT {
+                let mut s = String::new();
+                for n in names.iter().rev() {
+                    s.push('/');
+                    s.push_str(n);
+                }
+                if s.is_empty() {
+                    s.push('/');
+                }
+                return Some(s);
+            }
+            let (parent, name) = self.inodes.get(&ino)?.links.first()?;
+            names.push(name);
+            ino = *parent;
+        }
+        None
+    }
+
+    /// Every path naming `ino`.
+    pub(crate) fn paths_of(&self, ino: Ino) -> Vec<String> {
+        if ino == ROOT {
+            return vec!["/".into()];
+        }
+        let Some(inode) = self.inodes.get(&ino) else {
+            return Vec::new();
+        };
+        inode
+            .links
+            .iter()
+            .filter_map(|(p, n)| Some(path::join(&self.dir_path(*p)?, n)))
+            .collect()
+    }
+
+    // ---------------------------------------------------------------
+    // Hashing
+
+    /// The Merkle hash of the subtree at `ino`. Iterative, so a deep tree
+    /// cannot overflow the stack; memoized per inode.
+    pub(crate) fn hash_of(&self, ino: Ino) -> blake3::Hash {
+        let mut stack: Vec<(Ino, bool)> = vec![(ino, false)];
+        while let Some(&(cur, expanded)) = stack.last() {
+            let Some(inode) = self.inodes.get(&cur) else {
+                stack.pop();
+                continue;
+            };
+            if inode.memo.get().is_some() {
+                stack.pop();
+                continue;
+            }
+            if let (Node::Dir(entries), false) = (&inode.node, expanded) {
+                if let Some(top) = stack.last_mut() {
+                    top.1 = true;
+                }
+                for e in entries.values() {
+                    if e.kind == FileType::Dir
+                        && self
+                            .inodes
+                            .get(&e.ino)
+                            .is_some_and(|c| c.memo.get().is_none())
+                    {
+                        stack.push((e.ino, false));
+                    }
+                }
+                continue;
+            }
+            let h = self.compute_hash(inode);
+            let _ = inode.memo.set(h);
+            stack.pop();
+        }
+        self.inodes
+            .get(&ino)
+            .and_then(|i| i.memo.get().copied())
+            .unwrap_or_else(|| blake3::hash(b"cowvfs:missing"))
+    }
+
+    /// Hashes one inode; children of a directory must have memos (or be
+    /// leaves, which are hashed here).
+    fn compute_hash(&self, inode: &Inode) -> blake3::Hash {
+        let mut h = blake3::Hasher::new();
+        match &inode.node {
+            Node::File(c) => {
+                h.update(b"cowvfs:file\0");
+                h.update(&inode.mode.to_le_bytes());
+                h.update(&inode.nlink.to_le_bytes());
+                c.hash_into(&mut h);
+            }
+            Node::Symlink(t) => {
+                h.update(b"cowvfs:link\0");
+                h.update(&(t.len() as u64).to_le_bytes());
+                h.update(t.as_bytes());
+            }
+            Node::Dir(entries) => {
+                h.update(b"cowvfs:dir\0");
+                h.update(&inode.mode.to_le_bytes());
+                h.update(&(entries.len() as u64).to_le_bytes());
+                for (name, e) in entries.iter() {
+                    h.update(&(name.len() as u16).to_le_bytes());
+                    h.update(name.as_bytes());
+                    let child = match self.inodes.get(&e.ino) {
+                        Some(c) => match c.memo.get() {
+                            Some(m) => *m,
+                            None if e.kind != FileType::Dir => {
+                                let m = self.compute_hash(c);
+                                let _ = c.memo.set(m);
+                                m
+                            }
+                            None => self.hash_of(e.ino),
+                        },
+                        None => blake3::hash(b"cowvfs:missing"),
+                    };
+                    h.update(child.as_bytes());
+                }
+            }
+        }
+        h.finalize()
+    }
+
+    pub(crate) fn root_hash(&self) -> blake3::Hash {
+        self.hash_of(ROOT)
+    }
+
+    // ---------------------------------------------------------------
+    // Diff
+
+    /// Paths that differ from `self` (old) to `new`, pruned by sharing.
+    pub(crate) fn diff(&self, new: &Tree) -> Vec<Change> {
+        let mut out: BTreeMap<String, ChangeKind> = BTreeMap::new();
+        for item in self.inodes.diff(&new.inodes) {
+            let DiffItem::Update {
+                old: (&ino, a),
+                new: (_, b),
+            } = item
+            else {
+                // Added and removed inodes show up as directory entries.
+                continue;
+            };
+            match (&a.node, &b.node) {
+                (Node::Dir(ea), Node::Dir(eb)) => {
+                    if let (Some(pa), Some(pb)) = (self.dir_path(ino), new.dir_path(ino)) {
+                        if pa == pb && a.mode != b.mode && pa != "/" {
+                            mark(&mut out, pa.clone(), ChangeKind::Modified);
+                        }
+                        self.diff_entries(new, ea, eb, &pa, &pb, &mut out);
+                    }
+                }
+                _ if !a.same_payload(b) => {
+                    let old_paths: HashSet<String> = self.paths_of(ino).into_iter().collect();
+                    for p in new.paths_of(ino) {
+                        if old_paths.contains(&p) {
+                            mark(&mut out, p, ChangeKind::Modified);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.into_iter()
+            .map(|(path, kind)| Change { path, kind })
+            .collect()
+    }
+
+    fn diff_entries(
+        &self,
+        new: &Tree,
+        ea: &OrdMap<Name, Entry>,
+        eb: &OrdMap<Name, Entry>,
+        pa: &str,
+        pb: &str,
+        out: &mut BTreeMap<String, ChangeKind>,
+    ) {
+        for d in ea.diff(eb) {
+            match d {
+                DiffItem::Add(name, e) => {
+                    new.mark_subtree(e.ino, path::join(pb, name), ChangeKind::Added, out)
+                }
+                DiffItem::Remove(name, e) => {
+                    self.mark_subtree(e.ino, path::join(pa, name), ChangeKind::Removed, out)
+                }
+                DiffItem::Update {
+                    old: (name, x),
+                    new: (_, y),
+                } => {
+                    self.compare_replaced(
+                        new,
+                        x.ino,
+                        y.ino,
+                        path::join(pa, name),
+                        path::join(pb, name),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The same name now names another inode (rename over it, or two forks
+    /// that allocated differently): compare what the paths hold.
+    fn compare_replaced(
+        &self,
+        new: &Tree,
+        old_ino: Ino,
+        new_ino: Ino,
+        pa: String,
+        pb: String,
+        out: &mut BTreeMap<String, ChangeKind>,
+    ) {
+        let mut work = vec![(old_ino, new_ino, pa, pb)];
+        while let Some((oi, ni, pa, pb)) = work.pop() {
+            let (Some(a), Some(b)) = (self.inodes.get(&oi), new.inodes.get(&ni)) else {
+                continue;
+            };
+            match (&a.node, &b.node) {
+                (Node::Dir(ea), Node::Dir(eb)) => {
+                    if a.mode != b.mode {
+                        mark(out, pb.clone(), ChangeKind::Modified);
+                    }
+                    for (name, x) in ea.iter() {
+                        match eb.get(name) {
+                            Some(y) => work.push((
+                                x.ino,
+                                y.ino,
+                                path::join(&pa, name),
+                                path::join(&pb, name),
+                            )),
+                            None => self.mark_subtree(
+                                x.ino,
+                                path::join(&pa, name),
+                                ChangeKind::Removed,
+                                out,
+                            ),
+                        }
+                    }
+                    for (name, y) in eb.iter() {
+                        if !ea.contains_key(name) {
+                            new.mark_subtree(y.ino, path::join(&pb, name), ChangeKind::Added, out);
+                        }
+                    }
+                }
+                _ if a.kind() != b.kind() => {
+                    self.mark_subtree(oi, pa.clone(), ChangeKind::Removed, out);
+                    new.mark_subtree(ni, pb, ChangeKind::Added, out);
+                }
+                _ => {
+                    if !a.same_payload(b) {
+                        mark(out, pb, ChangeKind::Modified);
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark_subtree(
+        &self,
+        ino: Ino,
+        path: String,
+        kind: ChangeKind,
+        out: &mut BTreeMap<String, ChangeKind>,
+    ) {
+        let mut work = vec![(ino, path)];
+        while let Some((ino, path)) = work.pop() {
+            if let Some(entries) = self.inodes.get(&ino).and_then(|i| i.entries()) {
+                for (name, e) in entries.iter() {
+                    work.push((e.ino, path::join(&path, name)));
+                }
+            }
+            mark(out, path, kind);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Invariants
+
+    /// Checks invariants 1, 2, 4, 5 and 6. `open` holds the inodes that
+    /// descriptors keep alive.
+    pub(crate) fn check(&self, open: &HashMap<Ino, u32>) -> Result<(), String> {
+        let root = self.inodes.get(&ROOT).ok_or("no root inode")?;
+        if root.kind() != FileType::Dir || !root.links.is_empty() {
+            return Err("root is not a detached directory".into());
+        }
+        // Count entries naming each inode, walking from the root.
+        let mut named: HashMap<Ino, Vec<(Ino, Name)>> = HashMap::new();
+        let mut seen_dirs: HashSet<Ino> = HashSet::new();
+        let mut work = vec![ROOT];
+        seen_dirs.insert(ROOT);
+        while let Some(d) = work.pop() {
+            let inode = self
+                .inodes
+                .get(&d)
+                .ok_or_else(|| format!("dir {d} missing"))?;
+            let entries = inode.entries().ok_or_else(|| format!("{d} is not a dir"))?;
+            let mut subdirs = 0u32;
+            for (name, e) in entries.iter() {
+                if path::check_name(name, usize::MAX).is_err() {
+                    return Err(format!("bad name {name:?} in {d}"));
+                }
+                let child = self
+                    .inodes
+                    .get(&e.ino)
+                    .ok_or_else(|| format!("entry {name} in {d} names missing inode {}", e.ino))?;
+                if child.kind() != e.kind {
+                    return Err(format!("entry {name} kind differs from inode {}", e.ino));
+                }
+                named.entry(e.ino).or_default().push((d, name.clone()));
+                if e.kind == FileType::Dir {
+                    subdirs += 1;
+                    if !seen_dirs.insert(e.ino) {
+                        return Err(format!("directory {} named twice or in a cycle", e.ino));
+                    }
+                    work.push(e.ino);
+                }
+            }
+            if inode.nlink != 2 + subdirs {
+                return Err(format!("dir {d} nlink {} != 2 + {subdirs}", inode.nlink));
+            }
+        }
+        let mut c = Counters::default();
+        for (&ino, inode) in self.inodes.iter() {
+            if ino >= self.next_ino {
+                return Err(format!("inode {ino} >= next_ino {}", self.next_ino));
+            }
+            c.inodes += 1;
+            let mut links = inode.links.clone();
+            links.sort();
+            let mut want = named.remove(&ino).unwrap_or_default();
+            want.sort();
+            if links != want {
+                return Err(format!("inode {ino} links {links:?} but named by {want:?}"));
+            }
+            match &inode.node {
+                Node::File(content) => {
+                    content.check().map_err(|e| format!("inode {ino}: {e}"))?;
+                    c.held += content.held();
+                    c.logical += content.size();
+                }
+                Node::Symlink(_) => {}
+                Node::Dir(_) => {
+                    if ino != ROOT && want.len() != 1 {
+                        return Err(format!("dir {ino} unreachable"));
+                    }
+                }
+            }
+            if inode.kind() != FileType::Dir {
+                if inode.nlink as usize != want.len() {
+                    return Err(format!(
+                        "inode {ino} nlink {} != {}",
+                        inode.nlink,
+                        want.len()
+                    ));
+                }
+                if want.is_empty() && !open.contains_key(&ino) {
+                    return Err(format!("inode {ino} is unreachable and not open"));
+                }
+            }
+            if let Some(m) = inode.memo.get() {
+                // Recompute without trusting child memos of this node only.
+                let fresh = self.compute_hash(inode);
+                if fresh != *m {
+                    return Err(format!("inode {ino} memo is stale"));
+                }
+            } else {
+                for (p, _) in &inode.links {
+                    if self.inodes.get(p).is_some_and(|pi| pi.memo.get().is_some()) {
+                        return Err(format!(
+                            "inode {ino} lacks a memo but its parent {p} has one"
+                        ));
+                    }
+                }
+            }
+        }
+        if c != self.counters {
+            return Err(format!(
+                "counters {:?} but a walk counts {c:?}",
+                self.counters
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn mark(out: &mut BTreeMap<String, ChangeKind>, path: String, kind: ChangeKind) {
+    use std::collections::btree_map::Entry as E;
+    match out.entry(path) {
+        E::Vacant(v) => {
+            v.insert(kind);
+        }
+        E::Occupied(mut o) => {
+            let merged = match (*o.get(), kind) {
+                (ChangeKind::Removed, ChangeKind::Added)
+                | (ChangeKind::Added, ChangeKind::Removed) => ChangeKind::Modified,
+                (ChangeKind::Added, _) | (_, ChangeKind::Added) => ChangeKind::Added,
+                (ChangeKind::Removed, _) | (_, ChangeKind::Removed) => ChangeKind::Removed,
+                _ => ChangeKind::Modified,
+            };
+            o.insert(merged);
+        }
+    }
+}
+
+/// How a path differs between two snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// The path exists only in the newer tree.
+    Added,
+    /// The path exists only in the older tree.
+    Removed,
+    /// The path exists in both, with other content, permissions, kind or
+    /// symlink target.
+    Modified,
+}
+
+/// One changed path, as [`Snapshot::diff`](crate::Snapshot::diff) reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Change {
+    path: String,
+    kind: ChangeKind,
+}
+
+impl Change {
+    /// The path from the sandbox root, e.g. `/app/main.py`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Added, removed or modified.
+    pub fn kind(&self) -> ChangeKind {
+        self.kind
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = match self.kind {
+            ChangeKind::Added => '+',
+            ChangeKind::Removed => '-',
+            ChangeKind::Modified => 'M',
+        };
+        write!(f, "{sign} {}", self.path)
+    }
+}
