@@ -1,0 +1,68 @@
+//! Argument parsing and dispatch. Each subcommand lives in its own module
+//! and calls into the library; no logic lives only here.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Copy-on-write, snapshotting virtual filesystems for WebAssembly sandboxes.
+#[derive(Parser, Debug)]
+#[command(name = "cowvfs", version, about, long_about = None)]
+pub struct Cli {
+    /// Log what cowvfs does (-v info, -vv debug, -vvv trace); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the version.
+    Version,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(cli.verbose);
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Version => {
+            println!("cowvfs {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cowvfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match verbose {
+        0 => match EnvFilter::try_from_default_env() {
+            Ok(f) => f,
+            Err(_) => return,
+        },
+        1 => EnvFilter::new("cowvfs=info"),
+        2 => EnvFilter::new("cowvfs=debug"),
+        _ => EnvFilter::new("cowvfs=trace"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
