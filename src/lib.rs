@@ -33,6 +33,7 @@
 mod blob;
 mod content;
 mod error;
+pub mod host;
 mod path;
 mod tree;
 mod vfs;

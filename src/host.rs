@@ -1,0 +1,460 @@
+//! Moving trees between the host filesystem and the engine.
+//!
+//! [`import_dir`] copies a host directory into a [`Vfs`]; [`export_dir`]
+//! recreates a snapshot's directory on the host. Both keep what a checkpoint
+//! keeps: regular files, directories, symlinks (targets exactly as written),
+//! hard links (as hard links), permission bits and access/modification
+//! times. Ownership and other file types (sockets, FIFOs, devices) have no
+//! place in the engine, so an import refuses them by name rather than
+//! silently dropping them.
+//!
+//! Import never writes to the host. Export builds the tree in a temporary
+//! directory next to the target and renames it into place, so a failure
+//! leaves no half-written tree behind.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::content::CHUNK_SIZE;
+use crate::error::{Error, ErrorKind, Result};
+use crate::path;
+use crate::tree::{Base, Ino, Node, Timestamp};
+use crate::vfs::{OpenOptions, SetTime, Snapshot, Vfs};
+
+/// What an import or export moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    /// Regular files created (not counting extra hard links).
+    pub files: u64,
+    /// Directories created, the top one included.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Extra names made for a file or symlink already copied.
+    pub hard_links: u64,
+    /// Bytes of file content (logical sizes, holes included).
+    pub bytes: u64,
+}
+
+/// What an export wrote; the same counts as an import.
+pub type ExportStats = ImportStats;
+
+/// Errors about a host path name the path, so a user can find it.
+fn host_err(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::with(ErrorKind::from_io(&e), format!("{}: {e}", p.display()))
+}
+
+fn guest_err(p: &str) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| match e.context() {
+        Some(c) if c != p => Error::with(e.kind(), format!("{p}: {c}")),
+        _ => Error::with(e.kind(), p.to_string()),
+    }
+}
+
+fn utf8_name(host: &Path, name: &std::ffi::OsStr) -> Result<String> {
+    match name.to_str() {
+        Some(s) => Ok(s.to_string()),
+        None => Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}: name is not UTF-8 and cannot be stored",
+                host.join(name).display()
+            ),
+        )),
+    }
+}
+
+fn times_of(m: &fs::Metadata) -> (Timestamp, Timestamp) {
+    let ts = |secs: i64, nanos: i64| Timestamp {
+        secs,
+        nanos: u32::try_from(nanos).unwrap_or(0).min(999_999_999),
+    };
+    (ts(m.atime(), m.atime_nsec()), ts(m.mtime(), m.mtime_nsec()))
+}
+
+/// Copies the host directory `host` into `vfs` at `guest`, creating `guest`
+/// (and its parents) if needed; an existing `guest` must be a directory and
+/// the imported entries must not already exist in it. The top directory
+/// takes the host directory's permissions and times.
+///
+/// The host tree is only read. Files whose 64 KiB pieces are all zeros are
+/// stored as holes, so sparse host files stay cheap.
+///
+/// ```no_run
+/// # use cowvfs::{Vfs, host};
+/// let mut vfs = Vfs::new();
+/// let stats = host::import_dir(&mut vfs, "/usr/lib/python3.11".as_ref(), "/lib/python")?;
+/// println!("{} files, {} bytes", stats.files, stats.bytes);
+/// # Ok::<(), cowvfs::Error>(())
+/// ```
+pub fn import_dir(vfs: &mut Vfs, host: &Path, guest: &str) -> Result<ImportStats> {
+    import_dir_with(vfs, host, guest, &mut |_| {})
+}
+
+/// [`import_dir`] calling `progress` after each object with the counts so
+/// far (the CLI draws a progress bar with it).
+pub fn import_dir_with(
+    vfs: &mut Vfs,
+    host: &Path,
+    guest: &str,
+    progress: &mut dyn FnMut(&ImportStats),
+) -> Result<ImportStats> {
+    let top = fs::metadata(host).map_err(host_err(host))?;
+    if !top.is_dir() {
+        return Err(Error::with(
+            ErrorKind::NotADirectory,
+            format!("{}: not a directory", host.display()),
+        ));
+    }
+    vfs.create_dir_all(guest).map_err(guest_err(guest))?;
+    let mut stats = ImportStats {
+        dirs: 1,
+        ..ImportStats::default()
+    };
+    // Host (device, inode) of multiply linked objects -> first guest path.
+    let mut seen: HashMap<(u64, u64), String> = HashMap::new();
+    let mut buf = vec![0u8; 16 * CHUNK_SIZE];
+    enum Step {
+        Enter(PathBuf, String),
+        Finish(String, fs::Metadata),
+    }
+    let mut work = vec![
+        Step::Finish(guest.to_string(), top),
+        Step::Enter(host.to_path_buf(), guest.to_string()),
+    ];
+    while let Some(step) = work.pop() {
+        match step {
+            Step::Finish(g, meta) => {
+                // Permissions and times last: creating children changes the
+                // directory's mtime, and a read-only mode would stop them.
+                vfs.set_permissions(&g, meta.mode() & 0o7777)
+                    .map_err(guest_err(&g))?;
+                let (a, m) = times_of(&meta);
+                vfs.set_times(&g, SetTime::At(a), SetTime::At(m))
+                    .map_err(guest_err(&g))?;
+            }
+            Step::Enter(h, g) => {
+                let mut entries = Vec::new();
+                for e in fs::read_dir(&h).map_err(host_err(&h))? {
+                    let e = e.map_err(host_err(&h))?;
+                    entries.push(e.file_name());
+                }
+                // Name order makes inode numbers, and so checkpoints, repeatable.
+                entries.sort();
+                for name in entries {
+                    let hp = h.join(&name);
+                    let gp = path::join(&g, &utf8_name(&h, &name)?);
+                    let meta = fs::symlink_metadata(&hp).map_err(host_err(&hp))?;
+                    let ft = meta.file_type();
+                    if !ft.is_dir() && meta.nlink() > 1 {
+                        if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
+                            vfs.hard_link(first, &gp).map_err(guest_err(&gp))?;
+                            stats.hard_links += 1;
+                            progress(&stats);
+                            continue;
+                        }
+                        seen.insert((meta.dev(), meta.ino()), gp.clone());
+                    }
+                    if ft.is_dir() {
+                        vfs.create_dir(&gp).map_err(guest_err(&gp))?;
+                        stats.dirs += 1;
+                        work.push(Step::Finish(gp.clone(), meta));
+                        work.push(Step::Enter(hp, gp));
+                    } else if ft.is_symlink() {
+                        let target = fs::read_link(&hp).map_err(host_err(&hp))?;
+                        let Some(target) = target.to_str() else {
+                            return Err(Error::with(
+                                ErrorKind::InvalidInput,
+                                format!("{}: symlink target is not UTF-8", hp.display()),
+                            ));
+                        };
+                        vfs.symlink(target, &gp).map_err(guest_err(&gp))?;
+                        let (a, m) = times_of(&meta);
+                        vfs.set_symlink_times(&gp, SetTime::At(a), SetTime::At(m))
+                            .map_err(guest_err(&gp))?;
+                        stats.symlinks += 1;
+                    } else if ft.is_file() {
+                        stats.bytes += import_file(vfs, &hp, &gp, &meta, &mut buf)?;
+                        stats.files += 1;
+                    } else {
+                        return Err(Error::with(
+                            ErrorKind::Unsupported,
+                            format!(
+                                "{}: sockets, FIFOs and device files cannot be imported",
+                                hp.display()
+                            ),
+                        ));
+                    }
+                    progress(&stats);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Copies one regular file; returns its size.
+fn import_file(
+    vfs: &mut Vfs,
+    hp: &Path,
+    gp: &str,
+    meta: &fs::Metadata,
+    buf: &mut [u8],
+) -> Result<u64> {
+    let mut f = fs::File::open(hp).map_err(host_err(hp))?;
+    let fd = vfs
+        .open(
+            gp,
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(meta.mode() & 0o7777),
+        )
+        .map_err(guest_err(gp))?;
+    let res = (|| -> Result<u64> {
+        let mut off = 0u64;
+        loop {
+            // Fill the buffer fully so pieces stay chunk-aligned.
+            let mut n = 0;
+            while n < buf.len() {
+                match f.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(host_err(hp)(e)),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            for (i, piece) in buf[..n].chunks(CHUNK_SIZE).enumerate() {
+                if piece.iter().any(|&b| b != 0) {
+                    vfs.write_at(fd, piece, off + (i * CHUNK_SIZE) as u64)
+                        .map_err(guest_err(gp))?;
+                }
+            }
+            off += n as u64;
+            if n < buf.len() {
+                break;
+            }
+        }
+        // Trailing all-zero pieces were skipped: the length makes them holes.
+        vfs.set_len(fd, off).map_err(guest_err(gp))?;
+        Ok(off)
+    })();
+    let closed = vfs.close(fd);
+    let size = res?;
+    closed?;
+    let (a, m) = times_of(meta);
+    vfs.set_symlink_times(gp, SetTime::At(a), SetTime::At(m))
+        .map_err(guest_err(gp))?;
+    Ok(size)
+}
+
+/// Recreates the directory `guest` of `snap` at the host path `host`, which
+/// must not exist or be an empty directory (anything else is refused, so an
+/// export never mixes with or overwrites other files). Afterwards
+/// `diff -r --no-dereference` finds no difference, and permissions, mtimes,
+/// symlink targets and hard links match.
+///
+/// The tree is built in a temporary directory beside `host` and renamed into
+/// place: on failure nothing is left at `host`.
+pub fn export_dir(snap: &Snapshot, guest: &str, host: &Path) -> Result<ExportStats> {
+    export_dir_with(snap, guest, host, &mut |_| {})
+}
+
+/// [`export_dir`] calling `progress` after each object with the counts so far.
+pub fn export_dir_with(
+    snap: &Snapshot,
+    guest: &str,
+    host: &Path,
+    progress: &mut dyn FnMut(&ExportStats),
+) -> Result<ExportStats> {
+    let tree = &snap.tree;
+    let top = tree
+        .lookup(Base::Root, guest, true)
+        .map_err(guest_err(guest))?;
+    if tree.get(top)?.entries().is_none() {
+        return Err(Error::with(
+            ErrorKind::NotADirectory,
+            format!("{guest}: not a directory"),
+        ));
+    }
+    match fs::symlink_metadata(host) {
+        Ok(m) if m.is_dir() => {
+            if fs::read_dir(host).map_err(host_err(host))?.next().is_some() {
+                return Err(Error::with(
+                    ErrorKind::AlreadyExists,
+                    format!("{}: exists and is not empty", host.display()),
+                ));
+            }
+        }
+        Ok(_) => {
+            return Err(Error::with(
+                ErrorKind::AlreadyExists,
+                format!("{}: exists and is not a directory", host.display()),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(host_err(host)(e)),
+    }
+    let Some(name) = host.file_name() else {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!("{}: needs a final name", host.display()),
+        ));
+    };
+    let parent = match host.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".cowvfs-export-{}", std::process::id()));
+    let tmp = parent.join(tmp_name);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(host_err(&tmp))?;
+    let res = write_tree(snap, top, &tmp, progress).and_then(|stats| {
+        fs::rename(&tmp, host).map_err(host_err(host))?;
+        // The top directory's own mode and times go on after the rename,
+        // which may touch them.
+        finish_dir(snap, top, host)?;
+        Ok(stats)
+    });
+    if res.is_err() {
+        remove_partial(&tmp);
+    }
+    res
+}
+
+fn write_tree(
+    snap: &Snapshot,
+    top: Ino,
+    dest: &Path,
+    progress: &mut dyn FnMut(&ExportStats),
+) -> Result<ExportStats> {
+    let tree = &snap.tree;
+    let mut stats = ExportStats {
+        dirs: 1,
+        ..ExportStats::default()
+    };
+    let mut first_path: HashMap<Ino, PathBuf> = HashMap::new();
+    enum Step {
+        Enter(Ino, PathBuf),
+        Finish(Ino, PathBuf),
+    }
+    let mut work = vec![Step::Enter(top, dest.to_path_buf())];
+    while let Some(step) = work.pop() {
+        match step {
+            Step::Finish(ino, p) => finish_dir(snap, ino, &p)?,
+            Step::Enter(ino, p) => {
+                let Some(entries) = tree.get(ino)?.entries() else {
+                    continue;
+                };
+                for (name, e) in entries.iter() {
+                    let hp = p.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+                    let inode = tree.get(e.ino)?;
+                    if inode.nlink > 1 && inode.entries().is_none() {
+                        if let Some(first) = first_path.get(&e.ino) {
+                            fs::hard_link(first, &hp).map_err(host_err(&hp))?;
+                            stats.hard_links += 1;
+                            progress(&stats);
+                            continue;
+                        }
+                        first_path.insert(e.ino, hp.clone());
+                    }
+                    match &inode.node {
+                        Node::Dir(_) => {
+                            fs::DirBuilder::new()
+                                .mode(0o700)
+                                .create(&hp)
+                                .map_err(host_err(&hp))?;
+                            stats.dirs += 1;
+                            work.push(Step::Finish(e.ino, hp.clone()));
+                            work.push(Step::Enter(e.ino, hp));
+                        }
+                        Node::Symlink(target) => {
+                            std::os::unix::fs::symlink(&**target, &hp).map_err(host_err(&hp))?;
+                            set_host_times(&hp, inode.atime, inode.mtime)?;
+                            stats.symlinks += 1;
+                        }
+                        Node::File(content) => {
+                            let f = fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .mode(0o600)
+                                .open(&hp)
+                                .map_err(host_err(&hp))?;
+                            for (idx, chunk) in content.chunks() {
+                                let bytes = chunk.bytes();
+                                let data = crate::blob::trimmed(bytes);
+                                if !data.is_empty() {
+                                    f.write_all_at(data, idx * CHUNK_SIZE as u64)
+                                        .map_err(host_err(&hp))?;
+                                }
+                            }
+                            // Zeros after the last stored byte become a hole.
+                            f.set_len(content.size()).map_err(host_err(&hp))?;
+                            drop(f);
+                            fs::set_permissions(&hp, fs::Permissions::from_mode(inode.mode))
+                                .map_err(host_err(&hp))?;
+                            set_host_times(&hp, inode.atime, inode.mtime)?;
+                            stats.files += 1;
+                            stats.bytes += content.size();
+                        }
+                    }
+                    progress(&stats);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn finish_dir(snap: &Snapshot, ino: Ino, p: &Path) -> Result<()> {
+    let inode = snap.tree.get(ino)?;
+    fs::set_permissions(p, fs::Permissions::from_mode(inode.mode)).map_err(host_err(p))?;
+    set_host_times(p, inode.atime, inode.mtime)
+}
+
+/// Sets times on the path itself (never through a symlink).
+fn set_host_times(p: &Path, atime: Timestamp, mtime: Timestamp) -> Result<()> {
+    let ts = |t: Timestamp| rustix::fs::Timespec {
+        tv_sec: t.secs,
+        tv_nsec: t.nanos.into(),
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| host_err(p)(e.into()))
+}
+
+/// Best-effort removal of a failed export. Directories may already carry a
+/// read-only mode, so make each writable before emptying it.
+fn remove_partial(root: &Path) {
+    let mut work = vec![root.to_path_buf()];
+    while let Some(d) = work.pop() {
+        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    work.push(e.path());
+                }
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(root);
+}
