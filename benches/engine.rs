@@ -1,1 +1,309 @@
-fn main() {}
+//! Engine benchmarks, each beside the baseline a user would otherwise pick:
+//! a naive deep-copy engine (`BTreeMap<String, Vec<u8>>` cloned per fork)
+//! and `cp -r` of the same tree on tmpfs.
+//!
+//! Run: `cargo bench --bench engine` (add `-- --quick` for a short run).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cowvfs::{OpenOptions, Snapshot, Vfs};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+const BIG: usize = 64 << 20;
+
+/// The deep-copy baseline: what a simple VFS does on snapshot.
+#[derive(Clone, Default)]
+struct Naive(BTreeMap<String, Vec<u8>>);
+
+fn tree(files: usize, big: usize) -> (Vfs, Naive) {
+    let mut v = Vfs::new();
+    let mut n = Naive::default();
+    for i in 0..files {
+        let dir = format!("/d{}", i / 1000);
+        if i % 1000 == 0 {
+            v.create_dir(&dir).unwrap();
+        }
+        let path = format!("{dir}/f{i}");
+        let data = format!("file number {i}\n").into_bytes();
+        v.write_file(&path, &data).unwrap();
+        n.0.insert(path, data);
+    }
+    if big > 0 {
+        let data = vec![7u8; big];
+        v.write_file("/big", &data).unwrap();
+        n.0.insert("/big".into(), data);
+    }
+    (v, n)
+}
+
+fn shm_dir(name: &str) -> std::path::PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    Path::new(base).join(format!("cowvfs-bench-{}-{name}", std::process::id()))
+}
+
+fn write_host_tree(root: &Path, n: &Naive) {
+    let _ = std::fs::remove_dir_all(root);
+    for (p, data) in &n.0 {
+        let full = root.join(&p[1..]);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(full, data).unwrap();
+    }
+}
+
+fn fork_and_snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fork");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    for files in [10usize, 1_000, 100_000] {
+        let (v, naive) = tree(files, BIG);
+        let snap = v.snapshot();
+        g.bench_with_input(
+            BenchmarkId::new("cowvfs_snapshot", files),
+            &files,
+            |b, _| b.iter(|| black_box(v.snapshot())),
+        );
+        g.bench_with_input(BenchmarkId::new("cowvfs_fork", files), &files, |b, _| {
+            b.iter(|| black_box(snap.fork()))
+        });
+        g.bench_with_input(
+            BenchmarkId::new("naive_deep_copy", files),
+            &files,
+            |b, _| b.iter(|| black_box(naive.clone())),
+        );
+        let src = shm_dir(&format!("src{files}"));
+        let dst = shm_dir(&format!("dst{files}"));
+        write_host_tree(&src, &naive);
+        g.bench_with_input(BenchmarkId::new("cp_r_tmpfs", files), &files, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let _ = std::fs::remove_dir_all(&dst);
+                    let t = Instant::now();
+                    let ok = Command::new("cp")
+                        .arg("-r")
+                        .arg(&src)
+                        .arg(&dst)
+                        .status()
+                        .unwrap();
+                    total += t.elapsed();
+                    assert!(ok.success());
+                }
+                total
+            })
+        });
+        let _ = std::fs::remove_dir_all(&src);
+        let _ = std::fs::remove_dir_all(&dst);
+    }
+    g.finish();
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// 1,000 forks each write one byte into a shared 64 MiB file. Reports the
+/// resident memory growth once, then times the whole batch.
+fn thousand_forks(c: &mut Criterion) {
+    let (v, naive) = tree(0, BIG);
+    let snap = v.snapshot();
+    drop(v);
+    let before = rss_bytes();
+    let forks = fork_and_write(&snap, 1000);
+    let grown = rss_bytes().saturating_sub(before);
+    drop(forks);
+    let before = rss_bytes();
+    let copies: Vec<Naive> = (0..10)
+        .map(|i| {
+            let mut n = naive.clone();
+            n.0.get_mut("/big").unwrap()[i] = 1;
+            n
+        })
+        .collect();
+    let naive_grown = rss_bytes().saturating_sub(before) * 100;
+    drop(copies);
+    println!(
+        "1000 forks x 1-byte write into a shared 64 MiB file: RSS grew {:.1} MiB (naive deep copy: {:.0} MiB, extrapolated from 10)",
+        grown as f64 / (1 << 20) as f64,
+        naive_grown as f64 / (1 << 20) as f64
+    );
+    let mut g = c.benchmark_group("thousand_forks");
+    g.sample_size(10);
+    g.bench_function("cowvfs_1000_forks_1_byte_write", |b| {
+        b.iter(|| black_box(fork_and_write(&snap, 1000)))
+    });
+    g.bench_function("naive_10_copies_1_byte_write", |b| {
+        b.iter(|| {
+            let v: Vec<Naive> = (0..10).map(|_| naive.clone()).collect();
+            black_box(v)
+        })
+    });
+    g.finish();
+}
+
+fn fork_and_write(snap: &Snapshot, n: usize) -> Vec<Vfs> {
+    (0..n)
+        .map(|i| {
+            let mut f = snap.fork();
+            let fd = f.open("/big", OpenOptions::new().write(true)).unwrap();
+            f.write_at(fd, &[i as u8], (i as u64 * 4099) % BIG as u64)
+                .unwrap();
+            f.close(fd).unwrap();
+            f
+        })
+        .collect()
+}
+
+fn first_write(c: &mut Criterion) {
+    let gib = 1usize << 30;
+    let mut v = Vfs::new();
+    let fd = v
+        .open("/huge", OpenOptions::new().write(true).create(true))
+        .unwrap();
+    let block = vec![5u8; 1 << 20];
+    for i in 0..(gib >> 20) {
+        v.write_at(fd, &block, (i << 20) as u64).unwrap();
+    }
+    v.close(fd).unwrap();
+    let snap = v.snapshot();
+    drop(v);
+    let mut g = c.benchmark_group("first_write_after_fork_1GiB");
+    g.sample_size(10);
+    g.bench_function("cowvfs_fork_then_write_1_byte", |b| {
+        b.iter(|| {
+            let mut f = snap.fork();
+            let fd = f.open("/huge", OpenOptions::new().write(true)).unwrap();
+            f.write_at(fd, b"x", 512 << 20).unwrap();
+            black_box(f)
+        })
+    });
+    let naive = vec![5u8; gib];
+    g.bench_function("naive_copy_then_write_1_byte", |b| {
+        b.iter(|| {
+            let mut copy = naive.clone();
+            copy[512 << 20] = b'x';
+            black_box(copy)
+        })
+    });
+    g.finish();
+}
+
+fn throughput(c: &mut Criterion) {
+    let size = 256usize << 20;
+    let block = vec![3u8; 1 << 20];
+    let mut g = c.benchmark_group("sequential_io_256MiB_1MiB_blocks");
+    g.sample_size(10).throughput(Throughput::Bytes(size as u64));
+    g.bench_function("cowvfs_write_at", |b| {
+        b.iter_batched(
+            Vfs::new,
+            |mut v| {
+                let fd = v
+                    .open("/f", OpenOptions::new().write(true).create(true))
+                    .unwrap();
+                for i in 0..(size >> 20) {
+                    v.write_at(fd, &block, (i << 20) as u64).unwrap();
+                }
+                v
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let mut v = Vfs::new();
+    let fd = v
+        .open("/f", OpenOptions::new().read(true).write(true).create(true))
+        .unwrap();
+    for i in 0..(size >> 20) {
+        v.write_at(fd, &block, (i << 20) as u64).unwrap();
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    g.bench_function("cowvfs_read_at", |b| {
+        b.iter(|| {
+            for i in 0..(size >> 20) {
+                v.read_at(fd, &mut buf, (i << 20) as u64).unwrap();
+            }
+        })
+    });
+    g.bench_function("baseline_vec_extend", |b| {
+        b.iter(|| {
+            let mut out: Vec<u8> = Vec::new();
+            for _ in 0..(size >> 20) {
+                out.extend_from_slice(&block);
+            }
+            black_box(out)
+        })
+    });
+    g.finish();
+}
+
+fn diff_and_hash(c: &mut Criterion) {
+    let (v, naive) = tree(100_000, 0);
+    let base = v.snapshot();
+    let _ = base.root_hash();
+    let mut child = base.fork();
+    child.write_file("/d50/f50000", b"changed").unwrap();
+    let changed = child.snapshot();
+    let mut naive2 = naive.clone();
+    naive2.0.insert("/d50/f50000".into(), b"changed".to_vec());
+    let mut g = c.benchmark_group("diff_100k_files_one_change");
+    g.sample_size(20);
+    g.bench_function("cowvfs_pruned_diff", |b| {
+        b.iter(|| black_box(base.diff(&changed)))
+    });
+    g.bench_function("naive_full_compare", |b| {
+        b.iter(|| {
+            let d: Vec<&String> = naive
+                .0
+                .iter()
+                .filter(|(k, v)| naive2.0.get(*k) != Some(*v))
+                .map(|(k, _)| k)
+                .collect();
+            black_box(d)
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("root_hash_100k_files_one_change");
+    g.sample_size(20);
+    g.bench_function("cowvfs_memoized_rehash", |b| {
+        b.iter_batched(
+            || {
+                let mut f = base.fork();
+                f.write_file("/d50/f50000", b"changed").unwrap();
+                f.snapshot()
+            },
+            |s| black_box(s.root_hash()),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("full_hash_from_scratch", |b| {
+        b.iter_batched(
+            || tree(100_000, 0).0.snapshot(),
+            |s| black_box(s.root_hash()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    fork_and_snapshot,
+    thousand_forks,
+    first_write,
+    throughput,
+    diff_and_hash
+);
+criterion_main!(benches);

@@ -46,3 +46,8 @@ pub use vfs::{
     Clock, DirEntry, Fd, FdInfo, Limits, ManualClock, Metadata, OpenOptions, SetTime, Snapshot,
     SystemClock, Usage, Vfs,
 };
+
+// The README's examples are doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
