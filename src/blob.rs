@@ -6,13 +6,149 @@
 //! with zeros, or an all-zero chunk and a hole) have the same address. This
 //! makes the address, and everything hashed from it, a function of what a
 //! reader sees, not of how the bytes happen to be stored.
+//!
+//! A chunk's bytes live in one of three places:
+//! - owned by the chunk (everything a sandbox writes);
+//! - in a shared [`Blob`]: trimmed bytes known by address, which many chunks
+//!   (in many files, of different logical lengths) can use. A blob is either
+//!   loaded already (a fully read checkpoint) or fetched from a
+//!   [`ChunkSource`] on first use and verified against its address then
+//!   (a lazily opened checkpoint today, a blob store later);
+//! - nowhere: a chunk of zeros that only has a length.
+//!
+//! So reading a chunk can fail (a source's I/O error, or bytes that do not
+//! match their address); the failure goes to whoever reads, and the chunk
+//! stays unloaded so a later read tries again. Wrong bytes are never
+//! returned.
 
+use std::fmt;
 use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where lazily loaded chunk bytes come from: a checkpoint file, later a
+/// blob store. A source returns the stored bytes (trailing zeros removed);
+/// [`Blob`] checks them against the address, so a source need not be
+/// trusted and should not verify twice.
+pub(crate) trait ChunkSource: Send + Sync + fmt::Debug {
+    /// The trimmed bytes of the chunk with address `addr`; `key` is the
+    /// source's own locator that it handed out when the blob was made
+    /// (an index into a checkpoint's chunk table, say).
+    fn fetch(&self, key: u64, addr: &blake3::Hash) -> Result<Vec<u8>>;
+}
+
+/// Trimmed bytes with a known address, possibly not loaded yet.
+pub(crate) struct Blob {
+    addr: blake3::Hash,
+    /// Length of the trimmed bytes (what the source promised).
+    len: u32,
+    key: u64,
+    source: Option<Arc<dyn ChunkSource>>,
+    bytes: OnceLock<Vec<u8>>,
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Blob")
+            .field("addr", &self.addr.to_hex())
+            .field("len", &self.len)
+            .field("loaded", &self.bytes.get().is_some())
+            .finish()
+    }
+}
+
+impl Blob {
+    /// A blob whose bytes are in hand and already verified by the caller
+    /// (`addr` must be the hash of `bytes`, which have no trailing zeros).
+    pub(crate) fn loaded(bytes: Vec<u8>, addr: blake3::Hash) -> Blob {
+        let cell = OnceLock::new();
+        let len = bytes.len() as u32;
+        let _ = cell.set(bytes);
+        Blob {
+            addr,
+            len,
+            key: 0,
+            source: None,
+            bytes: cell,
+        }
+    }
+
+    /// A blob fetched from `source` on first use.
+    pub(crate) fn lazy(
+        addr: blake3::Hash,
+        len: u32,
+        key: u64,
+        source: Arc<dyn ChunkSource>,
+    ) -> Blob {
+        Blob {
+            addr,
+            len,
+            key,
+            source: Some(source),
+            bytes: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> blake3::Hash {
+        self.addr
+    }
+
+    /// Length of the trimmed bytes, known without loading them.
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.bytes.get().is_some()
+    }
+
+    /// The bytes, fetched and verified on first use.
+    pub(crate) fn get(&self) -> Result<&[u8]> {
+        if let Some(b) = self.bytes.get() {
+            return Ok(b);
+        }
+        let Some(source) = &self.source else {
+            return Err(Error::with(
+                ErrorKind::Io,
+                "chunk has no bytes and no source",
+            ));
+        };
+        let bytes = source.fetch(self.key, &self.addr)?;
+        if bytes.len() != self.len as usize
+            || bytes.last() == Some(&0)
+            || blake3::hash(&bytes) != self.addr
+        {
+            return Err(Error::with(
+                ErrorKind::Io,
+                format!(
+                    "chunk {} failed verification (corrupt checkpoint or store)",
+                    self.addr.to_hex()
+                ),
+            ));
+        }
+        // Another thread may have won the race with the same verified bytes.
+        let _ = self.bytes.set(bytes);
+        match self.bytes.get() {
+            Some(b) => Ok(b),
+            None => Err(Error::with(ErrorKind::Io, "chunk vanished after loading")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Owned(Vec<u8>),
+    Shared(Arc<Blob>),
+    Zeros,
+}
 
 /// The bytes of one chunk and their memoized address.
 #[derive(Debug)]
 pub(crate) struct ChunkData {
-    bytes: Vec<u8>,
+    store: Store,
+    /// Logical length for `Shared` and `Zeros` (at least the blob's length;
+    /// the rest reads as zeros). `Owned` uses its vector's length.
+    len: u32,
     /// `None` inside means the chunk reads as all zeros.
     addr: OnceLock<Option<blake3::Hash>>,
 }
@@ -20,7 +156,11 @@ pub(crate) struct ChunkData {
 impl Clone for ChunkData {
     fn clone(&self) -> Self {
         // A clone is about to be written: its address would be stale.
-        ChunkData::new(self.bytes.clone())
+        ChunkData {
+            store: self.store.clone(),
+            len: self.len,
+            addr: OnceLock::new(),
+        }
     }
 }
 
@@ -31,34 +171,99 @@ pub(crate) struct Chunk(Arc<ChunkData>);
 
 impl Chunk {
     pub(crate) fn new(bytes: Vec<u8>) -> Chunk {
-        Chunk(Arc::new(ChunkData::new(bytes)))
+        Chunk(Arc::new(ChunkData {
+            store: Store::Owned(bytes),
+            len: 0,
+            addr: OnceLock::new(),
+        }))
     }
 
-    /// A chunk whose address is already known (the caller verified it).
-    pub(crate) fn with_addr(bytes: Vec<u8>, addr: Option<blake3::Hash>) -> Chunk {
-        let data = ChunkData::new(bytes);
-        let _ = data.addr.set(addr);
-        Chunk(Arc::new(data))
+    /// A chunk of `len` bytes reading as `blob`'s bytes and then zeros.
+    /// The caller checks `blob.len() <= len`.
+    pub(crate) fn from_blob(blob: Arc<Blob>, len: u32) -> Chunk {
+        let addr = OnceLock::new();
+        let _ = addr.set((blob.len() > 0).then(|| blob.addr()));
+        Chunk(Arc::new(ChunkData {
+            store: Store::Shared(blob),
+            len,
+            addr,
+        }))
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0.bytes
+    /// A chunk of `len` zero bytes that stores nothing but its length.
+    pub(crate) fn zeros(len: u32) -> Chunk {
+        let addr = OnceLock::new();
+        let _ = addr.set(None);
+        Chunk(Arc::new(ChunkData {
+            store: Store::Zeros,
+            len,
+            addr,
+        }))
     }
 
+    /// The stored bytes: at most `len()`, the rest reads as zeros. Fails
+    /// when a lazily loaded chunk cannot be fetched or verified.
+    pub(crate) fn bytes(&self) -> Result<&[u8]> {
+        match &self.0.store {
+            Store::Owned(v) => Ok(v),
+            Store::Shared(b) => b.get(),
+            Store::Zeros => Ok(&[]),
+        }
+    }
+
+    /// Logical length (what `held` counts), known without loading.
     pub(crate) fn len(&self) -> usize {
-        self.0.bytes.len()
+        match &self.0.store {
+            Store::Owned(v) => v.len(),
+            _ => self.0.len as usize,
+        }
     }
 
-    /// Mutable bytes, copied first if shared. Forgets the memoized address.
-    pub(crate) fn bytes_mut(&mut self) -> &mut Vec<u8> {
+    /// The shared blob behind this chunk, if any (the checkpoint writer
+    /// stores each blob once).
+    pub(crate) fn blob(&self) -> Option<&Arc<Blob>> {
+        match &self.0.store {
+            Store::Shared(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether the bytes are in memory (a lazy chunk not yet read is not).
+    pub(crate) fn is_loaded(&self) -> bool {
+        match &self.0.store {
+            Store::Shared(b) => b.is_loaded(),
+            _ => true,
+        }
+    }
+
+    /// Whether the chunk owns its bytes (a write can go in place).
+    pub(crate) fn is_owned(&self) -> bool {
+        matches!(self.0.store, Store::Owned(_))
+    }
+
+    /// Mutable bytes, padded to the logical length, copied first if
+    /// shared. Forgets the memoized address. Fails only if a lazy chunk
+    /// cannot be loaded, and then changes nothing.
+    pub(crate) fn bytes_mut(&mut self) -> Result<&mut Vec<u8>> {
+        if !self.is_owned() {
+            let len = self.len();
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(self.bytes()?);
+            v.resize(len, 0);
+            *self = Chunk::new(v);
+        }
         let data = Arc::make_mut(&mut self.0);
         data.addr = OnceLock::new();
-        &mut data.bytes
+        match &mut data.store {
+            Store::Owned(v) => Ok(v),
+            _ => Err(Error::with(ErrorKind::Io, "chunk is not writable")),
+        }
     }
 
-    /// Whether another tree still holds these bytes (a write would copy).
+    /// Whether a write would have to copy (another tree holds these bytes,
+    /// or they are not the chunk's own).
     pub(crate) fn is_shared(&self) -> bool {
-        Arc::strong_count(&self.0) > 1
+        Arc::strong_count(&self.0) > 1 || !self.is_owned()
     }
 
     /// Whether both handles share one allocation.
@@ -67,39 +272,51 @@ impl Chunk {
     }
 
     /// The content address: blake3 of the bytes without trailing zeros, or
-    /// `None` when the chunk reads as zeros. Computed once.
+    /// `None` when the chunk reads as zeros. Computed once; known without
+    /// loading for a chunk made from a blob.
     pub(crate) fn addr(&self) -> Option<blake3::Hash> {
-        *self.0.addr.get_or_init(|| {
-            let t = trimmed(&self.0.bytes);
-            if t.is_empty() {
-                None
-            } else {
-                Some(blake3::hash(t))
+        *self.0.addr.get_or_init(|| match &self.0.store {
+            Store::Owned(v) => {
+                let t = trimmed(v);
+                if t.is_empty() {
+                    None
+                } else {
+                    Some(blake3::hash(t))
+                }
             }
+            Store::Shared(b) => (b.len() > 0).then(|| b.addr()),
+            Store::Zeros => None,
         })
     }
 
+    /// Whether the chunk reads as all zeros (known without loading).
+    pub(crate) fn reads_zero(&self) -> bool {
+        match &self.0.store {
+            Store::Owned(v) => trimmed(v).is_empty(),
+            Store::Shared(b) => b.len() == 0,
+            Store::Zeros => true,
+        }
+    }
+
     /// The bytes without trailing zeros: what a checkpoint stores.
-    pub(crate) fn trimmed(&self) -> &[u8] {
-        trimmed(&self.0.bytes)
+    pub(crate) fn trimmed(&self) -> Result<&[u8]> {
+        Ok(trimmed(self.bytes()?))
     }
 }
 
 impl PartialEq for Chunk {
     fn eq(&self, other: &Chunk) -> bool {
-        self.ptr_eq(other) || self.trimmed() == other.trimmed()
-    }
-}
-impl Eq for Chunk {}
-
-impl ChunkData {
-    fn new(bytes: Vec<u8>) -> ChunkData {
-        ChunkData {
-            bytes,
-            addr: OnceLock::new(),
+        if self.ptr_eq(other) {
+            return true;
+        }
+        match (&self.0.store, &other.0.store) {
+            // Comparing bytes beats hashing them when both are at hand.
+            (Store::Owned(a), Store::Owned(b)) => trimmed(a) == trimmed(b),
+            _ => self.addr() == other.addr(),
         }
     }
 }
+impl Eq for Chunk {}
 
 /// `bytes` without its trailing zero bytes.
 pub(crate) fn trimmed(bytes: &[u8]) -> &[u8] {
@@ -142,10 +359,52 @@ mod tests {
         let mut a = Chunk::new(vec![1, 2, 3]);
         let _ = a.addr();
         let b = a.clone();
-        a.bytes_mut()[0] = 9;
-        assert_eq!(b.bytes(), &[1, 2, 3]);
-        assert_eq!(a.bytes(), &[9, 2, 3]);
+        a.bytes_mut().unwrap()[0] = 9;
+        assert_eq!(b.bytes().unwrap(), &[1, 2, 3]);
+        assert_eq!(a.bytes().unwrap(), &[9, 2, 3]);
         assert_eq!(a.addr(), Some(blake3::hash(&[9, 2, 3])));
         assert_eq!(b.addr(), Some(blake3::hash(&[1, 2, 3])));
+    }
+
+    #[derive(Debug)]
+    struct Fixed(Vec<u8>, std::sync::atomic::AtomicU32);
+    impl ChunkSource for Fixed {
+        fn fetch(&self, _key: u64, _addr: &blake3::Hash) -> Result<Vec<u8>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn lazy_blob_loads_once_and_verifies() {
+        let good = Arc::new(Fixed(b"abc".to_vec(), Default::default()));
+        let blob = Arc::new(Blob::lazy(blake3::hash(b"abc"), 3, 0, good.clone()));
+        let c = Chunk::from_blob(blob.clone(), 10);
+        assert_eq!(c.len(), 10);
+        assert_eq!(c.addr(), Some(blake3::hash(b"abc")));
+        assert!(!c.is_loaded());
+        assert_eq!(c, Chunk::new(b"abc\0\0".to_vec()));
+        assert!(!c.is_loaded(), "equality by address needs no load");
+        assert_eq!(c.bytes().unwrap(), b"abc");
+        assert_eq!(c.bytes().unwrap(), b"abc");
+        assert_eq!(good.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // Writing materializes the padded bytes and leaves the blob alone.
+        let mut w = c.clone();
+        w.bytes_mut().unwrap()[9] = 1;
+        assert_eq!(w.bytes().unwrap(), b"abc\0\0\0\0\0\0\x01");
+        assert_eq!(c.bytes().unwrap(), b"abc");
+
+        let bad = Arc::new(Fixed(b"abd".to_vec(), Default::default()));
+        let blob = Arc::new(Blob::lazy(blake3::hash(b"abc"), 3, 0, bad.clone()));
+        let mut c = Chunk::from_blob(blob, 3);
+        let e = c.bytes().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(e.to_string().contains("verification"), "{e}");
+        // Failures are not cached: the next read asks the source again.
+        assert!(c.bytes().is_err());
+        assert_eq!(bad.1.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(c.bytes_mut().is_err());
+        assert_eq!(c.len(), 3);
     }
 }

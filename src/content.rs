@@ -11,6 +11,7 @@
 //! snapshot or another fork still shares them.
 
 use crate::blob::Chunk;
+use crate::error::Result;
 use imbl::OrdMap;
 
 /// Bytes per chunk. 64 KiB keeps a copy-on-write copy cheap (a few µs) while
@@ -30,7 +31,22 @@ impl PartialEq for Content {
     fn eq(&self, other: &Content) -> bool {
         // OrdMap's equality skips shared subtrees, so comparing a forked file
         // with its original costs in proportion to what changed.
-        self.size == other.size && self.chunks == other.chunks
+        if self.size != other.size {
+            return false;
+        }
+        if self.chunks == other.chunks {
+            return true;
+        }
+        // Equal bytes stored in another layout (a hole here, a chunk of
+        // zeros there) are equal content, as the hash says.
+        let visible = |c: &Content| {
+            c.chunks
+                .iter()
+                .filter(|(_, ch)| !ch.reads_zero())
+                .map(|(i, ch)| (*i, ch.clone()))
+                .collect::<Vec<_>>()
+        };
+        visible(self) == visible(other)
     }
 }
 impl Eq for Content {}
@@ -59,10 +75,12 @@ impl Content {
         Content { size, held, chunks }
     }
 
-    /// Copies bytes at `offset` into `buf`; returns how many (0 at or past EOF).
-    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> usize {
+    /// Copies bytes at `offset` into `buf`; returns how many (0 at or past
+    /// EOF). Fails only when a lazily loaded chunk cannot be fetched or
+    /// verified; `buf` may then hold part of the data.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         if offset >= self.size || buf.is_empty() {
-            return 0;
+            return Ok(0);
         }
         let n = (self.size - offset).min(buf.len() as u64) as usize;
         let buf = &mut buf[..n];
@@ -83,7 +101,8 @@ impl Content {
             let in_chunk = (pos - idx * CHUNK) as usize;
             let want = ((idx + 1) * CHUNK).min(end) - pos;
             let want = want as usize;
-            let bytes = chunk.bytes();
+            // Stored bytes may stop short of the chunk's length: zeros follow.
+            let bytes = chunk.bytes()?;
             let have = bytes.len().saturating_sub(in_chunk).min(want);
             buf[done..done + have].copy_from_slice(&bytes[in_chunk..in_chunk + have]);
             buf[done + have..done + want].fill(0);
@@ -91,7 +110,43 @@ impl Content {
             next = idx + 1;
         }
         buf[done..].fill(0);
-        n
+        Ok(n)
+    }
+
+    /// Loads every chunk that a write of `len` bytes at `offset` would
+    /// change only in part, so the write itself cannot fail halfway.
+    /// Chunks the write covers whole are not loaded: their old bytes die.
+    pub(crate) fn prepare_write(&self, offset: u64, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = offset.saturating_add(len as u64);
+        let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
+        for (&idx, chunk) in self.chunks.range(first..=last) {
+            if chunk.is_owned() || chunk.is_loaded() {
+                continue;
+            }
+            let start = idx * CHUNK;
+            let covers = offset <= start && end >= start + chunk.len() as u64;
+            if !covers {
+                chunk.bytes()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the chunk that `set_len(len)` would cut in part.
+    pub(crate) fn prepare_set_len(&self, len: u64) -> Result<()> {
+        if len >= self.size {
+            return Ok(());
+        }
+        if let Some(chunk) = self.chunks.get(&(len / CHUNK))
+            && (len % CHUNK) as usize > 0
+            && chunk.len() > (len % CHUNK) as usize
+        {
+            chunk.bytes()?;
+        }
+        Ok(())
     }
 
     /// How many more bytes would be held after writing `len` bytes at
@@ -115,11 +170,13 @@ impl Content {
 
     /// Writes `data` at `offset`, extending the file if needed. Returns the
     /// number of bytes newly allocated (copies of shared chunks included),
-    /// which is what this write cost in memory.
-    pub(crate) fn write_at(&mut self, data: &[u8], offset: u64) -> u64 {
+    /// which is what this write cost in memory. Fails, changing nothing,
+    /// only if a lazily loaded chunk it must keep part of cannot be loaded.
+    pub(crate) fn write_at(&mut self, data: &[u8], offset: u64) -> Result<u64> {
         if data.is_empty() {
-            return 0;
+            return Ok(0);
         }
+        self.prepare_write(offset, data.len())?;
         let end = offset + data.len() as u64;
         let mut allocated = 0u64;
         let mut done = 0usize;
@@ -130,9 +187,16 @@ impl Content {
             let take = (CHUNK_SIZE - in_chunk).min(data.len() - done);
             let piece = &data[done..done + take];
             match self.chunks.get_mut(&idx) {
+                // Overwriting a whole borrowed chunk: never load its bytes.
+                Some(chunk) if !chunk.is_owned() && in_chunk == 0 && take >= chunk.len() => {
+                    let old = chunk.len() as u64;
+                    *chunk = Chunk::new(piece.to_vec());
+                    allocated += take as u64;
+                    self.held += take as u64 - old;
+                }
                 Some(chunk) => {
                     let shared = chunk.is_shared();
-                    let bytes = chunk.bytes_mut();
+                    let bytes = chunk.bytes_mut()?;
                     if shared {
                         allocated += bytes.len() as u64;
                     }
@@ -156,7 +220,7 @@ impl Content {
             done += take;
         }
         self.size = self.size.max(end);
-        allocated
+        Ok(allocated)
     }
 
     /// How many fewer bytes would be held after `set_len(len)`.
@@ -174,9 +238,11 @@ impl Content {
     }
 
     /// Sets the logical size. Growing adds a hole; shrinking drops chunks.
-    pub(crate) fn set_len(&mut self, len: u64) {
+    /// Fails, changing nothing, only if the chunk it cuts cannot be loaded.
+    pub(crate) fn set_len(&mut self, len: u64) -> Result<()> {
+        self.prepare_set_len(len)?;
         if len < self.size {
-            self.held -= self.held_shrink(len);
+            let freed = self.held_shrink(len);
             let first = len / CHUNK;
             let doomed: Vec<u64> = self
                 .chunks
@@ -190,11 +256,13 @@ impl Content {
             if let Some(chunk) = self.chunks.get_mut(&first) {
                 let keep = (len - first * CHUNK) as usize;
                 if chunk.len() > keep {
-                    chunk.bytes_mut().truncate(keep);
+                    chunk.bytes_mut()?.truncate(keep);
                 }
             }
+            self.held -= freed;
         }
         self.size = len;
+        Ok(())
     }
 
     /// The content hash: size plus the address of every chunk that does not
@@ -240,16 +308,16 @@ mod tests {
 
     fn read_all(c: &Content) -> Vec<u8> {
         let mut v = vec![0xAA; c.size() as usize];
-        assert_eq!(c.read_at(&mut v, 0), c.size() as usize);
+        assert_eq!(c.read_at(&mut v, 0).unwrap(), c.size() as usize);
         v
     }
 
     #[test]
     fn write_read_holes() {
         let mut c = Content::default();
-        c.write_at(b"hello", 0);
+        c.write_at(b"hello", 0).unwrap();
         assert_eq!(read_all(&c), b"hello");
-        c.write_at(b"Z", 200_000);
+        c.write_at(b"Z", 200_000).unwrap();
         let all = read_all(&c);
         assert_eq!(all.len(), 200_001);
         assert_eq!(&all[..5], b"hello");
@@ -264,23 +332,23 @@ mod tests {
     #[test]
     fn huge_offset_costs_one_short_chunk() {
         let mut c = Content::default();
-        let alloc = c.write_at(b"x", 1 << 40);
+        let alloc = c.write_at(b"x", 1 << 40).unwrap();
         assert_eq!(c.size(), (1 << 40) + 1);
         assert_eq!(c.chunks.len(), 1);
         assert_eq!(alloc, 1);
         let mut b = [7u8; 4];
-        assert_eq!(c.read_at(&mut b, (1 << 40) - 2), 3);
+        assert_eq!(c.read_at(&mut b, (1 << 40) - 2).unwrap(), 3);
         assert_eq!(&b[..3], &[0, 0, b'x']);
     }
 
     #[test]
     fn cow_copies_one_chunk() {
         let mut a = Content::default();
-        a.write_at(&vec![1u8; 4 * CHUNK_SIZE], 0);
+        a.write_at(&vec![1u8; 4 * CHUNK_SIZE], 0).unwrap();
         let base = a.clone();
-        let alloc = a.write_at(&[9], 5);
+        let alloc = a.write_at(&[9], 5).unwrap();
         assert_eq!(alloc, CHUNK as u64);
-        let alloc = a.write_at(&[9], 6);
+        let alloc = a.write_at(&[9], 6).unwrap();
         assert_eq!(alloc, 0, "second write into the copied chunk is in place");
         assert_eq!(read_all(&base), vec![1u8; 4 * CHUNK_SIZE]);
         let all = read_all(&a);
@@ -290,11 +358,11 @@ mod tests {
     #[test]
     fn set_len_shrink_and_grow() {
         let mut c = Content::default();
-        c.write_at(&vec![3u8; 3 * CHUNK_SIZE], 0);
+        c.write_at(&vec![3u8; 3 * CHUNK_SIZE], 0).unwrap();
         assert_eq!(c.held_shrink(10), 3 * CHUNK - 10);
-        c.set_len(10);
+        c.set_len(10).unwrap();
         assert_eq!(c.held(), 10);
-        c.set_len(CHUNK * 2);
+        c.set_len(CHUNK * 2).unwrap();
         let all = read_all(&c);
         assert_eq!(&all[..10], &[3u8; 10]);
         assert!(all[10..].iter().all(|&b| b == 0));
@@ -304,12 +372,12 @@ mod tests {
     #[test]
     fn hash_ignores_layout() {
         let mut a = Content::default();
-        a.write_at(b"abc", 0);
-        a.set_len(CHUNK * 3);
+        a.write_at(b"abc", 0).unwrap();
+        a.set_len(CHUNK * 3).unwrap();
         let mut b = Content::default();
-        b.write_at(b"abc", 0);
-        b.write_at(&vec![0; 2 * CHUNK_SIZE], CHUNK);
-        b.set_len(CHUNK * 3);
+        b.write_at(b"abc", 0).unwrap();
+        b.write_at(&vec![0; 2 * CHUNK_SIZE], CHUNK).unwrap();
+        b.set_len(CHUNK * 3).unwrap();
         let (mut ha, mut hb) = (blake3::Hasher::new(), blake3::Hasher::new());
         a.hash_into(&mut ha);
         b.hash_into(&mut hb);

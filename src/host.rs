@@ -392,7 +392,10 @@ fn write_tree(
                                 .open(&hp)
                                 .map_err(host_err(&hp))?;
                             for (idx, chunk) in content.chunks() {
-                                let bytes = chunk.bytes();
+                                // A lazily opened checkpoint may fail here.
+                                let bytes = chunk.bytes().map_err(|e| {
+                                    e.or_context(|| format!("{}: chunk {idx}", hp.display()))
+                                })?;
                                 let data = crate::blob::trimmed(bytes);
                                 if !data.is_empty() {
                                     f.write_all_at(data, idx * CHUNK_SIZE as u64)

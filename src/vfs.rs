@@ -511,7 +511,7 @@ pub(crate) fn read_content(content: &Content, max_bytes: u64) -> Result<Vec<u8>>
         ));
     }
     let mut out = vec![0u8; size as usize];
-    content.read_at(&mut out, 0);
+    content.read_at(&mut out, 0)?;
     Ok(out)
 }
 
@@ -1144,7 +1144,7 @@ impl Vfs {
             return err(ErrorKind::BadDescriptor);
         }
         match &self.tree.get(f.ino)?.node {
-            Node::File(c) => Ok(c.read_at(buf, offset)),
+            Node::File(c) => c.read_at(buf, offset),
             _ => err(ErrorKind::IsADirectory),
         }
     }
@@ -1184,6 +1184,9 @@ impl Vfs {
                     Some(e) if e <= self.tree.limits.max_file_size => {}
                     _ => return err(ErrorKind::FileTooLarge),
                 }
+                // A lazily loaded chunk that cannot be read fails the write
+                // here, before anything changes.
+                c.prepare_write(offset, data.len())?;
                 (c.size(), c.held_growth(offset, data.len()))
             }
             _ => return err(ErrorKind::IsADirectory),
@@ -1194,7 +1197,7 @@ impl Vfs {
         let Node::File(c) = &mut inode.node else {
             return err(ErrorKind::IsADirectory);
         };
-        let allocated = c.write_at(data, offset);
+        let allocated = c.write_at(data, offset)?;
         let new_size = c.size();
         inode.mtime = now;
         inode.ctime = now;
@@ -1236,7 +1239,10 @@ impl Vfs {
             return err(ErrorKind::FileTooLarge);
         }
         let (old_size, freed) = match &self.tree.get(ino)?.node {
-            Node::File(c) => (c.size(), c.held_shrink(len)),
+            Node::File(c) => {
+                c.prepare_set_len(len)?;
+                (c.size(), c.held_shrink(len))
+            }
             Node::Dir(_) => return err(ErrorKind::IsADirectory),
             Node::Symlink(_) => return err(ErrorKind::InvalidInput),
         };
@@ -1245,7 +1251,7 @@ impl Vfs {
         }
         let inode = self.tree.inode_mut(ino)?;
         if let Node::File(c) = &mut inode.node {
-            c.set_len(len);
+            c.set_len(len)?;
         }
         inode.mtime = now;
         inode.ctime = now;
@@ -1430,26 +1436,33 @@ impl Vfs {
         if skind != FileType::Dir && (src.must_dir || dst.must_dir) {
             return err(ErrorKind::NotADirectory);
         }
+        // The order of checks follows Linux, so errno values match it.
+        if skind == FileType::Dir && self.tree.is_within(dst.dir, sino) {
+            return err(ErrorKind::InvalidInput);
+        }
+        if let (Some(dino), Some(FileType::Dir)) = (dst.ino, dst.kind)
+            && dino != sino
+            && self.tree.is_within(src.dir, dino)
+        {
+            return err(ErrorKind::DirectoryNotEmpty);
+        }
+        if dst.ino == Some(sino) {
+            return Ok(());
+        }
+        writable_dir(self.tree.get(src.dir)?)?;
+        writable_dir(self.tree.get(dst.dir)?)?;
         if let (Some(dino), Some(dkind)) = (dst.ino, dst.kind) {
-            if dino == sino {
-                return Ok(());
-            }
             if skind == FileType::Dir {
                 if dkind != FileType::Dir {
                     return err(ErrorKind::NotADirectory);
                 }
-                if self.tree.entries(dino)?.len() > 0 {
+                if !self.tree.entries(dino)?.is_empty() {
                     return err(ErrorKind::DirectoryNotEmpty);
                 }
             } else if dkind == FileType::Dir {
                 return err(ErrorKind::IsADirectory);
             }
         }
-        if skind == FileType::Dir && self.tree.is_within(dst.dir, sino) {
-            return err(ErrorKind::InvalidInput);
-        }
-        writable_dir(self.tree.get(src.dir)?)?;
-        writable_dir(self.tree.get(dst.dir)?)?;
         path::check_name(dname.as_str(), self.tree.limits.max_name_len as usize)?;
         let now = self.now();
         let dname = dname.to_name();
@@ -1533,9 +1546,7 @@ impl Vfs {
         let (Some(sino), Some(skind)) = (s.ino, s.kind) else {
             return err(ErrorKind::NotFound);
         };
-        if skind == FileType::Dir {
-            return err(ErrorKind::NotPermitted);
-        }
+        // Linux looks at the new name before the source's kind.
         let d = self.resolve(b2, dst, false)?;
         let Some(dname) = d.name else {
             return err(ErrorKind::AlreadyExists);
@@ -1545,6 +1556,9 @@ impl Vfs {
         }
         if d.must_dir {
             return err(ErrorKind::NotFound);
+        }
+        if skind == FileType::Dir {
+            return err(ErrorKind::NotPermitted);
         }
         if self.tree.get(sino)?.nlink >= MAX_LINKS {
             return err(ErrorKind::TooManyLinks);
