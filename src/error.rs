@@ -148,8 +148,13 @@ impl ErrorKind {
         ErrorKind::Io,
     ];
 
-    /// The kind that best describes a host I/O error.
+    /// The kind that best describes a host I/O error: by errno when the
+    /// error carries one (std folds `EPERM` and `EACCES` together), else by
+    /// its `std::io::ErrorKind`.
     pub fn from_io(err: &std::io::Error) -> ErrorKind {
+        if let Some(k) = err.raw_os_error().and_then(ErrorKind::from_linux_errno) {
+            return k;
+        }
         use std::io::ErrorKind as K;
         match err.kind() {
             K::NotFound => ErrorKind::NotFound,
@@ -167,16 +172,37 @@ impl ErrorKind {
             K::TooManyLinks => ErrorKind::TooManyLinks,
             K::Unsupported => ErrorKind::Unsupported,
             K::InvalidData | K::UnexpectedEof => ErrorKind::Corrupt,
-            _ => match err.raw_os_error() {
-                Some(40) => ErrorKind::Loop,
-                Some(36) => ErrorKind::NameTooLong,
-                Some(1) => ErrorKind::NotPermitted,
-                Some(9) => ErrorKind::BadDescriptor,
-                Some(24) => ErrorKind::TooManyOpenFiles,
-                Some(122) => ErrorKind::QuotaExceeded,
-                _ => ErrorKind::Io,
-            },
+            _ => ErrorKind::Io,
         }
+    }
+
+    /// The kind for a Linux errno number, if it is one cowvfs reports.
+    pub fn from_linux_errno(errno: i32) -> Option<ErrorKind> {
+        Some(match errno {
+            1 => ErrorKind::NotPermitted,
+            2 => ErrorKind::NotFound,
+            5 => ErrorKind::Io,
+            9 => ErrorKind::BadDescriptor,
+            13 => ErrorKind::PermissionDenied,
+            16 => ErrorKind::Busy,
+            17 => ErrorKind::AlreadyExists,
+            18 => ErrorKind::CrossDevice,
+            20 => ErrorKind::NotADirectory,
+            21 => ErrorKind::IsADirectory,
+            22 => ErrorKind::InvalidInput,
+            24 => ErrorKind::TooManyOpenFiles,
+            27 => ErrorKind::FileTooLarge,
+            28 => ErrorKind::NoSpace,
+            30 => ErrorKind::ReadOnly,
+            31 => ErrorKind::TooManyLinks,
+            36 => ErrorKind::NameTooLong,
+            39 => ErrorKind::DirectoryNotEmpty,
+            40 => ErrorKind::Loop,
+            74 => ErrorKind::Corrupt,
+            95 => ErrorKind::Unsupported,
+            122 => ErrorKind::QuotaExceeded,
+            _ => return None,
+        })
     }
 }
 

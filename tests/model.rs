@@ -50,7 +50,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: common::cases(256),
         max_shrink_iters: 4000,
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::Direct("tests/model.proptest-regressions"),

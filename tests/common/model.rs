@@ -293,15 +293,15 @@ impl Model {
         let Some((_, node)) = self.node_at(&s) else {
             return Err(ErrorKind::NotFound);
         };
-        if node == MNode::Dir {
-            return Err(ErrorKind::NotPermitted);
-        }
         let d = self.resolve(dst, false)?;
         let Some(name) = &d.name else {
             return Err(ErrorKind::AlreadyExists);
         };
         if self.get(&d.dir, name).is_some() {
             return Err(ErrorKind::AlreadyExists);
+        }
+        if node == MNode::Dir {
+            return Err(ErrorKind::NotPermitted);
         }
         self.nodes.insert(join(&d.dir, name), node);
         Ok(())
@@ -328,8 +328,16 @@ impl Model {
             });
         };
         let dp = join(&d.dir, dname);
-        if let Some(dn) = self.nodes.get(&dp).cloned() {
-            if dp == sp || (matches!((&dn, &sn), (MNode::File(a), MNode::File(b)) if a == b)) {
+        let dparent = dir_path(&d.dir);
+        if sn == MNode::Dir && (dparent == sp || dparent.starts_with(&format!("{sp}/"))) {
+            return Err(ErrorKind::InvalidInput);
+        }
+        let dn = self.nodes.get(&dp).cloned();
+        if dn == Some(MNode::Dir) && dp != sp && sp.starts_with(&format!("{dp}/")) {
+            return Err(ErrorKind::DirectoryNotEmpty);
+        }
+        if let Some(dn) = dn {
+            if dp == sp || matches!((&dn, &sn), (MNode::File(a), MNode::File(b)) if a == b) {
                 return Ok(());
             }
             if sn == MNode::Dir {
@@ -341,12 +349,6 @@ impl Model {
                 }
             } else if dn == MNode::Dir {
                 return Err(ErrorKind::IsADirectory);
-            }
-        }
-        if sn == MNode::Dir {
-            let dparent = dir_path(&d.dir);
-            if dparent == sp || dparent.starts_with(&format!("{sp}/")) {
-                return Err(ErrorKind::InvalidInput);
             }
         }
         self.nodes.remove(&dp);
