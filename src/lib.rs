@@ -31,12 +31,15 @@
 #![warn(missing_docs)]
 
 mod blob;
+pub mod checkpoint;
 mod content;
 mod error;
 pub mod host;
 mod path;
 mod tree;
 mod vfs;
+#[cfg(feature = "wasi")]
+pub mod wasi;
 
 pub use content::CHUNK_SIZE;
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,287 @@
+//! The `wasi:filesystem` host traits: look up the descriptor, call the
+//! engine (or the mount), convert.
+
+use wasmtime::component::Resource;
+use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
+
+use super::bindings::{preopens, types};
+use super::descriptor::Descriptor;
+use super::stream::WriteMode;
+use super::{DirectoryStream, FsError, FsResult, WasiVfsCtxView, error};
+use types::{
+    Advice, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode, Filesize,
+    MetadataHashValue, NewTimestamp, OpenFlags, PathFlags,
+};
+
+impl preopens::Host for WasiVfsCtxView<'_> {
+    fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
+        let dirs = self.ctx.open_preopens()?;
+        let mut out = Vec::with_capacity(dirs.len());
+        for (d, guest) in dirs {
+            out.push((self.table.push(d)?, guest));
+        }
+        Ok(out)
+    }
+}
+
+impl types::Host for WasiVfsCtxView<'_> {
+    fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<ErrorCode> {
+        err.into_result()
+    }
+
+    fn filesystem_error_code(
+        &mut self,
+        err: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        Ok(error::stream_error_code(self.table.get(&err)?))
+    }
+}
+
+impl types::HostDescriptor for WasiVfsCtxView<'_> {
+    fn read_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: Filesize,
+    ) -> FsResult<Resource<DynInputStream>> {
+        let stream = self
+            .table
+            .get(&fd)?
+            .read_via_stream(&self.ctx.vfs, offset)?;
+        Ok(self.table.push(stream)?)
+    }
+
+    fn write_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: Filesize,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        let d = self.table.get(&fd)?;
+        let stream = d.write_via_stream(&self.ctx.vfs, WriteMode::At(offset))?;
+        Ok(self.table.push(stream)?)
+    }
+
+    fn append_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        let d = self.table.get(&fd)?;
+        let stream = d.write_via_stream(&self.ctx.vfs, WriteMode::Append)?;
+        Ok(self.table.push(stream)?)
+    }
+
+    fn advise(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: Filesize,
+        len: Filesize,
+        advice: Advice,
+    ) -> FsResult<()> {
+        Ok(self
+            .table
+            .get(&fd)?
+            .advise(&self.ctx.vfs, offset, len, advice)?)
+    }
+
+    fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        Ok(self.table.get(&fd)?.sync(&self.ctx.vfs, true)?)
+    }
+
+    fn get_flags(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorFlags> {
+        Ok(self.table.get(&fd)?.get_flags(&self.ctx.vfs)?)
+    }
+
+    fn get_type(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorType> {
+        Ok(self.table.get(&fd)?.get_type(&self.ctx.vfs)?)
+    }
+
+    fn set_size(&mut self, fd: Resource<Descriptor>, size: Filesize) -> FsResult<()> {
+        Ok(self.table.get(&fd)?.set_size(&self.ctx.vfs, size)?)
+    }
+
+    fn set_times(
+        &mut self,
+        fd: Resource<Descriptor>,
+        atime: NewTimestamp,
+        mtime: NewTimestamp,
+    ) -> FsResult<()> {
+        Ok(self
+            .table
+            .get(&fd)?
+            .set_times(&self.ctx.vfs, atime, mtime)?)
+    }
+
+    fn read(
+        &mut self,
+        fd: Resource<Descriptor>,
+        len: Filesize,
+        offset: Filesize,
+    ) -> FsResult<(Vec<u8>, bool)> {
+        Ok(self.table.get(&fd)?.read(&self.ctx.vfs, len, offset)?)
+    }
+
+    fn write(
+        &mut self,
+        fd: Resource<Descriptor>,
+        buf: Vec<u8>,
+        offset: Filesize,
+    ) -> FsResult<Filesize> {
+        Ok(self.table.get(&fd)?.write(&self.ctx.vfs, &buf, offset)?)
+    }
+
+    fn read_directory(&mut self, fd: Resource<Descriptor>) -> FsResult<Resource<DirectoryStream>> {
+        let stream = self.table.get(&fd)?.read_directory(&self.ctx.vfs)?;
+        Ok(self.table.push(stream)?)
+    }
+
+    fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        Ok(self.table.get(&fd)?.sync(&self.ctx.vfs, false)?)
+    }
+
+    fn create_directory_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        Ok(self
+            .table
+            .get(&fd)?
+            .create_directory_at(&self.ctx.vfs, &path)?)
+    }
+
+    fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorStat> {
+        Ok(self.table.get(&fd)?.stat(&self.ctx.vfs)?)
+    }
+
+    fn stat_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        flags: PathFlags,
+        path: String,
+    ) -> FsResult<DescriptorStat> {
+        Ok(self.table.get(&fd)?.stat_at(&self.ctx.vfs, flags, &path)?)
+    }
+
+    fn set_times_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        flags: PathFlags,
+        path: String,
+        atime: NewTimestamp,
+        mtime: NewTimestamp,
+    ) -> FsResult<()> {
+        let d = self.table.get(&fd)?;
+        Ok(d.set_times_at(&self.ctx.vfs, flags, &path, atime, mtime)?)
+    }
+
+    fn link_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old_flags: PathFlags,
+        old_path: String,
+        new_fd: Resource<Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        let (old, new) = (self.table.get(&fd)?, self.table.get(&new_fd)?);
+        Ok(old.link_at(&self.ctx.vfs, old_flags, &old_path, new, &new_path)?)
+    }
+
+    fn open_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: PathFlags,
+        path: String,
+        oflags: OpenFlags,
+        flags: DescriptorFlags,
+    ) -> FsResult<Resource<Descriptor>> {
+        let d = self.table.get(&fd)?;
+        let opened = d.open_at(&self.ctx.vfs, path_flags, &path, oflags, flags)?;
+        let engine_fd = opened.mem_fd();
+        let res = self.table.push(opened)?;
+        if let Some(efd) = engine_fd {
+            self.ctx.opened.insert(efd);
+        }
+        Ok(res)
+    }
+
+    fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
+        Ok(self.table.get(&fd)?.readlink_at(&self.ctx.vfs, &path)?)
+    }
+
+    fn remove_directory_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        Ok(self
+            .table
+            .get(&fd)?
+            .remove_directory_at(&self.ctx.vfs, &path)?)
+    }
+
+    fn rename_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old_path: String,
+        new_fd: Resource<Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        let (old, new) = (self.table.get(&fd)?, self.table.get(&new_fd)?);
+        Ok(old.rename_at(&self.ctx.vfs, &old_path, new, &new_path)?)
+    }
+
+    fn symlink_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old_path: String,
+        new_path: String,
+    ) -> FsResult<()> {
+        Ok(self
+            .table
+            .get(&fd)?
+            .symlink_at(&self.ctx.vfs, &old_path, &new_path)?)
+    }
+
+    fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        Ok(self.table.get(&fd)?.unlink_file_at(&self.ctx.vfs, &path)?)
+    }
+
+    fn is_same_object(
+        &mut self,
+        fd: Resource<Descriptor>,
+        other: Resource<Descriptor>,
+    ) -> wasmtime::Result<bool> {
+        let (a, b) = (self.table.get(&fd)?, self.table.get(&other)?);
+        Ok(a.is_same_object(&self.ctx.vfs, b))
+    }
+
+    fn metadata_hash(&mut self, fd: Resource<Descriptor>) -> FsResult<MetadataHashValue> {
+        Ok(self.table.get(&fd)?.metadata_hash(&self.ctx.vfs)?)
+    }
+
+    fn metadata_hash_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        flags: PathFlags,
+        path: String,
+    ) -> FsResult<MetadataHashValue> {
+        Ok(self
+            .table
+            .get(&fd)?
+            .metadata_hash_at(&self.ctx.vfs, flags, &path)?)
+    }
+
+    fn drop(&mut self, fd: Resource<Descriptor>) -> wasmtime::Result<()> {
+        let d = self.table.delete(fd)?;
+        if let Some(efd) = d.mem_fd() {
+            self.ctx.opened.remove(&efd);
+            self.ctx.with_vfs(|v| v.close(efd));
+        }
+        Ok(())
+    }
+}
+
+impl types::HostDirectoryEntryStream for WasiVfsCtxView<'_> {
+    fn read_directory_entry(
+        &mut self,
+        stream: Resource<DirectoryStream>,
+    ) -> FsResult<Option<DirectoryEntry>> {
+        Ok(self.table.get_mut(&stream)?.next(&self.ctx.vfs)?)
+    }
+
+    fn drop(&mut self, stream: Resource<DirectoryStream>) -> wasmtime::Result<()> {
+        self.table.delete(stream)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,328 @@
+//! Running a command guest against a sandbox's tree: the library half of
+//! `cowvfs run`, and what an embedder uses for the common case.
+
+use std::path::{Path, PathBuf};
+
+use wasi_preview1_component_adapter_provider::{
+    WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{WasiVfsCtx, WasiVfsCtxView, WasiVfsView};
+use crate::Vfs;
+
+/// Store data of a [`Sandbox`] run.
+struct SandboxState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    fs: WasiVfsCtx,
+}
+
+impl WasiView for SandboxState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiVfsView for SandboxState {
+    fn vfs(&mut self) -> WasiVfsCtxView<'_> {
+        WasiVfsCtxView {
+            ctx: &mut self.fs,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A compiled, linked command guest, ready to run in any number of
+/// sandboxes (concurrently, too): compile once, instantiate per run.
+#[derive(Clone)]
+pub struct Guest {
+    pre: CommandPre<SandboxState>,
+    name: String,
+}
+
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest").field("name", &self.name).finish()
+    }
+}
+
+impl Guest {
+    /// Loads a component, or a preview1 core module (adapted into a
+    /// component, with the adaptation cached in `cache` if given). The
+    /// file name becomes `argv[0]`.
+    pub fn load(engine: &Engine, path: &Path, cache: Option<&Path>) -> wasmtime::Result<Guest> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| wasmtime::format_err!("cannot read {}: {e}", path.display()))?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let component = if is_core_module(&bytes) {
+            adapt_module_cached(&bytes, cache)?
+        } else {
+            bytes
+        };
+        let component = Component::new(engine, &component)
+            .map_err(|e| e.context(format!("cannot compile {}", path.display())))?;
+        Guest::new(engine, &component, &name)
+    }
+
+    /// A guest from a compiled component; `name` becomes `argv[0]`.
+    pub fn new(engine: &Engine, component: &Component, name: &str) -> wasmtime::Result<Guest> {
+        let mut linker = Linker::<SandboxState>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::add_to_linker_sync(&mut linker)?;
+        let pre = CommandPre::new(linker.instantiate_pre(component)?)?;
+        Ok(Guest {
+            pre,
+            name: name.to_string(),
+        })
+    }
+
+    /// The engine the guest was compiled for.
+    pub fn engine(&self) -> &Engine {
+        self.pre.engine()
+    }
+
+    /// `argv[0]` of every run.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// How a run ended, and the sandbox's tree afterwards.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The guest's exit code (0 for a plain return), or the trap that ended
+    /// it.
+    pub status: Result<i32, wasmtime::Error>,
+    /// The tree as the guest left it, with every descriptor it held closed.
+    pub vfs: Vfs,
+    /// What the guest wrote to stdout, if [`Sandbox::capture_output`].
+    pub stdout: Vec<u8>,
+    /// What the guest wrote to stderr, if [`Sandbox::capture_output`].
+    pub stderr: Vec<u8>,
+}
+
+/// One guest run against one tree: the tree's preopens and mounts, argv,
+/// environment and stdio.
+///
+/// ```no_run
+/// use cowvfs::Vfs;
+/// use cowvfs::wasi::{Guest, Sandbox};
+///
+/// # fn main() -> wasmtime::Result<()> {
+/// let engine = wasmtime::Engine::default();
+/// let guest = Guest::load(&engine, "app.wasm".as_ref(), None)?;
+/// let mut base = Vfs::new();
+/// base.write_file("/input.txt", b"hello")?;
+/// let snap = base.snapshot();
+///
+/// let mut sb = Sandbox::new(snap.fork());
+/// sb.preopen("/", "/")?.arg("/input.txt").capture_output();
+/// let out = sb.run(&guest);
+/// assert_eq!(out.status?, 0);
+/// for change in snap.diff(&out.vfs.snapshot()) {
+///     println!("{change}");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Sandbox {
+    fs: WasiVfsCtx,
+    wasi: WasiCtxBuilder,
+    args: Vec<String>,
+    capture: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("fs", &self.fs)
+            .field("args", &self.args)
+            .finish()
+    }
+}
+
+/// Most output a captured stream keeps.
+const CAPTURE_LIMIT: usize = 64 << 20;
+
+impl Sandbox {
+    /// A sandbox over `vfs` with nothing preopened, no arguments, an empty
+    /// environment and closed stdio.
+    pub fn new(vfs: Vfs) -> Sandbox {
+        Sandbox {
+            fs: WasiVfsCtx::new(vfs),
+            wasi: WasiCtxBuilder::new(),
+            args: Vec::new(),
+            capture: None,
+        }
+    }
+
+    /// Shows the tree's directory `dir` to the guest as `guest`.
+    pub fn preopen(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
+        self.fs.preopen(dir, guest)?;
+        Ok(self)
+    }
+
+    /// Like [`Sandbox::preopen`], read-only.
+    pub fn preopen_read_only(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
+        self.fs.preopen_read_only(dir, guest)?;
+        Ok(self)
+    }
+
+    /// Mounts a live host directory at `guest` (see [`WasiVfsCtx::mount`]).
+    pub fn mount(&mut self, host: &Path, guest: &str, read_only: bool) -> crate::Result<&mut Self> {
+        self.fs.mount(host, guest, read_only)?;
+        Ok(self)
+    }
+
+    /// Appends an argument after `argv[0]` (the guest's name).
+    pub fn arg(&mut self, arg: &str) -> &mut Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Sets one environment variable; the guest sees no others.
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.wasi.env(key, value);
+        self
+    }
+
+    /// Passes the host's stdin, stdout and stderr through.
+    pub fn inherit_stdio(&mut self) -> &mut Self {
+        self.wasi.inherit_stdio();
+        self.capture = None;
+        self
+    }
+
+    /// Collects stdout and stderr (up to 64 MiB each) into the outcome.
+    pub fn capture_output(&mut self) -> &mut Self {
+        let out = MemoryOutputPipe::new(CAPTURE_LIMIT);
+        let err = MemoryOutputPipe::new(CAPTURE_LIMIT);
+        self.wasi.stdout(out.clone()).stderr(err.clone());
+        self.capture = Some((out, err));
+        self
+    }
+
+    /// The rest of the WASI context (clocks, random, sockets, stdin), for
+    /// what the helpers above do not cover. Preopens set here are ignored:
+    /// the filesystem is cowvfs's.
+    pub fn wasi_mut(&mut self) -> &mut WasiCtxBuilder {
+        &mut self.wasi
+    }
+
+    /// Runs the guest's `wasi:cli/run` to completion and hands back the
+    /// tree. A trap or exit code is part of the outcome, never a panic.
+    pub fn run(mut self, guest: &Guest) -> RunOutcome {
+        let mut argv = Vec::with_capacity(self.args.len() + 1);
+        argv.push(guest.name.clone());
+        argv.extend(self.args.iter().cloned());
+        self.wasi.args(&argv);
+        let state = SandboxState {
+            wasi: self.wasi.build(),
+            table: ResourceTable::new(),
+            fs: self.fs,
+        };
+        let mut store = Store::new(guest.engine(), state);
+        let status = guest
+            .pre
+            .instantiate(&mut store)
+            .and_then(|cmd| cmd.wasi_cli_run().call_run(&mut store));
+        let status = match status {
+            Ok(Ok(())) => Ok(0),
+            Ok(Err(())) => Ok(1),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(e),
+            },
+        };
+        let SandboxState { wasi, table, fs } = store.into_data();
+        // Streams the guest left open share the tree; let them go first.
+        drop(table);
+        drop(wasi);
+        let (stdout, stderr) = match &self.capture {
+            Some((out, err)) => (out.contents().to_vec(), err.contents().to_vec()),
+            None => (Vec::new(), Vec::new()),
+        };
+        RunOutcome {
+            status,
+            vfs: fs.into_vfs(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Whether `bytes` is a core WebAssembly module (preview1), not a component.
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// Turns a preview1 command module into a preview2 command component with
+/// the wasmtime 48 preview1 adapter.
+pub fn adapt_module(module: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    let encode = || -> anyhow::Result<Vec<u8>> {
+        wit_component::ComponentEncoder::default()
+            .module(module)?
+            .adapter(
+                WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+            )?
+            .validate(true)
+            .encode()
+    };
+    encode().map_err(wasmtime::Error::from_anyhow)
+}
+
+/// [`adapt_module`], remembered in `cache` under the blake3 hash of the
+/// module and the adapter, so the same module is adapted once. A cache that
+/// cannot be read or written is skipped, never fatal.
+pub fn adapt_module_cached(module: &[u8], cache: Option<&Path>) -> wasmtime::Result<Vec<u8>> {
+    let Some(dir) = cache else {
+        return adapt_module(module);
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER);
+    h.update(module);
+    let path = dir.join(format!("adapted-{}.wasm", h.finalize().to_hex()));
+    if let Ok(bytes) = std::fs::read(&path)
+        && !is_core_module(&bytes)
+        && bytes.starts_with(b"\0asm")
+    {
+        return Ok(bytes);
+    }
+    let component = adapt_module(module)?;
+    // Write to a private name and rename, so a concurrent run never reads a
+    // half-written file.
+    let tmp = dir.join(format!(
+        ".adapted-{}-{}.tmp",
+        std::process::id(),
+        h.finalize().to_hex()
+    ));
+    let stored = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, &component))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = stored {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("not caching adapted module at {}: {e}", path.display());
+    }
+    Ok(component)
+}
+
+/// Where cowvfs caches adapted modules: `$XDG_CACHE_HOME/cowvfs`, else
+/// `~/.cache/cowvfs`.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
+    };
+    Some(base.join("cowvfs"))
+}
