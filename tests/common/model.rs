@@ -487,6 +487,44 @@ fn engine_truncate(v: &mut Vfs, path: &str, len: u64) -> cowvfs::Result<()> {
     r
 }
 
+/// Applies one operation to the engine (`Snapshot` and `Fork` do nothing
+/// here; the drivers handle them).
+pub fn apply_engine(v: &mut Vfs, op: &Op) -> R<Option<Vec<u8>>> {
+    let r = match op {
+        Op::Mkdir(p) => v.create_dir(p).map(|_| None),
+        Op::Rmdir(p) => v.remove_dir(p).map(|_| None),
+        Op::Unlink(p) => v.remove_file(p).map(|_| None),
+        Op::WriteFile(p, d) => v.write_file(p, d).map(|_| None),
+        Op::WriteAt(p, o, d) => engine_write_at(v, p, *o, d).map(|_| None),
+        Op::Truncate(p, l) => engine_truncate(v, p, *l).map(|_| None),
+        Op::Read(p) => v.read_file(p).map(Some),
+        Op::Symlink(t, p) => v.symlink(t, p).map(|_| None),
+        Op::Link(a, b) => v.hard_link(a, b).map(|_| None),
+        Op::Rename(a, b) => v.rename(a, b).map(|_| None),
+        Op::Snapshot | Op::Fork(_) => Ok(None),
+    };
+    r.map_err(|e| e.kind())
+}
+
+impl Model {
+    /// Applies one operation to the model.
+    pub fn apply(&mut self, op: &Op) -> R<Option<Vec<u8>>> {
+        match op {
+            Op::Mkdir(p) => self.mkdir(p).map(|_| None),
+            Op::Rmdir(p) => self.rmdir(p).map(|_| None),
+            Op::Unlink(p) => self.unlink(p).map(|_| None),
+            Op::WriteFile(p, d) => self.write_file(p, d).map(|_| None),
+            Op::WriteAt(p, o, d) => self.write_at(p, *o, d).map(|_| None),
+            Op::Truncate(p, l) => self.truncate(p, *l).map(|_| None),
+            Op::Read(p) => self.read_file(p).map(Some),
+            Op::Symlink(t, p) => self.symlink(t, p).map(|_| None),
+            Op::Link(a, b) => self.link(a, b).map(|_| None),
+            Op::Rename(a, b) => self.rename(a, b).map(|_| None),
+            Op::Snapshot | Op::Fork(_) => Ok(None),
+        }
+    }
+}
+
 /// Runs `ops` against the engine and the model, comparing after every step.
 pub fn run(ops: Vec<Op>) -> Result<(), String> {
     let mut v = Vfs::new();
@@ -494,50 +532,6 @@ pub fn run(ops: Vec<Op>) -> Result<(), String> {
     let mut snaps: Vec<(Snapshot, Model, blake3::Hash, BTreeMap<String, String>)> = Vec::new();
     for (step, op) in ops.into_iter().enumerate() {
         let (got, want): (R<Option<Vec<u8>>>, R<Option<Vec<u8>>>) = match &op {
-            Op::Mkdir(p) => (
-                v.create_dir(p).map(|_| None).map_err(|e| e.kind()),
-                m.mkdir(p).map(|_| None),
-            ),
-            Op::Rmdir(p) => (
-                v.remove_dir(p).map(|_| None).map_err(|e| e.kind()),
-                m.rmdir(p).map(|_| None),
-            ),
-            Op::Unlink(p) => (
-                v.remove_file(p).map(|_| None).map_err(|e| e.kind()),
-                m.unlink(p).map(|_| None),
-            ),
-            Op::WriteFile(p, d) => (
-                v.write_file(p, d).map(|_| None).map_err(|e| e.kind()),
-                m.write_file(p, d).map(|_| None),
-            ),
-            Op::WriteAt(p, o, d) => (
-                engine_write_at(&mut v, p, *o, d)
-                    .map(|_| None)
-                    .map_err(|e| e.kind()),
-                m.write_at(p, *o, d).map(|_| None),
-            ),
-            Op::Truncate(p, l) => (
-                engine_truncate(&mut v, p, *l)
-                    .map(|_| None)
-                    .map_err(|e| e.kind()),
-                m.truncate(p, *l).map(|_| None),
-            ),
-            Op::Read(p) => (
-                v.read_file(p).map(Some).map_err(|e| e.kind()),
-                m.read_file(p).map(Some),
-            ),
-            Op::Symlink(t, p) => (
-                v.symlink(t, p).map(|_| None).map_err(|e| e.kind()),
-                m.symlink(t, p).map(|_| None),
-            ),
-            Op::Link(a, b) => (
-                v.hard_link(a, b).map(|_| None).map_err(|e| e.kind()),
-                m.link(a, b).map(|_| None),
-            ),
-            Op::Rename(a, b) => (
-                v.rename(a, b).map(|_| None).map_err(|e| e.kind()),
-                m.rename(a, b).map(|_| None),
-            ),
             Op::Snapshot => {
                 let s = v.snapshot();
                 let h = s.root_hash();
@@ -553,6 +547,7 @@ pub fn run(ops: Vec<Op>) -> Result<(), String> {
                 }
                 (Ok(None), Ok(None))
             }
+            _ => (apply_engine(&mut v, &op), m.apply(&op)),
         };
         if got != want {
             return Err(format!(

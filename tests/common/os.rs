@@ -14,9 +14,9 @@ use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cowvfs::{ErrorKind, OpenOptions, Vfs};
+use cowvfs::{ErrorKind, Vfs};
 
-use super::model::Op;
+use super::model::{Op, apply_engine};
 
 fn portable(p: &str) -> bool {
     p.starts_with('/') && p.split('/').all(|c| c != "." && c != "..")
@@ -68,33 +68,6 @@ fn os_apply(root: &Path, op: &Op) -> Result<Option<Vec<u8>>, ErrorKind> {
         Op::Snapshot | Op::Fork(_) => Ok(None),
     };
     r.map_err(kind_of)
-}
-
-fn engine_apply(v: &mut Vfs, op: &Op) -> Result<Option<Vec<u8>>, ErrorKind> {
-    let r = match op {
-        Op::Mkdir(p) => v.create_dir(p).map(|_| None),
-        Op::Rmdir(p) => v.remove_dir(p).map(|_| None),
-        Op::Unlink(p) => v.remove_file(p).map(|_| None),
-        Op::WriteFile(p, d) => v.write_file(p, d).map(|_| None),
-        Op::WriteAt(p, off, d) => (|| {
-            let fd = v.open(p, OpenOptions::new().write(true))?;
-            let r = v.write_at(fd, d, *off);
-            v.close(fd)?;
-            r.map(|_| None)
-        })(),
-        Op::Truncate(p, len) => (|| {
-            let fd = v.open(p, OpenOptions::new().write(true))?;
-            let r = v.set_len(fd, *len);
-            v.close(fd)?;
-            r.map(|_| None)
-        })(),
-        Op::Read(p) => v.read_file(p).map(Some),
-        Op::Symlink(t, p) => v.symlink(t, p).map(|_| None),
-        Op::Link(a, b) => v.hard_link(a, b).map(|_| None),
-        Op::Rename(a, b) => v.rename(a, b).map(|_| None),
-        Op::Snapshot | Op::Fork(_) => Ok(None),
-    };
-    r.map_err(|e| e.kind())
 }
 
 fn dump_os(root: &Path) -> BTreeMap<String, String> {
@@ -165,7 +138,7 @@ pub fn run_vs_os(ops: &[Op]) -> Result<(), String> {
             continue;
         }
         let want = os_apply(root, op);
-        let got = engine_apply(&mut v, op);
+        let got = apply_engine(&mut v, op);
         if got != want {
             return Err(format!(
                 "step {step}: {op:?}: engine {got:?}, host {want:?}"
