@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod run;
+
 /// Copy-on-write, snapshotting virtual filesystems for WebAssembly sandboxes.
 #[derive(Parser, Debug)]
 #[command(name = "cowvfs", version, about, long_about = None)]
@@ -20,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version.
     Version,
+    /// Run a WebAssembly guest against an in-memory copy-on-write tree.
+    Run(run::RunArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -36,6 +40,7 @@ pub fn main() -> ExitCode {
     };
     init_tracing(cli.verbose);
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Run(args) => run::main(args),
         Command::Version => {
             println!("cowvfs {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -463,11 +463,12 @@ impl Descriptor {
             Node::Host { file, .. } => {
                 let (a, m) = (cap_time(atime)?, cap_time(mtime)?);
                 let path = Path::new(path);
-                Ok(if follow {
-                    cap::set_times(file, path, a, m)?
+                if follow {
+                    cap::set_times(file, path, a, m)?;
                 } else {
-                    cap::set_times_nofollow(file, path, a, m)?
-                })
+                    cap::set_times_nofollow(file, path, a, m)?;
+                }
+                Ok(())
             }
         }
     }

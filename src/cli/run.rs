@@ -1,0 +1,287 @@
+//! `cowvfs run`: run a WebAssembly guest against an in-memory tree, with
+//! host directories imported into it or mounted beside it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use cowvfs::wasi::{Guest, Sandbox};
+use cowvfs::{Limits, Vfs};
+
+/// Arguments of `cowvfs run`, shaped like `wasmtime run`'s.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Copy a host directory into the in-memory tree at GUEST (default: the
+    /// same absolute path; a relative HOST goes under `/`). The guest may
+    /// change anything; the host directory is never modified.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// Mount a live host directory at GUEST beside the in-memory tree;
+    /// `:ro` refuses every change. Renames and links between it and the
+    /// rest fail with EXDEV.
+    #[arg(long = "mount", value_name = "HOST::GUEST[:ro]")]
+    mounts: Vec<String>,
+    /// Set an environment variable for the guest (it sees no others).
+    #[arg(long = "env", value_name = "K=V")]
+    envs: Vec<String>,
+    /// After the run, print on stderr what the guest changed in the
+    /// in-memory tree (`+` added, `-` removed, `M` modified).
+    #[arg(long)]
+    diff: bool,
+    /// Most bytes of file data the tree may hold, e.g. `512M`, `4G`
+    /// (default 4G).
+    #[arg(long, value_name = "SIZE")]
+    max_bytes: Option<String>,
+    /// Most files, directories and symlinks the tree may hold (default
+    /// 1000000).
+    #[arg(long, value_name = "N")]
+    max_inodes: Option<String>,
+    /// The guest (a component or a preview1 module) and its arguments.
+    #[arg(
+        value_name = "MODULE [ARGS]...",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    module_and_args: Vec<String>,
+}
+
+/// Everything `run` needs, checked before anything runs.
+struct Plan {
+    dirs: Vec<(PathBuf, String)>,
+    mounts: Vec<(PathBuf, String, bool)>,
+    envs: Vec<(String, String)>,
+    limits: Limits,
+    module: PathBuf,
+    args: Vec<String>,
+}
+
+pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let diff = args.diff;
+    let plan = Plan::new(args)?;
+
+    let mut vfs = Vfs::with_limits(plan.limits.clone());
+    for (host, guest) in &plan.dirs {
+        cowvfs::host::import_dir(&mut vfs, host, guest)
+            .with_context(|| format!("cannot import --dir {}", host.display()))?;
+    }
+    // Mount points exist in the tree too, so listing a parent shows them;
+    // they are made before the diff's base, so they are not a change.
+    for (_, guest, _) in &plan.mounts {
+        vfs.create_dir_all(guest)
+            .with_context(|| format!("cannot make mount point {guest}"))?;
+    }
+    let base = diff.then(|| vfs.snapshot());
+
+    let mut sandbox = Sandbox::new(vfs);
+    sandbox.preopen("/", "/")?;
+    for (host, guest, read_only) in &plan.mounts {
+        sandbox.mount(host, guest, *read_only)?;
+    }
+    for (k, v) in &plan.envs {
+        sandbox.env(k, v);
+    }
+    for a in &plan.args {
+        sandbox.arg(a);
+    }
+    sandbox.inherit_stdio();
+
+    let engine = engine()?;
+    let cache = cowvfs::wasi::cache_dir();
+    let guest = Guest::load(&engine, &plan.module, cache.as_deref())?;
+    let outcome = sandbox.run(&guest);
+
+    if let Some(base) = base {
+        for change in base.diff(&outcome.vfs.snapshot()) {
+            eprintln!("{change}");
+        }
+    }
+    match outcome.status {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        Err(trap) => {
+            eprintln!("cowvfs: guest trapped: {trap:?}");
+            // What a shell shows for SIGABRT, as `wasmtime run` does.
+            Ok(ExitCode::from(134))
+        }
+    }
+}
+
+/// A compiled module is cached next to adapted ones, so a second run of the
+/// same guest neither adapts nor compiles. Without a cache, it still runs.
+fn engine() -> anyhow::Result<wasmtime::Engine> {
+    let mut config = wasmtime::Config::new();
+    if let Some(dir) = cowvfs::wasi::cache_dir().filter(|d| d.is_absolute()) {
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir.join("compiled"));
+        if let Ok(cache) = wasmtime::Cache::new(cache) {
+            config.cache(Some(cache));
+        }
+    }
+    Ok(wasmtime::Engine::new(&config)?)
+}
+
+impl Plan {
+    fn new(args: RunArgs) -> anyhow::Result<Plan> {
+        let mut module_and_args = args.module_and_args.into_iter();
+        let Some(module) = module_and_args.next() else {
+            bail!("missing MODULE");
+        };
+        let module = PathBuf::from(module);
+        if !module.is_file() {
+            bail!("cannot read module {}: no such file", module.display());
+        }
+        let mut limits = Limits::default();
+        if let Some(s) = &args.max_bytes {
+            limits.max_bytes = parse_size(s).with_context(|| format!("bad --max-bytes {s:?}"))?;
+        }
+        if let Some(s) = &args.max_inodes {
+            limits.max_inodes =
+                s.parse().ok().filter(|n| *n > 0).with_context(|| {
+                    format!("bad --max-inodes {s:?}: expected a positive number")
+                })?;
+        }
+        let dirs = args
+            .dirs
+            .iter()
+            .map(|d| parse_dir(d))
+            .collect::<anyhow::Result<_>>()?;
+        let mounts = args
+            .mounts
+            .iter()
+            .map(|m| parse_mount(m))
+            .collect::<anyhow::Result<_>>()?;
+        let envs = args
+            .envs
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => bail!("bad --env {e:?}: expected K=V"),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Plan {
+            dirs,
+            mounts,
+            envs,
+            limits,
+            module,
+            args: module_and_args.collect(),
+        })
+    }
+}
+
+fn host_dir(host: &str, flag: &str) -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(host);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => bail!("bad {flag} {host}: not a directory"),
+        Err(e) => bail!("bad {flag} {host}: {e}"),
+    }
+}
+
+fn guest_path(guest: &str, flag: &str) -> anyhow::Result<String> {
+    if !guest.starts_with('/') {
+        bail!("bad {flag} guest path {guest:?}: must be absolute");
+    }
+    Ok(guest.to_string())
+}
+
+/// `HOST[::GUEST]`; without GUEST an absolute HOST keeps its path and a
+/// relative one lands under `/`.
+fn parse_dir(spec: &str) -> anyhow::Result<(PathBuf, String)> {
+    let (host, guest) = match spec.split_once("::") {
+        Some((h, g)) => (h, guest_path(g, "--dir")?),
+        None => {
+            let rel = spec.trim_start_matches("./").trim_end_matches('/');
+            let guest = if spec.starts_with('/') {
+                spec.to_string()
+            } else if rel.is_empty() || rel == "." {
+                "/".to_string()
+            } else {
+                format!("/{rel}")
+            };
+            (spec, guest)
+        }
+    };
+    Ok((host_dir(host, "--dir")?, guest))
+}
+
+/// `HOST::GUEST[:ro]`.
+fn parse_mount(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
+    let Some((host, rest)) = spec.split_once("::") else {
+        bail!("bad --mount {spec:?}: expected HOST::GUEST[:ro]");
+    };
+    let (guest, read_only) = match rest.strip_suffix(":ro") {
+        Some(g) => (g, true),
+        None => (rest, false),
+    };
+    if guest == "/" {
+        bail!("bad --mount {spec:?}: the in-memory tree is at /; mount below it");
+    }
+    Ok((
+        host_dir(host, "--mount")?,
+        guest_path(guest, "--mount")?,
+        read_only,
+    ))
+}
+
+/// `1234`, `64K`, `512M`, `4G`, `1T`, with optional `B`/`iB` (powers of 1024).
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => bail!("unknown unit {c:?} (use K, M, G or T)"),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .ok()
+        .with_context(|| format!("{digits:?} is not a number"))?;
+    n.checked_mul(1u64 << shift)
+        .with_context(|| "too large".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1234").ok(), Some(1234));
+        assert_eq!(parse_size("64K").ok(), Some(64 << 10));
+        assert_eq!(parse_size("512MiB").ok(), Some(512 << 20));
+        assert_eq!(parse_size("4g").ok(), Some(4 << 30));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("5Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn mounts_need_a_guest() {
+        assert!(parse_mount("/tmp").is_err());
+        assert!(parse_mount("/tmp::rel").is_err());
+        assert_eq!(
+            parse_mount("/tmp::/data:ro").ok(),
+            Some((PathBuf::from("/tmp"), "/data".to_string(), true))
+        );
+    }
+
+    #[test]
+    fn dirs_default_guest() {
+        assert_eq!(parse_dir("/tmp").ok().map(|d| d.1), Some("/tmp".into()));
+        assert_eq!(parse_dir("/tmp::/x").ok().map(|d| d.1), Some("/x".into()));
+        assert!(parse_dir("/definitely/not/here").is_err());
+    }
+}
