@@ -289,6 +289,15 @@ impl Chunk {
         })
     }
 
+    /// Length of the bytes without trailing zeros, known without loading.
+    pub(crate) fn trimmed_len(&self) -> usize {
+        match &self.0.store {
+            Store::Owned(v) => trimmed(v).len(),
+            Store::Shared(b) => b.len() as usize,
+            Store::Zeros => 0,
+        }
+    }
+
     /// Whether the chunk reads as all zeros (known without loading).
     pub(crate) fn reads_zero(&self) -> bool {
         match &self.0.store {

@@ -65,6 +65,11 @@ impl Content {
         self.chunks.iter().map(|(i, c)| (*i, c))
     }
 
+    /// The chunk map itself (the checkpoint code patches and compares it).
+    pub(crate) fn chunk_map(&self) -> &OrdMap<u64, Chunk> {
+        &self.chunks
+    }
+
     pub(crate) fn ptr_eq(&self, other: &Content) -> bool {
         self.size == other.size && self.chunks.ptr_eq(&other.chunks)
     }

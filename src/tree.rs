@@ -335,6 +335,20 @@ impl Tree {
         }
     }
 
+    /// Forgets the memoized hashes of `ino` and all its ancestors, even
+    /// when `ino` itself has no memo: a checkpoint delta puts fresh inodes
+    /// under parents hashed before, which `invalidate` alone would miss.
+    pub(crate) fn invalidate_up(&mut self, ino: Ino) {
+        let parents: Vec<Ino> = match self.inodes.get(&ino) {
+            Some(i) => i.links.iter().map(|(p, _)| *p).collect(),
+            None => return,
+        };
+        self.invalidate(ino);
+        for p in parents {
+            self.invalidate(p);
+        }
+    }
+
     fn invalidate(&mut self, ino: Ino) {
         let mut work = vec![ino];
         while let Some(i) = work.pop() {

@@ -1,0 +1,1673 @@
+//! Checkpoint files: versioned, verified, deduplicated snapshots on disk.
+//!
+//! This module alone owns the wire format. A checkpoint is
+//!
+//! ```text
+//! magic "cowvfs\0ck" [9] | version u16 | flags u16 | root hash [32]
+//! | parent root hash [32]  (delta only)
+//! | meta length u64 | data length u64 | blake3 of meta [32]
+//! | meta: postcard-encoded Manifest
+//! | data: the stored chunks, back to back, in manifest order
+//! | blake3 of everything before [32]
+//! ```
+//!
+//! (integers little-endian). Against DESIGN.md's sketch this adds the two
+//! lengths and a hash of the metadata: the lengths let a reader check every
+//! size against the bytes actually there before it allocates, and the meta
+//! hash lets [`Snapshot::open`] verify the metadata without reading the data,
+//! whose chunks are then verified one by one against their blake3 address
+//! when first read. The full loaders ([`Snapshot::load`], [`verify`]) check
+//! the trailing hash as well.
+//!
+//! Chunks are stored once per address (blake3 of the chunk without trailing
+//! zeros, see `blob`), with those trailing zeros dropped; a file refers to
+//! them by index and records each chunk's own length, so `held` survives a
+//! round trip. A delta stores only the inodes that differ from its parent
+//! (files and directories as patches against the parent's version) and only
+//! the chunks the parent lacks; it names the parent's chunks it reuses by
+//! address.
+//!
+//! Loading never trusts the file: every record is checked, the rebuilt tree
+//! must satisfy the engine invariants (links, nlink, reachability, counters,
+//! next inode number) and hash to the root hash in the header. Bad input is
+//! an [`ErrorKind::Corrupt`] error (an unknown version or feature is
+//! [`ErrorKind::Unsupported`], a delta offered the wrong parent is
+//! [`ErrorKind::InvalidInput`]); nothing is returned half-built.
+//!
+//! ```
+//! # use cowvfs::Vfs;
+//! # use cowvfs::Snapshot;
+//! let dir = tempfile::tempdir()?;
+//! let mut v = Vfs::new();
+//! v.write_file("/hello", b"world")?;
+//! let base = v.snapshot();
+//! base.save(dir.path().join("base.ck"))?;
+//!
+//! v.write_file("/second", b"file")?;
+//! let next = v.snapshot();
+//! next.save_delta(&base, dir.path().join("next.ck"))?;
+//!
+//! let base2 = Snapshot::load(dir.path().join("base.ck"))?;
+//! let next2 = Snapshot::load_delta(dir.path().join("next.ck"), &base2)?;
+//! assert_eq!(next2.root_hash(), next.root_hash());
+//! assert_eq!(next2.read_file("/second")?, b"file");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use imbl::OrdMap;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{Blob, Chunk, ChunkSource};
+use crate::content::{CHUNK_SIZE, Content};
+use crate::error::{Error, ErrorKind, Result};
+use crate::path;
+use crate::tree::{Counters, Entry, FileType, Ino, Inode, Name, Node, ROOT, Timestamp, Tree};
+use crate::vfs::{Limits, Snapshot};
+
+/// The format version this build writes. It reads this one only so far;
+/// a later format bumps it and keeps reading the old ones.
+pub const FORMAT_VERSION: u16 = 1;
+
+const MAGIC: [u8; 9] = *b"cowvfs\0ck";
+const FLAG_DELTA: u16 = 1;
+const FLAG_ZSTD: u16 = 2;
+const KNOWN_FLAGS: u16 = FLAG_DELTA | FLAG_ZSTD;
+/// Magic, version, flags, root hash.
+const FIXED_LEN: usize = 9 + 2 + 2 + 32;
+/// Meta length, data length, meta hash.
+const LENS_LEN: usize = 8 + 8 + 32;
+const TRAILER_LEN: u64 = 32;
+/// The longest name the root hash can encode (it stores a u16 length).
+const NAME_LIMIT: usize = u16::MAX as usize;
+
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+
+// -------------------------------------------------------------------------
+// Wire types (postcard). Field order is the format: append, never reorder.
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Manifest {
+    next_ino: u64,
+    limits: LimitsRec,
+    /// Chunks stored in this file, in data order.
+    blobs: Vec<BlobRec>,
+    /// Addresses of the parent's chunks that this delta reuses.
+    parent_blobs: Vec<[u8; 32]>,
+    /// Inodes, by strictly increasing number.
+    inodes: Vec<InodeRec>,
+    /// Delta only: parent inodes that are gone, increasing.
+    removed: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct LimitsRec {
+    max_bytes: u64,
+    max_inodes: u64,
+    max_file_size: u64,
+    max_open_files: u32,
+    max_name_len: u32,
+    max_path_len: u32,
+    max_symlink_hops: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+struct BlobRec {
+    addr: [u8; 32],
+    /// Length of the chunk's bytes without trailing zeros.
+    raw_len: u32,
+    /// Bytes in the data section (less than `raw_len` when compressed).
+    stored_len: u32,
+    codec: u8,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct InodeRec {
+    ino: u64,
+    mode: u32,
+    atime: Timestamp,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    node: NodeRec,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+enum NodeRec {
+    File {
+        size: u64,
+        chunks: Vec<ChunkRec>,
+    },
+    /// Delta only: the parent's file at this inode with chunks replaced.
+    FilePatch {
+        size: u64,
+        set: Vec<ChunkRec>,
+        clear: Vec<u64>,
+    },
+    Dir {
+        entries: Vec<EntryRec>,
+    },
+    /// Delta only: the parent's directory at this inode with entries changed.
+    DirPatch {
+        set: Vec<EntryRec>,
+        remove: Vec<String>,
+    },
+    Symlink {
+        target: String,
+    },
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct ChunkRec {
+    idx: u64,
+    /// The chunk's length in the file (its stored bytes plus implied zeros).
+    len: u32,
+    blob: BlobRef,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+enum BlobRef {
+    /// Reads as zeros; nothing stored.
+    Zeros,
+    /// Index into `Manifest::blobs`.
+    Own(u32),
+    /// Index into `Manifest::parent_blobs`.
+    Parent(u32),
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct EntryRec {
+    name: String,
+    ino: u64,
+    /// 0 file, 1 directory, 2 symlink.
+    kind: u8,
+}
+
+fn kind_code(k: FileType) -> u8 {
+    match k {
+        FileType::File => 0,
+        FileType::Dir => 1,
+        FileType::Symlink => 2,
+    }
+}
+
+fn kind_of(code: u8) -> Result<FileType> {
+    match code {
+        0 => Ok(FileType::File),
+        1 => Ok(FileType::Dir),
+        2 => Ok(FileType::Symlink),
+        k => Err(corrupt(format!("unknown entry kind {k}"))),
+    }
+}
+
+fn corrupt(msg: impl Into<String>) -> Error {
+    Error::with(ErrorKind::Corrupt, msg.into())
+}
+
+fn hex(h: &blake3::Hash) -> String {
+    h.to_hex().to_string()
+}
+
+// -------------------------------------------------------------------------
+// Header
+
+/// The fixed part of a checkpoint, readable without the rest
+/// ([`read_header`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Format version ([`FORMAT_VERSION`] for files this build writes).
+    pub version: u16,
+    /// Whether some chunks are zstd-compressed.
+    pub compressed: bool,
+    /// Root hash of the tree the checkpoint holds.
+    pub root_hash: blake3::Hash,
+    /// For a delta, the root hash of the parent it needs.
+    pub parent_hash: Option<blake3::Hash>,
+    /// Bytes of metadata.
+    pub meta_len: u64,
+    /// Bytes of stored chunk data.
+    pub data_len: u64,
+    meta_hash: blake3::Hash,
+}
+
+impl Header {
+    /// Whether loading needs a parent checkpoint.
+    pub fn is_delta(&self) -> bool {
+        self.parent_hash.is_some()
+    }
+
+    fn encoded_len(&self) -> u64 {
+        (FIXED_LEN + LENS_LEN + if self.is_delta() { 32 } else { 0 }) as u64
+    }
+
+    /// The exact length of the whole file, if it fits in a u64.
+    pub fn file_len(&self) -> Option<u64> {
+        self.encoded_len()
+            .checked_add(self.meta_len)?
+            .checked_add(self.data_len)?
+            .checked_add(TRAILER_LEN)
+    }
+
+    fn data_offset(&self) -> u64 {
+        self.encoded_len() + self.meta_len
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len() as usize);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        let mut flags = 0;
+        if self.is_delta() {
+            flags |= FLAG_DELTA;
+        }
+        if self.compressed {
+            flags |= FLAG_ZSTD;
+        }
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(self.root_hash.as_bytes());
+        if let Some(p) = &self.parent_hash {
+            out.extend_from_slice(p.as_bytes());
+        }
+        out.extend_from_slice(&self.meta_len.to_le_bytes());
+        out.extend_from_slice(&self.data_len.to_le_bytes());
+        out.extend_from_slice(self.meta_hash.as_bytes());
+        out
+    }
+
+    fn decode(r: &mut dyn Read) -> Result<Header> {
+        let mut fixed = [0u8; FIXED_LEN];
+        // The magic first, so any short non-checkpoint is named as such.
+        read_exact(r, &mut fixed[..9], "header").map_err(|e| match e.kind() {
+            ErrorKind::Corrupt => corrupt("not a cowvfs checkpoint (too short for the magic)"),
+            _ => e,
+        })?;
+        if fixed[..9] != MAGIC {
+            return Err(corrupt("not a cowvfs checkpoint (bad magic)"));
+        }
+        read_exact(r, &mut fixed[9..], "header")?;
+        let version = u16::from_le_bytes([fixed[9], fixed[10]]);
+        if version != FORMAT_VERSION {
+            return Err(Error::with(
+                ErrorKind::Unsupported,
+                format!(
+                    "checkpoint format version {version} is not supported \
+                     (this build reads version {FORMAT_VERSION})"
+                ),
+            ));
+        }
+        let flags = u16::from_le_bytes([fixed[11], fixed[12]]);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(Error::with(
+                ErrorKind::Unsupported,
+                format!("checkpoint uses unknown feature flags {flags:#06x}"),
+            ));
+        }
+        let root_hash = hash_at(&fixed[13..45]);
+        let parent_hash = if flags & FLAG_DELTA != 0 {
+            let mut p = [0u8; 32];
+            read_exact(r, &mut p, "header")?;
+            Some(blake3::Hash::from_bytes(p))
+        } else {
+            None
+        };
+        let mut lens = [0u8; LENS_LEN];
+        read_exact(r, &mut lens, "header")?;
+        let meta_len = u64::from_le_bytes(lens[0..8].try_into().unwrap_or_default());
+        let data_len = u64::from_le_bytes(lens[8..16].try_into().unwrap_or_default());
+        let h = Header {
+            version,
+            compressed: flags & FLAG_ZSTD != 0,
+            root_hash,
+            parent_hash,
+            meta_len,
+            data_len,
+            meta_hash: hash_at(&lens[16..48]),
+        };
+        if h.file_len().is_none() {
+            return Err(corrupt("section lengths overflow"));
+        }
+        Ok(h)
+    }
+}
+
+fn hash_at(b: &[u8]) -> blake3::Hash {
+    let mut a = [0u8; 32];
+    a.copy_from_slice(&b[..32]);
+    blake3::Hash::from_bytes(a)
+}
+
+fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            corrupt(format!("checkpoint is truncated (in the {what})"))
+        } else {
+            Error::from(e)
+        }
+    })
+}
+
+/// Reads the header of the checkpoint at `path`: version, root hash,
+/// parent hash. Cheap: reads at most 125 bytes.
+pub fn read_header(path: impl AsRef<Path>) -> Result<Header> {
+    let path = path.as_ref();
+    let mut f = File::open(path).map_err(path_err(path))?;
+    Header::decode(&mut f).map_err(in_file(path))
+}
+
+fn path_err(p: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |e| Error::with(ErrorKind::from_io(&e), format!("{}: {e}", p.display()))
+}
+
+fn in_file(p: &Path) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| {
+        let what = e.context().map(str::to_string).unwrap_or_default();
+        if what.starts_with(&p.display().to_string()) {
+            e
+        } else if what.is_empty() {
+            Error::with(e.kind(), format!("{}", p.display()))
+        } else {
+            Error::with(e.kind(), format!("{}: {what}", p.display()))
+        }
+    }
+}
+
+// -------------------------------------------------------------------------
+// Saving
+
+/// How to save a checkpoint.
+#[derive(Default)]
+pub struct SaveOptions<'a> {
+    /// Save a delta against this snapshot (which loading will need).
+    pub parent: Option<&'a Snapshot>,
+    /// zstd-compress chunks (needs the `zstd` feature); a chunk that does
+    /// not shrink is stored raw.
+    pub compress: bool,
+    /// Called with (bytes written, total bytes) as the data goes out.
+    pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Fail with an I/O error after this many bytes: for fault-injection
+    /// tests of atomic saving.
+    #[doc(hidden)]
+    pub fail_after: Option<u64>,
+}
+
+/// What a save wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaveStats {
+    /// Bytes in the checkpoint.
+    pub file_len: u64,
+    /// Inode records written (all inodes, or the changed ones in a delta).
+    pub inodes: u64,
+    /// Unique chunks stored.
+    pub chunks: u64,
+    /// Their bytes without trailing zeros, before compression.
+    pub chunk_bytes: u64,
+    /// Their bytes as stored.
+    pub stored_bytes: u64,
+}
+
+enum BlobOut {
+    Raw(Chunk),
+    Packed(Vec<u8>),
+}
+
+struct Encoded {
+    header: Header,
+    meta: Vec<u8>,
+    blobs: Vec<BlobOut>,
+    stats: SaveStats,
+}
+
+struct Encoder<'a> {
+    parent: Option<&'a Tree>,
+    parent_addrs: Option<HashSet<blake3::Hash>>,
+    own: HashMap<blake3::Hash, u32>,
+    blob_recs: Vec<BlobRec>,
+    blob_out: Vec<BlobOut>,
+    parent_refs: HashMap<blake3::Hash, u32>,
+    parent_list: Vec<[u8; 32]>,
+    compress: bool,
+}
+
+impl Encoder<'_> {
+    fn chunk_ref(&mut self, idx: u64, chunk: &Chunk) -> Result<ChunkRec> {
+        let len = chunk.len() as u32;
+        let Some(addr) = chunk.addr() else {
+            return Ok(ChunkRec {
+                idx,
+                len,
+                blob: BlobRef::Zeros,
+            });
+        };
+        let blob = if let Some(&i) = self.own.get(&addr) {
+            BlobRef::Own(i)
+        } else if let Some(&i) = self.parent_refs.get(&addr) {
+            BlobRef::Parent(i)
+        } else if self.parent_has(&addr) {
+            let i = self.parent_list.len() as u32;
+            self.parent_list.push(*addr.as_bytes());
+            self.parent_refs.insert(addr, i);
+            BlobRef::Parent(i)
+        } else {
+            let raw_len = chunk.trimmed_len() as u32;
+            let (stored_len, codec, out) = if self.compress {
+                let packed = compress(chunk.trimmed()?)?;
+                if packed.len() < raw_len as usize {
+                    (packed.len() as u32, CODEC_ZSTD, BlobOut::Packed(packed))
+                } else {
+                    (raw_len, CODEC_RAW, BlobOut::Raw(chunk.clone()))
+                }
+            } else {
+                (raw_len, CODEC_RAW, BlobOut::Raw(chunk.clone()))
+            };
+            let i = self.blob_recs.len() as u32;
+            self.blob_recs.push(BlobRec {
+                addr: *addr.as_bytes(),
+                raw_len,
+                stored_len,
+                codec,
+            });
+            self.blob_out.push(out);
+            self.own.insert(addr, i);
+            BlobRef::Own(i)
+        };
+        Ok(ChunkRec { idx, len, blob })
+    }
+
+    /// Whether the parent holds a chunk with this address. The index is
+    /// built on first need; the parent's addresses are memoized by its root
+    /// hash, so this costs one pass over its chunk lists.
+    fn parent_has(&mut self, addr: &blake3::Hash) -> bool {
+        let Some(p) = self.parent else {
+            return false;
+        };
+        self.parent_addrs
+            .get_or_insert_with(|| {
+                let mut set = HashSet::new();
+                for inode in p.inodes.values() {
+                    if let Node::File(c) = &inode.node {
+                        set.extend(c.chunks().filter_map(|(_, ch)| ch.addr()));
+                    }
+                }
+                set
+            })
+            .contains(addr)
+    }
+
+    fn inode_rec(&mut self, ino: Ino, inode: &Inode, old: Option<&Inode>) -> Result<InodeRec> {
+        let node = match (&inode.node, old.map(|o| &o.node)) {
+            (Node::File(c), Some(Node::File(oc))) => {
+                // Walk both chunk lists in step; a chunk the parent already
+                // has at the same place with the same length is left out.
+                let (mut set, mut clear) = (Vec::new(), Vec::new());
+                let mut a = oc.chunk_map().iter().peekable();
+                let mut b = c.chunk_map().iter().peekable();
+                loop {
+                    let (x, y) = (a.peek().copied(), b.peek().copied());
+                    match (x, y) {
+                        (None, None) => break,
+                        (Some((i, _)), None) => {
+                            clear.push(*i);
+                            a.next();
+                        }
+                        (Some((i, _)), Some((j, _))) if i < j => {
+                            clear.push(*i);
+                            a.next();
+                        }
+                        (Some((i, x)), Some((j, y))) if i == j => {
+                            if !(x.ptr_eq(y) || (x.len() == y.len() && x == y)) {
+                                set.push(self.chunk_ref(*j, y)?);
+                            }
+                            a.next();
+                            b.next();
+                        }
+                        (_, Some((j, y))) => {
+                            set.push(self.chunk_ref(*j, y)?);
+                            b.next();
+                        }
+                    }
+                }
+                NodeRec::FilePatch {
+                    size: c.size(),
+                    set,
+                    clear,
+                }
+            }
+            (Node::File(c), _) => {
+                let mut chunks = Vec::with_capacity(c.chunk_map().len());
+                for (i, ch) in c.chunks() {
+                    chunks.push(self.chunk_ref(i, ch)?);
+                }
+                NodeRec::File {
+                    size: c.size(),
+                    chunks,
+                }
+            }
+            (Node::Dir(e), Some(Node::Dir(oe))) => {
+                let (mut set, mut remove) = (Vec::new(), Vec::new());
+                for d in oe.diff(e) {
+                    match d {
+                        imbl::ordmap::DiffItem::Add(n, x)
+                        | imbl::ordmap::DiffItem::Update { new: (n, x), .. } => {
+                            set.push(entry_rec(n, x))
+                        }
+                        imbl::ordmap::DiffItem::Remove(n, _) => remove.push(n.to_string()),
+                    }
+                }
+                NodeRec::DirPatch { set, remove }
+            }
+            (Node::Dir(e), _) => NodeRec::Dir {
+                entries: e.iter().map(|(n, x)| entry_rec(n, x)).collect(),
+            },
+            (Node::Symlink(t), _) => NodeRec::Symlink {
+                target: t.to_string(),
+            },
+        };
+        Ok(InodeRec {
+            ino,
+            mode: inode.mode,
+            atime: inode.atime,
+            mtime: inode.mtime,
+            ctime: inode.ctime,
+            node,
+        })
+    }
+}
+
+fn entry_rec(n: &Name, e: &Entry) -> EntryRec {
+    EntryRec {
+        name: n.to_string(),
+        ino: e.ino,
+        kind: kind_code(e.kind),
+    }
+}
+
+#[cfg(feature = "zstd")]
+fn compress(bytes: &[u8]) -> Result<Vec<u8>> {
+    zstd::bulk::compress(bytes, 3).map_err(|e| Error::with(ErrorKind::Io, format!("zstd: {e}")))
+}
+
+#[cfg(not(feature = "zstd"))]
+fn compress(_bytes: &[u8]) -> Result<Vec<u8>> {
+    Err(Error::with(
+        ErrorKind::Unsupported,
+        "compression needs cowvfs built with the `zstd` feature",
+    ))
+}
+
+#[cfg(feature = "zstd")]
+fn decompress(stored: &[u8], raw_len: u32) -> Result<Vec<u8>> {
+    // The capacity bounds the output, so a zstd bomb cannot inflate memory.
+    let out = zstd::bulk::decompress(stored, raw_len as usize)
+        .map_err(|e| corrupt(format!("chunk does not decompress: {e}")))?;
+    if out.len() != raw_len as usize {
+        return Err(corrupt("chunk decompresses to the wrong length"));
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "zstd"))]
+fn decompress(_stored: &[u8], _raw_len: u32) -> Result<Vec<u8>> {
+    Err(Error::with(
+        ErrorKind::Unsupported,
+        "checkpoint has zstd-compressed chunks; cowvfs was built without the `zstd` feature",
+    ))
+}
+
+fn encode(snap: &Snapshot, parent: Option<&Snapshot>, compress: bool) -> Result<Encoded> {
+    if compress && !cfg!(feature = "zstd") {
+        return Err(Error::with(
+            ErrorKind::Unsupported,
+            "compression needs cowvfs built with the `zstd` feature",
+        ));
+    }
+    let tree = &*snap.tree;
+    // Hashing first memoizes every chunk address the encoder needs.
+    let root_hash = snap.root_hash();
+    let parent_hash = parent.map(Snapshot::root_hash);
+    let mut enc = Encoder {
+        parent: parent.map(|p| &*p.tree),
+        parent_addrs: None,
+        own: HashMap::new(),
+        blob_recs: Vec::new(),
+        blob_out: Vec::new(),
+        parent_refs: HashMap::new(),
+        parent_list: Vec::new(),
+        compress,
+    };
+    let mut inodes = Vec::new();
+    let mut removed = Vec::new();
+    match parent {
+        None => {
+            for (&ino, inode) in tree.inodes.iter() {
+                inodes.push(enc.inode_rec(ino, inode, None)?);
+            }
+        }
+        Some(p) => {
+            use imbl::ordmap::DiffItem;
+            // Pointer-pruned: the cost follows the change, not the tree.
+            for d in p.tree.inodes.diff(&tree.inodes) {
+                match d {
+                    DiffItem::Add(&ino, inode) => inodes.push(enc.inode_rec(ino, inode, None)?),
+                    DiffItem::Update {
+                        old: (_, old),
+                        new: (&ino, inode),
+                    } => {
+                        let same_kind = old.kind() == inode.kind();
+                        inodes.push(enc.inode_rec(ino, inode, same_kind.then_some(&**old))?);
+                    }
+                    DiffItem::Remove(&ino, _) => removed.push(ino),
+                }
+            }
+            inodes.sort_by_key(|r| r.ino);
+            removed.sort_unstable();
+        }
+    }
+    let l = &tree.limits;
+    let manifest = Manifest {
+        next_ino: tree.next_ino,
+        limits: LimitsRec {
+            max_bytes: l.max_bytes,
+            max_inodes: l.max_inodes,
+            max_file_size: l.max_file_size,
+            max_open_files: l.max_open_files,
+            max_name_len: l.max_name_len,
+            max_path_len: l.max_path_len,
+            max_symlink_hops: l.max_symlink_hops,
+        },
+        blobs: enc.blob_recs,
+        parent_blobs: enc.parent_list,
+        inodes,
+        removed,
+    };
+    let meta = postcard::to_stdvec(&manifest)
+        .map_err(|e| Error::with(ErrorKind::Io, format!("encoding metadata: {e}")))?;
+    let data_len: u64 = manifest.blobs.iter().map(|b| b.stored_len as u64).sum();
+    let header = Header {
+        version: FORMAT_VERSION,
+        compressed: manifest.blobs.iter().any(|b| b.codec == CODEC_ZSTD),
+        root_hash,
+        parent_hash,
+        meta_len: meta.len() as u64,
+        data_len,
+        meta_hash: blake3::hash(&meta),
+    };
+    let stats = SaveStats {
+        file_len: header.file_len().unwrap_or(u64::MAX),
+        inodes: manifest.inodes.len() as u64,
+        chunks: manifest.blobs.len() as u64,
+        chunk_bytes: manifest.blobs.iter().map(|b| b.raw_len as u64).sum(),
+        stored_bytes: data_len,
+    };
+    Ok(Encoded {
+        header,
+        meta,
+        blobs: enc.blob_out,
+        stats,
+    })
+}
+
+fn write_encoded(
+    enc: &Encoded,
+    w: &mut dyn Write,
+    progress: &mut Option<&mut dyn FnMut(u64, u64)>,
+) -> Result<()> {
+    let total = enc.stats.file_len;
+    let mut hasher = blake3::Hasher::new();
+    let mut done = 0u64;
+    let mut put = |bytes: &[u8]| -> Result<u64> {
+        hasher.update(bytes);
+        w.write_all(bytes)?;
+        done += bytes.len() as u64;
+        Ok(done)
+    };
+    put(&enc.header.encode())?;
+    put(&enc.meta)?;
+    let mut last_report = 0u64;
+    for b in &enc.blobs {
+        let done = match b {
+            BlobOut::Raw(chunk) => put(chunk.trimmed()?)?,
+            BlobOut::Packed(v) => put(v)?,
+        };
+        if let Some(p) = progress.as_mut()
+            && done - last_report >= 4 << 20
+        {
+            p(done, total);
+            last_report = done;
+        }
+    }
+    drop(put);
+    let trailer = hasher.finalize();
+    w.write_all(trailer.as_bytes())?;
+    if let Some(p) = progress.as_mut() {
+        p(total, total);
+    }
+    Ok(())
+}
+
+/// A writer that fails after `left` bytes (fault injection).
+struct FailAfter<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for FailAfter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(io::Error::other("injected failure"));
+        }
+        let n = buf.len().min(self.left as usize);
+        let n = self.inner.write(&buf[..n])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes a file atomically: a temporary file in the same directory,
+/// fsync, rename over `path`, fsync the directory. On any failure the
+/// temporary file is removed and whatever was at `path` is untouched.
+pub(crate) fn write_atomic<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    let Some(name) = path.file_name() else {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!("{}: not a file name", path.display()),
+        ));
+    };
+    if path.is_dir() {
+        return Err(Error::with(
+            ErrorKind::IsADirectory,
+            format!("{}: is a directory", path.display()),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(path_err(&tmp))?;
+    let res = (|| -> Result<T> {
+        let mut w = BufWriter::with_capacity(1 << 20, &file);
+        let t = fill(&mut w)?;
+        w.flush()?;
+        drop(w);
+        file.sync_all()?;
+        Ok(t)
+    })();
+    drop(file);
+    let t = match res {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.or_context(|| path.display().to_string()));
+        }
+    };
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(path_err(path)(e));
+    }
+    // The rename is durable only once the directory is.
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(path_err(&dir))?;
+    Ok(t)
+}
+
+impl Snapshot {
+    /// Saves the whole tree to `path`, atomically (see the module docs).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<SaveStats> {
+        self.save_with(path, SaveOptions::default())
+    }
+
+    /// Saves a delta against `parent` to `path`: only the inodes and chunks
+    /// `parent` lacks. Loading it needs `parent` ([`Snapshot::load_delta`]).
+    pub fn save_delta(&self, parent: &Snapshot, path: impl AsRef<Path>) -> Result<SaveStats> {
+        self.save_with(
+            path,
+            SaveOptions {
+                parent: Some(parent),
+                ..SaveOptions::default()
+            },
+        )
+    }
+
+    /// Saves to `path` with options (delta, compression, progress).
+    pub fn save_with(
+        &self,
+        path: impl AsRef<Path>,
+        mut opts: SaveOptions<'_>,
+    ) -> Result<SaveStats> {
+        let path = path.as_ref();
+        let enc = encode(self, opts.parent, opts.compress)?;
+        write_atomic(path, |w| {
+            match opts.fail_after {
+                Some(n) => write_encoded(
+                    &enc,
+                    &mut FailAfter { inner: w, left: n },
+                    &mut opts.progress,
+                )?,
+                None => write_encoded(&enc, w, &mut opts.progress)?,
+            }
+            Ok(enc.stats)
+        })
+    }
+
+    /// Writes the whole tree as a checkpoint to `w` (not atomic: the
+    /// caller owns the destination).
+    pub fn save_to(&self, w: impl Write) -> Result<SaveStats> {
+        self.save_to_with(w, SaveOptions::default())
+    }
+
+    /// Writes a delta against `parent` to `w`.
+    pub fn save_delta_to(&self, parent: &Snapshot, w: impl Write) -> Result<SaveStats> {
+        self.save_to_with(
+            w,
+            SaveOptions {
+                parent: Some(parent),
+                ..SaveOptions::default()
+            },
+        )
+    }
+
+    /// Writes a checkpoint to `w` with options.
+    pub fn save_to_with(&self, mut w: impl Write, mut opts: SaveOptions<'_>) -> Result<SaveStats> {
+        let enc = encode(self, opts.parent, opts.compress)?;
+        match opts.fail_after {
+            Some(n) => write_encoded(
+                &enc,
+                &mut FailAfter {
+                    inner: &mut w,
+                    left: n,
+                },
+                &mut opts.progress,
+            )?,
+            None => write_encoded(&enc, &mut w, &mut opts.progress)?,
+        }
+        w.flush()?;
+        Ok(enc.stats)
+    }
+
+    /// Loads and fully verifies a full checkpoint (a delta is refused with a
+    /// message saying which parent it needs).
+    pub fn load(path: impl AsRef<Path>) -> Result<Snapshot> {
+        load_path(path.as_ref(), None)
+    }
+
+    /// Loads and fully verifies a delta checkpoint on top of `parent`,
+    /// which must be the snapshot it was saved against.
+    pub fn load_delta(path: impl AsRef<Path>, parent: &Snapshot) -> Result<Snapshot> {
+        load_path(path.as_ref(), Some(parent))
+    }
+
+    /// Reads a full checkpoint from `r`, verifying everything.
+    pub fn load_from(r: impl Read) -> Result<Snapshot> {
+        let mut r = r;
+        load_stream(&mut r, None, None)
+    }
+
+    /// Reads a delta checkpoint from `r` on top of `parent`.
+    pub fn load_delta_from(r: impl Read, parent: &Snapshot) -> Result<Snapshot> {
+        let mut r = r;
+        load_stream(&mut r, None, Some(parent))
+    }
+
+    /// Opens a full checkpoint lazily: reads and verifies only the header
+    /// and metadata (the cost follows the number of inodes, not the data)
+    /// and reads each chunk from the file when first needed, verifying it
+    /// against its address then. A chunk that fails is an I/O error to
+    /// whoever reads it. The file must not change while the snapshot or
+    /// any fork of it lives.
+    pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
+        open_path(path.as_ref(), None)
+    }
+
+    /// Opens a delta lazily on top of `parent`.
+    pub fn open_delta(path: impl AsRef<Path>, parent: &Snapshot) -> Result<Snapshot> {
+        open_path(path.as_ref(), Some(parent))
+    }
+}
+
+// -------------------------------------------------------------------------
+// Loading
+
+/// Hashes everything read through it (for the trailing hash).
+struct HashRead<'a> {
+    inner: &'a mut dyn Read,
+    hasher: blake3::Hasher,
+}
+
+impl Read for HashRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn check_parent(h: &Header, parent: Option<&Snapshot>) -> Result<()> {
+    match (&h.parent_hash, parent) {
+        (None, None) => Ok(()),
+        (Some(want), None) => Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!(
+                "checkpoint is a delta and needs its parent (root {})",
+                hex(want)
+            ),
+        )),
+        (None, Some(_)) => Err(Error::with(
+            ErrorKind::InvalidInput,
+            "checkpoint is a full checkpoint, not a delta",
+        )),
+        (Some(want), Some(p)) => {
+            let have = p.root_hash();
+            if have == *want {
+                Ok(())
+            } else {
+                Err(Error::with(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "wrong parent: the delta needs root {}, the parent given has root {}",
+                        hex(want),
+                        hex(&have)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn decode_manifest(h: &Header, meta: &[u8]) -> Result<Manifest> {
+    if blake3::hash(meta) != h.meta_hash {
+        return Err(corrupt("metadata does not match its hash"));
+    }
+    let (m, rest): (Manifest, &[u8]) = postcard::take_from_bytes(meta)
+        .map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(corrupt("metadata has trailing bytes"));
+    }
+    // The data section must be exactly the stored chunks.
+    let mut sum = 0u64;
+    for b in &m.blobs {
+        if b.raw_len == 0 || b.raw_len as usize > CHUNK_SIZE {
+            return Err(corrupt(format!("chunk record with length {}", b.raw_len)));
+        }
+        match b.codec {
+            CODEC_RAW if b.stored_len == b.raw_len => {}
+            CODEC_ZSTD if b.stored_len > 0 && b.stored_len < b.raw_len && h.compressed => {}
+            CODEC_RAW | CODEC_ZSTD => return Err(corrupt("chunk record lengths disagree")),
+            c => {
+                return Err(Error::with(
+                    ErrorKind::Unsupported,
+                    format!("chunk codec {c} is not supported"),
+                ));
+            }
+        }
+        sum += b.stored_len as u64;
+    }
+    if sum != h.data_len {
+        return Err(corrupt("data length disagrees with the chunk records"));
+    }
+    if h.parent_hash.is_none() && (!m.parent_blobs.is_empty() || !m.removed.is_empty()) {
+        return Err(corrupt("a full checkpoint refers to a parent"));
+    }
+    Ok(m)
+}
+
+/// Turns stored bytes into a verified blob.
+fn verify_blob(rec: &BlobRec, stored: Vec<u8>) -> Result<Blob> {
+    let raw = match rec.codec {
+        CODEC_ZSTD => decompress(&stored, rec.raw_len)?,
+        _ => stored,
+    };
+    let addr = blake3::Hash::from_bytes(rec.addr);
+    if raw.len() != rec.raw_len as usize || raw.last() == Some(&0) || blake3::hash(&raw) != addr {
+        return Err(corrupt(format!(
+            "chunk {} does not match its address",
+            hex(&addr)
+        )));
+    }
+    Ok(Blob::loaded(raw, addr))
+}
+
+fn load_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
+    let f = File::open(path).map_err(path_err(path))?;
+    let meta = f.metadata().map_err(path_err(path))?;
+    if meta.is_dir() {
+        return Err(Error::with(
+            ErrorKind::IsADirectory,
+            format!("{}: is a directory", path.display()),
+        ));
+    }
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    load_stream(&mut r, Some(meta.len()), parent).map_err(in_file(path))
+}
+
+fn load_stream(
+    r: &mut dyn Read,
+    total: Option<u64>,
+    parent: Option<&Snapshot>,
+) -> Result<Snapshot> {
+    let mut hr = HashRead {
+        inner: r,
+        hasher: blake3::Hasher::new(),
+    };
+    let h = Header::decode(&mut hr)?;
+    if let Some(t) = total
+        && h.file_len() != Some(t)
+    {
+        return Err(corrupt(format!(
+            "file is {t} bytes but its header describes {}",
+            h.file_len().unwrap_or(u64::MAX)
+        )));
+    }
+    check_parent(&h, parent)?;
+    // Grow the buffer with the bytes that actually arrive, so a lying
+    // length cannot make us allocate more than the input holds.
+    let mut meta = Vec::with_capacity(h.meta_len.min(1 << 20) as usize);
+    (&mut hr).take(h.meta_len).read_to_end(&mut meta)?;
+    if meta.len() as u64 != h.meta_len {
+        return Err(corrupt("checkpoint is truncated (in the metadata)"));
+    }
+    let m = decode_manifest(&h, &meta)?;
+    drop(meta);
+    let mut blobs = Vec::with_capacity(m.blobs.len());
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    for rec in &m.blobs {
+        let stored = &mut buf[..rec.stored_len as usize];
+        read_exact(&mut hr, stored, "chunk data")?;
+        blobs.push(Arc::new(verify_blob(rec, stored.to_vec())?));
+    }
+    let mut trailer = [0u8; 32];
+    read_exact(hr.inner, &mut trailer, "trailing hash")?;
+    if hr.hasher.finalize() != blake3::Hash::from_bytes(trailer) {
+        return Err(corrupt("trailing hash does not match the contents"));
+    }
+    build(&h, m, blobs, parent)
+}
+
+/// Chunk bytes read from a checkpoint file on demand.
+#[derive(Debug)]
+struct FileSource {
+    file: File,
+    path: PathBuf,
+    /// Offset and record of each stored chunk.
+    table: Vec<(u64, BlobRec)>,
+}
+
+impl ChunkSource for FileSource {
+    fn fetch(&self, key: u64, _addr: &blake3::Hash) -> Result<Vec<u8>> {
+        let Some((off, rec)) = self.table.get(key as usize) else {
+            return Err(Error::with(ErrorKind::Io, "chunk key out of range"));
+        };
+        let mut buf = vec![0u8; rec.stored_len as usize];
+        self.file.read_exact_at(&mut buf, *off).map_err(|e| {
+            Error::with(
+                ErrorKind::Io,
+                format!("{}: reading chunk: {e}", self.path.display()),
+            )
+        })?;
+        match rec.codec {
+            CODEC_ZSTD => decompress(&buf, rec.raw_len)
+                .map_err(|e| Error::with(ErrorKind::Io, format!("{}: {e}", self.path.display()))),
+            _ => Ok(buf),
+        }
+    }
+}
+
+fn open_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
+    let file = File::open(path).map_err(path_err(path))?;
+    let fmeta = file.metadata().map_err(path_err(path))?;
+    if fmeta.is_dir() {
+        return Err(Error::with(
+            ErrorKind::IsADirectory,
+            format!("{}: is a directory", path.display()),
+        ));
+    }
+    let res = (|| {
+        let h = Header::decode(&mut &file)?;
+        if h.file_len() != Some(fmeta.len()) {
+            return Err(corrupt(format!(
+                "file is {} bytes but its header describes {}",
+                fmeta.len(),
+                h.file_len().unwrap_or(u64::MAX)
+            )));
+        }
+        check_parent(&h, parent)?;
+        // The length is checked against the file's size above.
+        let mut meta = vec![0u8; h.meta_len as usize];
+        file.read_exact_at(&mut meta, h.encoded_len())
+            .map_err(|e| corrupt(format!("reading metadata: {e}")))?;
+        let m = decode_manifest(&h, &meta)?;
+        drop(meta);
+        let mut off = h.data_offset();
+        let mut table = Vec::with_capacity(m.blobs.len());
+        for rec in &m.blobs {
+            table.push((off, *rec));
+            off += rec.stored_len as u64;
+        }
+        let source: Arc<FileSource> = Arc::new(FileSource {
+            file: file.try_clone()?,
+            path: path.to_path_buf(),
+            table,
+        });
+        let dyn_source: Arc<dyn ChunkSource> = source.clone();
+        let blobs = m
+            .blobs
+            .iter()
+            .enumerate()
+            .map(|(i, rec)| {
+                Arc::new(Blob::lazy(
+                    blake3::Hash::from_bytes(rec.addr),
+                    rec.raw_len,
+                    i as u64,
+                    dyn_source.clone(),
+                ))
+            })
+            .collect();
+        build(&h, m, blobs, parent)
+    })();
+    res.map_err(in_file(path))
+}
+
+// -------------------------------------------------------------------------
+// Rebuilding the tree
+
+fn check_time(t: Timestamp) -> Result<()> {
+    if t.nanos >= 1_000_000_000 {
+        return Err(corrupt("timestamp with nanoseconds out of range"));
+    }
+    Ok(())
+}
+
+fn content_from(
+    size: u64,
+    mut chunks: OrdMap<u64, Chunk>,
+    set: Vec<ChunkRec>,
+    clear: &[u64],
+    blob_of: &dyn Fn(BlobRef) -> Result<Arc<Blob>>,
+) -> Result<Content> {
+    for i in clear {
+        if chunks.remove(i).is_none() {
+            return Err(corrupt("patch clears a chunk the parent lacks"));
+        }
+    }
+    let mut prev: Option<u64> = None;
+    for r in set {
+        if prev.is_some_and(|p| r.idx <= p) {
+            return Err(corrupt("chunk records out of order"));
+        }
+        prev = Some(r.idx);
+        if r.len == 0 || r.len as usize > CHUNK_SIZE {
+            return Err(corrupt(format!("chunk of length {}", r.len)));
+        }
+        let end = r
+            .idx
+            .checked_mul(CHUNK_SIZE as u64)
+            .and_then(|s| s.checked_add(r.len as u64));
+        if end.is_none_or(|e| e > size) {
+            return Err(corrupt("chunk reaches past the end of its file"));
+        }
+        let chunk = match r.blob {
+            BlobRef::Zeros => Chunk::zeros(r.len),
+            b => {
+                let blob = blob_of(b)?;
+                if blob.len() > r.len {
+                    return Err(corrupt("chunk is longer than its place in the file"));
+                }
+                Chunk::from_blob(blob, r.len)
+            }
+        };
+        chunks.insert(r.idx, chunk);
+    }
+    let c = Content::from_parts(size, chunks);
+    // A patch may leave parent chunks past a shrunken size.
+    c.check().map_err(corrupt)?;
+    Ok(c)
+}
+
+fn entries_from(
+    mut entries: OrdMap<Name, Entry>,
+    set: Vec<EntryRec>,
+    remove: Vec<String>,
+    patch: bool,
+) -> Result<OrdMap<Name, Entry>> {
+    for n in remove {
+        if entries.remove(n.as_str()).is_none() {
+            return Err(corrupt("patch removes an entry the parent lacks"));
+        }
+    }
+    for e in set {
+        if path::check_name(&e.name, NAME_LIMIT).is_err() {
+            return Err(corrupt(format!("bad entry name {:?}", e.name)));
+        }
+        let entry = Entry {
+            ino: e.ino,
+            kind: kind_of(e.kind)?,
+        };
+        if entries.insert(Name::from(e.name), entry).is_some() && !patch {
+            return Err(corrupt("directory names an entry twice"));
+        }
+    }
+    Ok(entries)
+}
+
+fn parent_blob_index(tree: &Tree, wanted: &[[u8; 32]]) -> Result<Vec<Arc<Blob>>> {
+    let want: HashSet<blake3::Hash> = wanted
+        .iter()
+        .map(|a| blake3::Hash::from_bytes(*a))
+        .collect();
+    let mut found: HashMap<blake3::Hash, Arc<Blob>> = HashMap::new();
+    'outer: for inode in tree.inodes.values() {
+        let Node::File(c) = &inode.node else { continue };
+        for (_, ch) in c.chunks() {
+            let Some(a) = ch.addr() else { continue };
+            if !want.contains(&a) || found.contains_key(&a) {
+                continue;
+            }
+            let blob = match ch.blob() {
+                Some(b) => b.clone(),
+                None => Arc::new(Blob::loaded(ch.trimmed()?.to_vec(), a)),
+            };
+            found.insert(a, blob);
+            if found.len() == want.len() {
+                break 'outer;
+            }
+        }
+    }
+    wanted
+        .iter()
+        .map(|a| {
+            let a = blake3::Hash::from_bytes(*a);
+            found.get(&a).cloned().ok_or_else(|| {
+                corrupt(format!(
+                    "delta reuses chunk {} that its parent lacks",
+                    hex(&a)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Builds the tree from a verified manifest, checks every invariant and
+/// the root hash. `blobs` are the stored chunks (loaded or lazy).
+fn build(
+    h: &Header,
+    m: Manifest,
+    blobs: Vec<Arc<Blob>>,
+    parent: Option<&Snapshot>,
+) -> Result<Snapshot> {
+    let pblobs = match parent {
+        Some(p) if !m.parent_blobs.is_empty() => parent_blob_index(&p.tree, &m.parent_blobs)?,
+        _ => Vec::new(),
+    };
+    let blob_of = |b: BlobRef| -> Result<Arc<Blob>> {
+        let got = match b {
+            BlobRef::Own(i) => blobs.get(i as usize),
+            BlobRef::Parent(i) => pblobs.get(i as usize),
+            BlobRef::Zeros => None,
+        };
+        got.cloned()
+            .ok_or_else(|| corrupt("chunk reference out of range"))
+    };
+    let mut inodes: OrdMap<Ino, Arc<Inode>> = match parent {
+        Some(p) => p.tree.inodes.clone(),
+        None => OrdMap::new(),
+    };
+    let mut prev = 0;
+    for &ino in &m.removed {
+        if ino <= prev || ino == ROOT || inodes.remove(&ino).is_none() {
+            return Err(corrupt(format!("bad removal of inode {ino}")));
+        }
+        prev = ino;
+    }
+    let mut touched = Vec::with_capacity(m.inodes.len());
+    let mut prev = 0;
+    for rec in m.inodes {
+        if rec.ino <= prev {
+            return Err(corrupt("inode records out of order"));
+        }
+        prev = rec.ino;
+        if rec.mode & !0o7777 != 0 {
+            return Err(corrupt(format!(
+                "inode {} has mode {:o}",
+                rec.ino, rec.mode
+            )));
+        }
+        for t in [rec.atime, rec.mtime, rec.ctime] {
+            check_time(t)?;
+        }
+        let old = if parent.is_some() {
+            inodes.get(&rec.ino).map(|i| &i.node)
+        } else {
+            None
+        };
+        let node = match (rec.node, old) {
+            (NodeRec::File { size, chunks }, _) => {
+                Node::File(content_from(size, OrdMap::new(), chunks, &[], &blob_of)?)
+            }
+            (NodeRec::FilePatch { size, set, clear }, Some(Node::File(oc))) => Node::File(
+                content_from(size, oc.chunk_map().clone(), set, &clear, &blob_of)?,
+            ),
+            (NodeRec::Dir { entries }, _) => {
+                Node::Dir(entries_from(OrdMap::new(), entries, Vec::new(), false)?)
+            }
+            (NodeRec::DirPatch { set, remove }, Some(Node::Dir(oe))) => {
+                Node::Dir(entries_from(oe.clone(), set, remove, true)?)
+            }
+            (NodeRec::Symlink { target }, _) => {
+                if target.is_empty() || target.contains('\0') {
+                    return Err(corrupt("bad symlink target"));
+                }
+                Node::Symlink(Name::from(target))
+            }
+            (NodeRec::FilePatch { .. } | NodeRec::DirPatch { .. }, _) => {
+                return Err(corrupt(format!(
+                    "patch for inode {} that the parent lacks or holds as another kind",
+                    rec.ino
+                )));
+            }
+        };
+        let mut inode = Inode::new(node, rec.mode, rec.mtime);
+        inode.atime = rec.atime;
+        inode.ctime = rec.ctime;
+        inode.nlink = 0;
+        inodes.insert(rec.ino, Arc::new(inode));
+        touched.push(rec.ino);
+    }
+
+    // Walk from the root: every entry must name a live inode of its kind,
+    // every directory must be reached exactly once (no cycles, no second
+    // names), and the names give each inode its links.
+    match inodes.get(&ROOT) {
+        Some(r) if r.kind() == FileType::Dir => {}
+        _ => return Err(corrupt("no root directory")),
+    }
+    let mut links: Vec<(Ino, Ino, Name)> = Vec::with_capacity(inodes.len());
+    let mut dir_nlink: Vec<(Ino, u32)> = Vec::new();
+    let mut seen_dirs: HashSet<Ino> = HashSet::new();
+    seen_dirs.insert(ROOT);
+    let mut work = vec![ROOT];
+    while let Some(d) = work.pop() {
+        let Some(entries) = inodes.get(&d).and_then(|i| i.entries()) else {
+            return Err(corrupt(format!("directory {d} is missing")));
+        };
+        let mut subdirs = 0u32;
+        for (name, e) in entries.iter() {
+            let Some(child) = inodes.get(&e.ino) else {
+                return Err(corrupt(format!(
+                    "entry {name:?} in directory {d} names missing inode {}",
+                    e.ino
+                )));
+            };
+            if child.kind() != e.kind {
+                return Err(corrupt(format!("entry {name:?} has the wrong kind")));
+            }
+            links.push((e.ino, d, name.clone()));
+            if e.kind == FileType::Dir {
+                subdirs = subdirs
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt("too many subdirectories"))?;
+                if !seen_dirs.insert(e.ino) {
+                    return Err(corrupt(format!(
+                        "directory {} is named twice or in a cycle",
+                        e.ino
+                    )));
+                }
+                work.push(e.ino);
+            }
+        }
+        dir_nlink.push((d, subdirs.saturating_add(2)));
+    }
+    drop(seen_dirs);
+    links.sort_unstable();
+    dir_nlink.sort_unstable();
+
+    let mut counters = Counters::default();
+    let mut fixes: Vec<(Ino, u32, Vec<(Ino, Name)>)> = Vec::new();
+    let (mut li, mut di) = (0usize, 0usize);
+    let mut max_ino = 0;
+    for (&ino, inode) in inodes.iter() {
+        max_ino = ino;
+        counters.inodes += 1;
+        counters.held += inode.held();
+        counters.logical += inode.content().map_or(0, Content::size);
+        let start = li;
+        while li < links.len() && links[li].0 == ino {
+            li += 1;
+        }
+        let mine = &links[start..li];
+        let nlink = if inode.kind() == FileType::Dir {
+            if di < dir_nlink.len() && dir_nlink[di].0 == ino {
+                di += 1;
+                dir_nlink[di - 1].1
+            } else {
+                return Err(corrupt(format!("directory {ino} is unreachable")));
+            }
+        } else {
+            if mine.is_empty() {
+                return Err(corrupt(format!("inode {ino} is unreachable")));
+            }
+            u32::try_from(mine.len()).map_err(|_| corrupt("too many links"))?
+        };
+        let same = inode.nlink == nlink
+            && inode.links.len() == mine.len()
+            && if mine.len() == 1 {
+                inode.links[0].0 == mine[0].1 && inode.links[0].1 == mine[0].2
+            } else {
+                let mut have = inode.links.clone();
+                have.sort_unstable();
+                have.iter().zip(mine).all(|(a, b)| a.0 == b.1 && a.1 == b.2)
+            };
+        if !same {
+            fixes.push((
+                ino,
+                nlink,
+                mine.iter().map(|(_, p, n)| (*p, n.clone())).collect(),
+            ));
+        }
+    }
+    drop(links);
+    if m.next_ino <= max_ino {
+        return Err(corrupt(format!(
+            "next inode number {} is not above inode {max_ino}",
+            m.next_ino
+        )));
+    }
+    for (ino, nlink, l) in fixes {
+        if let Some(arc) = inodes.get_mut(&ino) {
+            let i = Arc::make_mut(arc);
+            i.nlink = nlink;
+            i.links = l;
+        }
+        if parent.is_some() {
+            touched.push(ino);
+        }
+    }
+    let lr = m.limits;
+    let mut tree = Tree {
+        inodes,
+        next_ino: m.next_ino,
+        counters,
+        limits: Limits {
+            max_bytes: lr.max_bytes,
+            max_inodes: lr.max_inodes,
+            max_file_size: lr.max_file_size,
+            max_open_files: lr.max_open_files,
+            max_name_len: lr.max_name_len,
+            max_path_len: lr.max_path_len,
+            max_symlink_hops: lr.max_symlink_hops,
+        },
+    };
+    if parent.is_some() {
+        // Inherited directories above a changed inode hold stale hashes.
+        for ino in touched {
+            tree.invalidate_up(ino);
+        }
+    }
+    let got = tree.root_hash();
+    if got != h.root_hash {
+        return Err(corrupt(format!(
+            "tree hashes to {} but the header says {}",
+            hex(&got),
+            hex(&h.root_hash)
+        )));
+    }
+    Ok(Snapshot::from_tree(tree))
+}
+
+// -------------------------------------------------------------------------
+// Chains and inspection (for the CLI and embedders)
+
+/// Loads the checkpoint at `path`, fully verified. If it is a delta, its
+/// parent (and theirs, for a chain) is picked from `parents` by root hash,
+/// so their order does not matter; a missing parent is a clear error.
+pub fn load_chain(path: impl AsRef<Path>, parents: &[PathBuf]) -> Result<Snapshot> {
+    chain(path.as_ref(), parents, false)
+}
+
+/// Like [`load_chain`], but opens every file lazily ([`Snapshot::open`]).
+pub fn open_chain(path: impl AsRef<Path>, parents: &[PathBuf]) -> Result<Snapshot> {
+    chain(path.as_ref(), parents, true)
+}
+
+fn chain(path: &Path, parents: &[PathBuf], lazy: bool) -> Result<Snapshot> {
+    let h = read_header(path)?;
+    let Some(want) = h.parent_hash else {
+        return if lazy {
+            Snapshot::open(path)
+        } else {
+            Snapshot::load(path)
+        };
+    };
+    let mut rest = Vec::with_capacity(parents.len());
+    let mut found = None;
+    for p in parents {
+        if found.is_none() && read_header(p)?.root_hash == want {
+            found = Some(p.clone());
+        } else {
+            rest.push(p.clone());
+        }
+    }
+    let Some(pp) = found else {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is a delta against root {}; none of the parents given has that root (pass it with --parent)",
+                path.display(),
+                hex(&want)
+            ),
+        ));
+    };
+    // Each step consumes one parent, so a cycle of files cannot recurse forever.
+    let parent = chain(&pp, &rest, lazy)?;
+    if lazy {
+        Snapshot::open_delta(path, &parent)
+    } else {
+        Snapshot::load_delta(path, &parent)
+    }
+}
+
+/// Loads a checkpoint (and its parents) with every check, plus the engine
+/// invariants; returns its header.
+pub fn verify(path: impl AsRef<Path>, parents: &[PathBuf]) -> Result<Header> {
+    let path = path.as_ref();
+    let snap = load_chain(path, parents)?;
+    snap.check_invariants()
+        .map_err(|e| corrupt(format!("{}: invariant violated: {e}", path.display())))?;
+    read_header(path)
+}
+
+/// What a checkpoint file holds, from its metadata alone (for a delta: the
+/// records in this file, not the whole tree).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// The header.
+    pub header: Header,
+    /// Bytes in the file.
+    pub file_len: u64,
+    /// Regular files recorded (whole or patched).
+    pub files: u64,
+    /// Directories recorded.
+    pub dirs: u64,
+    /// Symlinks recorded.
+    pub symlinks: u64,
+    /// Inodes a delta removes from its parent.
+    pub removed: u64,
+    /// Sum of the sizes of the files recorded.
+    pub logical_bytes: u64,
+    /// Chunks stored in this file.
+    pub chunks: u64,
+    /// Their bytes without trailing zeros, before compression.
+    pub unique_bytes: u64,
+    /// Their bytes as stored.
+    pub stored_bytes: u64,
+}
+
+/// Reads a checkpoint's header and metadata (verified against the
+/// metadata hash) and counts what it holds. Does not read the data.
+pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(path_err(path))?;
+    let len = file.metadata().map_err(path_err(path))?.len();
+    let res = (|| {
+        let h = Header::decode(&mut &file)?;
+        if h.file_len() != Some(len) {
+            return Err(corrupt(format!(
+                "file is {len} bytes but its header describes {}",
+                h.file_len().unwrap_or(u64::MAX)
+            )));
+        }
+        let mut meta = vec![0u8; h.meta_len as usize];
+        file.read_exact_at(&mut meta, h.encoded_len())?;
+        let m = decode_manifest(&h, &meta)?;
+        let mut info = Info {
+            header: h.clone(),
+            file_len: len,
+            files: 0,
+            dirs: 0,
+            symlinks: 0,
+            removed: m.removed.len() as u64,
+            logical_bytes: 0,
+            chunks: m.blobs.len() as u64,
+            unique_bytes: m.blobs.iter().map(|b| b.raw_len as u64).sum(),
+            stored_bytes: h.data_len,
+        };
+        for r in &m.inodes {
+            match &r.node {
+                NodeRec::File { size, .. } | NodeRec::FilePatch { size, .. } => {
+                    info.files += 1;
+                    info.logical_bytes += size;
+                }
+                NodeRec::Dir { .. } | NodeRec::DirPatch { .. } => info.dirs += 1,
+                NodeRec::Symlink { .. } => info.symlinks += 1,
+            }
+        }
+        Ok(info)
+    })();
+    res.map_err(in_file(path))
+}
