@@ -48,7 +48,7 @@ fn same(a: &Snapshot, b: &Snapshot) {
 fuzz_target!(|input: (Vec<ops::FOp>, Vec<ops::FOp>)| {
     let apply = |v: &mut Vfs, ops: &[ops::FOp]| {
         for op in ops.iter().take(48) {
-            model::apply_engine(v, &op.to_op(true));
+            let _ = model::apply_engine(v, &op.to_op(true));
         }
     };
     let mut v = Vfs::new();
