@@ -33,6 +33,8 @@
 mod blob;
 pub mod checkpoint;
 mod content;
+#[cfg(feature = "wasi")]
+pub mod demo;
 mod error;
 pub mod host;
 mod path;

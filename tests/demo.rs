@@ -1,0 +1,35 @@
+//! The demo runs end to end (small sizes) and its checks pass.
+#![cfg(feature = "wasi")]
+
+use cowvfs::demo::{DemoConfig, run};
+
+#[test]
+fn demo_runs_and_checks_pass() {
+    let mut out = Vec::new();
+    let cfg = DemoConfig {
+        files: 300,
+        big_file: 3 << 20,
+        sandboxes: 40,
+    };
+    run(cfg, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("40 of 40 sandboxes read back exactly their own"),
+        "{text}"
+    );
+    assert!(text.contains("root hashes match: yes"), "{text}");
+    assert!(text.contains("matches step 1: yes"), "{text}");
+    assert!(text.contains("modified /app/notes/note.txt"), "{text}");
+}
+
+#[test]
+fn demo_cli_rejects_bad_arguments() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cowvfs"))
+        .args(["demo", "--sandboxes", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--sandboxes"), "{err}");
+}
