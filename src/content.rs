@@ -352,7 +352,7 @@ mod tests {
         a.write_at(&vec![1u8; 4 * CHUNK_SIZE], 0).unwrap();
         let base = a.clone();
         let alloc = a.write_at(&[9], 5).unwrap();
-        assert_eq!(alloc, CHUNK as u64);
+        assert_eq!(alloc, CHUNK);
         let alloc = a.write_at(&[9], 6).unwrap();
         assert_eq!(alloc, 0, "second write into the copied chunk is in place");
         assert_eq!(read_all(&base), vec![1u8; 4 * CHUNK_SIZE]);

@@ -1568,9 +1568,4 @@ impl Vfs {
         let now = self.now();
         self.link(d.dir, dname.to_name(), sino, skind, now)
     }
-
-    /// The tree and the descriptor table, for the checkpoint writer.
-    pub(crate) fn tree(&self) -> &Tree {
-        &self.tree
-    }
 }
