@@ -391,12 +391,18 @@ impl Snapshot {
 
     /// A writable sandbox starting from this tree, with its limits. O(1).
     pub fn fork(&self) -> Vfs {
+        tracing::trace!(inodes = self.tree.counters.inodes, "fork");
         Vfs::from_tree((*self.tree).clone(), self.clock.clone())
     }
 
     /// A writable sandbox with its own limits (e.g. its base plus 64 MiB).
     /// Limits below what the tree already holds stop it from growing.
     pub fn fork_with_limits(&self, limits: Limits) -> Vfs {
+        tracing::trace!(
+            inodes = self.tree.counters.inodes,
+            ?limits,
+            "fork with limits"
+        );
         let mut tree = (*self.tree).clone();
         tree.limits = limits;
         Vfs::from_tree(tree, self.clock.clone())
@@ -665,6 +671,11 @@ impl Vfs {
     /// to this `Vfs` never show in it. Files that are unlinked but still
     /// open here are not part of it.
     pub fn snapshot(&self) -> Snapshot {
+        tracing::trace!(
+            inodes = self.tree.counters.inodes,
+            orphans = self.orphans.len(),
+            "snapshot"
+        );
         let mut tree = self.tree.clone();
         for &ino in &self.orphans {
             if let Some(inode) = tree.inodes.remove(&ino) {
