@@ -255,6 +255,233 @@ fn import_file(
     Ok(size)
 }
 
+/// Makes the directory `guest` in `vfs` identical to the host directory
+/// `host`, like [`import_dir`], but keeps every object that is already
+/// right, and writes only the 64 KiB pieces of a file that differ. Start
+/// from a fork of an earlier import and the result shares everything
+/// unchanged with it, so a checkpoint delta or a diff against it is as
+/// small as the change. Entries the host lacks are removed.
+///
+/// Access times alone do not count as a change (reading the host to
+/// compare may move them).
+pub fn sync_dir(vfs: &mut Vfs, host: &Path, guest: &str) -> Result<ImportStats> {
+    sync_dir_with(vfs, host, guest, &mut |_| {})
+}
+
+/// [`sync_dir`] calling `progress` after each object.
+pub fn sync_dir_with(
+    vfs: &mut Vfs,
+    host: &Path,
+    guest: &str,
+    progress: &mut dyn FnMut(&ImportStats),
+) -> Result<ImportStats> {
+    let top = fs::metadata(host).map_err(host_err(host))?;
+    if !top.is_dir() {
+        return Err(Error::with(
+            ErrorKind::NotADirectory,
+            format!("{}: not a directory", host.display()),
+        ));
+    }
+    vfs.create_dir_all(guest).map_err(guest_err(guest))?;
+    let mut stats = ImportStats {
+        dirs: 1,
+        ..ImportStats::default()
+    };
+    let mut seen: HashMap<(u64, u64), String> = HashMap::new();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut old = vec![0u8; CHUNK_SIZE];
+    enum Step {
+        Enter(PathBuf, String),
+        Finish(String, fs::Metadata),
+    }
+    let mut work = vec![
+        Step::Finish(guest.to_string(), top),
+        Step::Enter(host.to_path_buf(), guest.to_string()),
+    ];
+    while let Some(step) = work.pop() {
+        match step {
+            Step::Finish(g, meta) => set_meta_if_changed(vfs, &g, &meta)?,
+            Step::Enter(h, g) => {
+                // Writable while its entries change; Finish sets the mode.
+                let gm = vfs.symlink_metadata(&g).map_err(guest_err(&g))?;
+                if gm.mode & 0o700 != 0o700 {
+                    vfs.set_permissions(&g, gm.mode | 0o700)
+                        .map_err(guest_err(&g))?;
+                }
+                let mut names = Vec::new();
+                for e in fs::read_dir(&h).map_err(host_err(&h))? {
+                    names.push(e.map_err(host_err(&h))?.file_name());
+                }
+                names.sort();
+                let mut wanted = std::collections::HashSet::new();
+                for n in &names {
+                    wanted.insert(utf8_name(&h, n)?);
+                }
+                for e in vfs.read_dir(&g).map_err(guest_err(&g))? {
+                    if !wanted.contains(&e.name) {
+                        remove_tree(vfs, &path::join(&g, &e.name))?;
+                    }
+                }
+                for name in names {
+                    let hp = h.join(&name);
+                    let gp = path::join(&g, &utf8_name(&h, &name)?);
+                    let meta = fs::symlink_metadata(&hp).map_err(host_err(&hp))?;
+                    let ft = meta.file_type();
+                    let cur = vfs.symlink_metadata(&gp).ok();
+                    if !ft.is_dir() && meta.nlink() > 1 {
+                        if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
+                            let first_ino = vfs.symlink_metadata(first).map(|m| m.ino).ok();
+                            if cur.is_none_or(|c| Some(c.ino) != first_ino) {
+                                if cur.is_some() {
+                                    remove_tree(vfs, &gp)?;
+                                }
+                                vfs.hard_link(first, &gp).map_err(guest_err(&gp))?;
+                            }
+                            stats.hard_links += 1;
+                            progress(&stats);
+                            continue;
+                        }
+                        seen.insert((meta.dev(), meta.ino()), gp.clone());
+                    }
+                    // Keep the guest object only if it is of the same kind
+                    // and not shared with names the host keeps apart.
+                    let keep = cur.is_some_and(|c| {
+                        (ft.is_dir() && c.is_dir())
+                            || (ft.is_symlink() && c.is_symlink())
+                            || (ft.is_file() && c.is_file() && c.nlink == 1 && meta.nlink() == 1)
+                    });
+                    if cur.is_some() && !keep {
+                        remove_tree(vfs, &gp)?;
+                    }
+                    if ft.is_dir() {
+                        if !keep {
+                            vfs.create_dir(&gp).map_err(guest_err(&gp))?;
+                        }
+                        stats.dirs += 1;
+                        work.push(Step::Finish(gp.clone(), meta));
+                        work.push(Step::Enter(hp, gp));
+                    } else if ft.is_symlink() {
+                        let target = fs::read_link(&hp).map_err(host_err(&hp))?;
+                        let Some(target) = target.to_str() else {
+                            return Err(Error::with(
+                                ErrorKind::InvalidInput,
+                                format!("{}: symlink target is not UTF-8", hp.display()),
+                            ));
+                        };
+                        if keep && vfs.read_link(&gp).ok().as_deref() != Some(target) {
+                            remove_tree(vfs, &gp)?;
+                        }
+                        if !vfs.symlink_metadata(&gp).is_ok() {
+                            vfs.symlink(target, &gp).map_err(guest_err(&gp))?;
+                        }
+                        set_meta_if_changed(vfs, &gp, &meta)?;
+                        stats.symlinks += 1;
+                    } else if ft.is_file() {
+                        if keep {
+                            stats.bytes += sync_file(vfs, &hp, &gp, &mut buf, &mut old)?;
+                            set_meta_if_changed(vfs, &gp, &meta)?;
+                        } else {
+                            stats.bytes += import_file(vfs, &hp, &gp, &meta, &mut buf)?;
+                        }
+                        stats.files += 1;
+                    } else {
+                        return Err(Error::with(
+                            ErrorKind::Unsupported,
+                            format!(
+                                "{}: sockets, FIFOs and device files cannot be imported",
+                                hp.display()
+                            ),
+                        ));
+                    }
+                    progress(&stats);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Sets mode and times from the host, only where they differ, so an
+/// unchanged object keeps its inode shared with the tree it came from.
+fn set_meta_if_changed(vfs: &mut Vfs, g: &str, meta: &fs::Metadata) -> Result<()> {
+    let cur = vfs.symlink_metadata(g).map_err(guest_err(g))?;
+    let mode = meta.mode() & 0o7777;
+    if !cur.is_symlink() && cur.mode != mode {
+        vfs.set_permissions(g, mode).map_err(guest_err(g))?;
+    }
+    let (a, m) = times_of(meta);
+    if cur.mtime != m {
+        vfs.set_symlink_times(g, SetTime::At(a), SetTime::At(m))
+            .map_err(guest_err(g))?;
+    }
+    Ok(())
+}
+
+/// Rewrites the pieces of a guest file that differ from the host file.
+fn sync_file(vfs: &mut Vfs, hp: &Path, gp: &str, buf: &mut [u8], old: &mut [u8]) -> Result<u64> {
+    let mut f = fs::File::open(hp).map_err(host_err(hp))?;
+    let mode = vfs.symlink_metadata(gp).map_err(guest_err(gp))?.mode;
+    if mode & 0o600 != 0o600 {
+        vfs.set_permissions(gp, mode | 0o600)
+            .map_err(guest_err(gp))?;
+    }
+    let fd = vfs
+        .open(gp, OpenOptions::new().read(true).write(true))
+        .map_err(guest_err(gp))?;
+    let res = (|| -> Result<u64> {
+        let mut off = 0u64;
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                match f.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(host_err(hp)(e)),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            let got = vfs.read_at(fd, &mut old[..n], off).map_err(guest_err(gp))?;
+            if got != n || old[..n] != buf[..n] {
+                vfs.write_at(fd, &buf[..n], off).map_err(guest_err(gp))?;
+            }
+            off += n as u64;
+            if n < buf.len() {
+                break;
+            }
+        }
+        if vfs.fd_metadata(fd)?.len != off {
+            vfs.set_len(fd, off).map_err(guest_err(gp))?;
+        }
+        Ok(off)
+    })();
+    let closed = vfs.close(fd);
+    let size = res?;
+    closed?;
+    if mode & 0o600 != 0o600 {
+        vfs.set_permissions(gp, mode).map_err(guest_err(gp))?;
+    }
+    Ok(size)
+}
+
+/// Removes a guest file, symlink or directory with everything below it.
+fn remove_tree(vfs: &mut Vfs, g: &str) -> Result<()> {
+    let m = vfs.symlink_metadata(g).map_err(guest_err(g))?;
+    if !m.is_dir() {
+        return vfs.remove_file(g).map_err(guest_err(g));
+    }
+    if m.mode & 0o700 != 0o700 {
+        vfs.set_permissions(g, m.mode | 0o700)
+            .map_err(guest_err(g))?;
+    }
+    for e in vfs.read_dir(g).map_err(guest_err(g))? {
+        remove_tree(vfs, &path::join(g, &e.name))?;
+    }
+    vfs.remove_dir(g).map_err(guest_err(g))
+}
+
 /// Recreates the directory `guest` of `snap` at the host path `host`, which
 /// must not exist or be an empty directory (anything else is refused, so an
 /// export never mixes with or overwrites other files). Afterwards

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod checkpoint;
 #[cfg(feature = "wasi")]
 mod demo;
 #[cfg(feature = "wasi")]
@@ -25,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the version.
     Version,
+    /// Make, inspect, verify and unpack checkpoint files.
+    #[command(subcommand_required = true)]
+    Checkpoint(checkpoint::CheckpointArgs),
     /// Run a WebAssembly guest against an in-memory copy-on-write tree.
     #[cfg(feature = "wasi")]
     Run(run::RunArgs),
@@ -53,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         #[cfg(feature = "wasi")]
         Command::Demo(args) => demo::main(args),
+        Command::Checkpoint(args) => checkpoint::main(args),
         Command::Version => {
             println!("cowvfs {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
