@@ -1821,3 +1821,79 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
     })();
     res.map_err(in_file(path))
 }
+
+// -------------------------------------------------------------------------
+// Metadata without data, for the fleet blob store (`crate::store`): the
+// store keeps chunks by address as separate objects and the tree in this
+// module's encoding, so there is one metadata format, checked one way.
+
+/// A full checkpoint's header and metadata without its data section, and
+/// the chunks that section would hold, in order. Never compressed: the
+/// store names chunks by the address of their bytes.
+pub(crate) fn encode_meta(snap: &Snapshot) -> Result<(Vec<u8>, Vec<Chunk>)> {
+    let enc = encode(snap, None, false)?;
+    let mut out = enc.header.encode();
+    out.extend_from_slice(&enc.meta);
+    let mut chunks = Vec::with_capacity(enc.blobs.len());
+    for b in enc.blobs {
+        match b {
+            BlobOut::Raw(c) => chunks.push(c),
+            BlobOut::Packed(_) => {
+                return Err(Error::with(
+                    ErrorKind::Io,
+                    "uncompressed encoding packed a chunk",
+                ));
+            }
+        }
+    }
+    Ok((out, chunks))
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<(Header, Manifest<'_>)> {
+    let mut r = bytes;
+    let h = Header::decode(&mut r)?;
+    if h.is_delta() || h.compressed {
+        return Err(corrupt(
+            "store metadata must describe a full, uncompressed tree",
+        ));
+    }
+    if r.len() as u64 != h.meta_len {
+        return Err(corrupt("metadata length disagrees with the header"));
+    }
+    let m = decode_manifest(&h, r)?;
+    Ok((h, m))
+}
+
+/// Checks bytes from [`encode_meta`] (header, metadata hash, every length)
+/// and lists their root hash and chunks: (address, length without trailing
+/// zeros) in order.
+pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Hash, u32)>)> {
+    let (h, m) = decode_meta(bytes)?;
+    let chunks = m
+        .blobs
+        .iter()
+        .map(|b| (blake3::Hash::from_bytes(b.addr), b.raw_len))
+        .collect();
+    Ok((h.root_hash, chunks))
+}
+
+/// The snapshot that bytes from [`encode_meta`] describe, with every check
+/// [`Snapshot::open`] makes; chunk `i` (in [`meta_chunks`] order) is fetched
+/// from `source` with key `i` on first use and verified then.
+pub(crate) fn open_meta(bytes: &[u8], source: Arc<dyn ChunkSource>) -> Result<Snapshot> {
+    let (h, m) = decode_meta(bytes)?;
+    let blobs = m
+        .blobs
+        .iter()
+        .enumerate()
+        .map(|(i, rec)| {
+            Arc::new(Blob::lazy(
+                blake3::Hash::from_bytes(rec.addr),
+                rec.raw_len,
+                i as u64,
+                source.clone(),
+            ))
+        })
+        .collect();
+    build(&h, m, blobs, None)
+}
