@@ -1298,7 +1298,7 @@ fn entries_from(
         }
     }
     for e in set {
-        if path::check_name(&e.name, NAME_LIMIT).is_err() {
+        if path::check_name(e.name, NAME_LIMIT).is_err() {
             return Err(corrupt(format!("bad entry name {:?}", e.name)));
         }
         let entry = Entry {
@@ -1627,7 +1627,9 @@ fn build(
     dir_nlink.sort_unstable();
 
     let mut counters = Counters::default();
-    let mut fixes: Vec<(Ino, u32, Vec<(Ino, Name)>)> = Vec::new();
+    // (inode, nlink, links) for inodes whose derived fields must change.
+    type Fix = (Ino, u32, Vec<(Ino, Name)>);
+    let mut fixes: Vec<Fix> = Vec::new();
     let (mut li, mut di) = (0usize, 0usize);
     let mut max_ino = 0;
     for (&ino, inode) in inodes.iter() {

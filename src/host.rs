@@ -371,7 +371,7 @@ pub fn sync_dir_with(
                         if keep && vfs.read_link(&gp).ok().as_deref() != Some(target) {
                             remove_tree(vfs, &gp)?;
                         }
-                        if !vfs.symlink_metadata(&gp).is_ok() {
+                        if vfs.symlink_metadata(&gp).is_err() {
                             vfs.symlink(target, &gp).map_err(guest_err(&gp))?;
                         }
                         set_meta_if_changed(vfs, &gp, &meta)?;

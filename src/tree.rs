@@ -656,17 +656,15 @@ impl Tree {
             }
             frontier = next;
         }
-        let (a, b): (Vec<(usize, Ino)>, Vec<(usize, Ino)>) = frontier
-            .into_iter()
-            .enumerate()
-            .partition(|(i, _)| i % 2 == 0);
+        let b: Vec<Ino> = frontier.iter().skip(1).step_by(2).copied().collect();
+        let a: Vec<Ino> = frontier.iter().step_by(2).copied().collect();
         std::thread::scope(|s| {
             s.spawn(|| {
-                for (_, d) in &b {
+                for d in &b {
                     self.hash_of(*d);
                 }
             });
-            for (_, d) in &a {
+            for d in &a {
                 self.hash_of(*d);
             }
         });
