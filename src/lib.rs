@@ -38,6 +38,7 @@ pub mod demo;
 mod error;
 pub mod host;
 mod path;
+pub mod store;
 mod tree;
 mod vfs;
 #[cfg(feature = "wasi")]

@@ -1,0 +1,227 @@
+//! An S3-compatible bucket through the `object_store` crate, configured
+//! the way other tools are: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+//! AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP (and the other AWS_*
+//! variables object_store knows).
+//!
+//! object_store is async; the store owns one small tokio runtime for its
+//! whole life and hands it each request, so callers stay synchronous (a
+//! chunk fetched on first read happens inside a plain `read`). Requests go
+//! through `spawn` and a channel rather than `block_on`, so a caller that
+//! is itself inside some other tokio runtime (an async embedder) does not
+//! panic.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjPath;
+use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
+
+use super::{BlobStore, chunk_key, manifest_key};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Requests in flight at once within one batch.
+const IN_FLIGHT: usize = 16;
+
+/// A store in an S3 bucket, under a key prefix.
+pub struct S3Store {
+    client: Arc<AmazonS3>,
+    bucket: String,
+    prefix: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("location", &self.location())
+            .finish()
+    }
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        // Never blocks, so dropping the store inside an async context is fine.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::with(ErrorKind::Io, format!("{what}: {e}"))
+}
+
+impl S3Store {
+    /// The store in `bucket` under `prefix` (may be empty), configured from
+    /// the AWS_* environment variables. Retries a failed request a few
+    /// times over about two seconds, then reports it.
+    pub fn from_env(bucket: &str, prefix: &str) -> Result<S3Store> {
+        // TLS for https endpoints; a second install attempt is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(1),
+                    base: 2.0,
+                },
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(20),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(60)),
+            )
+            .build()
+            .map_err(|e| s3_err(&format!("s3://{bucket}"), e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cowvfs-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| s3_err("starting the S3 client runtime", e))?;
+        Ok(S3Store {
+            client: Arc::new(client),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn key(&self, name: &str) -> ObjPath {
+        if self.prefix.is_empty() {
+            ObjPath::from(name)
+        } else {
+            ObjPath::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it.
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        let Some(rt) = &self.runtime else {
+            return Err(Error::with(ErrorKind::Io, "S3 client runtime is gone"));
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| Error::with(ErrorKind::Io, "S3 request was cancelled"))
+    }
+
+    /// Applies `op` to every key, up to [`IN_FLIGHT`] at once, in order.
+    fn each<T, F, Fut>(&self, keys: Vec<ObjPath>, op: F) -> Result<Vec<T>>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<AmazonS3>, ObjPath) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let client = self.client.clone();
+        let results = self.run(async move {
+            stream::iter(keys)
+                .map(|k| op(client.clone(), k))
+                .buffered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        })?;
+        results.into_iter().collect()
+    }
+
+    /// Writes an object with no checks at all (for tests that corrupt a
+    /// bucket).
+    #[doc(hidden)]
+    pub fn put_raw(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let client = self.client.clone();
+        let key = self.key(name);
+        let what = format!("{}/{name}", self.location());
+        self.run(async move { client.put(&key, PutPayload::from(bytes)).await })?
+            .map(|_| ())
+            .map_err(|e| s3_err(&what, e))
+    }
+}
+
+impl BlobStore for S3Store {
+    fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
+        let keys = addrs.iter().map(|a| self.key(&chunk_key(a))).collect();
+        let loc = self.location();
+        self.each(keys, move |c, k| {
+            let loc = loc.clone();
+            async move {
+                match c.head(&k).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(s3_err(&format!("{loc}: checking {k}"), e)),
+                }
+            }
+        })
+    }
+
+    fn get_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys = addrs.iter().map(|a| self.key(&chunk_key(a))).collect();
+        let loc = self.location();
+        self.each(keys, move |c, k| get(c, k, loc.clone()))
+    }
+
+    fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()> {
+        let items: Vec<(ObjPath, Vec<u8>)> = chunks
+            .iter()
+            .map(|(a, b)| (self.key(&chunk_key(a)), b.to_vec()))
+            .collect();
+        let loc = self.location();
+        let client = self.client.clone();
+        let results = self.run(async move {
+            stream::iter(items)
+                .map(|(k, b)| {
+                    let c = client.clone();
+                    let loc = loc.clone();
+                    async move {
+                        c.put(&k, PutPayload::from(b))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| s3_err(&format!("{loc}: writing {k}"), e))
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        })?;
+        results.into_iter().collect()
+    }
+
+    fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>> {
+        let k = self.key(&manifest_key(root));
+        let fut = get(self.client.clone(), k, self.location());
+        self.run(fut)?
+    }
+
+    fn put_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<()> {
+        // A single PUT: S3 never shows a partly written object.
+        self.put_raw(&manifest_key(root), bytes.to_vec())
+    }
+
+    fn location(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+async fn get(c: Arc<AmazonS3>, k: ObjPath, loc: String) -> Result<Option<Vec<u8>>> {
+    let r = match c.get(&k).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(s3_err(&format!("{loc}: reading {k}"), e)),
+    };
+    match r.bytes().await {
+        Ok(b) => Ok(Some(b.to_vec())),
+        Err(e) => Err(s3_err(&format!("{loc}: reading {k}"), e)),
+    }
+}
