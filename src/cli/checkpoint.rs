@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -339,11 +339,9 @@ fn time_string(secs: i64) -> String {
 }
 
 /// A progress bar on stderr that appears only once work has taken over a
-/// second, and never when stderr is not a terminal.
+/// second, and never when stderr is not a terminal (indicatif hides it).
 struct Progress {
     bar: ProgressBar,
-    start: Instant,
-    shown: std::cell::Cell<bool>,
 }
 
 impl Progress {
@@ -354,11 +352,17 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.set_message(what);
-        Progress {
-            bar,
-            start: Instant::now(),
-            shown: std::cell::Cell::new(false),
-        }
+        // Reveal it after a second, also while the library call that
+        // reports no progress (a load, a verify) is still running.
+        let late = bar.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            if !late.is_finished() {
+                late.set_draw_target(ProgressDrawTarget::stderr());
+                late.enable_steady_tick(Duration::from_millis(100));
+            }
+        });
+        Progress { bar }
     }
 
     fn bytes(what: &'static str) -> Progress {
@@ -373,11 +377,6 @@ impl Progress {
     }
 
     fn set(&self, pos: u64, len: Option<u64>) {
-        if !self.shown.get() && self.start.elapsed() > Duration::from_secs(1) {
-            self.shown.set(true);
-            self.bar.set_draw_target(ProgressDrawTarget::stderr());
-            self.bar.enable_steady_tick(Duration::from_millis(100));
-        }
         if let Some(l) = len {
             self.bar.set_length(l);
         }
@@ -385,6 +384,13 @@ impl Progress {
     }
 
     fn done(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Progress {
+    /// An error path leaves no half-drawn bar above the error line.
+    fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
 }
