@@ -10,6 +10,7 @@ mod checkpoint;
 mod demo;
 #[cfg(feature = "wasi")]
 mod run;
+mod store;
 
 /// Copy-on-write, snapshotting virtual filesystems for WebAssembly sandboxes.
 #[derive(Parser, Debug)]
@@ -32,6 +33,11 @@ pub enum Command {
     /// Run a WebAssembly guest against an in-memory copy-on-write tree.
     #[cfg(feature = "wasi")]
     Run(run::RunArgs),
+    /// Upload a checkpoint to a fleet blob store (only the chunks it lacks);
+    /// prints STORE/ROOT for `pull` and `run --from`.
+    Push(store::PushArgs),
+    /// Download STORE/ROOT from a fleet blob store into a checkpoint file.
+    Pull(store::PullArgs),
     /// Show what cowvfs does, with numbers measured on this machine: fork
     /// 1,000 sandboxes from a base image, run a guest in each, diff,
     /// checkpoint and roll back. Needs no files.
@@ -58,6 +64,8 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "wasi")]
         Command::Demo(args) => demo::main(args),
         Command::Checkpoint(args) => checkpoint::main(args),
+        Command::Push(args) => store::push(args),
+        Command::Pull(args) => store::pull(args),
         Command::Version => {
             println!("cowvfs {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// 1000000).
     #[arg(long, value_name = "N")]
     max_inodes: Option<String>,
+    /// Start from a saved tree instead of an empty one: a checkpoint file,
+    /// or STORE/ROOT in a fleet blob store (s3://bucket/prefix/ROOT,
+    /// file:///dir/ROOT, DIR/ROOT), whose chunks are fetched on first read.
+    #[arg(long, value_name = "CK|STORE/ROOT")]
+    from: Option<String>,
     /// The guest (a component or a preview1 module) and its arguments.
     #[arg(
         value_name = "MODULE [ARGS]...",
@@ -58,9 +63,13 @@ struct Plan {
 
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let diff = args.diff;
+    let from = args.from.clone();
     let plan = Plan::new(args)?;
 
-    let mut vfs = Vfs::with_limits(plan.limits.clone());
+    let mut vfs = match &from {
+        Some(src) => open_from(src)?.fork_with_limits(plan.limits.clone()),
+        None => Vfs::with_limits(plan.limits.clone()),
+    };
     for (host, guest) in &plan.dirs {
         cowvfs::host::import_dir(&mut vfs, host, guest)
             .with_context(|| format!("cannot import --dir {}", host.display()))?;
@@ -104,6 +113,14 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(134))
         }
     }
+}
+
+/// `--from`: a checkpoint file (opened lazily), or STORE/ROOT.
+fn open_from(src: &str) -> anyhow::Result<cowvfs::Snapshot> {
+    if std::path::Path::new(src).is_file() {
+        return Ok(cowvfs::checkpoint::open_chain(src, &[])?);
+    }
+    cowvfs::store::open_url(src).with_context(|| format!("cannot open --from {src}"))
 }
 
 /// A compiled module is cached next to adapted ones, so a second run of the

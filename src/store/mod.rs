@@ -358,7 +358,7 @@ pub fn push(
 fn fetch_manifest(
     store: &dyn BlobStore,
     root: &blake3::Hash,
-) -> Result<(Vec<u8>, Vec<(blake3::Hash, u32)>)> {
+) -> Result<(Vec<u8>, Vec<(blake3::Hash, u32)>, u64)> {
     let Some(bytes) = store.get_manifest(root)? else {
         return Err(Error::with(
             ErrorKind::NotFound,
@@ -374,7 +374,7 @@ fn fetch_manifest(
             Error::with(ErrorKind::Corrupt, "it describes another tree"),
         ));
     }
-    Ok((meta.to_vec(), chunks))
+    Ok((meta.to_vec(), chunks, bytes.len() as u64))
 }
 
 fn in_manifest(store: &dyn BlobStore, root: &blake3::Hash, e: Error) -> Error {
@@ -469,7 +469,7 @@ pub fn pull(
     cache: Option<Arc<dyn BlobStore>>,
     opts: &TransferOptions<'_>,
 ) -> Result<TransferStats> {
-    let (meta, chunks) = fetch_manifest(store, root)?;
+    let (meta, chunks, manifest_bytes) = fetch_manifest(store, root)?;
     let local: Arc<dyn BlobStore> = cache.unwrap_or_else(|| Arc::new(MemStore::new()));
     let (moved_chunks, moved_bytes) = fetch_missing(store, &*local, &chunks, opts)?;
     // Every chunk is local and verified now; saving reads them from there.
@@ -486,7 +486,7 @@ pub fn pull(
         chunk_bytes: chunks.iter().map(|c| c.1 as u64).sum(),
         moved_chunks,
         moved_bytes,
-        manifest_bytes: meta.len() as u64,
+        manifest_bytes,
     })
 }
 
@@ -499,7 +499,7 @@ pub fn open_lazy(
     root: &blake3::Hash,
     cache: Option<Arc<dyn BlobStore>>,
 ) -> Result<Snapshot> {
-    let (meta, chunks) = fetch_manifest(&*store, root)?;
+    let (meta, chunks, _) = fetch_manifest(&*store, root)?;
     let source = Arc::new(StoreSource {
         remote: store,
         cache,
