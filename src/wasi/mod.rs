@@ -60,6 +60,7 @@ mod bindings;
 mod descriptor;
 mod error;
 mod host;
+pub mod p1;
 mod run;
 mod stream;
 

@@ -1,0 +1,535 @@
+//! `wasi_snapshot_preview1` for core modules, served directly from the
+//! engine: no component adapter, no preview2 detour.
+//!
+//! Most programs that touch files are preview1 modules (wasi-libc, Rust's
+//! `wasm32-wasip1`, interpreter builds). Through the component adapter they
+//! lose speed and some semantics (exit codes above 1, `EBADF` on bad
+//! descriptors, offsets kept in guest memory). This module registers cowvfs's
+//! own `wasi_snapshot_preview1` imports on a core-module
+//! [`wasmtime::Linker`]: a descriptor table (stdio 0/1/2, preopens from 3 in
+//! the order given, then files and directories) over the same descriptors
+//! the preview2 host uses, so memory preopens and host mounts behave alike.
+//!
+//! ```no_run
+//! use cowvfs::Vfs;
+//! use cowvfs::wasi::p1::{self, WasiP1Ctx};
+//! use wasmtime::{Engine, Linker, Module, Store};
+//!
+//! # fn main() -> wasmtime::Result<()> {
+//! let engine = Engine::default();
+//! let module = Module::from_file(&engine, "app.wasm")?;
+//! let mut linker = Linker::<WasiP1Ctx>::new(&engine);
+//! p1::add_to_linker(&mut linker, |ctx| ctx)?;
+//!
+//! let mut vfs = Vfs::new();
+//! vfs.write_file("/hello.txt", b"only in memory\n")?;
+//! let mut ctx = WasiP1Ctx::new(vfs);
+//! ctx.preopen("/", "/")?.arg("app.wasm").inherit_stdio();
+//! let mut store = Store::new(&engine, ctx);
+//! let instance = linker.instantiate(&mut store, &module)?;
+//! let status = p1::exit_status(
+//!     instance.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ()),
+//! );
+//! let vfs: Vfs = store.into_data().into_vfs();
+//! # let _ = (status, vfs);
+//! # Ok(()) }
+//! ```
+//!
+//! [`Sandbox`] and [`Guest`] do this for the common case, the way
+//! [`crate::wasi::Sandbox`] does for components.
+//!
+//! Semantics follow the preview1 witx and wasmtime-wasi 48's preview1
+//! (errno numbers, rights reported by `fd_fdstat_get`, argument decoding,
+//! traps on out-of-bounds or misaligned pointers). Where cowvfs deliberately
+//! differs, the README's "Preview1 semantics" table says so.
+
+mod abi;
+mod host;
+mod run;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+use wasmtime::{Caller, Extern, Linker};
+
+pub use self::abi::Errno;
+use self::abi::{Error, Mem, R};
+pub use self::run::{Guest, Sandbox, exit_status, is_core_module};
+use super::descriptor::Descriptor;
+use super::{WasiVfsCtx, descriptor};
+use crate::Vfs;
+
+/// The import module name.
+pub const MODULE: &str = "wasi_snapshot_preview1";
+
+/// Most descriptors one guest may hold at once (host mounts open real host
+/// files, so the table needs its own bound). Past it, `path_open` fails
+/// with `EMFILE`.
+pub const MAX_DESCRIPTORS: usize = 1 << 16;
+
+/// Most bytes a captured stdout or stderr keeps (the rest is counted as
+/// written and dropped).
+pub const CAPTURE_LIMIT: usize = 64 << 20;
+
+/// Where the guest's stdin comes from.
+enum Input {
+    /// End of file at once.
+    Null,
+    Inherit,
+    Bytes {
+        data: Vec<u8>,
+        pos: usize,
+    },
+}
+
+/// Where the guest's stdout or stderr goes.
+enum Output {
+    /// Discarded.
+    Null,
+    Inherit,
+    Capture(Vec<u8>),
+}
+
+/// One entry of the descriptor table.
+pub(crate) enum Slot {
+    Stdin,
+    Stdout,
+    Stderr,
+    File(FileSlot),
+    Dir(DirSlot),
+}
+
+pub(crate) struct FileSlot {
+    desc: Descriptor,
+    /// The file offset lives here, not in guest memory.
+    pos: u64,
+    append: bool,
+    nonblock: bool,
+}
+
+pub(crate) struct DirSlot {
+    desc: Descriptor,
+    /// The guest name of a preopen.
+    preopen: Option<String>,
+    cookies: Cookies,
+}
+
+/// `fd_readdir` cookies of one directory descriptor. Cookie 0 is the start,
+/// 1 follows `.`, 2 follows `..`; every other cookie names the entry it
+/// follows, so resuming continues after that name however the directory
+/// changed in between (entries present throughout are listed exactly once)
+/// and a name keeps its cookie for the descriptor's life.
+#[derive(Default)]
+pub(crate) struct Cookies {
+    names: Vec<String>,
+    index: HashMap<String, u64>,
+}
+
+const FIRST_NAME_COOKIE: u64 = 3;
+
+impl Cookies {
+    fn cookie_of(&mut self, name: &str) -> u64 {
+        if let Some(c) = self.index.get(name) {
+            return *c;
+        }
+        let c = FIRST_NAME_COOKIE + self.names.len() as u64;
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), c);
+        c
+    }
+
+    fn name_of(&self, cookie: u64) -> Option<&str> {
+        let i = usize::try_from(cookie.checked_sub(FIRST_NAME_COOKIE)?).ok()?;
+        self.names.get(i).map(String::as_str)
+    }
+}
+
+/// The preview1 state of one guest: its filesystem (a [`WasiVfsCtx`]:
+/// memory preopens and host mounts), descriptor table, arguments,
+/// environment, stdio, clocks and randomness.
+pub struct WasiP1Ctx {
+    fs: WasiVfsCtx,
+    table: Vec<Option<Slot>>,
+    free: BTreeSet<u32>,
+    started: bool,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Input,
+    stdout: Output,
+    stderr: Output,
+    epoch: Instant,
+    rng: Option<Box<dyn rand::Rng + Send>>,
+}
+
+impl std::fmt::Debug for WasiP1Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasiP1Ctx")
+            .field("fs", &self.fs)
+            .field("args", &self.args)
+            .field("descriptors", &self.table.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl WasiP1Ctx {
+    /// A context over `vfs` with nothing preopened, no arguments, an empty
+    /// environment, stdin at end of file and stdout/stderr discarded.
+    pub fn new(vfs: Vfs) -> WasiP1Ctx {
+        WasiP1Ctx {
+            fs: WasiVfsCtx::new(vfs),
+            table: Vec::new(),
+            free: BTreeSet::new(),
+            started: false,
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: Input::Null,
+            stdout: Output::Null,
+            stderr: Output::Null,
+            epoch: Instant::now(),
+            rng: None,
+        }
+    }
+
+    /// Shows the tree's directory `dir` to the guest as `guest`, writable.
+    /// Preopens get descriptors 3, 4, … in the order they are added.
+    pub fn preopen(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
+        self.fs.preopen(dir, guest)?;
+        Ok(self)
+    }
+
+    /// Like [`WasiP1Ctx::preopen`]; every change through it fails with
+    /// `EROFS`.
+    pub fn preopen_read_only(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
+        self.fs.preopen_read_only(dir, guest)?;
+        Ok(self)
+    }
+
+    /// Mounts a live host directory at `guest` (see [`WasiVfsCtx::mount`]).
+    pub fn mount(&mut self, host: &Path, guest: &str, read_only: bool) -> crate::Result<&mut Self> {
+        self.fs.mount(host, guest, read_only)?;
+        Ok(self)
+    }
+
+    /// Appends one argument (the first is `argv[0]`).
+    pub fn arg(&mut self, arg: &str) -> &mut Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Sets one environment variable (replacing an earlier value).
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Passes the host's stdin, stdout and stderr through.
+    pub fn inherit_stdio(&mut self) -> &mut Self {
+        self.stdin = Input::Inherit;
+        self.stdout = Output::Inherit;
+        self.stderr = Output::Inherit;
+        self
+    }
+
+    /// Collects stdout and stderr (up to [`CAPTURE_LIMIT`] each).
+    pub fn capture_output(&mut self) -> &mut Self {
+        self.stdout = Output::Capture(Vec::new());
+        self.stderr = Output::Capture(Vec::new());
+        self
+    }
+
+    /// Gives the guest these bytes as stdin.
+    pub fn stdin_bytes(&mut self, data: Vec<u8>) -> &mut Self {
+        self.stdin = Input::Bytes { data, pos: 0 };
+        self
+    }
+
+    /// What the guest wrote to stdout so far, if captured.
+    pub fn stdout(&self) -> &[u8] {
+        match &self.stdout {
+            Output::Capture(b) => b,
+            _ => &[],
+        }
+    }
+
+    /// What the guest wrote to stderr so far, if captured.
+    pub fn stderr(&self) -> &[u8] {
+        match &self.stderr {
+            Output::Capture(b) => b,
+            _ => &[],
+        }
+    }
+
+    /// Takes what was captured from stdout and stderr.
+    pub fn take_output(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let take = |o: &mut Output| match o {
+            Output::Capture(b) => std::mem::take(b),
+            _ => Vec::new(),
+        };
+        (take(&mut self.stdout), take(&mut self.stderr))
+    }
+
+    /// Runs `f` on the tree, e.g. to look at what the guest did so far.
+    pub fn with_vfs<T>(&self, f: impl FnOnce(&mut Vfs) -> T) -> Option<T> {
+        self.fs.with_vfs(f)
+    }
+
+    /// The sandbox's tree, back from the guest, with every descriptor the
+    /// guest still held closed.
+    pub fn into_vfs(self) -> Vfs {
+        let WasiP1Ctx { fs, table, .. } = self;
+        // Host files close as their slots drop; engine descriptors are
+        // all in `fs.opened`, which `into_vfs` closes.
+        drop(table);
+        fs.into_vfs()
+    }
+
+    /// Fills the table on first use: stdio, then the preopens in order.
+    fn start(&mut self) -> R<()> {
+        if self.started {
+            return Ok(());
+        }
+        self.started = true;
+        self.table = vec![Some(Slot::Stdin), Some(Slot::Stdout), Some(Slot::Stderr)];
+        let preopens = self
+            .fs
+            .open_preopens()
+            .map_err(|e| Error::Trap(wasmtime::Error::msg(format!("preopen failed: {e}"))))?;
+        for (desc, name) in preopens {
+            self.table.push(Some(Slot::Dir(DirSlot {
+                desc,
+                preopen: Some(name),
+                cookies: Cookies::default(),
+            })));
+        }
+        Ok(())
+    }
+
+    fn slot(&self, fd: i32) -> R<&Slot> {
+        match self.table.get(fd as u32 as usize) {
+            Some(Some(s)) => Ok(s),
+            _ => Err(Errno::BADF.into()),
+        }
+    }
+
+    fn slot_mut(&mut self, fd: i32) -> R<&mut Slot> {
+        match self.table.get_mut(fd as u32 as usize) {
+            Some(Some(s)) => Ok(s),
+            _ => Err(Errno::BADF.into()),
+        }
+    }
+
+    /// Puts `slot` at the lowest free number, as POSIX `open` does.
+    fn push(&mut self, slot: Slot) -> R<u32> {
+        if let Some(fd) = self.free.pop_first() {
+            self.table[fd as usize] = Some(slot);
+            return Ok(fd);
+        }
+        if self.table.len() >= MAX_DESCRIPTORS {
+            self.release(slot);
+            return Err(Errno::MFILE.into());
+        }
+        self.table.push(Some(slot));
+        Ok((self.table.len() - 1) as u32)
+    }
+
+    /// Takes descriptor `fd` out of the table (its number becomes free).
+    fn take(&mut self, fd: i32) -> R<Slot> {
+        let i = fd as u32 as usize;
+        match self.table.get_mut(i).and_then(Option::take) {
+            Some(s) => {
+                if i + 1 == self.table.len() {
+                    self.table.pop();
+                    // Trailing free numbers shrink the table too.
+                    while let Some(None) = self.table.last() {
+                        self.table.pop();
+                        self.free.remove(&(self.table.len() as u32));
+                    }
+                } else {
+                    self.free.insert(i as u32);
+                }
+                Ok(s)
+            }
+            None => Err(Errno::BADF.into()),
+        }
+    }
+
+    /// Closes what a slot holds in the engine.
+    fn release(&mut self, slot: Slot) {
+        let desc = match slot {
+            Slot::File(f) => f.desc,
+            Slot::Dir(d) => d.desc,
+            Slot::Stdin | Slot::Stdout | Slot::Stderr => return,
+        };
+        if let Some(efd) = desc.mem_fd() {
+            self.fs.opened.remove(&efd);
+            // Only a stale descriptor can fail, and it is closed either way.
+            let _ = descriptor::with_vfs(&self.fs.vfs, |v| v.close(efd));
+        }
+    }
+
+    fn is_tty(&self, slot: &Slot) -> bool {
+        match slot {
+            Slot::Stdin => matches!(self.stdin, Input::Inherit) && std::io::stdin().is_terminal(),
+            Slot::Stdout => {
+                matches!(self.stdout, Output::Inherit) && std::io::stdout().is_terminal()
+            }
+            Slot::Stderr => {
+                matches!(self.stderr, Output::Inherit) && std::io::stderr().is_terminal()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Runs one host function: finds the guest's memory, splits the store into
+/// memory and context, and turns the outcome into an errno or a trap.
+fn call<T: 'static>(
+    caller: &mut Caller<'_, T>,
+    get: impl Fn(&mut T) -> &mut WasiP1Ctx,
+    f: impl FnOnce(&mut WasiP1Ctx, &mut Mem<'_>) -> R<()>,
+) -> wasmtime::Result<i32> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Err(wasmtime::Error::msg(
+            "preview1: the module exports no memory named `memory`",
+        ));
+    };
+    let (bytes, data) = memory.data_and_store_mut(caller);
+    let ctx = get(data);
+    let result = ctx.start().and_then(|()| f(ctx, &mut Mem(bytes)));
+    match result {
+        Ok(()) => Ok(0),
+        Err(Error::Errno(e)) => Ok(i32::from(e.0)),
+        Err(Error::Trap(t)) => Err(t),
+    }
+}
+
+/// Registers every `wasi_snapshot_preview1` function on `linker`, served
+/// by the [`WasiP1Ctx`] that `get` finds in the store's data.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: impl Fn(&mut T) -> &mut WasiP1Ctx + Copy + Send + Sync + 'static,
+) -> wasmtime::Result<()> {
+    // Each import is one line: its name, its wasm parameters, and the
+    // context method that serves it.
+    macro_rules! import {
+        ($name:ident($($arg:ident: $ty:ty),*)) => {
+            linker.func_wrap(
+                MODULE,
+                stringify!($name),
+                move |mut caller: Caller<'_, T>, $($arg: $ty),*| -> wasmtime::Result<i32> {
+                    call(&mut caller, get, |ctx, mem| ctx.$name(mem, $($arg),*))
+                },
+            )?;
+        };
+    }
+    import!(args_get(argv: i32, buf: i32));
+    import!(args_sizes_get(argc: i32, size: i32));
+    import!(environ_get(environ: i32, buf: i32));
+    import!(environ_sizes_get(count: i32, size: i32));
+    import!(clock_res_get(id: i32, out: i32));
+    import!(clock_time_get(id: i32, precision: i64, out: i32));
+    import!(fd_advise(fd: i32, offset: i64, len: i64, advice: i32));
+    import!(fd_allocate(fd: i32, offset: i64, len: i64));
+    import!(fd_close(fd: i32));
+    import!(fd_datasync(fd: i32));
+    import!(fd_fdstat_get(fd: i32, out: i32));
+    import!(fd_fdstat_set_flags(fd: i32, flags: i32));
+    import!(fd_fdstat_set_rights(fd: i32, base: i64, inheriting: i64));
+    import!(fd_filestat_get(fd: i32, out: i32));
+    import!(fd_filestat_set_size(fd: i32, size: i64));
+    import!(fd_filestat_set_times(fd: i32, atim: i64, mtim: i64, flags: i32));
+    import!(fd_pread(fd: i32, iovs: i32, n: i32, offset: i64, out: i32));
+    import!(fd_prestat_get(fd: i32, out: i32));
+    import!(fd_prestat_dir_name(fd: i32, path: i32, len: i32));
+    import!(fd_pwrite(fd: i32, iovs: i32, n: i32, offset: i64, out: i32));
+    import!(fd_read(fd: i32, iovs: i32, n: i32, out: i32));
+    import!(fd_readdir(fd: i32, buf: i32, len: i32, cookie: i64, out: i32));
+    import!(fd_renumber(from: i32, to: i32));
+    import!(fd_seek(fd: i32, offset: i64, whence: i32, out: i32));
+    import!(fd_sync(fd: i32));
+    import!(fd_tell(fd: i32, out: i32));
+    import!(fd_write(fd: i32, iovs: i32, n: i32, out: i32));
+    import!(path_create_directory(fd: i32, path: i32, len: i32));
+    import!(path_filestat_get(fd: i32, flags: i32, path: i32, len: i32, out: i32));
+    import!(path_filestat_set_times(
+        fd: i32,
+        flags: i32,
+        path: i32,
+        len: i32,
+        atim: i64,
+        mtim: i64,
+        fst: i32
+    ));
+    import!(path_link(
+        old_fd: i32,
+        flags: i32,
+        old_path: i32,
+        old_len: i32,
+        new_fd: i32,
+        new_path: i32,
+        new_len: i32
+    ));
+    import!(path_open(
+        fd: i32,
+        dirflags: i32,
+        path: i32,
+        len: i32,
+        oflags: i32,
+        base: i64,
+        inheriting: i64,
+        fdflags: i32,
+        out: i32
+    ));
+    import!(path_readlink(fd: i32, path: i32, len: i32, buf: i32, buf_len: i32, out: i32));
+    import!(path_remove_directory(fd: i32, path: i32, len: i32));
+    import!(path_rename(
+        old_fd: i32,
+        old_path: i32,
+        old_len: i32,
+        new_fd: i32,
+        new_path: i32,
+        new_len: i32
+    ));
+    import!(path_symlink(old_path: i32, old_len: i32, fd: i32, new_path: i32, new_len: i32));
+    import!(path_unlink_file(fd: i32, path: i32, len: i32));
+    import!(poll_oneoff(subs: i32, events: i32, n: i32, out: i32));
+    import!(random_get(buf: i32, len: i32));
+    import!(sock_accept(fd: i32, flags: i32, out: i32));
+    import!(sock_recv(fd: i32, iovs: i32, n: i32, flags: i32, out: i32, out_flags: i32));
+    import!(sock_send(fd: i32, iovs: i32, n: i32, flags: i32, out: i32));
+    import!(sock_shutdown(fd: i32, how: i32));
+
+    // These need no memory, so a module without one can still exit.
+    linker.func_wrap(
+        MODULE,
+        "proc_exit",
+        |_: Caller<'_, T>, status: i32| -> wasmtime::Result<()> {
+            // The exact status, all 32 bits: wasmtime-wasi traps on 126 and
+            // above, and the adapter turns every non-zero status into 1.
+            Err(wasmtime_wasi::I32Exit(status).into())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "proc_raise",
+        |_: Caller<'_, T>, sig: i32| -> wasmtime::Result<i32> {
+            Ok(match abi::enum_u8(sig, 30) {
+                Ok(_) => i32::from(Errno::NOTSUP.0),
+                Err(Error::Errno(e)) => i32::from(e.0),
+                Err(Error::Trap(t)) => return Err(t),
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sched_yield",
+        |_: Caller<'_, T>| -> wasmtime::Result<i32> {
+            std::thread::yield_now();
+            Ok(0)
+        },
+    )?;
+    Ok(())
+}
