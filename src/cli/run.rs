@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cowvfs::wasi::{Guest, Sandbox};
+use cowvfs::wasi::{Guest, RunOutcome, Sandbox, p1};
 use cowvfs::{Limits, Vfs};
 
 /// Arguments of `cowvfs run`, shaped like `wasmtime run`'s.
@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// file:///dir/ROOT, DIR/ROOT), whose chunks are fetched on first read.
     #[arg(long, value_name = "CK|STORE/ROOT")]
     from: Option<String>,
+    /// Run a preview1 module through the preview1-to-component adapter
+    /// instead of cowvfs's native preview1 (for comparison: the adapter
+    /// turns every non-zero exit status into 1).
+    #[arg(long)]
+    adapter: bool,
     /// The guest (a component or a preview1 module) and its arguments.
     #[arg(
         value_name = "MODULE [ARGS]...",
@@ -64,6 +69,7 @@ struct Plan {
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let diff = args.diff;
     let from = args.from.clone();
+    let adapter = args.adapter;
     let plan = Plan::new(args)?;
 
     let mut vfs = match &from {
@@ -82,6 +88,35 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let base = diff.then(|| vfs.snapshot());
 
+    let native = !adapter && p1::is_core_module(&std::fs::read(&plan.module)?);
+    let outcome = if native {
+        run_native(&plan, vfs)?
+    } else {
+        run_component(&plan, vfs)?
+    };
+    finish(base, outcome)
+}
+
+/// A preview1 module on cowvfs's native preview1: no adapter, exact exit
+/// codes.
+fn run_native(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
+    let mut sandbox = p1::Sandbox::new(vfs);
+    sandbox.preopen("/", "/")?;
+    for (host, guest, read_only) in &plan.mounts {
+        sandbox.mount(host, guest, *read_only)?;
+    }
+    for (k, v) in &plan.envs {
+        sandbox.env(k, v);
+    }
+    for a in &plan.args {
+        sandbox.arg(a);
+    }
+    sandbox.inherit_stdio();
+    let guest = p1::Guest::load(&engine()?, &plan.module)?;
+    Ok(sandbox.run(&guest))
+}
+
+fn run_component(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
     let mut sandbox = Sandbox::new(vfs);
     sandbox.preopen("/", "/")?;
     for (host, guest, read_only) in &plan.mounts {
@@ -98,8 +133,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = engine()?;
     let cache = cowvfs::wasi::cache_dir();
     let guest = Guest::load(&engine, &plan.module, cache.as_deref())?;
-    let outcome = sandbox.run(&guest);
+    Ok(sandbox.run(&guest))
+}
 
+fn finish(base: Option<cowvfs::Snapshot>, outcome: RunOutcome) -> anyhow::Result<ExitCode> {
     if let Some(base) = base {
         for change in base.diff(&outcome.vfs.snapshot()) {
             eprintln!("{change}");

@@ -481,7 +481,7 @@ impl WasiP1Ctx {
 
     /// As wasmtime-wasi reports it: stdio has only read or write rights;
     /// a preopen the fixed set userlands expect; anything else every right
-    /// its open mode allows.
+    /// its open mode allows (directories pass on what a preopen does).
     pub(crate) fn fd_fdstat_get(&mut self, mem: &mut Mem<'_>, fd: i32, out: i32) -> R<()> {
         let slot = self.slot(fd)?;
         let stdio = |r: u64| Fdstat {
@@ -505,7 +505,15 @@ impl WasiP1Ctx {
                 rights_base: rights::PREOPEN_BASE,
                 rights_inheriting: rights::PREOPEN_INHERITING,
             },
-            Slot::Dir(DirSlot { desc, .. }) => self.fdstat_of(desc, 0)?,
+            // A directory the guest opened: its own rights as wasmtime-wasi
+            // computes them, but it passes on the rights a preopen passes
+            // on. wasi-libc opens files beneath it with the intersection,
+            // so without this a file opened O_RDWR there could not be
+            // written (the adapter reports the same).
+            Slot::Dir(DirSlot { desc, .. }) => Fdstat {
+                rights_inheriting: rights::PREOPEN_INHERITING,
+                ..self.fdstat_of(desc, 0)?
+            },
             Slot::File(f) => {
                 let mut flags = 0;
                 if f.append {
