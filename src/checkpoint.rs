@@ -1564,10 +1564,11 @@ fn build(
     let Some(parent) = parent else {
         return build_full(h, m, blobs);
     };
-    let parent = Some(parent);
-    let pblobs = match parent {
-        Some(p) if !m.parent_blobs.is_empty() => parent_blob_index(&p.tree, &m.parent_blobs)?,
-        _ => Vec::new(),
+    // A delta: start from the parent's inodes and apply the records.
+    let pblobs = if m.parent_blobs.is_empty() {
+        Vec::new()
+    } else {
+        parent_blob_index(&parent.tree, &m.parent_blobs)?
     };
     let blob_of = |b: BlobRef| -> Result<Arc<Blob>> {
         let got = match b {
@@ -1578,10 +1579,7 @@ fn build(
         got.cloned()
             .ok_or_else(|| corrupt("chunk reference out of range"))
     };
-    let mut inodes: OrdMap<Ino, Arc<Inode>> = match parent {
-        Some(p) => p.tree.inodes.clone(),
-        None => OrdMap::new(),
-    };
+    let mut inodes: OrdMap<Ino, Arc<Inode>> = parent.tree.inodes.clone();
     let mut prev = 0;
     for &ino in &m.removed {
         if ino <= prev || ino == ROOT || inodes.remove(&ino).is_none() {
@@ -1708,9 +1706,7 @@ fn build(
             i.nlink = nlink;
             i.links = l;
         }
-        if parent.is_some() {
-            touched.push(ino);
-        }
+        touched.push(ino);
     }
     finish(h, inodes, m.next_ino, counters, m.limits, &touched)
 }
