@@ -364,7 +364,7 @@ fn out_of_bounds() -> Error {
 }
 
 fn check_align(ptr: u32, align: u32) -> R<()> {
-    if ptr % align != 0 {
+    if !ptr.is_multiple_of(align) {
         return Err(trap("preview1: guest pointer not aligned"));
     }
     Ok(())

@@ -6,6 +6,10 @@
 //! the guest's buffers in place, writes take the guest's bytes as they are,
 //! with one lock of the tree per call.
 
+// Each method takes the wasm parameters of its preview1 function, as
+// they are: some have nine.
+#![allow(clippy::too_many_arguments)]
+
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
@@ -917,7 +921,6 @@ impl WasiP1Ctx {
         stat.write(mem, out as u32)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn path_filestat_set_times(
         &mut self,
         mem: &mut Mem<'_>,
@@ -936,7 +939,6 @@ impl WasiP1Ctx {
         Ok(d.desc.set_times_at(&self.fs.vfs, flags, path, a, m)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn path_link(
         &mut self,
         mem: &mut Mem<'_>,
@@ -955,7 +957,6 @@ impl WasiP1Ctx {
         Ok(a.desc.link_at(&self.fs.vfs, flags, old, &b.desc, new)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn path_open(
         &mut self,
         mem: &mut Mem<'_>,
