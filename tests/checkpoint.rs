@@ -728,3 +728,34 @@ fn large_tree_round_trip() {
     bad[i] ^= 0x10;
     assert!(Snapshot::load_from(Cursor::new(&bad)).is_err());
 }
+
+#[test]
+fn corrupt_deltas_are_refused() {
+    let (base, _) = small_checkpoint();
+    let mut v = base.fork();
+    v.write_file("/d/f", b"changed content").unwrap();
+    v.write_file("/new", &vec![3u8; 70_000]).unwrap();
+    v.remove_file("/l").unwrap();
+    let child = v.snapshot();
+    let bytes = save_bytes(&child, Some(&base));
+    assert_same(
+        &child,
+        &Snapshot::load_delta_from(Cursor::new(&bytes), &base).unwrap(),
+    );
+    let n = bytes.len();
+    for i in (0..n).filter(|&i| i < 800 || i >= n - 64 || i % 53 == 0) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x04;
+        let e = Snapshot::load_delta_from(Cursor::new(&b), &base).expect_err("flip accepted");
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Corrupt | ErrorKind::Unsupported | ErrorKind::InvalidInput
+            ),
+            "byte {i}: {e}"
+        );
+    }
+    for cut in (0..n).step_by(97) {
+        assert!(Snapshot::load_delta_from(Cursor::new(&bytes[..cut]), &base).is_err());
+    }
+}
