@@ -63,6 +63,8 @@ mod host;
 pub mod p1;
 mod run;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -1,0 +1,454 @@
+//! Real C guests (built with ../shared/guests) against the WASI layer,
+//! through the library and through the `cowvfs run` binary.
+#![cfg(feature = "wasi")]
+
+mod wasi_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cowvfs::wasi::Sandbox;
+use cowvfs::{ChangeKind, Limits, Vfs};
+use wasi_support::*;
+
+fn ours(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.expected"))
+}
+
+fn root_sandbox(vfs: Vfs) -> Sandbox {
+    let mut sb = Sandbox::new(vfs);
+    sb.preopen("/", "/").unwrap();
+    sb
+}
+
+#[test]
+fn kit_examples_through_the_library() {
+    if guests().is_none() {
+        return;
+    }
+    for name in EXAMPLES {
+        let out = run(name, root_sandbox(Vfs::new()));
+        assert_eq!(
+            out.status.as_ref().ok(),
+            Some(&0),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+        assert_transcript(
+            &text(&out.stdout),
+            &kit_examples().join(format!("{name}.expected")),
+        );
+        out.vfs.check_invariants().unwrap();
+        // Every example removes what it made, and closes what it opened.
+        assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
+        assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
+    }
+}
+
+/// A preopen of a subdirectory, seen by the guest under another name.
+#[test]
+fn kit_examples_at_another_root() {
+    if guests().is_none() {
+        return;
+    }
+    for name in ["fs_basic", "fs_edge"] {
+        let mut vfs = Vfs::new();
+        vfs.create_dir_all("/srv/box").unwrap();
+        let mut sb = Sandbox::new(vfs);
+        sb.preopen("/srv/box", "/sandbox").unwrap().arg("/sandbox");
+        let out = run(name, sb);
+        assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
+        let want = std::fs::read_to_string(kit_examples().join(format!("{name}.expected")))
+            .unwrap()
+            .replacen("root=/", "root=/sandbox", 1);
+        assert_eq!(text(&out.stdout), want, "{name}");
+    }
+}
+
+fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cowvfs"));
+    // Keep the adaptation cache in the target dir: isolated, and warm on
+    // reruns.
+    c.env(
+        "XDG_CACHE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg"),
+    );
+    c
+}
+
+fn wasm(name: &str) -> PathBuf {
+    guests().unwrap().join(format!("{name}.wasm"))
+}
+
+#[test]
+fn kit_examples_through_the_cli() {
+    if guests().is_none() {
+        return;
+    }
+    for name in EXAMPLES {
+        let out = cli().arg("run").arg(wasm(name)).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        assert_transcript(
+            &text(&out.stdout),
+            &kit_examples().join(format!("{name}.expected")),
+        );
+    }
+}
+
+#[test]
+fn every_descriptor_method_through_the_library_and_cli() {
+    if guests().is_none() {
+        return;
+    }
+    let out = run("fs_ops", root_sandbox(Vfs::new()));
+    assert_eq!(out.status.as_ref().ok(), Some(&0));
+    assert_transcript(&text(&out.stdout), &ours("fs_ops"));
+    out.vfs.check_invariants().unwrap();
+    assert_eq!(out.vfs.usage().open_files, 0);
+
+    let out = cli().arg("run").arg(wasm("fs_ops")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_transcript(&text(&out.stdout), &ours("fs_ops"));
+}
+
+/// The same guest on stock wasmtime-wasi over a real directory: every
+/// line agrees except where cowvfs is deliberately different.
+#[test]
+fn descriptor_methods_agree_with_stock_wasmtime_wasi() {
+    if guests().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stock) = run_stock("fs_ops", dir.path(), &[]);
+    assert_eq!(code, 0);
+    let want = std::fs::read_to_string(ours("fs_ops")).unwrap();
+    // Where cowvfs deliberately differs: host directories list in the
+    // order the OS gives (the engine lists by name); ftruncate without
+    // write access is EBADF here (POSIX allows it; Linux says EINVAL);
+    // wasmtime-wasi refuses the sync open flags (cap-primitives has no
+    // sandboxed O_SYNC), so its `sync` file never exists.
+    let known = [
+        "readdir ops",
+        "ftruncate O_RDONLY fd",
+        "unlinkat(ops, sync)",
+    ];
+    let differ: Vec<String> = stock
+        .lines()
+        .zip(want.lines())
+        .filter(|(s, w)| s != w && !known.iter().any(|k| w.starts_with(k)))
+        .map(|(s, w)| format!("stock: {s}\ncowvfs: {w}"))
+        .collect();
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    assert_eq!(stock.lines().count(), want.lines().count());
+}
+
+/// Everything the hostile guest tries ends in a precise errno, and neither
+/// the host nor the sandbox's limits are affected.
+#[test]
+fn hostile_guest() {
+    if guests().is_none() {
+        return;
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, "host secret").unwrap();
+    let ro = tempfile::tempdir().unwrap();
+    std::fs::write(ro.path().join("existing"), "host data").unwrap();
+    let rw = tempfile::tempdir().unwrap();
+
+    let limits = Limits {
+        max_bytes: 1 << 20,
+        max_inodes: 300,
+        max_open_files: 32,
+        ..Limits::default()
+    };
+    let mut vfs = Vfs::with_limits(limits.clone());
+    vfs.symlink("/etc/passwd", "/abs_link").unwrap();
+    let mut sb = Sandbox::new(vfs);
+    sb.preopen("/", "/").unwrap();
+    sb.mount(ro.path(), "/ro", true).unwrap();
+    sb.mount(rw.path(), "/rw", false).unwrap();
+    sb.arg(secret.to_str().unwrap());
+    let out = run("hostile", sb);
+    assert_eq!(out.status.as_ref().ok(), Some(&0), "{}", text(&out.stderr));
+    assert_transcript(&text(&out.stdout), &ours("hostile"));
+
+    // The host: the secret and the read-only mount untouched; the writable
+    // mount holds exactly what the guest wrote there.
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
+    let ro_names: Vec<_> = std::fs::read_dir(ro.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(ro_names, ["existing"]);
+    assert_eq!(
+        std::fs::read_to_string(ro.path().join("existing")).unwrap(),
+        "host data"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("made_by_guest")).unwrap(),
+        "hello host\n"
+    );
+    // The sandbox: consistent, within its limits, nothing left open.
+    let vfs = out.vfs;
+    vfs.check_invariants().unwrap();
+    let u = vfs.usage();
+    assert!(u.held_bytes <= limits.max_bytes && u.inodes <= limits.max_inodes);
+    assert_eq!(u.open_files, 0);
+    assert!(!vfs.exists("/escape") && !vfs.exists("/t/many"));
+}
+
+#[test]
+fn argv_env_and_exit_codes() {
+    if guests().is_none() {
+        return;
+    }
+    let mut sb = root_sandbox(Vfs::new());
+    sb.arg("args")
+        .arg("two words")
+        .env("A", "1")
+        .env("B", "x=y");
+    let out = run("tool", sb);
+    assert_eq!(out.status.ok(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "argv[0]=tool.wasm\nargv[1]=args\nargv[2]=two words\nenv A=1\nenv B=x=y\n"
+    );
+
+    let mut sb = root_sandbox(Vfs::new());
+    sb.arg("exit").arg("3");
+    // The preview1 adapter reduces every non-zero status to 1.
+    assert_eq!(run("tool", sb).status.ok(), Some(1));
+
+    let mut sb = root_sandbox(Vfs::new());
+    sb.arg("trap");
+    let err = run("tool", sb).status.unwrap_err();
+    assert!(format!("{err:?}").contains("unreachable"), "{err:?}");
+
+    // The CLI: argv[0] is the file name, env only from --env, the exit
+    // status passes through, a trap exits non-zero with its message.
+    let out = cli()
+        .args(["run", "--env", "K=V"])
+        .arg(wasm("tool"))
+        .args(["args", "--not-ours"])
+        .env("LEAK", "no")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "argv[0]=tool.wasm\nargv[1]=args\nargv[2]=--not-ours\nenv K=V\n"
+    );
+    let out = cli()
+        .arg("run")
+        .arg(wasm("tool"))
+        .args(["exit", "7"])
+        .output()
+        .unwrap();
+    // 7 itself when the module runs natively; 1 through the adapter.
+    assert!(matches!(out.status.code(), Some(7 | 1)), "{:?}", out.status);
+    let out = cli()
+        .arg("run")
+        .arg(wasm("tool"))
+        .arg("trap")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(134));
+    assert!(
+        text(&out.stderr).contains("guest trapped"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn cli_dir_mount_and_diff() {
+    if guests().is_none() {
+        return;
+    }
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("sub")).unwrap();
+    std::fs::write(host.path().join("sub/keep.txt"), "keep").unwrap();
+    std::fs::write(host.path().join("gone.txt"), "gone").unwrap();
+    std::os::unix::fs::symlink("sub/keep.txt", host.path().join("link")).unwrap();
+    let imported = format!("{}::/app", host.path().display());
+
+    // --dir: the guest sees a copy; its changes never reach the host.
+    let out = cli()
+        .args(["run", "--diff", "--dir", &imported])
+        .arg(wasm("tool"))
+        .args(["rm", "/app/gone.txt"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "- /app/gone.txt\n");
+    assert!(host.path().join("gone.txt").exists());
+
+    let out = cli()
+        .args(["run", "--diff", "--dir", &imported])
+        .arg(wasm("tool"))
+        .args(["write", "/app/sub/keep.txt", "changed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "M /app/sub/keep.txt\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("sub/keep.txt")).unwrap(),
+        "keep"
+    );
+
+    let out = cli()
+        .args(["run", "--dir", &imported])
+        .arg(wasm("tool"))
+        .args(["cat", "/app/link"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "keep");
+
+    // --mount: live, writes land on the host; :ro refuses them.
+    let mount = format!("{}::/data", host.path().display());
+    let out = cli()
+        .args(["run", "--diff", "--mount", &mount])
+        .arg(wasm("tool"))
+        .args(["write", "/data/new.txt", "live"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("new.txt")).unwrap(),
+        "live"
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "",
+        "mount changes are not memory changes"
+    );
+    let out = cli()
+        .args(["run", "--mount", &format!("{mount}:ro")])
+        .arg(wasm("tool"))
+        .args(["write", "/data/other.txt", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "write /data/other.txt: EROFS\n");
+    assert!(!host.path().join("other.txt").exists());
+    // The mount point shows in its parent.
+    let out = cli()
+        .args(["run", "--mount", &mount])
+        .arg(wasm("tool"))
+        .args(["ls", "/"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "data\n");
+
+    // Limits from the command line.
+    let out = cli()
+        .args(["run", "--max-inodes", "1"])
+        .arg(wasm("tool"))
+        .args(["write", "/f", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "write /f: EDQUOT\n");
+    let out = cli()
+        .args(["run", "--max-bytes", "4"])
+        .arg(wasm("tool"))
+        .args(["write", "/f", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "write /f: ENOSPC\n");
+}
+
+#[test]
+fn cli_bad_arguments_are_one_line() {
+    let bin = || {
+        let mut c = cli();
+        c.arg("run");
+        c
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["/no/such/module.wasm"], "cannot read module"),
+        (vec!["--dir", "/no/such/dir", "x.wasm"], "bad --dir"),
+        (vec!["--mount", "/tmp", "x.wasm"], "bad --mount"),
+        (vec!["--mount", "/no/such::/x", "x.wasm"], "bad --mount"),
+        (vec!["--env", "NOEQUALS", "x.wasm"], "bad --env"),
+        (vec!["--max-bytes", "lots", "x.wasm"], "bad --max-bytes"),
+        (vec!["--max-inodes", "-1", "x.wasm"], "bad --max-inodes"),
+    ];
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), b"not wasm").unwrap();
+    for (args, want) in cases {
+        let out = bin().args(&args).output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let out = bin().arg(junk.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).starts_with("cowvfs: cannot compile"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// 200 sandboxes forked from one snapshot run the same guest at once on a
+/// thread pool; each sees the base and only its own writes.
+#[test]
+fn two_hundred_forks_run_concurrently() {
+    if guests().is_none() {
+        return;
+    }
+    let mut base = Vfs::new();
+    base.write_file("/base.txt", b"shared").unwrap();
+    let snap = base.snapshot();
+    let tool = guest("tool");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+        * 2;
+    let results: Vec<(usize, cowvfs::Snapshot)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= 200 {
+                            return mine;
+                        }
+                        let mut sb = root_sandbox(snap.fork());
+                        sb.arg("write")
+                            .arg(&format!("/out-{i}"))
+                            .arg(&i.to_string());
+                        let out = run_guest(&tool, sb);
+                        assert_eq!(out.status.ok(), Some(0));
+                        mine.push((i, out.vfs.snapshot()));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(results.len(), 200);
+    for (i, after) in &results {
+        let changes = snap.diff(after);
+        assert_eq!(changes.len(), 1, "sandbox {i}: {changes:?}");
+        assert_eq!(changes[0].path(), format!("/out-{i}"));
+        assert_eq!(changes[0].kind(), ChangeKind::Added);
+        assert_eq!(
+            after.read_file(&format!("/out-{i}")).unwrap(),
+            i.to_string().as_bytes()
+        );
+        assert_eq!(after.read_file("/base.txt").unwrap(), b"shared");
+    }
+    assert_eq!(
+        snap.read_dir("/").unwrap().len(),
+        1,
+        "the base never changes"
+    );
+}
