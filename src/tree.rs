@@ -688,8 +688,16 @@ impl Tree {
             };
             match (&a.node, &b.node) {
                 (Node::Dir(ea), Node::Dir(eb)) => {
-                    if let (Some(pa), Some(pb)) = (self.dir_path(ino), new.dir_path(ino)) {
-                        if pa == pb && a.mode != b.mode && pa != "/" {
+                    // Only where the inode is the same directory at the same
+                    // path: trees numbered differently (two imports of one
+                    // directory) reuse numbers for other directories, and a
+                    // moved directory is reported by its parents' entries.
+                    // Either way the nearest ancestor whose number matches
+                    // at the same path compares by path (`compare_replaced`).
+                    if let (Some(pa), Some(pb)) = (self.dir_path(ino), new.dir_path(ino))
+                        && pa == pb
+                    {
+                        if a.mode != b.mode && pa != "/" {
                             mark(&mut out, pa.clone(), ChangeKind::Modified);
                         }
                         self.diff_entries(new, ea, eb, &pa, &pb, &mut out);

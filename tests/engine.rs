@@ -704,3 +704,32 @@ fn deep_trees_do_not_overflow_the_stack() {
     assert_eq!(empty.diff(&snap).len(), 20_001);
     snap.check_invariants().unwrap();
 }
+
+#[test]
+fn diff_between_differently_numbered_trees() {
+    // Two trees built in different orders number their inodes differently;
+    // diff must still compare by path.
+    let build = |reverse: bool, changed: bool| {
+        let mut v = Vfs::new();
+        let mut names: Vec<usize> = (0..30).collect();
+        if reverse {
+            names.reverse();
+        }
+        for i in names {
+            v.create_dir_all(&format!("/d{}/sub{}", i % 5, i)).unwrap();
+            let body = if changed && i == 17 {
+                "changed".to_string()
+            } else {
+                format!("f{i}")
+            };
+            v.write_file(&format!("/d{}/sub{}/f", i % 5, i), body.as_bytes())
+                .unwrap();
+        }
+        v.snapshot()
+    };
+    let (a, b) = (build(false, false), build(true, true));
+    let d: Vec<String> = a.diff(&b).iter().map(|c| c.to_string()).collect();
+    assert_eq!(d, ["M /d2/sub17/f"]);
+    assert!(a.diff(&build(true, false)).is_empty());
+    assert_eq!(a.root_hash(), build(true, false).root_hash());
+}
