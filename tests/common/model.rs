@@ -575,6 +575,13 @@ pub fn run(ops: Vec<Op>) -> Result<(), String> {
     let rebuilt = rebuild(&m);
     check_eq(rebuilt.root_hash(), v.root_hash(), "rebuilt tree hash")?;
     let now = v.snapshot();
+    // Numbered differently, equal by path: diff must see nothing.
+    let stray: Vec<String> = now
+        .diff(&rebuilt.snapshot())
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    check_eq(stray, Vec::new(), "diff against the rebuilt tree")?;
     if let Some((first, ..)) = snaps.first() {
         let changes = first.diff(&now);
         let (a, b) = (dump_engine(first), dump_engine(&now));
