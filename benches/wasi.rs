@@ -19,9 +19,18 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 fn guests() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let kit = std::env::var_os("COWVFS_GUEST_KIT")
+    // As in tests/wasi_support: the env var, else next to the repository
+    // root (or, from a git worktree, next to the main checkout).
+    let mut kit = std::env::var_os("COWVFS_GUEST_KIT")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("../shared/guests"));
+    if let Ok(git) = std::fs::read_to_string(root.join(".git"))
+        && let Some(dir) = git.trim().strip_prefix("gitdir:")
+        && let Some(main) = Path::new(dir.trim()).ancestors().nth(3)
+        && !kit.join("build.sh").is_file()
+    {
+        kit = main.join("../shared/guests");
+    }
     if !kit.join("build.sh").is_file() {
         eprintln!("benches/wasi: guest kit not found; skipping");
         return None;

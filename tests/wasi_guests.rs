@@ -85,13 +85,21 @@ fn kit_examples_through_the_cli() {
     if guests().is_none() {
         return;
     }
+    // Core modules run on the native preview1 by default; `--adapter`
+    // takes them through the component adapter and this wasi:filesystem.
     for name in EXAMPLES {
-        let out = cli().arg("run").arg(wasm(name)).output().unwrap();
-        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
-        assert_transcript(
-            &text(&out.stdout),
-            &kit_examples().join(format!("{name}.expected")),
-        );
+        for how in [&["run"][..], &["run", "--adapter"]] {
+            let out = cli().args(how).arg(wasm(name)).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{name} {how:?}: {}",
+                text(&out.stderr)
+            );
+            assert_transcript(
+                &text(&out.stdout),
+                &kit_examples().join(format!("{name}.expected")),
+            );
+        }
     }
 }
 
@@ -106,7 +114,11 @@ fn every_descriptor_method_through_the_library_and_cli() {
     out.vfs.check_invariants().unwrap();
     assert_eq!(out.vfs.usage().open_files, 0);
 
-    let out = cli().arg("run").arg(wasm("fs_ops")).output().unwrap();
+    let out = cli()
+        .args(["run", "--adapter"])
+        .arg(wasm("fs_ops"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_transcript(&text(&out.stdout), &ours("fs_ops"));
 }

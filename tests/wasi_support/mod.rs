@@ -16,14 +16,28 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub const EXAMPLES: [&str; 4] = ["fs_basic", "fs_edge", "alloc_heavy", "sqlite_rows"];
 
-/// The guest kit: `$COWVFS_GUEST_KIT`, else `../shared/guests` from the
-/// repository root.
+/// The guest kit: `$COWVFS_GUEST_KIT`, else `../shared/guests` next to the
+/// repository root. A git worktree (`.git` is a file naming the main
+/// repository's git dir) also looks next to the main checkout.
 fn kit() -> Option<PathBuf> {
-    let dir = match std::env::var_os("COWVFS_GUEST_KIT") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/guests"),
-    };
-    dir.join("build.sh").is_file().then_some(dir)
+    if let Some(d) = std::env::var_os("COWVFS_GUEST_KIT") {
+        let d = PathBuf::from(d);
+        return d.join("build.sh").is_file().then_some(d);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut roots = vec![root.to_path_buf()];
+    if let Ok(git) = std::fs::read_to_string(root.join(".git"))
+        && let Some(dir) = git.trim().strip_prefix("gitdir:")
+    {
+        // <main>/.git/worktrees/<name> -> <main>
+        if let Some(main) = Path::new(dir.trim()).ancestors().nth(3) {
+            roots.push(main.to_path_buf());
+        }
+    }
+    roots
+        .into_iter()
+        .map(|r| r.join("../shared/guests"))
+        .find(|d| d.join("build.sh").is_file())
 }
 
 /// Where built guests live: in the target dir, so reruns rebuild nothing.
