@@ -355,8 +355,11 @@ impl Tree {
             let Some(arc) = self.inodes.get_mut(&i) else {
                 continue;
             };
-            if arc.memo.get().is_none() {
-                // Invariant 6: no ancestor holds a memo either.
+            // Invariant 6: no ancestor holds a memo either, so the walk may
+            // stop here, but only if no snapshot shares this inode: hashing
+            // that snapshot later would memoize its children's hash on the
+            // shared inode, and this tree would report it as its own.
+            if arc.memo.get().is_none() && Arc::strong_count(arc) == 1 {
                 continue;
             }
             let inode = Arc::make_mut(arc);

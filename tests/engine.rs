@@ -733,3 +733,27 @@ fn diff_between_differently_numbered_trees() {
     assert!(a.diff(&build(true, false)).is_empty());
     assert_eq!(a.root_hash(), build(true, false).root_hash());
 }
+
+/// Regression: two snapshots differing in one file, neither hashed before
+/// the write, reported the same root hash. The write stopped invalidating
+/// at the first ancestor without a memo even though the earlier snapshot
+/// shared it, so hashing that snapshot memoized the shared directories.
+#[test]
+fn snapshots_hashed_after_a_write_keep_their_own_root_hash() {
+    let mut v = Vfs::new();
+    v.create_dir_all("/d/e").unwrap();
+    v.write_file("/d/e/f", b"1").unwrap();
+    let a = v.snapshot();
+    v.write_file("/d/e/f", b"2").unwrap();
+    let b = v.snapshot();
+    assert_ne!(a.root_hash(), b.root_hash());
+    let mut fresh = Vfs::new();
+    fresh.create_dir_all("/d/e").unwrap();
+    fresh.write_file("/d/e/f", b"2").unwrap();
+    assert_eq!(b.root_hash(), fresh.snapshot().root_hash());
+    let mut fork = a.fork();
+    fork.write_file("/d/e/f", b"3").unwrap();
+    let c = fork.snapshot();
+    assert_ne!(a.root_hash(), c.root_hash());
+    assert_ne!(b.root_hash(), c.root_hash());
+}
