@@ -757,3 +757,32 @@ fn snapshots_hashed_after_a_write_keep_their_own_root_hash() {
     assert_ne!(a.root_hash(), c.root_hash());
     assert_ne!(b.root_hash(), c.root_hash());
 }
+
+#[test]
+fn hashing_a_snapshot_never_leaks_into_its_forks() {
+    // Regression: a fork's first write used to leave its ancestors shared
+    // with the snapshot when no hash had been memoized yet; hashing the
+    // snapshot afterwards memoized the snapshot's view on those shared
+    // directories, and the fork then reported the snapshot's root hash.
+    let mut base = Vfs::new();
+    base.create_dir_all("/app/data").unwrap();
+    base.write_file("/app/data/config", b"debug = false\n")
+        .unwrap();
+    let snap = base.snapshot();
+    let mut child = snap.fork();
+    let fd = child
+        .open("/app/data/config", OpenOptions::new().write(true))
+        .unwrap();
+    child.write_at(fd, b"true ", 8).unwrap();
+    child.close(fd).unwrap();
+    let base_hash = snap.root_hash();
+    let child_hash = child.snapshot().root_hash();
+    assert_ne!(base_hash, child_hash);
+    let mut fresh = Vfs::new();
+    fresh.create_dir_all("/app/data").unwrap();
+    fresh
+        .write_file("/app/data/config", b"debug = true \n")
+        .unwrap();
+    assert_eq!(child_hash, fresh.root_hash());
+    ok(&child);
+}
