@@ -2,9 +2,9 @@
 //! adapter over cowvfs's wasi:filesystem, and through stock wasmtime-wasi
 //! preview1 on a tmpfs directory (/dev/shm), in one run, same engine.
 //!
-//! The guest (tests/guests/p1_fileio.c) writes 64 MiB in 64 KiB blocks,
-//! reads it back 4 times, then creates, stats, lists and unlinks 5,000
-//! small files. Each iteration is one whole run: instantiate (from a
+//! The guest is the WASI benchmark's (tests/guests/bench_io.c, also run
+//! by benches/wasi.rs): it writes 64 MiB in 64 KiB blocks, reads it back 4
+//! times, then creates, stats, lists and unlinks 5,000 small files. Each iteration is one whole run: instantiate (from a
 //! pre-linked guest), run, drop.
 
 #[path = "../tests/wasi_support/mod.rs"]
@@ -20,10 +20,10 @@ fn guest_file_io(c: &mut Criterion) {
     let Some(dir) = wasi_support::guests() else {
         return;
     };
-    let path = dir.join("p1_fileio.wasm");
+    let path = dir.join("bench_io.wasm");
     let engine = wasi_support::engine();
     let native = p1::Guest::load(engine, &path).unwrap();
-    let adapted = wasi_support::guest("p1_fileio");
+    let adapted = wasi_support::guest("bench_io");
     let module = Module::from_file(engine, &path).unwrap();
     let mut linker = Linker::<wasmtime_wasi::p1::WasiP1Ctx>::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).unwrap();
@@ -38,7 +38,7 @@ fn guest_file_io(c: &mut Criterion) {
         b.iter(|| {
             let mut sb = p1::Sandbox::new(Vfs::new());
             sb.preopen("/", "/").unwrap();
-            sb.capture_output();
+            sb.arg("/").capture_output();
             assert_eq!(sb.run(&native).status.unwrap(), 0);
         })
     });
@@ -46,7 +46,7 @@ fn guest_file_io(c: &mut Criterion) {
         b.iter(|| {
             let mut sb = Sandbox::new(Vfs::new());
             sb.preopen("/", "/").unwrap();
-            sb.capture_output();
+            sb.arg("/").capture_output();
             assert_eq!(sb.run(&adapted).status.unwrap(), 0);
         })
     });
@@ -54,6 +54,7 @@ fn guest_file_io(c: &mut Criterion) {
         b.iter(|| {
             let mut builder = WasiCtxBuilder::new();
             builder
+                .args(&["bench_io.wasm", "/"])
                 .preopened_dir(shm.path(), "/", FsPerms::ReadWrite)
                 .unwrap();
             let mut store = Store::new(engine, builder.build_p1());
