@@ -176,6 +176,16 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Reads an object by name under the prefix, unchecked (for
+    /// benchmarks against a plain whole-file download).
+    #[doc(hidden)]
+    pub fn get_raw(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let fut = get(self.client.clone(), self.key(name), self.location());
+        self.run(fut)?
+    }
+}
+
 impl BlobStore for S3Store {
     fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
         let keys = addrs.iter().map(|a| self.key(&chunk_key(a))).collect();

@@ -166,6 +166,7 @@ impl Weed {
     }
 
     /// Starts the server again on the same ports and data.
+    #[allow(dead_code)] // used by the tests, not the bench
     pub fn restart(&self) {
         self.stop();
         self.spawn();
