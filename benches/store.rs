@@ -226,10 +226,9 @@ fn main() {
 
     println!(
         "Tree: {files} files of 256 KiB unique data + 1 small file ({}); checkpoint file {}; \
-         SeaweedFS {} on loopback, median of {RUNS} runs.\n",
+         SeaweedFS weed server -s3 on loopback, median of {RUNS} runs.\n",
         mib(st.chunk_bytes),
         mib(file_a.len() as u64),
-        "weed server -s3"
     );
     println!("| transfer | time | bytes moved | requests | rate / note |");
     println!("|---|---:|---:|---:|---|");

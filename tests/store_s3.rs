@@ -240,6 +240,7 @@ fn run_from_a_store_fetches_only_what_the_guest_opens() {
     assert_eq!(cached, 1);
 }
 
+#[cfg(feature = "wasi")]
 fn count_files(dir: &Path) -> usize {
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];

@@ -353,12 +353,12 @@ pub fn push(
     })
 }
 
-/// Fetches and checks the manifest for `root`: its metadata bytes (the
-/// checkpoint encoding) and chunk list.
-fn fetch_manifest(
-    store: &dyn BlobStore,
-    root: &blake3::Hash,
-) -> Result<(Vec<u8>, Vec<(blake3::Hash, u32)>, u64)> {
+/// A checked manifest: metadata bytes (the checkpoint encoding), the
+/// chunks (address, length) in order, and the manifest object's size.
+type Fetched = (Vec<u8>, Vec<(blake3::Hash, u32)>, u64);
+
+/// Fetches and checks the manifest for `root`.
+fn fetch_manifest(store: &dyn BlobStore, root: &blake3::Hash) -> Result<Fetched> {
     let Some(bytes) = store.get_manifest(root)? else {
         return Err(Error::with(
             ErrorKind::NotFound,
@@ -366,7 +366,7 @@ fn fetch_manifest(
         ));
     };
     let meta = manifest::decode(root, &bytes).map_err(|e| in_manifest(store, root, e))?;
-    let (got, chunks) = checkpoint::meta_chunks(&meta).map_err(|e| in_manifest(store, root, e))?;
+    let (got, chunks) = checkpoint::meta_chunks(meta).map_err(|e| in_manifest(store, root, e))?;
     if got != *root {
         return Err(in_manifest(
             store,
