@@ -59,6 +59,8 @@
 mod bindings;
 mod descriptor;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod p1;
 mod run;
