@@ -20,7 +20,7 @@ use crate::{ChangeKind, Snapshot, Vfs};
 /// start, adapted into a component): it writes its first argument into
 /// `/app/notes/note.txt` (creating or truncating it) and over bytes
 /// 1,000,000.. of the shared `/app/data/blob.bin`.
-const GUEST_WAT: &str = r#"
+pub const GUEST_WAT: &str = r#"
 (module
   (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))

@@ -41,6 +41,17 @@ pub struct RunArgs {
     /// file:///dir/ROOT, DIR/ROOT), whose chunks are fetched on first read.
     #[arg(long, value_name = "CK|STORE/ROOT")]
     from: Option<String>,
+    /// A parent of a delta checkpoint given to --from (repeat for a chain).
+    #[arg(long = "parent", value_name = "P")]
+    parents: Vec<PathBuf>,
+    /// After the guest exits, save the tree as a checkpoint at OUT
+    /// (atomically: OUT is whole or untouched).
+    #[arg(long, value_name = "OUT")]
+    save: Option<PathBuf>,
+    /// With --save: write a delta against the --from tree instead of a full
+    /// checkpoint (load it later with --parent).
+    #[arg(long, requires = "save")]
+    delta: bool,
     /// Run a preview1 module through the preview1-to-component adapter
     /// instead of cowvfs's native preview1 (for comparison: the adapter
     /// turns every non-zero exit status into 1).
@@ -70,10 +81,23 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let diff = args.diff;
     let from = args.from.clone();
     let adapter = args.adapter;
+    let parents = args.parents.clone();
+    let save = args.save.clone();
+    let delta = args.delta;
+    if delta && from.is_none() {
+        bail!("--delta needs --from: a delta is saved against the tree it started from");
+    }
+    if !parents.is_empty() && from.is_none() {
+        bail!("--parent needs --from (it names the parents of a delta checkpoint)");
+    }
     let plan = Plan::new(args)?;
 
-    let mut vfs = match &from {
-        Some(src) => open_from(src)?.fork_with_limits(plan.limits.clone()),
+    let start = match &from {
+        Some(src) => Some(open_from(src, &parents)?),
+        None => None,
+    };
+    let mut vfs = match &start {
+        Some(snap) => snap.fork_with_limits(plan.limits.clone()),
         None => Vfs::with_limits(plan.limits.clone()),
     };
     for (host, guest) in &plan.dirs {
@@ -94,6 +118,15 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         run_component(&plan, vfs)?
     };
+    if let Some(out) = &save {
+        let snap = outcome.vfs.snapshot();
+        let saved = match (&start, delta) {
+            (Some(parent), true) => snap.save_delta(parent, out),
+            _ => snap.save(out),
+        };
+        saved.with_context(|| format!("cannot save --save {}", out.display()))?;
+        tracing::info!(path = %out.display(), delta, "saved the sandbox's tree");
+    }
     finish(base, outcome)
 }
 
@@ -152,10 +185,15 @@ fn finish(base: Option<cowvfs::Snapshot>, outcome: RunOutcome) -> anyhow::Result
     }
 }
 
-/// `--from`: a checkpoint file (opened lazily), or STORE/ROOT.
-fn open_from(src: &str) -> anyhow::Result<cowvfs::Snapshot> {
+/// `--from`: a checkpoint file (opened lazily, with its parents if it is a
+/// delta), or STORE/ROOT.
+fn open_from(src: &str, parents: &[PathBuf]) -> anyhow::Result<cowvfs::Snapshot> {
     if std::path::Path::new(src).is_file() {
-        return Ok(cowvfs::checkpoint::open_chain(src, &[])?);
+        return cowvfs::checkpoint::open_chain(src, parents)
+            .with_context(|| format!("cannot open --from {src}"));
+    }
+    if !parents.is_empty() {
+        bail!("--parent applies to a checkpoint file, not to a store URL");
     }
     cowvfs::store::open_url(src).with_context(|| format!("cannot open --from {src}"))
 }
