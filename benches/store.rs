@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use cowvfs::Vfs;
 use cowvfs::store::{self, Metered, TransferOptions};
 
-const RUNS: usize = 3;
-
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
@@ -51,10 +49,15 @@ fn mib(b: u64) -> String {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this too, without `--bench`: then a
+    // 1 MiB smoke run keeps CI short.
+    let bench = std::env::args().any(|a| a == "--bench");
     let total_mib: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(if bench { 64 } else { 1 });
+    #[allow(non_snake_case)]
+    let RUNS: usize = if bench { 3 } else { 1 };
     let weed = store_support::Weed::start();
     let dir = tempfile::tempdir().unwrap();
 
@@ -68,9 +71,9 @@ fn main() {
     }
     v.write_file("/data/small.txt", b"hello\n").unwrap();
     let a = v.snapshot();
-    let mut f = v.read_file("/data/f00007").unwrap();
+    let mut f = v.read_file("/data/f00001").unwrap();
     f[1000] ^= 1;
-    v.write_file("/data/f00007", &f).unwrap();
+    v.write_file("/data/f00001", &f).unwrap();
     let b = v.snapshot();
     let (ck_a, ck_b) = (dir.path().join("a.ck"), dir.path().join("b.ck"));
     a.save(&ck_a).unwrap();
