@@ -201,3 +201,20 @@ fn bad_input_gives_one_line_and_no_output() {
     // A path that is not there.
     fails(&cowvfs(&[&"checkpoint", &"cat", &ck, &"/nope"]), "/nope");
 }
+
+#[test]
+fn info_into_a_closed_pipe_exits_quietly() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cowvfs"))
+        .args(["checkpoint", "info", "tests/data/v1-small.ck"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before cowvfs writes: like `| head -0`.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
+}

@@ -151,7 +151,7 @@ fn run(args: CheckpointArgs) -> Result<ExitCode> {
             let bar = Progress::spinner("verifying");
             let h = checkpoint::verify(&ck, &parents.parent)?;
             bar.done();
-            println!("ok {}", h.root_hash.to_hex());
+            outln!("ok {}", h.root_hash.to_hex());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -229,26 +229,26 @@ fn info(ck: &PathBuf) -> Result<ExitCode> {
     let i = checkpoint::inspect(ck)?;
     let h = &i.header;
     let scope = if h.is_delta() { " (in this delta)" } else { "" };
-    println!("format version: {}", h.version);
-    println!("root hash:      {}", h.root_hash.to_hex());
+    outln!("format version: {}", h.version);
+    outln!("root hash:      {}", h.root_hash.to_hex());
     match &h.parent_hash {
-        Some(p) => println!("parent hash:    {}", p.to_hex()),
-        None => println!("parent hash:    none (full checkpoint)"),
+        Some(p) => outln!("parent hash:    {}", p.to_hex()),
+        None => outln!("parent hash:    none (full checkpoint)"),
     }
-    println!(
+    outln!(
         "compressed:     {}",
         if h.compressed { "zstd" } else { "no" }
     );
-    println!("files:          {}{scope}", i.files);
-    println!("directories:    {}{scope}", i.dirs);
-    println!("symlinks:       {}{scope}", i.symlinks);
+    outln!("files:          {}{scope}", i.files);
+    outln!("directories:    {}{scope}", i.dirs);
+    outln!("symlinks:       {}{scope}", i.symlinks);
     if h.is_delta() {
-        println!("removed:        {}", i.removed);
+        outln!("removed:        {}", i.removed);
     }
-    println!("logical bytes:  {}{scope}", i.logical_bytes);
-    println!("unique bytes:   {} in {} chunks", i.unique_bytes, i.chunks);
-    println!("stored bytes:   {}", i.stored_bytes);
-    println!("file size:      {}", i.file_len);
+    outln!("logical bytes:  {}{scope}", i.logical_bytes);
+    outln!("unique bytes:   {} in {} chunks", i.unique_bytes, i.chunks);
+    outln!("stored bytes:   {}", i.stored_bytes);
+    outln!("file size:      {}", i.file_len);
     Ok(ExitCode::SUCCESS)
 }
 

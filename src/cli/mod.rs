@@ -5,6 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that reports a closed stdout as an error (which `main` turns
+/// into a quiet exit) instead of panicking, so `cowvfs ... | head` is fine.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod checkpoint;
 #[cfg(feature = "wasi")]
 mod demo;
@@ -73,11 +82,20 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `cowvfs ... | head`: the reader left; that is not our failure.
+        Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cowvfs: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_tracing(verbose: u8) {

@@ -52,7 +52,7 @@ pub fn push(args: PushArgs) -> Result<ExitCode> {
         .with_context(|| format!("pushing {}", args.ck.display()))?;
     drop(bar);
     report("uploaded", &stats);
-    println!("{}/{}", args.url.trim_end_matches('/'), stats.root.to_hex());
+    outln!("{}/{}", args.url.trim_end_matches('/'), stats.root.to_hex());
     Ok(ExitCode::SUCCESS)
 }
 

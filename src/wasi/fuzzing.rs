@@ -62,7 +62,7 @@ impl Bytes<'_> {
                 k => PARTS[k as usize % PARTS.len()].to_string(),
             })
             .collect();
-        if self.u8() % 8 == 0 {
+        if self.u8().is_multiple_of(8) {
             parts.insert(0, String::new()); // absolute: not-permitted
         }
         parts.join("/")
@@ -242,10 +242,10 @@ fn step(d: &mut Driver, b: &mut Bytes<'_>, preopens: usize) -> Result<(), String
         }
         1 => {
             let (len, off) = (b.size(), b.size());
-            if let Some((bytes, _)) = code("read", d.v().read(fd, len, off))? {
-                if bytes.len() as u64 > len {
-                    return Err("read returned more than asked for".into());
-                }
+            if let Some((bytes, _)) = code("read", d.v().read(fd, len, off))?
+                && bytes.len() as u64 > len
+            {
+                return Err("read returned more than asked for".into());
             }
         }
         2 => {
@@ -316,7 +316,7 @@ fn step(d: &mut Driver, b: &mut Bytes<'_>, preopens: usize) -> Result<(), String
                         _ => break,
                     }
                     // Change the directory while listing it.
-                    if b.u8() % 4 == 0 {
+                    if b.u8().is_multiple_of(4) {
                         let fd = d.pick(b);
                         let path = b.path();
                         code("unlink-file-at", d.v().unlink_file_at(fd, path))?;
