@@ -901,6 +901,9 @@ impl Snapshot {
         mut opts: SaveOptions<'_>,
     ) -> Result<SaveStats> {
         let path = path.as_ref();
+        let _span = tracing::info_span!("checkpoint_save", path = %path.display(), delta = opts.parent.is_some())
+            .entered();
+        tracing::info!(compress = opts.compress, "saving");
         let enc = encode(self, opts.parent, opts.compress)?;
         write_atomic(path, |w| {
             match opts.fail_after {
@@ -1093,6 +1096,10 @@ fn verify_blob(rec: &BlobRec, stored: Vec<u8>) -> Result<Blob> {
 }
 
 fn load_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
+    let _span =
+        tracing::info_span!("checkpoint_load", path = %path.display(), delta = parent.is_some())
+            .entered();
+    tracing::info!("loading and verifying");
     let f = File::open(path).map_err(path_err(path))?;
     let meta = f.metadata().map_err(path_err(path))?;
     if meta.is_dir() {
@@ -1177,6 +1184,10 @@ impl ChunkSource for FileSource {
 }
 
 fn open_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
+    let _span =
+        tracing::info_span!("checkpoint_open", path = %path.display(), delta = parent.is_some())
+            .entered();
+    tracing::info!("opening lazily");
     let file = File::open(path).map_err(path_err(path))?;
     let fmeta = file.metadata().map_err(path_err(path))?;
     if fmeta.is_dir() {

@@ -222,6 +222,9 @@ impl Sandbox {
     /// Runs the guest's `wasi:cli/run` to completion and hands back the
     /// tree. A trap or exit code is part of the outcome, never a panic.
     pub fn run(mut self, guest: &Guest) -> RunOutcome {
+        let _span =
+            tracing::info_span!("guest_run", guest = %guest.name, abi = "component").entered();
+        tracing::debug!(args = ?self.args, "sandbox starts");
         let mut argv = Vec::with_capacity(self.args.len() + 1);
         argv.push(guest.name.clone());
         argv.extend(self.args.iter().cloned());
@@ -252,6 +255,10 @@ impl Sandbox {
             Some((out, err)) => (out.contents().to_vec(), err.contents().to_vec()),
             None => (Vec::new(), Vec::new()),
         };
+        match &status {
+            Ok(code) => tracing::info!(exit = code, "sandbox ends"),
+            Err(trap) => tracing::info!(%trap, "sandbox ends in a trap"),
+        }
         RunOutcome {
             status,
             vfs: fs.into_vfs(),

@@ -35,6 +35,8 @@ struct Model {
 }
 
 type R<T> = Result<T, ErrorKind>;
+/// What one operation returned: read bytes, or nothing, or an error.
+type Outcome = R<Option<Vec<u8>>>;
 
 fn join(dir: &[String], name: &str) -> String {
     let mut s = String::new();
@@ -531,7 +533,7 @@ pub fn run(ops: Vec<Op>) -> Result<(), String> {
     let mut m = Model::new();
     let mut snaps: Vec<(Snapshot, Model, blake3::Hash, BTreeMap<String, String>)> = Vec::new();
     for (step, op) in ops.into_iter().enumerate() {
-        let (got, want): (R<Option<Vec<u8>>>, R<Option<Vec<u8>>>) = match &op {
+        let (got, want): (Outcome, Outcome) = match &op {
             Op::Snapshot => {
                 let s = v.snapshot();
                 // Hash an independent rebuild, not `s`: the snapshot itself

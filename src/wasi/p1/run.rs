@@ -161,6 +161,9 @@ impl Sandbox {
     /// Runs the guest's `_start` to completion and hands back the tree. An
     /// exit status or trap is part of the outcome, never a panic.
     pub fn run(self, guest: &Guest) -> RunOutcome {
+        let _span =
+            tracing::info_span!("guest_run", guest = %guest.name, abi = "preview1").entered();
+        tracing::debug!(args = ?self.args, "sandbox starts");
         let Sandbox { mut ctx, args } = self;
         ctx.arg(&guest.name);
         for a in &args {
@@ -175,6 +178,10 @@ impl Sandbox {
         let status = exit_status(result);
         let mut ctx = store.into_data();
         let (stdout, stderr) = ctx.take_output();
+        match &status {
+            Ok(code) => tracing::info!(exit = code, "sandbox ends"),
+            Err(trap) => tracing::info!(%trap, "sandbox ends in a trap"),
+        }
         RunOutcome {
             status,
             vfs: ctx.into_vfs(),
