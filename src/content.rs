@@ -108,8 +108,12 @@ impl Content {
             let want = want as usize;
             // Stored bytes may stop short of the chunk's length: zeros follow.
             let bytes = chunk.bytes()?;
+            // `in_chunk` may lie past the stored bytes (a short chunk read
+            // far into its span): then everything here reads as zeros.
             let have = bytes.len().saturating_sub(in_chunk).min(want);
-            buf[done..done + have].copy_from_slice(&bytes[in_chunk..in_chunk + have]);
+            if have > 0 {
+                buf[done..done + have].copy_from_slice(&bytes[in_chunk..in_chunk + have]);
+            }
             buf[done + have..done + want].fill(0);
             done += want;
             next = idx + 1;

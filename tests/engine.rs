@@ -786,3 +786,22 @@ fn hashing_a_snapshot_never_leaks_into_its_forks() {
     assert_eq!(child_hash, fresh.root_hash());
     ok(&child);
 }
+
+#[test]
+fn read_far_into_a_short_chunk_reads_zeros() {
+    // Found by the wasi_descriptor fuzzer: a chunk stores fewer bytes than
+    // its span (the file grew by set_len), and a read starts past them.
+    let mut v = Vfs::new();
+    let fd = v
+        .open("/f", OpenOptions::new().read(true).write(true).create(true))
+        .unwrap();
+    v.write_at(fd, b"abc", 0).unwrap();
+    v.set_len(fd, 50_000).unwrap();
+    let mut buf = [7u8; 100];
+    assert_eq!(v.read_at(fd, &mut buf, 24_153).unwrap(), 100);
+    assert!(buf.iter().all(|&b| b == 0));
+    let mut buf = [7u8; 5];
+    assert_eq!(v.read_at(fd, &mut buf, 1).unwrap(), 5);
+    assert_eq!(&buf, b"bc\0\0\0");
+    v.close(fd).unwrap();
+}

@@ -417,6 +417,17 @@ fn step(d: &mut Driver, b: &mut Bytes<'_>, preopens: usize) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
+    /// Every crash the fuzzer found, replayed.
+    #[test]
+    fn fuzz_regressions() {
+        let crashes: [&[u8]; 1] = [include_bytes!(
+            "../../fuzz/regressions/wasi_descriptor/short-chunk-read.bin"
+        )];
+        for data in crashes {
+            super::run(data).unwrap();
+        }
+    }
+
     /// A few thousand pseudo-random inputs: what CI runs of the fuzz target.
     #[test]
     fn random_descriptor_calls_keep_their_promises() {
