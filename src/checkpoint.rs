@@ -983,6 +983,13 @@ impl Snapshot {
     /// against its address then. A chunk that fails is an I/O error to
     /// whoever reads it. The file must not change while the snapshot or
     /// any fork of it lives.
+    ///
+    /// Unlike [`Snapshot::load`], this does not recompute the root hash
+    /// to compare with the header's (that costs as much as the rest of the
+    /// open). The tree is still exactly what the hashed metadata says, and
+    /// the snapshot's [`root_hash`](Snapshot::root_hash) is computed from
+    /// the tree itself when asked, never copied from the header; use
+    /// [`verify`](crate::checkpoint::verify) to check a file end to end.
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
         open_path(path.as_ref(), None)
     }
@@ -1043,11 +1050,22 @@ fn check_parent(h: &Header, parent: Option<&Snapshot>) -> Result<()> {
 }
 
 fn decode_manifest<'m>(h: &Header, meta: &'m [u8]) -> Result<Manifest<'m>> {
-    if blake3::hash(meta) != h.meta_hash {
+    let decode = || postcard::take_from_bytes::<Manifest>(meta);
+    // Large metadata is hashed on a second thread while it decodes (the
+    // decoder is safe on any bytes; its result is dropped on a mismatch).
+    let (hash, decoded) = if meta.len() >= 1 << 20 {
+        std::thread::scope(|s| {
+            let hasher = s.spawn(|| blake3::hash(meta));
+            let decoded = decode();
+            (hasher.join().ok(), decoded)
+        })
+    } else {
+        (Some(blake3::hash(meta)), decode())
+    };
+    if hash != Some(h.meta_hash) {
         return Err(corrupt("metadata does not match its hash"));
     }
-    let (m, rest): (Manifest, &[u8]) = postcard::take_from_bytes(meta)
-        .map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
+    let (m, rest) = decoded.map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
     if !rest.is_empty() {
         return Err(corrupt("metadata has trailing bytes"));
     }
@@ -1151,7 +1169,22 @@ fn load_stream(
     if hr.hasher.finalize() != blake3::Hash::from_bytes(trailer) {
         return Err(corrupt("trailing hash does not match the contents"));
     }
-    build(&h, m, blobs, parent)
+    build(&h, m, blobs, parent, RootCheck::Verify)
+}
+
+/// Chunk `i` of `recs`, to be fetched from `source` (key `i`) on first read.
+fn lazy_blobs(recs: &[BlobRec], source: &Arc<dyn ChunkSource>) -> Vec<Arc<Blob>> {
+    recs.iter()
+        .enumerate()
+        .map(|(i, rec)| {
+            Arc::new(Blob::lazy(
+                blake3::Hash::from_bytes(rec.addr),
+                rec.raw_len,
+                i as u64,
+                source.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// Chunk bytes read from a checkpoint file on demand.
@@ -1222,21 +1255,8 @@ fn open_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
             path: path.to_path_buf(),
             table,
         });
-        let dyn_source: Arc<dyn ChunkSource> = source.clone();
-        let blobs = m
-            .blobs
-            .iter()
-            .enumerate()
-            .map(|(i, rec)| {
-                Arc::new(Blob::lazy(
-                    blake3::Hash::from_bytes(rec.addr),
-                    rec.raw_len,
-                    i as u64,
-                    dyn_source.clone(),
-                ))
-            })
-            .collect();
-        build(&h, m, blobs, parent)
+        let blobs = lazy_blobs(&m.blobs, &(source as Arc<dyn ChunkSource>));
+        build(&h, m, blobs, parent, RootCheck::Defer)
     })();
     res.map_err(in_file(path))
 }
@@ -1417,7 +1437,12 @@ fn inode_from_rec(
 /// sorted vector until they are complete, so links and nlink are set
 /// before anything is shared and the map is built once. This is most of
 /// what makes a lazy open of 100,000 files fast.
-fn build_full(h: &Header, m: Manifest<'_>, blobs: Vec<Arc<Blob>>) -> Result<Snapshot> {
+fn build_full(
+    h: &Header,
+    m: Manifest<'_>,
+    blobs: Vec<Arc<Blob>>,
+    check: RootCheck,
+) -> Result<Snapshot> {
     let blob_of = |b: BlobRef| -> Result<Arc<Blob>> {
         match b {
             BlobRef::Own(i) => blobs.get(i as usize).cloned(),
@@ -1431,13 +1456,14 @@ fn build_full(h: &Header, m: Manifest<'_>, blobs: Vec<Arc<Blob>>) -> Result<Snap
         return Err(corrupt("inode records out of order"));
     }
     // Records are independent: build them on two threads when there are
-    // many (half the cost of a lazy open of 100,000 files).
-    let convert = |recs: Vec<InodeRec<'_>>| -> Result<Vec<Inode>> {
+    // many (half the cost of a lazy open of 100,000 files). Each is put in
+    // its `Arc` there too; it stays unique, so setting links below is free.
+    let convert = |recs: Vec<InodeRec<'_>>| -> Result<Vec<Arc<Inode>>> {
         recs.into_iter()
-            .map(|r| inode_from_rec(r, None, &blob_of))
+            .map(|r| inode_from_rec(r, None, &blob_of).map(Arc::new))
             .collect()
     };
-    let mut nodes: Vec<Inode> = if recs.len() >= 20_000 {
+    let mut nodes: Vec<Arc<Inode>> = if recs.len() >= 20_000 {
         let second = recs.split_off(recs.len() / 2);
         let (a, b) = std::thread::scope(|s| {
             let h = s.spawn(|| convert(second));
@@ -1453,7 +1479,16 @@ fn build_full(h: &Header, m: Manifest<'_>, blobs: Vec<Arc<Blob>>) -> Result<Snap
     } else {
         convert(recs)?
     };
-    let pos = |ino: Ino| inos.binary_search(&ino).ok();
+    // Numbers are usually dense, so try the direct index before searching
+    // (`inos` is strictly increasing, so a hit there is the only one).
+    let first = inos.first().copied().unwrap_or(0);
+    let pos = |ino: Ino| {
+        let guess = usize::try_from(ino.wrapping_sub(first)).unwrap_or(usize::MAX);
+        match inos.get(guess) {
+            Some(&i) if i == ino => Some(guess),
+            _ => inos.binary_search(&ino).ok(),
+        }
+    };
     let root = match pos(ROOT) {
         Some(r) if nodes[r].kind() == FileType::Dir => r,
         _ => return Err(corrupt("no root directory")),
@@ -1478,7 +1513,7 @@ fn build_full(h: &Header, m: Manifest<'_>, blobs: Vec<Arc<Blob>>) -> Result<Snap
             if nodes[cp].kind() != e.kind {
                 return Err(corrupt(format!("entry {name:?} has the wrong kind")));
             }
-            nodes[cp].links.push((d, name.clone()));
+            Arc::make_mut(&mut nodes[cp]).links.push((d, name.clone()));
             if e.kind == FileType::Dir {
                 subdirs = subdirs
                     .checked_add(1)
@@ -1493,7 +1528,7 @@ fn build_full(h: &Header, m: Manifest<'_>, blobs: Vec<Arc<Blob>>) -> Result<Snap
                 work.push(cp);
             }
         }
-        nodes[dp].nlink = subdirs.saturating_add(2);
+        Arc::make_mut(&mut nodes[dp]).nlink = subdirs.saturating_add(2);
     }
     let mut counters = Counters::default();
     for (i, node) in nodes.iter_mut().enumerate() {
@@ -1505,7 +1540,8 @@ fn build_full(h: &Header, m: Manifest<'_>, blobs: Vec<Arc<Blob>>) -> Result<Snap
             if node.links.is_empty() {
                 return Err(corrupt(format!("inode {} is unreachable", inos[i])));
             }
-            node.nlink = u32::try_from(node.links.len()).map_err(|_| corrupt("too many links"))?;
+            let nlink = u32::try_from(node.links.len()).map_err(|_| corrupt("too many links"))?;
+            Arc::make_mut(node).nlink = nlink;
         }
         counters.inodes += 1;
         counters.held += node.held();
@@ -1518,16 +1554,26 @@ fn build_full(h: &Header, m: Manifest<'_>, blobs: Vec<Arc<Blob>>) -> Result<Snap
             m.next_ino
         )));
     }
-    let inodes: OrdMap<Ino, Arc<Inode>> = inos
-        .into_iter()
-        .zip(nodes)
-        .map(|(i, n)| (i, Arc::new(n)))
-        .collect();
-    finish(h, inodes, m.next_ino, counters, m.limits, &[])
+    let inodes: OrdMap<Ino, Arc<Inode>> = inos.into_iter().zip(nodes).collect();
+    finish(h, inodes, m.next_ino, counters, m.limits, &[], check)
+}
+
+/// Whether building a tree recomputes its root hash to compare with the
+/// header's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RootCheck {
+    /// Yes: `load`, and trees named by their root hash (the blob store).
+    Verify,
+    /// No, for a lazy open, whose cost should follow what is read. The
+    /// metadata is still checked against its hash and every structural
+    /// rule, each chunk against its address when read, and the snapshot's
+    /// own `root_hash()` is always computed from the tree, never taken from
+    /// the header; `load` and `verify` compare the two.
+    Defer,
 }
 
 /// Assembles the tree, forgets stale inherited hashes above `touched`,
-/// and checks the root hash against the header.
+/// and checks the root hash against the header if asked to.
 fn finish(
     h: &Header,
     inodes: OrdMap<Ino, Arc<Inode>>,
@@ -1535,6 +1581,7 @@ fn finish(
     counters: Counters,
     lr: LimitsRec,
     touched: &[Ino],
+    check: RootCheck,
 ) -> Result<Snapshot> {
     let mut tree = Tree {
         inodes,
@@ -1553,6 +1600,9 @@ fn finish(
     for &ino in touched {
         tree.invalidate_up(ino);
     }
+    if check == RootCheck::Defer {
+        return Ok(Snapshot::from_tree(tree));
+    }
     let got = tree.root_hash_parallel();
     if got != h.root_hash {
         return Err(corrupt(format!(
@@ -1564,16 +1614,18 @@ fn finish(
     Ok(Snapshot::from_tree(tree))
 }
 
-/// Builds the tree from a verified manifest, checks every invariant and
-/// the root hash. `blobs` are the stored chunks (loaded or lazy).
+/// Builds the tree from a verified manifest, checks every invariant and,
+/// per `check`, the root hash. `blobs` are the stored chunks (loaded or
+/// lazy).
 fn build(
     h: &Header,
     m: Manifest<'_>,
     blobs: Vec<Arc<Blob>>,
     parent: Option<&Snapshot>,
+    check: RootCheck,
 ) -> Result<Snapshot> {
     let Some(parent) = parent else {
-        return build_full(h, m, blobs);
+        return build_full(h, m, blobs, check);
     };
     // A delta: start from the parent's inodes and apply the records.
     let pblobs = if m.parent_blobs.is_empty() {
@@ -1719,7 +1771,7 @@ fn build(
         }
         touched.push(ino);
     }
-    finish(h, inodes, m.next_ino, counters, m.limits, &touched)
+    finish(h, inodes, m.next_ino, counters, m.limits, &touched, check)
 }
 
 // -------------------------------------------------------------------------
@@ -1914,18 +1966,7 @@ pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Ha
 /// from `source` with key `i` on first use and verified then.
 pub(crate) fn open_meta(bytes: &[u8], source: Arc<dyn ChunkSource>) -> Result<Snapshot> {
     let (h, m) = decode_meta(bytes)?;
-    let blobs = m
-        .blobs
-        .iter()
-        .enumerate()
-        .map(|(i, rec)| {
-            Arc::new(Blob::lazy(
-                blake3::Hash::from_bytes(rec.addr),
-                rec.raw_len,
-                i as u64,
-                source.clone(),
-            ))
-        })
-        .collect();
-    build(&h, m, blobs, None)
+    let blobs = lazy_blobs(&m.blobs, &source);
+    // A store names a tree by its root hash, so that is checked here.
+    build(&h, m, blobs, None, RootCheck::Verify)
 }

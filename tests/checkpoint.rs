@@ -356,6 +356,36 @@ fn every_flipped_byte_is_refused() {
     }
 }
 
+/// A lazy open does not recompute the root hash, so a header whose root
+/// hash is wrong opens; but the snapshot reports the hash of the tree it
+/// really holds, and `load` and `verify` refuse the file.
+#[test]
+fn lazy_open_never_trusts_the_header_root_hash() {
+    let (snap, mut bytes) = small_checkpoint();
+    // The root hash sits after magic (9), version (2) and flags (2).
+    bytes[13] ^= 0x40;
+    // Reseal the trailing hash, so only the root hash is wrong.
+    let n = bytes.len();
+    let seal = blake3::hash(&bytes[..n - 32]);
+    bytes[n - 32..].copy_from_slice(seal.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.ck");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Snapshot::load(&path).expect_err("load accepted a wrong root hash");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("header says"), "{e}");
+    let e = checkpoint::verify(&path, &[]).expect_err("verify accepted a wrong root hash");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    let s = Snapshot::open(&path).unwrap();
+    assert_ne!(
+        checkpoint::read_header(&path).unwrap().root_hash,
+        snap.root_hash()
+    );
+    assert_eq!(s.root_hash(), snap.root_hash());
+    assert_eq!(s.read_file("/d/f").unwrap(), b"some file content");
+    s.check_invariants().unwrap();
+}
+
 #[test]
 fn every_truncation_is_refused() {
     let (_snap, bytes) = small_checkpoint();
