@@ -103,11 +103,7 @@ pub fn import_dir_with(
     guest: &str,
     progress: &mut dyn FnMut(&ImportStats),
 ) -> Result<ImportStats> {
-    let top = start_walk(vfs, host, guest)?;
-    let mut stats = ImportStats {
-        dirs: 1,
-        ..ImportStats::default()
-    };
+    let (top, mut stats) = start_walk(vfs, host, guest)?;
     let mut buf = vec![0u8; 16 * CHUNK_SIZE];
     walk_host(host, guest, top, &mut |step| {
         match step {
@@ -150,8 +146,9 @@ pub fn import_dir_with(
 }
 
 /// Checks that `host` is a directory and makes `guest`; the host
-/// directory's metadata, for the top of the walk.
-fn start_walk(vfs: &mut Vfs, host: &Path, guest: &str) -> Result<fs::Metadata> {
+/// directory's metadata, for the top of the walk, and the counts with the
+/// top directory in them.
+fn start_walk(vfs: &mut Vfs, host: &Path, guest: &str) -> Result<(fs::Metadata, ImportStats)> {
     let top = fs::metadata(host).map_err(host_err(host))?;
     if !top.is_dir() {
         return Err(Error::with(
@@ -160,7 +157,11 @@ fn start_walk(vfs: &mut Vfs, host: &Path, guest: &str) -> Result<fs::Metadata> {
         ));
     }
     vfs.create_dir_all(guest).map_err(guest_err(guest))?;
-    Ok(top)
+    let stats = ImportStats {
+        dirs: 1,
+        ..ImportStats::default()
+    };
+    Ok((top, stats))
 }
 
 /// One step of [`walk_host`], with the host path (`h`, `hp`) and the guest
@@ -354,11 +355,7 @@ pub fn sync_dir_with(
     guest: &str,
     progress: &mut dyn FnMut(&ImportStats),
 ) -> Result<ImportStats> {
-    let top = start_walk(vfs, host, guest)?;
-    let mut stats = ImportStats {
-        dirs: 1,
-        ..ImportStats::default()
-    };
+    let (top, mut stats) = start_walk(vfs, host, guest)?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut old = vec![0u8; CHUNK_SIZE];
     walk_host(host, guest, top, &mut |step| {
