@@ -53,18 +53,8 @@ fn kit_examples_natively_and_through_the_adapter() {
         return;
     }
     for name in EXAMPLES {
-        let expected = kit_expected(name);
         let out = run_native(name, native_root(Vfs::new()));
-        assert_eq!(
-            out.status.as_ref().ok(),
-            Some(&0),
-            "{name}: {}",
-            text(&out.stderr)
-        );
-        assert_transcript(&text(&out.stdout), &expected);
-        out.vfs.check_invariants().unwrap();
-        assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
-        assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
+        assert_example_ran_clean(name, &out);
 
         let adapted = run(name, root_sandbox(Vfs::new()));
         assert_eq!(adapted.status.as_ref().ok(), Some(&0), "{name} (adapter)");
@@ -78,16 +68,9 @@ fn kit_examples_natively_at_another_root() {
         return;
     }
     for name in ["fs_basic", "fs_edge"] {
-        let mut vfs = Vfs::new();
-        vfs.create_dir_all("/srv/box").unwrap();
-        let mut sb = p1::Sandbox::new(vfs);
+        let mut sb = p1::Sandbox::new(boxed_vfs());
         sb.preopen("/srv/box", "/sandbox").unwrap().arg("/sandbox");
-        let out = run_native(name, sb);
-        assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
-        let want = std::fs::read_to_string(kit_expected(name))
-            .unwrap()
-            .replacen("root=/", "root=/sandbox", 1);
-        assert_eq!(text(&out.stdout), want, "{name}");
+        assert_ran_at_sandbox_root(name, &run_native(name, sb));
     }
 }
 

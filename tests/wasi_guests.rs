@@ -15,17 +15,7 @@ fn kit_examples_through_the_library() {
     }
     for name in EXAMPLES {
         let out = run(name, root_sandbox(Vfs::new()));
-        assert_eq!(
-            out.status.as_ref().ok(),
-            Some(&0),
-            "{name}: {}",
-            text(&out.stderr)
-        );
-        assert_transcript(&text(&out.stdout), &kit_expected(name));
-        out.vfs.check_invariants().unwrap();
-        // Every example removes what it made, and closes what it opened.
-        assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
-        assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
+        assert_example_ran_clean(name, &out);
     }
 }
 
@@ -36,16 +26,9 @@ fn kit_examples_at_another_root() {
         return;
     }
     for name in ["fs_basic", "fs_edge"] {
-        let mut vfs = Vfs::new();
-        vfs.create_dir_all("/srv/box").unwrap();
-        let mut sb = Sandbox::new(vfs);
+        let mut sb = Sandbox::new(boxed_vfs());
         sb.preopen("/srv/box", "/sandbox").unwrap().arg("/sandbox");
-        let out = run(name, sb);
-        assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
-        let want = std::fs::read_to_string(kit_expected(name))
-            .unwrap()
-            .replacen("root=/", "root=/sandbox", 1);
-        assert_eq!(text(&out.stdout), want, "{name}");
+        assert_ran_at_sandbox_root(name, &run(name, sb));
     }
 }
 

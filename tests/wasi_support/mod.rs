@@ -231,6 +231,40 @@ pub fn run_stock(name: &str, dir: &Path, args: &[&str]) -> (i32, String) {
     (code, text(&out.contents()))
 }
 
+/// A kit example ran clean: exit 0, the expected transcript, and a
+/// consistent tree with everything it made removed and everything it
+/// opened closed.
+pub fn assert_example_ran_clean(name: &str, out: &RunOutcome) {
+    assert_eq!(
+        out.status.as_ref().ok(),
+        Some(&0),
+        "{name}: {}",
+        text(&out.stderr)
+    );
+    assert_transcript(&text(&out.stdout), &kit_expected(name));
+    out.vfs.check_invariants().unwrap();
+    assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
+    assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
+}
+
+/// A tree with a `/srv/box` to preopen as `/sandbox`
+/// (see [`assert_ran_at_sandbox_root`]).
+pub fn boxed_vfs() -> Vfs {
+    let mut vfs = Vfs::new();
+    vfs.create_dir_all("/srv/box").unwrap();
+    vfs
+}
+
+/// A kit example ran with `/srv/box` preopened as `/sandbox` and
+/// `/sandbox` as its argument: the usual transcript under that root.
+pub fn assert_ran_at_sandbox_root(name: &str, out: &RunOutcome) {
+    assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
+    let want = std::fs::read_to_string(kit_expected(name))
+        .unwrap()
+        .replacen("root=/", "root=/sandbox", 1);
+    assert_eq!(text(&out.stdout), want, "{name}");
+}
+
 /// The host around the hostile guest: a secret outside the sandbox, a
 /// read-only mount holding one file, a writable mount, and the limits the
 /// sandbox runs under. The same on either ABI, so both are held to the
