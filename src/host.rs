@@ -103,18 +103,17 @@ pub fn import_dir_with(
     guest: &str,
     progress: &mut dyn FnMut(&ImportStats),
 ) -> Result<ImportStats> {
-    let (top, mut stats) = start_walk(vfs, host, guest)?;
+    let (top, stats) = start_walk(vfs, host, guest)?;
     let mut buf = vec![0u8; 16 * CHUNK_SIZE];
-    walk_host(host, guest, top, &mut |step| {
+    walk_host(host, guest, top, stats, progress, &mut |step, stats| {
         match step {
-            HostStep::Enter { .. } => return Ok(()),
+            HostStep::Enter { .. } => {}
             HostStep::Finish { g, meta } => {
                 vfs.set_permissions(g, meta.mode() & 0o7777)
                     .map_err(guest_err(g))?;
                 let (a, m) = times_of(meta);
                 vfs.set_times(g, SetTime::At(a), SetTime::At(m))
                     .map_err(guest_err(g))?;
-                return Ok(());
             }
             HostStep::Link { gp, first } => {
                 vfs.hard_link(first, gp).map_err(guest_err(gp))?;
@@ -139,10 +138,8 @@ pub fn import_dir_with(
                 }
             }
         }
-        progress(&stats);
         Ok(())
-    })?;
-    Ok(stats)
+    })
 }
 
 /// Checks that `host` is a directory and makes `guest`; the host
@@ -191,13 +188,16 @@ enum HostStep<'a> {
 /// pairing each object with its path below `guest`. Entries come in name
 /// order, which makes inode numbers, and so checkpoints, repeatable; a
 /// multiply linked object is an `Object` at its first name and a `Link` at
-/// every other.
+/// every other. `visit` keeps `stats`, and `progress` sees them after each
+/// object; the final counts are the result.
 fn walk_host(
     host: &Path,
     guest: &str,
     top: fs::Metadata,
-    visit: &mut dyn FnMut(HostStep<'_>) -> Result<()>,
-) -> Result<()> {
+    mut stats: ImportStats,
+    progress: &mut dyn FnMut(&ImportStats),
+    visit: &mut dyn FnMut(HostStep<'_>, &mut ImportStats) -> Result<()>,
+) -> Result<ImportStats> {
     // Host (device, inode) of multiply linked objects -> first guest path.
     let mut seen: HashMap<(u64, u64), String> = HashMap::new();
     enum Work {
@@ -210,18 +210,21 @@ fn walk_host(
     ];
     while let Some(step) = work.pop() {
         match step {
-            Work::Finish(g, meta) => visit(HostStep::Finish { g: &g, meta: &meta })?,
+            Work::Finish(g, meta) => visit(HostStep::Finish { g: &g, meta: &meta }, &mut stats)?,
             Work::Enter(h, g) => {
                 let mut names = Vec::new();
                 for e in fs::read_dir(&h).map_err(host_err(&h))? {
                     names.push(e.map_err(host_err(&h))?.file_name());
                 }
                 names.sort();
-                visit(HostStep::Enter {
-                    h: &h,
-                    g: &g,
-                    names: &names,
-                })?;
+                visit(
+                    HostStep::Enter {
+                        h: &h,
+                        g: &g,
+                        names: &names,
+                    },
+                    &mut stats,
+                )?;
                 for name in names {
                     let hp = h.join(&name);
                     let gp = path::join(&g, &utf8_name(&h, &name)?);
@@ -229,16 +232,21 @@ fn walk_host(
                     let is_dir = meta.file_type().is_dir();
                     if !is_dir && meta.nlink() > 1 {
                         if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
-                            visit(HostStep::Link { gp: &gp, first })?;
+                            visit(HostStep::Link { gp: &gp, first }, &mut stats)?;
+                            progress(&stats);
                             continue;
                         }
                         seen.insert((meta.dev(), meta.ino()), gp.clone());
                     }
-                    visit(HostStep::Object {
-                        hp: &hp,
-                        gp: &gp,
-                        meta: &meta,
-                    })?;
+                    visit(
+                        HostStep::Object {
+                            hp: &hp,
+                            gp: &gp,
+                            meta: &meta,
+                        },
+                        &mut stats,
+                    )?;
+                    progress(&stats);
                     if is_dir {
                         work.push(Work::Finish(gp.clone(), meta));
                         work.push(Work::Enter(hp, gp));
@@ -247,7 +255,7 @@ fn walk_host(
             }
         }
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// A host symlink's target, which the engine stores as UTF-8.
@@ -355,12 +363,12 @@ pub fn sync_dir_with(
     guest: &str,
     progress: &mut dyn FnMut(&ImportStats),
 ) -> Result<ImportStats> {
-    let (top, mut stats) = start_walk(vfs, host, guest)?;
+    let (top, stats) = start_walk(vfs, host, guest)?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut old = vec![0u8; CHUNK_SIZE];
-    walk_host(host, guest, top, &mut |step| {
+    walk_host(host, guest, top, stats, progress, &mut |step, stats| {
         match step {
-            HostStep::Finish { g, meta } => return set_meta_if_changed(vfs, g, meta),
+            HostStep::Finish { g, meta } => set_meta_if_changed(vfs, g, meta)?,
             HostStep::Enter { h, g, names } => {
                 // Writable while its entries change; Finish sets the mode.
                 let gm = vfs.symlink_metadata(g).map_err(guest_err(g))?;
@@ -377,7 +385,6 @@ pub fn sync_dir_with(
                         remove_tree(vfs, &path::join(g, &e.name))?;
                     }
                 }
-                return Ok(());
             }
             HostStep::Link { gp, first } => {
                 let cur = vfs.symlink_metadata(gp).ok();
@@ -431,10 +438,8 @@ pub fn sync_dir_with(
                 }
             }
         }
-        progress(&stats);
         Ok(())
-    })?;
-    Ok(stats)
+    })
 }
 
 /// Sets mode and times from the host, only where they differ, so an
