@@ -15,18 +15,7 @@ use std::time::{Duration, Instant};
 
 use cowvfs::Vfs;
 use cowvfs::store::{self, Metered, TransferOptions};
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use store_support::noise;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -103,6 +103,49 @@ pub fn import_dir_with(
     guest: &str,
     progress: &mut dyn FnMut(&ImportStats),
 ) -> Result<ImportStats> {
+    let (top, stats) = start_walk(vfs, host, guest)?;
+    let mut buf = vec![0u8; 16 * CHUNK_SIZE];
+    walk_host(host, guest, top, stats, progress, &mut |step, stats| {
+        match step {
+            HostStep::Enter { .. } => {}
+            HostStep::Finish { g, meta } => {
+                vfs.set_permissions(g, meta.mode() & 0o7777)
+                    .map_err(guest_err(g))?;
+                let (a, m) = times_of(meta);
+                vfs.set_times(g, SetTime::At(a), SetTime::At(m))
+                    .map_err(guest_err(g))?;
+            }
+            HostStep::Link { gp, first } => {
+                vfs.hard_link(first, gp).map_err(guest_err(gp))?;
+                stats.hard_links += 1;
+            }
+            HostStep::Object { hp, gp, meta } => {
+                let ft = meta.file_type();
+                if ft.is_dir() {
+                    vfs.create_dir(gp).map_err(guest_err(gp))?;
+                    stats.dirs += 1;
+                } else if ft.is_symlink() {
+                    vfs.symlink(&link_target(hp)?, gp).map_err(guest_err(gp))?;
+                    let (a, m) = times_of(meta);
+                    vfs.set_symlink_times(gp, SetTime::At(a), SetTime::At(m))
+                        .map_err(guest_err(gp))?;
+                    stats.symlinks += 1;
+                } else if ft.is_file() {
+                    stats.bytes += import_file(vfs, hp, gp, meta, &mut buf)?;
+                    stats.files += 1;
+                } else {
+                    return Err(unsupported_file_type(hp));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Checks that `host` is a directory and makes `guest`; the host
+/// directory's metadata, for the top of the walk, and the counts with the
+/// top directory in them.
+fn start_walk(vfs: &mut Vfs, host: &Path, guest: &str) -> Result<(fs::Metadata, ImportStats)> {
     let top = fs::metadata(host).map_err(host_err(host))?;
     if !top.is_dir() {
         return Err(Error::with(
@@ -111,90 +154,144 @@ pub fn import_dir_with(
         ));
     }
     vfs.create_dir_all(guest).map_err(guest_err(guest))?;
-    let mut stats = ImportStats {
+    let stats = ImportStats {
         dirs: 1,
         ..ImportStats::default()
     };
+    Ok((top, stats))
+}
+
+/// One step of [`walk_host`], with the host path (`h`, `hp`) and the guest
+/// path (`g`, `gp`) of the object.
+enum HostStep<'a> {
+    /// The entries of directory `g`, named `names` in this order, come next.
+    Enter {
+        h: &'a Path,
+        g: &'a str,
+        names: &'a [std::ffi::OsString],
+    },
+    /// Everything below directory `g` is done. Permissions and times go on
+    /// here, last: creating children changes the directory's mtime, and a
+    /// read-only mode would stop them.
+    Finish { g: &'a str, meta: &'a fs::Metadata },
+    /// `gp` is one more name of the object already met at `first`.
+    Link { gp: &'a str, first: &'a str },
+    /// An object met for the first time; a directory is entered after it.
+    Object {
+        hp: &'a Path,
+        gp: &'a str,
+        meta: &'a fs::Metadata,
+    },
+}
+
+/// Walks the host directory `host` (whose metadata is `top`) depth first,
+/// pairing each object with its path below `guest`. Entries come in name
+/// order, which makes inode numbers, and so checkpoints, repeatable; a
+/// multiply linked object is an `Object` at its first name and a `Link` at
+/// every other. `visit` keeps `stats`, and `progress` sees them after each
+/// object; the final counts are the result.
+fn walk_host(
+    host: &Path,
+    guest: &str,
+    top: fs::Metadata,
+    mut stats: ImportStats,
+    progress: &mut dyn FnMut(&ImportStats),
+    visit: &mut dyn FnMut(HostStep<'_>, &mut ImportStats) -> Result<()>,
+) -> Result<ImportStats> {
     // Host (device, inode) of multiply linked objects -> first guest path.
     let mut seen: HashMap<(u64, u64), String> = HashMap::new();
-    let mut buf = vec![0u8; 16 * CHUNK_SIZE];
-    enum Step {
+    enum Work {
         Enter(PathBuf, String),
         Finish(String, fs::Metadata),
     }
     let mut work = vec![
-        Step::Finish(guest.to_string(), top),
-        Step::Enter(host.to_path_buf(), guest.to_string()),
+        Work::Finish(guest.to_string(), top),
+        Work::Enter(host.to_path_buf(), guest.to_string()),
     ];
     while let Some(step) = work.pop() {
         match step {
-            Step::Finish(g, meta) => {
-                // Permissions and times last: creating children changes the
-                // directory's mtime, and a read-only mode would stop them.
-                vfs.set_permissions(&g, meta.mode() & 0o7777)
-                    .map_err(guest_err(&g))?;
-                let (a, m) = times_of(&meta);
-                vfs.set_times(&g, SetTime::At(a), SetTime::At(m))
-                    .map_err(guest_err(&g))?;
-            }
-            Step::Enter(h, g) => {
-                let mut entries = Vec::new();
+            Work::Finish(g, meta) => visit(HostStep::Finish { g: &g, meta: &meta }, &mut stats)?,
+            Work::Enter(h, g) => {
+                let mut names = Vec::new();
                 for e in fs::read_dir(&h).map_err(host_err(&h))? {
-                    let e = e.map_err(host_err(&h))?;
-                    entries.push(e.file_name());
+                    names.push(e.map_err(host_err(&h))?.file_name());
                 }
-                // Name order makes inode numbers, and so checkpoints, repeatable.
-                entries.sort();
-                for name in entries {
+                names.sort();
+                visit(
+                    HostStep::Enter {
+                        h: &h,
+                        g: &g,
+                        names: &names,
+                    },
+                    &mut stats,
+                )?;
+                for name in names {
                     let hp = h.join(&name);
                     let gp = path::join(&g, &utf8_name(&h, &name)?);
                     let meta = fs::symlink_metadata(&hp).map_err(host_err(&hp))?;
-                    let ft = meta.file_type();
-                    if !ft.is_dir() && meta.nlink() > 1 {
+                    let is_dir = meta.file_type().is_dir();
+                    if !is_dir && meta.nlink() > 1 {
                         if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
-                            vfs.hard_link(first, &gp).map_err(guest_err(&gp))?;
-                            stats.hard_links += 1;
+                            visit(HostStep::Link { gp: &gp, first }, &mut stats)?;
                             progress(&stats);
                             continue;
                         }
                         seen.insert((meta.dev(), meta.ino()), gp.clone());
                     }
-                    if ft.is_dir() {
-                        vfs.create_dir(&gp).map_err(guest_err(&gp))?;
-                        stats.dirs += 1;
-                        work.push(Step::Finish(gp.clone(), meta));
-                        work.push(Step::Enter(hp, gp));
-                    } else if ft.is_symlink() {
-                        let target = fs::read_link(&hp).map_err(host_err(&hp))?;
-                        let Some(target) = target.to_str() else {
-                            return Err(Error::with(
-                                ErrorKind::InvalidInput,
-                                format!("{}: symlink target is not UTF-8", hp.display()),
-                            ));
-                        };
-                        vfs.symlink(target, &gp).map_err(guest_err(&gp))?;
-                        let (a, m) = times_of(&meta);
-                        vfs.set_symlink_times(&gp, SetTime::At(a), SetTime::At(m))
-                            .map_err(guest_err(&gp))?;
-                        stats.symlinks += 1;
-                    } else if ft.is_file() {
-                        stats.bytes += import_file(vfs, &hp, &gp, &meta, &mut buf)?;
-                        stats.files += 1;
-                    } else {
-                        return Err(Error::with(
-                            ErrorKind::Unsupported,
-                            format!(
-                                "{}: sockets, FIFOs and device files cannot be imported",
-                                hp.display()
-                            ),
-                        ));
-                    }
+                    visit(
+                        HostStep::Object {
+                            hp: &hp,
+                            gp: &gp,
+                            meta: &meta,
+                        },
+                        &mut stats,
+                    )?;
                     progress(&stats);
+                    if is_dir {
+                        work.push(Work::Finish(gp.clone(), meta));
+                        work.push(Work::Enter(hp, gp));
+                    }
                 }
             }
         }
     }
     Ok(stats)
+}
+
+/// A host symlink's target, which the engine stores as UTF-8.
+fn link_target(hp: &Path) -> Result<String> {
+    let target = fs::read_link(hp).map_err(host_err(hp))?;
+    target.into_os_string().into_string().map_err(|_| {
+        Error::with(
+            ErrorKind::InvalidInput,
+            format!("{}: symlink target is not UTF-8", hp.display()),
+        )
+    })
+}
+
+fn unsupported_file_type(hp: &Path) -> Error {
+    Error::with(
+        ErrorKind::Unsupported,
+        format!(
+            "{}: sockets, FIFOs and device files cannot be imported",
+            hp.display()
+        ),
+    )
+}
+
+/// Reads until `buf` is full or the file ends, so pieces stay
+/// chunk-aligned; how many bytes it read.
+fn read_full(f: &mut fs::File, buf: &mut [u8], hp: &Path) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(host_err(hp)(e)),
+        }
+    }
+    Ok(n)
 }
 
 /// Copies one regular file; returns its size.
@@ -218,16 +315,7 @@ fn import_file(
     let res = (|| -> Result<u64> {
         let mut off = 0u64;
         loop {
-            // Fill the buffer fully so pieces stay chunk-aligned.
-            let mut n = 0;
-            while n < buf.len() {
-                match f.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(host_err(hp)(e)),
-                }
-            }
+            let n = read_full(&mut f, buf, hp)?;
             if n == 0 {
                 break;
             }
@@ -275,130 +363,83 @@ pub fn sync_dir_with(
     guest: &str,
     progress: &mut dyn FnMut(&ImportStats),
 ) -> Result<ImportStats> {
-    let top = fs::metadata(host).map_err(host_err(host))?;
-    if !top.is_dir() {
-        return Err(Error::with(
-            ErrorKind::NotADirectory,
-            format!("{}: not a directory", host.display()),
-        ));
-    }
-    vfs.create_dir_all(guest).map_err(guest_err(guest))?;
-    let mut stats = ImportStats {
-        dirs: 1,
-        ..ImportStats::default()
-    };
-    let mut seen: HashMap<(u64, u64), String> = HashMap::new();
+    let (top, stats) = start_walk(vfs, host, guest)?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut old = vec![0u8; CHUNK_SIZE];
-    enum Step {
-        Enter(PathBuf, String),
-        Finish(String, fs::Metadata),
-    }
-    let mut work = vec![
-        Step::Finish(guest.to_string(), top),
-        Step::Enter(host.to_path_buf(), guest.to_string()),
-    ];
-    while let Some(step) = work.pop() {
+    walk_host(host, guest, top, stats, progress, &mut |step, stats| {
         match step {
-            Step::Finish(g, meta) => set_meta_if_changed(vfs, &g, &meta)?,
-            Step::Enter(h, g) => {
+            HostStep::Finish { g, meta } => set_meta_if_changed(vfs, g, meta)?,
+            HostStep::Enter { h, g, names } => {
                 // Writable while its entries change; Finish sets the mode.
-                let gm = vfs.symlink_metadata(&g).map_err(guest_err(&g))?;
+                let gm = vfs.symlink_metadata(g).map_err(guest_err(g))?;
                 if gm.mode & 0o700 != 0o700 {
-                    vfs.set_permissions(&g, gm.mode | 0o700)
-                        .map_err(guest_err(&g))?;
+                    vfs.set_permissions(g, gm.mode | 0o700)
+                        .map_err(guest_err(g))?;
                 }
-                let mut names = Vec::new();
-                for e in fs::read_dir(&h).map_err(host_err(&h))? {
-                    names.push(e.map_err(host_err(&h))?.file_name());
-                }
-                names.sort();
                 let mut wanted = std::collections::HashSet::new();
-                for n in &names {
-                    wanted.insert(utf8_name(&h, n)?);
+                for n in names {
+                    wanted.insert(utf8_name(h, n)?);
                 }
-                for e in vfs.read_dir(&g).map_err(guest_err(&g))? {
+                for e in vfs.read_dir(g).map_err(guest_err(g))? {
                     if !wanted.contains(&e.name) {
-                        remove_tree(vfs, &path::join(&g, &e.name))?;
+                        remove_tree(vfs, &path::join(g, &e.name))?;
                     }
                 }
-                for name in names {
-                    let hp = h.join(&name);
-                    let gp = path::join(&g, &utf8_name(&h, &name)?);
-                    let meta = fs::symlink_metadata(&hp).map_err(host_err(&hp))?;
-                    let ft = meta.file_type();
-                    let cur = vfs.symlink_metadata(&gp).ok();
-                    if !ft.is_dir() && meta.nlink() > 1 {
-                        if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
-                            let first_ino = vfs.symlink_metadata(first).map(|m| m.ino).ok();
-                            if cur.is_none_or(|c| Some(c.ino) != first_ino) {
-                                if cur.is_some() {
-                                    remove_tree(vfs, &gp)?;
-                                }
-                                vfs.hard_link(first, &gp).map_err(guest_err(&gp))?;
-                            }
-                            stats.hard_links += 1;
-                            progress(&stats);
-                            continue;
-                        }
-                        seen.insert((meta.dev(), meta.ino()), gp.clone());
+            }
+            HostStep::Link { gp, first } => {
+                let cur = vfs.symlink_metadata(gp).ok();
+                let first_ino = vfs.symlink_metadata(first).map(|m| m.ino).ok();
+                if cur.is_none_or(|c| Some(c.ino) != first_ino) {
+                    if cur.is_some() {
+                        remove_tree(vfs, gp)?;
                     }
-                    // Keep the guest object only if it is of the same kind
-                    // and not shared with names the host keeps apart.
-                    let keep = cur.is_some_and(|c| {
-                        (ft.is_dir() && c.is_dir())
-                            || (ft.is_symlink() && c.is_symlink())
-                            || (ft.is_file() && c.is_file() && c.nlink == 1 && meta.nlink() == 1)
-                    });
-                    if cur.is_some() && !keep {
-                        remove_tree(vfs, &gp)?;
+                    vfs.hard_link(first, gp).map_err(guest_err(gp))?;
+                }
+                stats.hard_links += 1;
+            }
+            HostStep::Object { hp, gp, meta } => {
+                let ft = meta.file_type();
+                let cur = vfs.symlink_metadata(gp).ok();
+                // Keep the guest object only if it is of the same kind
+                // and not shared with names the host keeps apart.
+                let keep = cur.is_some_and(|c| {
+                    (ft.is_dir() && c.is_dir())
+                        || (ft.is_symlink() && c.is_symlink())
+                        || (ft.is_file() && c.is_file() && c.nlink == 1 && meta.nlink() == 1)
+                });
+                if cur.is_some() && !keep {
+                    remove_tree(vfs, gp)?;
+                }
+                if ft.is_dir() {
+                    if !keep {
+                        vfs.create_dir(gp).map_err(guest_err(gp))?;
                     }
-                    if ft.is_dir() {
-                        if !keep {
-                            vfs.create_dir(&gp).map_err(guest_err(&gp))?;
-                        }
-                        stats.dirs += 1;
-                        work.push(Step::Finish(gp.clone(), meta));
-                        work.push(Step::Enter(hp, gp));
-                    } else if ft.is_symlink() {
-                        let target = fs::read_link(&hp).map_err(host_err(&hp))?;
-                        let Some(target) = target.to_str() else {
-                            return Err(Error::with(
-                                ErrorKind::InvalidInput,
-                                format!("{}: symlink target is not UTF-8", hp.display()),
-                            ));
-                        };
-                        if keep && vfs.read_link(&gp).ok().as_deref() != Some(target) {
-                            remove_tree(vfs, &gp)?;
-                        }
-                        if vfs.symlink_metadata(&gp).is_err() {
-                            vfs.symlink(target, &gp).map_err(guest_err(&gp))?;
-                        }
-                        set_meta_if_changed(vfs, &gp, &meta)?;
-                        stats.symlinks += 1;
-                    } else if ft.is_file() {
-                        if keep {
-                            stats.bytes += sync_file(vfs, &hp, &gp, &mut buf, &mut old)?;
-                            set_meta_if_changed(vfs, &gp, &meta)?;
-                        } else {
-                            stats.bytes += import_file(vfs, &hp, &gp, &meta, &mut buf)?;
-                        }
-                        stats.files += 1;
+                    stats.dirs += 1;
+                } else if ft.is_symlink() {
+                    let target = link_target(hp)?;
+                    if keep && vfs.read_link(gp).ok().as_deref() != Some(target.as_str()) {
+                        remove_tree(vfs, gp)?;
+                    }
+                    if vfs.symlink_metadata(gp).is_err() {
+                        vfs.symlink(&target, gp).map_err(guest_err(gp))?;
+                    }
+                    set_meta_if_changed(vfs, gp, meta)?;
+                    stats.symlinks += 1;
+                } else if ft.is_file() {
+                    if keep {
+                        stats.bytes += sync_file(vfs, hp, gp, &mut buf, &mut old)?;
+                        set_meta_if_changed(vfs, gp, meta)?;
                     } else {
-                        return Err(Error::with(
-                            ErrorKind::Unsupported,
-                            format!(
-                                "{}: sockets, FIFOs and device files cannot be imported",
-                                hp.display()
-                            ),
-                        ));
+                        stats.bytes += import_file(vfs, hp, gp, meta, &mut buf)?;
                     }
-                    progress(&stats);
+                    stats.files += 1;
+                } else {
+                    return Err(unsupported_file_type(hp));
                 }
             }
         }
-    }
-    Ok(stats)
+        Ok(())
+    })
 }
 
 /// Sets mode and times from the host, only where they differ, so an
@@ -431,15 +472,7 @@ fn sync_file(vfs: &mut Vfs, hp: &Path, gp: &str, buf: &mut [u8], old: &mut [u8])
     let res = (|| -> Result<u64> {
         let mut off = 0u64;
         loop {
-            let mut n = 0;
-            while n < buf.len() {
-                match f.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(host_err(hp)(e)),
-                }
-            }
+            let n = read_full(&mut f, buf, hp)?;
             if n == 0 {
                 break;
             }

@@ -71,6 +71,21 @@ fn sample_tree(root: &Path) {
 }
 
 /// Walks a host tree into (relative path, kind, mode, mtime, target) rows.
+/// `diff -r --no-dereference` finds no difference between `a` and `b`.
+fn assert_same_on_disk(a: &Path, b: &Path) {
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff found: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
 fn describe(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut work = vec![root.to_path_buf()];
@@ -148,17 +163,7 @@ fn import_export_round_trip() {
     let estats = host::export_dir(&snap, "/imported", &out).unwrap();
     assert_eq!(estats, stats);
     assert_eq!(describe(&out), before);
-    let diff = Command::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(&src)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "diff found: {}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_same_on_disk(&src, &out);
     assert_eq!(
         fs::metadata(out.join("a/hello.txt")).unwrap().ino(),
         fs::metadata(out.join("a/b/c/hello-link")).unwrap().ino()
@@ -357,16 +362,6 @@ fn python_stdlib_round_trip() {
     let lazy = cowvfs::Snapshot::open(&ck).unwrap();
     let out = tmp.path().join("out");
     host::export_dir(&lazy, "/lib", &out).unwrap();
-    let diff = Command::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(&src)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_same_on_disk(&src, &out);
     assert_eq!(describe(&src), describe(&out));
 }

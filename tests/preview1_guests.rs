@@ -7,12 +7,10 @@
 mod wasi_support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use cowvfs::wasi::{RunOutcome, Sandbox, p1};
-use cowvfs::{Limits, Vfs};
+use cowvfs::Vfs;
+use cowvfs::wasi::{RunOutcome, p1};
 use wasi_support::*;
 
 /// The native guest, compiled once per test binary.
@@ -22,8 +20,7 @@ fn native(name: &str) -> p1::Guest {
     if let Some(g) = cache.lock().unwrap().get(name) {
         return g.clone();
     }
-    let path = guests().expect("guests built").join(format!("{name}.wasm"));
-    let g = p1::Guest::load(engine(), &path).unwrap();
+    let g = p1::Guest::load(engine(), &wasm(name)).unwrap();
     cache.lock().unwrap().insert(name.to_string(), g.clone());
     g
 }
@@ -37,16 +34,6 @@ fn native_root(vfs: Vfs) -> p1::Sandbox {
     let mut sb = p1::Sandbox::new(vfs);
     sb.preopen("/", "/").unwrap();
     sb
-}
-
-fn adapter_root(vfs: Vfs) -> Sandbox {
-    let mut sb = Sandbox::new(vfs);
-    sb.preopen("/", "/").unwrap();
-    sb
-}
-
-fn ours(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.expected"))
 }
 
 /// Lines where the two transcripts differ, as (native, adapter).
@@ -66,20 +53,10 @@ fn kit_examples_natively_and_through_the_adapter() {
         return;
     }
     for name in EXAMPLES {
-        let expected = kit_examples().join(format!("{name}.expected"));
         let out = run_native(name, native_root(Vfs::new()));
-        assert_eq!(
-            out.status.as_ref().ok(),
-            Some(&0),
-            "{name}: {}",
-            text(&out.stderr)
-        );
-        assert_transcript(&text(&out.stdout), &expected);
-        out.vfs.check_invariants().unwrap();
-        assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
-        assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
+        assert_example_ran_clean(name, &out);
 
-        let adapted = run(name, adapter_root(Vfs::new()));
+        let adapted = run(name, root_sandbox(Vfs::new()));
         assert_eq!(adapted.status.as_ref().ok(), Some(&0), "{name} (adapter)");
         assert_eq!(differences(&text(&out.stdout), &text(&adapted.stdout)), []);
     }
@@ -91,16 +68,9 @@ fn kit_examples_natively_at_another_root() {
         return;
     }
     for name in ["fs_basic", "fs_edge"] {
-        let mut vfs = Vfs::new();
-        vfs.create_dir_all("/srv/box").unwrap();
-        let mut sb = p1::Sandbox::new(vfs);
+        let mut sb = p1::Sandbox::new(boxed_vfs());
         sb.preopen("/srv/box", "/sandbox").unwrap().arg("/sandbox");
-        let out = run_native(name, sb);
-        assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
-        let want = std::fs::read_to_string(kit_examples().join(format!("{name}.expected")))
-            .unwrap()
-            .replacen("root=/", "root=/sandbox", 1);
-        assert_eq!(text(&out.stdout), want, "{name}");
+        assert_ran_at_sandbox_root(name, &run_native(name, sb));
     }
 }
 
@@ -125,25 +95,12 @@ fn hostile_guest_natively() {
     if guests().is_none() {
         return;
     }
-    let outside = tempfile::tempdir().unwrap();
-    let secret = outside.path().join("secret");
-    std::fs::write(&secret, "host secret").unwrap();
-    let ro = tempfile::tempdir().unwrap();
-    std::fs::write(ro.path().join("existing"), "host data").unwrap();
-    let rw = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_bytes: 1 << 20,
-        max_inodes: 300,
-        max_open_files: 32,
-        ..Limits::default()
-    };
-    let mut vfs = Vfs::with_limits(limits.clone());
-    vfs.symlink("/etc/passwd", "/abs_link").unwrap();
-    let mut sb = p1::Sandbox::new(vfs);
+    let host = HostileHost::new();
+    let mut sb = p1::Sandbox::new(host.vfs());
     sb.preopen("/", "/").unwrap();
-    sb.mount(ro.path(), "/ro", true).unwrap();
-    sb.mount(rw.path(), "/rw", false).unwrap();
-    sb.arg(secret.to_str().unwrap());
+    sb.mount(host.ro.path(), "/ro", true).unwrap();
+    sb.mount(host.rw.path(), "/rw", false).unwrap();
+    sb.arg(host.secret.to_str().unwrap());
     let out = run_native("hostile", sb);
     assert_eq!(out.status.as_ref().ok(), Some(&0), "{}", text(&out.stderr));
     let want = std::fs::read_to_string(ours("hostile")).unwrap();
@@ -156,20 +113,8 @@ fn hostile_guest_natively() {
             "native {n:?} vs adapter {a:?}"
         );
     }
-    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
-    assert_eq!(
-        std::fs::read_to_string(ro.path().join("existing")).unwrap(),
-        "host data"
-    );
-    assert_eq!(
-        std::fs::read_to_string(rw.path().join("made_by_guest")).unwrap(),
-        "hello host\n"
-    );
-    let vfs = out.vfs;
-    vfs.check_invariants().unwrap();
-    let u = vfs.usage();
-    assert!(u.held_bytes <= limits.max_bytes && u.inodes <= limits.max_inodes);
-    assert_eq!(u.open_files, 0);
+    host.assert_host_intact();
+    host.assert_sandbox_intact(&out.vfs);
 }
 
 /// What C reaches beyond fs_ops: readdir while the directory changes,
@@ -188,7 +133,7 @@ fn libc_calls_natively_and_through_the_adapter() {
     assert_eq!(out.vfs.read_dir("/").unwrap(), vec![]);
     assert_eq!(out.vfs.usage().open_files, 0);
 
-    let mut sb = adapter_root(Vfs::new());
+    let mut sb = root_sandbox(Vfs::new());
     sb.env("P1_VAR", "set");
     let adapted = run("p1_libc", sb);
     assert_eq!(adapted.status.as_ref().ok(), Some(&0));
@@ -210,15 +155,6 @@ fn libc_calls_natively_and_through_the_adapter() {
             "unexpected difference: native {n:?} vs adapter {a:?}"
         );
     }
-}
-
-fn cli() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cowvfs"));
-    c.env(
-        "XDG_CACHE_HOME",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg"),
-    );
-    c
 }
 
 /// `cowvfs run` runs core modules natively by default: exact exit codes;
@@ -263,13 +199,10 @@ fn cli_runs_kit_examples_natively() {
             .arg("run")
             .arg("--dir")
             .arg(format!("{}::/", host.path().display()))
-            .arg(guests().unwrap().join(format!("{name}.wasm")))
+            .arg(wasm(name))
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
-        assert_transcript(
-            &text(&out.stdout),
-            &kit_examples().join(format!("{name}.expected")),
-        );
+        assert_transcript(&text(&out.stdout), &kit_expected(name));
     }
 }

@@ -13,22 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cowvfs::store::{self, BlobStore, Metered, TransferOptions};
 use cowvfs::{ErrorKind, Snapshot, Vfs};
-use store_support::Weed;
+use store_support::{Weed, noise};
 
 const CLI: &str = env!("CARGO_BIN_EXE_cowvfs");
-
-/// Deterministic bytes that do not repeat within a chunk.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A tree of `files` files of `size` bytes each plus a small one.
 fn tree(files: usize, size: usize) -> Vfs {

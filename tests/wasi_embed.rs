@@ -72,11 +72,15 @@ fn exit_code(r: wasmtime::Result<Result<(), ()>>) -> i32 {
     }
 }
 
-fn run_sync(args: &[&str]) -> (i32, String, Vfs, tempfile::TempDir) {
-    let (dir, host, out) = setup(args);
+/// Runs the tool guest synchronously on stock wasmtime-wasi, with or
+/// without cowvfs's filesystem linked over it; the exit code and the host
+/// data afterwards.
+fn call_sync(host: Host, with_cowvfs: bool) -> (i32, Host) {
     let mut linker = Linker::<Host>::new(engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-    cowvfs::wasi::add_to_linker_sync(&mut linker).unwrap();
+    if with_cowvfs {
+        cowvfs::wasi::add_to_linker_sync(&mut linker).unwrap();
+    }
     let mut store = Store::new(engine(), host);
     let cmd = wasmtime_wasi::p2::bindings::sync::Command::instantiate(
         &mut store,
@@ -85,8 +89,13 @@ fn run_sync(args: &[&str]) -> (i32, String, Vfs, tempfile::TempDir) {
     )
     .unwrap();
     let code = exit_code(cmd.wasi_cli_run().call_run(&mut store));
-    let vfs = store.into_data().fs.into_vfs();
-    (code, text(&out.contents()), vfs, dir)
+    (code, store.into_data())
+}
+
+fn run_sync(args: &[&str]) -> (i32, String, Vfs, tempfile::TempDir) {
+    let (dir, host, out) = setup(args);
+    let (code, host) = call_sync(host, true);
+    (code, text(&out.contents()), host.fs.into_vfs(), dir)
 }
 
 fn run_async(args: &[&str]) -> (i32, String, Vfs, tempfile::TempDir) {
@@ -156,15 +165,6 @@ fn without_cowvfs_the_host_shows() {
         return;
     }
     let (_dir, host, out) = setup(&["ls", "/"]);
-    let mut linker = Linker::<Host>::new(engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-    let mut store = Store::new(engine(), host);
-    let cmd = wasmtime_wasi::p2::bindings::sync::Command::instantiate(
-        &mut store,
-        &component("tool"),
-        &linker,
-    )
-    .unwrap();
-    assert_eq!(exit_code(cmd.wasi_cli_run().call_run(&mut store)), 0);
+    assert_eq!(call_sync(host, false).0, 0);
     assert_eq!(text(&out.contents()), "host_only.txt\n");
 }

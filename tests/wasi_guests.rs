@@ -4,22 +4,9 @@
 
 mod wasi_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use cowvfs::wasi::Sandbox;
-use cowvfs::{ChangeKind, Limits, Vfs};
+use cowvfs::{ChangeKind, Vfs};
 use wasi_support::*;
-
-fn ours(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.expected"))
-}
-
-fn root_sandbox(vfs: Vfs) -> Sandbox {
-    let mut sb = Sandbox::new(vfs);
-    sb.preopen("/", "/").unwrap();
-    sb
-}
 
 #[test]
 fn kit_examples_through_the_library() {
@@ -28,20 +15,7 @@ fn kit_examples_through_the_library() {
     }
     for name in EXAMPLES {
         let out = run(name, root_sandbox(Vfs::new()));
-        assert_eq!(
-            out.status.as_ref().ok(),
-            Some(&0),
-            "{name}: {}",
-            text(&out.stderr)
-        );
-        assert_transcript(
-            &text(&out.stdout),
-            &kit_examples().join(format!("{name}.expected")),
-        );
-        out.vfs.check_invariants().unwrap();
-        // Every example removes what it made, and closes what it opened.
-        assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
-        assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
+        assert_example_ran_clean(name, &out);
     }
 }
 
@@ -52,32 +26,10 @@ fn kit_examples_at_another_root() {
         return;
     }
     for name in ["fs_basic", "fs_edge"] {
-        let mut vfs = Vfs::new();
-        vfs.create_dir_all("/srv/box").unwrap();
-        let mut sb = Sandbox::new(vfs);
+        let mut sb = Sandbox::new(boxed_vfs());
         sb.preopen("/srv/box", "/sandbox").unwrap().arg("/sandbox");
-        let out = run(name, sb);
-        assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
-        let want = std::fs::read_to_string(kit_examples().join(format!("{name}.expected")))
-            .unwrap()
-            .replacen("root=/", "root=/sandbox", 1);
-        assert_eq!(text(&out.stdout), want, "{name}");
+        assert_ran_at_sandbox_root(name, &run(name, sb));
     }
-}
-
-fn cli() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cowvfs"));
-    // Keep the adaptation cache in the target dir: isolated, and warm on
-    // reruns.
-    c.env(
-        "XDG_CACHE_HOME",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg"),
-    );
-    c
-}
-
-fn wasm(name: &str) -> PathBuf {
-    guests().unwrap().join(format!("{name}.wasm"))
 }
 
 #[test]
@@ -95,10 +47,7 @@ fn kit_examples_through_the_cli() {
                 "{name} {how:?}: {}",
                 text(&out.stderr)
             );
-            assert_transcript(
-                &text(&out.stdout),
-                &kit_examples().join(format!("{name}.expected")),
-            );
+            assert_transcript(&text(&out.stdout), &kit_expected(name));
         }
     }
 }
@@ -161,53 +110,26 @@ fn hostile_guest() {
     if guests().is_none() {
         return;
     }
-    let outside = tempfile::tempdir().unwrap();
-    let secret = outside.path().join("secret");
-    std::fs::write(&secret, "host secret").unwrap();
-    let ro = tempfile::tempdir().unwrap();
-    std::fs::write(ro.path().join("existing"), "host data").unwrap();
-    let rw = tempfile::tempdir().unwrap();
-
-    let limits = Limits {
-        max_bytes: 1 << 20,
-        max_inodes: 300,
-        max_open_files: 32,
-        ..Limits::default()
-    };
-    let mut vfs = Vfs::with_limits(limits.clone());
-    vfs.symlink("/etc/passwd", "/abs_link").unwrap();
-    let mut sb = Sandbox::new(vfs);
+    let host = HostileHost::new();
+    let mut sb = Sandbox::new(host.vfs());
     sb.preopen("/", "/").unwrap();
-    sb.mount(ro.path(), "/ro", true).unwrap();
-    sb.mount(rw.path(), "/rw", false).unwrap();
-    sb.arg(secret.to_str().unwrap());
+    sb.mount(host.ro.path(), "/ro", true).unwrap();
+    sb.mount(host.rw.path(), "/rw", false).unwrap();
+    sb.arg(host.secret.to_str().unwrap());
     let out = run("hostile", sb);
     assert_eq!(out.status.as_ref().ok(), Some(&0), "{}", text(&out.stderr));
     assert_transcript(&text(&out.stdout), &ours("hostile"));
 
     // The host: the secret and the read-only mount untouched; the writable
     // mount holds exactly what the guest wrote there.
-    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
-    let ro_names: Vec<_> = std::fs::read_dir(ro.path())
+    host.assert_host_intact();
+    let ro_names: Vec<_> = std::fs::read_dir(host.ro.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(ro_names, ["existing"]);
-    assert_eq!(
-        std::fs::read_to_string(ro.path().join("existing")).unwrap(),
-        "host data"
-    );
-    assert_eq!(
-        std::fs::read_to_string(rw.path().join("made_by_guest")).unwrap(),
-        "hello host\n"
-    );
-    // The sandbox: consistent, within its limits, nothing left open.
-    let vfs = out.vfs;
-    vfs.check_invariants().unwrap();
-    let u = vfs.usage();
-    assert!(u.held_bytes <= limits.max_bytes && u.inodes <= limits.max_inodes);
-    assert_eq!(u.open_files, 0);
-    assert!(!vfs.exists("/escape") && !vfs.exists("/t/many"));
+    host.assert_sandbox_intact(&out.vfs);
+    assert!(!out.vfs.exists("/escape") && !out.vfs.exists("/t/many"));
 }
 
 #[test]

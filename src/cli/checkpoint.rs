@@ -5,13 +5,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use cowvfs::checkpoint::{self, SaveOptions};
 use cowvfs::{ChangeKind, FileType, Limits, Metadata, Snapshot, Vfs, host};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
 pub struct CheckpointArgs {
@@ -346,23 +345,13 @@ struct Progress {
 
 impl Progress {
     fn spinner(what: &'static str) -> Progress {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_message(what);
-        // Reveal it after a second, also while the library call that
+        let style = ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        // Revealed after a second, also while the library call that
         // reports no progress (a load, a verify) is still running.
-        let late = bar.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(1));
-            if !late.is_finished() {
-                late.set_draw_target(ProgressDrawTarget::stderr());
-                late.enable_steady_tick(Duration::from_millis(100));
-            }
-        });
-        Progress { bar }
+        Progress {
+            bar: super::late_bar(style, what),
+        }
     }
 
     fn bytes(what: &'static str) -> Progress {

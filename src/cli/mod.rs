@@ -14,6 +14,27 @@ macro_rules! outln {
     }};
 }
 
+/// A progress bar on stderr in `style` that stays hidden until the work
+/// has taken over a second (also while a library call that reports no
+/// progress is still running), and is never drawn when stderr is not a
+/// terminal (indicatif hides it).
+fn late_bar(style: indicatif::ProgressStyle, what: &'static str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget};
+    use std::time::Duration;
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+    bar.set_style(style);
+    bar.set_message(what);
+    let late = bar.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        if !late.is_finished() {
+            late.set_draw_target(ProgressDrawTarget::stderr());
+            late.enable_steady_tick(Duration::from_millis(100));
+        }
+    });
+    bar
+}
+
 mod checkpoint;
 #[cfg(feature = "wasi")]
 mod demo;

@@ -130,38 +130,37 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     finish(base, outcome)
 }
 
+/// Sets up either kind of sandbox from the plan, so `--adapter` changes
+/// only the ABI: the tree at `/`, the mounts, environment, arguments and
+/// the host's stdio.
+macro_rules! configure {
+    ($sandbox:ident, $plan:ident) => {
+        $sandbox.preopen("/", "/")?;
+        for (host, guest, read_only) in &$plan.mounts {
+            $sandbox.mount(host, guest, *read_only)?;
+        }
+        for (k, v) in &$plan.envs {
+            $sandbox.env(k, v);
+        }
+        for a in &$plan.args {
+            $sandbox.arg(a);
+        }
+        $sandbox.inherit_stdio();
+    };
+}
+
 /// A preview1 module on cowvfs's native preview1: no adapter, exact exit
 /// codes.
 fn run_native(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
     let mut sandbox = p1::Sandbox::new(vfs);
-    sandbox.preopen("/", "/")?;
-    for (host, guest, read_only) in &plan.mounts {
-        sandbox.mount(host, guest, *read_only)?;
-    }
-    for (k, v) in &plan.envs {
-        sandbox.env(k, v);
-    }
-    for a in &plan.args {
-        sandbox.arg(a);
-    }
-    sandbox.inherit_stdio();
+    configure!(sandbox, plan);
     let guest = p1::Guest::load(&engine()?, &plan.module)?;
     Ok(sandbox.run(&guest))
 }
 
 fn run_component(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
     let mut sandbox = Sandbox::new(vfs);
-    sandbox.preopen("/", "/")?;
-    for (host, guest, read_only) in &plan.mounts {
-        sandbox.mount(host, guest, *read_only)?;
-    }
-    for (k, v) in &plan.envs {
-        sandbox.env(k, v);
-    }
-    for a in &plan.args {
-        sandbox.arg(a);
-    }
-    sandbox.inherit_stdio();
+    configure!(sandbox, plan);
 
     let engine = engine()?;
     let cache = cowvfs::wasi::cache_dir();

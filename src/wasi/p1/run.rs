@@ -8,6 +8,7 @@ use wasmtime::{Engine, InstancePre, Linker, Module, Store};
 use super::{WasiP1Ctx, add_to_linker};
 use crate::Vfs;
 use crate::wasi::RunOutcome;
+use crate::wasi::run::{outcome, read_guest, sandbox_setters};
 
 /// Whether `bytes` is a core WebAssembly module (not a component).
 pub fn is_core_module(bytes: &[u8]) -> bool {
@@ -46,12 +47,7 @@ impl Guest {
     /// Loads and compiles a preview1 module; its file name becomes
     /// `argv[0]`.
     pub fn load(engine: &Engine, path: &Path) -> wasmtime::Result<Guest> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| wasmtime::format_err!("cannot read {}: {e}", path.display()))?;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let (bytes, name) = read_guest(path)?;
         let module = Module::new(engine, &bytes)
             .map_err(|e| e.context(format!("cannot compile {}", path.display())))?;
         Guest::new(engine, &module, &name)
@@ -110,29 +106,7 @@ impl Sandbox {
         }
     }
 
-    /// Shows the tree's directory `dir` to the guest as `guest`.
-    pub fn preopen(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
-        self.ctx.preopen(dir, guest)?;
-        Ok(self)
-    }
-
-    /// Like [`Sandbox::preopen`], read-only.
-    pub fn preopen_read_only(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
-        self.ctx.preopen_read_only(dir, guest)?;
-        Ok(self)
-    }
-
-    /// Mounts a live host directory at `guest` (hybrid mode).
-    pub fn mount(&mut self, host: &Path, guest: &str, read_only: bool) -> crate::Result<&mut Self> {
-        self.ctx.mount(host, guest, read_only)?;
-        Ok(self)
-    }
-
-    /// Appends an argument after `argv[0]` (the guest's name).
-    pub fn arg(&mut self, arg: &str) -> &mut Self {
-        self.args.push(arg.to_string());
-        self
-    }
+    sandbox_setters!(ctx);
 
     /// Sets one environment variable; the guest sees no others.
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
@@ -178,15 +152,6 @@ impl Sandbox {
         let status = exit_status(result);
         let mut ctx = store.into_data();
         let (stdout, stderr) = ctx.take_output();
-        match &status {
-            Ok(code) => tracing::info!(exit = code, "sandbox ends"),
-            Err(trap) => tracing::info!(%trap, "sandbox ends in a trap"),
-        }
-        RunOutcome {
-            status,
-            vfs: ctx.into_vfs(),
-            stdout,
-            stderr,
-        }
+        outcome(status, ctx.into_vfs(), stdout, stderr)
     }
 }
