@@ -531,7 +531,7 @@ impl Encoder<'_> {
                             a.next();
                         }
                         (Some((i, x)), Some((j, y))) if i == j => {
-                            if !(x.ptr_eq(y) || (x.len() == y.len() && x == y)) {
+                            if x != y {
                                 set.push(self.chunk_ref(*j, y)?);
                             }
                             a.next();

@@ -27,26 +27,15 @@ pub(crate) struct Content {
     chunks: OrdMap<u64, Chunk>,
 }
 
+/// The same bytes stored the same way: equal size and the same chunks at
+/// the same places with the same lengths. Equal bytes in another layout (a
+/// hole here, stored zeros there) are [`Content::same_bytes`], not `==`:
+/// what a file holds is part of its state, and a delta must carry it.
 impl PartialEq for Content {
     fn eq(&self, other: &Content) -> bool {
         // OrdMap's equality skips shared subtrees, so comparing a forked file
         // with its original costs in proportion to what changed.
-        if self.size != other.size {
-            return false;
-        }
-        if self.chunks == other.chunks {
-            return true;
-        }
-        // Equal bytes stored in another layout (a hole here, a chunk of
-        // zeros there) are equal content, as the hash says.
-        let visible = |c: &Content| {
-            c.chunks
-                .iter()
-                .filter(|(_, ch)| !ch.reads_zero())
-                .map(|(i, ch)| (*i, ch.clone()))
-                .collect::<Vec<_>>()
-        };
-        visible(self) == visible(other)
+        self.size == other.size && self.held == other.held && self.chunks == other.chunks
     }
 }
 impl Eq for Content {}
@@ -304,10 +293,27 @@ impl Content {
         Ok(())
     }
 
-    /// Whether two contents share every chunk allocation (cheap pre-check
-    /// for diff; `==` compares bytes).
+    /// Whether a reader sees the same bytes in both, however they are
+    /// stored (as the root hash sees them). Cheap when they share chunks.
     pub(crate) fn same_bytes(&self, other: &Content) -> bool {
-        self.ptr_eq(other) || self == other
+        if self.ptr_eq(other) || self == other {
+            return true;
+        }
+        if self.size != other.size {
+            return false;
+        }
+        let visible = |c: &Content| {
+            c.chunks
+                .iter()
+                .filter(|(_, ch)| !ch.reads_zero())
+                .map(|(i, ch)| (*i, ch.clone()))
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (visible(self), visible(other));
+        a.len() == b.len()
+            && a.iter()
+                .zip(&b)
+                .all(|((i, x), (j, y))| i == j && x.same_bytes(y))
     }
 }
 
@@ -391,6 +397,7 @@ mod tests {
         a.hash_into(&mut ha);
         b.hash_into(&mut hb);
         assert_eq!(ha.finalize(), hb.finalize());
-        assert_eq!(a, b);
+        assert!(a.same_bytes(&b));
+        assert_ne!(a, b, "stored zeros are not a hole");
     }
 }
