@@ -50,7 +50,7 @@ pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
 pub use tree::{Change, ChangeKind, FileType, Timestamp};
 pub use vfs::{
     Clock, DirEntry, Fd, FdInfo, Limits, ManualClock, Metadata, OpenOptions, SetTime, Snapshot,
-    SystemClock, Usage, Vfs,
+    SystemClock, Usage, Vfs, parse_size,
 };
 
 // The README's examples are doctests too.

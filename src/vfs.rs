@@ -68,6 +68,37 @@ impl Limits {
     }
 }
 
+/// Parses a size as people write one for a limit: `1234`, `64K`, `512M`,
+/// `4G`, `1T`, with an optional `B` or `iB` (the units are powers of 1024).
+///
+/// ```
+/// assert_eq!(cowvfs::parse_size("512MiB").unwrap(), 512 << 20);
+/// assert!(cowvfs::parse_size("5Q").is_err());
+/// ```
+pub fn parse_size(s: &str) -> Result<u64> {
+    let bad = |why: &str| Error::with(ErrorKind::InvalidInput, format!("size {s:?}: {why}"));
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad("unknown unit (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| bad("not a number"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| bad("too large"))
+}
+
 /// What a tree holds right now. Always equal to what a full walk counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {

@@ -394,7 +394,7 @@ fn lazy_open_never_trusts_the_header_root_hash() {
 fn delta_keeps_a_change_of_layout_only() {
     let (mut v, _clock) = clocked();
     v.write_file("/f", b"abc").unwrap();
-    let fd = v.open("/f", &OpenOptions::new().write(true)).unwrap();
+    let fd = v.open("/f", OpenOptions::new().write(true)).unwrap();
     v.set_len(fd, 6).unwrap();
     let base = v.snapshot();
     v.write_at(fd, &[0, 0, 0], 3).unwrap();

@@ -100,6 +100,32 @@ fn push_pull_round_trip_through_the_cli() {
         "{err}"
     );
 
+    // Pruning the cache to nothing makes the next pull fetch every chunk
+    // again; a bad size changes nothing.
+    let out = cli(&weed, &["prune-cache", "--max", "lots"], &cache);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad --max"));
+    let out = cli(&weed, &["prune-cache", "--max", "0"], &cache);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("; kept 0 chunks (0 B)"),
+        "{said}"
+    );
+    let out = cli(
+        &weed,
+        &["pull", &url_root, pulled.to_str().unwrap()],
+        &cache,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains(", 0 downloaded"),
+        "{err}"
+    );
+    assert_eq!(
+        Snapshot::load(&pulled).unwrap().root_hash(),
+        snap.root_hash()
+    );
+
     // Failures: one line, non-zero exit.
     let missing = format!("s3://fleet/images/{}", blake3::hash(b"nothing").to_hex());
     let out = cli(&weed, &["pull", &missing, pulled.to_str().unwrap()], &cache);

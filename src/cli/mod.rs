@@ -68,6 +68,9 @@ pub enum Command {
     Push(store::PushArgs),
     /// Download STORE/ROOT from a fleet blob store into a checkpoint file.
     Pull(store::PullArgs),
+    /// Shrink the host's chunk cache (which `pull` and `run --from s3://`
+    /// fill) to its size limit, dropping the least recently used chunks.
+    PruneCache(store::PruneCacheArgs),
     /// Show what cowvfs does, with numbers measured on this machine: fork
     /// 1,000 sandboxes from a base image, run a guest in each, diff,
     /// checkpoint and roll back. Needs no files.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Checkpoint(args) => checkpoint::main(args),
         Command::Push(args) => store::push(args),
         Command::Pull(args) => store::pull(args),
+        Command::PruneCache(args) => store::prune_cache(args),
         Command::Version => {
             println!("cowvfs {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

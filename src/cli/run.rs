@@ -318,31 +318,7 @@ fn parse_mount(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
 
 /// `1234`, `64K`, `512M`, `4G`, `1T`, with optional `B`/`iB` (powers of 1024).
 fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => bail!("unknown unit {c:?} (use K, M, G or T)"),
-            };
-            (&t[..i], shift)
-        }
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .trim()
-        .parse()
-        .ok()
-        .with_context(|| format!("{digits:?} is not a number"))?;
-    n.checked_mul(1u64 << shift)
-        .with_context(|| "too large".to_string())
+    Ok(cowvfs::parse_size(s)?)
 }
 
 #[cfg(test)]

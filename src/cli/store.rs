@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use cowvfs::checkpoint;
 use cowvfs::store::{self, BlobStore, TransferOptions, TransferStats};
@@ -35,6 +35,39 @@ pub struct PullArgs {
     /// ~/.cache/cowvfs): fetch every chunk.
     #[arg(long)]
     no_cache: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneCacheArgs {
+    /// Keep at most this many bytes of chunks (e.g. 2G); default
+    /// $COWVFS_CACHE_MAX, else 10G.
+    #[arg(long, value_name = "SIZE")]
+    max: Option<String>,
+}
+
+pub fn prune_cache(args: PruneCacheArgs) -> Result<ExitCode> {
+    let Some(dir) = store::default_cache_dir() else {
+        bail!("there is no chunk cache (COWVFS_CACHE=none, or no HOME)");
+    };
+    let max = match &args.max {
+        Some(s) => cowvfs::parse_size(s).with_context(|| format!("bad --max {s:?}"))?,
+        None => store::cache_max()?,
+    };
+    if !dir.join("chunks").is_dir() {
+        outln!("{}: no chunk cache yet", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = store::DirStore::open(&dir)?.prune_chunks(max)?;
+    outln!(
+        "{}: removed {} chunks ({}); kept {} chunks ({}), at most {}",
+        dir.display(),
+        s.removed,
+        human(s.removed_bytes),
+        s.chunks - s.removed,
+        human(s.bytes - s.removed_bytes),
+        human(max)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn push(args: PushArgs) -> Result<ExitCode> {

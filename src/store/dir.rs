@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use super::{BlobStore, chunk_key, manifest_key};
 use crate::error::{Error, ErrorKind, Result};
@@ -73,6 +74,88 @@ impl DirStore {
             return Err(path_err(path)(e));
         }
         Ok(())
+    }
+}
+
+/// What [`DirStore::prune_chunks`] found and removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    /// Chunk files found.
+    pub chunks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Chunk files removed.
+    pub removed: u64,
+    /// Their bytes.
+    pub removed_bytes: u64,
+}
+
+/// Temporary files older than this are left over from a writer that died.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
+impl DirStore {
+    /// Removes the least recently used chunks until the rest take at most
+    /// `max_bytes`, for a store that serves as a cache (the store behind it
+    /// holds every chunk, so any may go). Last use is the later of a
+    /// file's access and modification times, so reads count where the
+    /// filesystem records access times. Temporary files an interrupted
+    /// writer left behind for over an hour go too. Manifests stay. Safe
+    /// while others read and write: a chunk removed under a reader is a
+    /// cache miss, fetched again.
+    pub fn prune_chunks(&self, max_bytes: u64) -> Result<PruneStats> {
+        let top = self.root.join("chunks");
+        let now = SystemTime::now();
+        let mut found: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        let mut stats = PruneStats::default();
+        for fan in fs::read_dir(&top).map_err(path_err(&top))? {
+            let fan = fan.map_err(path_err(&top))?;
+            if !fan.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(fan.path()) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                // Another pruner may have removed it meanwhile.
+                let Ok(m) = e.metadata() else { continue };
+                if !m.is_file() {
+                    continue;
+                }
+                let used = match (m.accessed(), m.modified()) {
+                    (Ok(a), Ok(w)) => a.max(w),
+                    (Ok(t), _) | (_, Ok(t)) => t,
+                    _ => SystemTime::UNIX_EPOCH,
+                };
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    if now.duration_since(used).is_ok_and(|age| age > STALE_TMP) {
+                        let _ = fs::remove_file(e.path());
+                    }
+                    continue;
+                }
+                stats.chunks += 1;
+                stats.bytes += m.len();
+                found.push((used, m.len(), e.path()));
+            }
+        }
+        let mut held = stats.bytes;
+        if held > max_bytes {
+            found.sort_unstable_by_key(|(used, ..)| *used);
+            for (_, len, path) in found {
+                if held <= max_bytes {
+                    break;
+                }
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        stats.removed += 1;
+                        stats.removed_bytes += len;
+                        held -= len;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => held -= len,
+                    Err(e) => return Err(path_err(&path)(e)),
+                }
+            }
+        }
+        Ok(stats)
     }
 }
 
@@ -144,5 +227,65 @@ impl BlobStore for DirStore {
 
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::FileTimes;
+
+    use super::*;
+    use crate::store::BlobStore;
+
+    fn age(path: &Path, secs_ago: u64) {
+        let t = SystemTime::now() - Duration::from_secs(secs_ago);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_times(FileTimes::new().set_accessed(t).set_modified(t))
+            .unwrap();
+    }
+
+    #[test]
+    fn prune_drops_the_least_recently_used_chunks_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let data: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i + 1; 1000]).collect();
+        let addrs: Vec<blake3::Hash> = data.iter().map(|d| blake3::hash(d)).collect();
+        let pairs: Vec<(blake3::Hash, &[u8])> =
+            addrs.iter().zip(&data).map(|(a, d)| (*a, &d[..])).collect();
+        store.put_chunks(&pairs).unwrap();
+        let root = blake3::hash(b"root");
+        store.put_manifest(&root, b"manifest").unwrap();
+        // Chunk i was last used i hours ago; so was a leftover temp file.
+        for (i, a) in addrs.iter().enumerate() {
+            age(&store.chunk_path(a), 3600 * i as u64 + 60);
+        }
+        let fan = store.chunk_path(&addrs[0]).parent().unwrap().to_path_buf();
+        let (old_tmp, new_tmp) = (fan.join(".tmp-1-1"), fan.join(".tmp-1-2"));
+        fs::write(&old_tmp, b"x").unwrap();
+        fs::write(&new_tmp, b"x").unwrap();
+        age(&old_tmp, 2 * 3600);
+
+        // Under the limit: nothing goes but the stale temp file.
+        let s = store.prune_chunks(10_000).unwrap();
+        assert_eq!((s.chunks, s.bytes, s.removed), (10, 10_000, 0));
+        assert!(!old_tmp.exists() && new_tmp.exists());
+
+        let s = store.prune_chunks(4_500).unwrap();
+        assert_eq!((s.removed, s.removed_bytes), (6, 6_000));
+        let kept = store.has_chunks(&addrs).unwrap();
+        assert_eq!(
+            kept,
+            [
+                true, true, true, true, false, false, false, false, false, false
+            ]
+        );
+        assert_eq!(store.get_manifest(&root).unwrap().unwrap(), b"manifest");
+
+        let s = store.prune_chunks(0).unwrap();
+        assert_eq!((s.chunks, s.removed), (4, 4));
+        assert!(store.has_chunks(&addrs).unwrap().iter().all(|k| !k));
     }
 }

@@ -41,6 +41,7 @@
 //! ```
 
 use std::fmt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +57,7 @@ mod memory;
 #[cfg(feature = "s3")]
 mod s3;
 
-pub use dir::DirStore;
+pub use dir::{DirStore, PruneStats};
 pub use memory::MemStore;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
@@ -644,16 +645,64 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".cache").join("cowvfs"))
 }
 
+/// The most chunk bytes the host's cache keeps: `$COWVFS_CACHE_MAX` (a
+/// size such as `2G`, see [`parse_size`](crate::parse_size)), else 10 GiB.
+pub fn cache_max() -> Result<u64> {
+    match std::env::var("COWVFS_CACHE_MAX") {
+        Ok(s) => crate::parse_size(&s)
+            .map_err(|e| Error::with(ErrorKind::InvalidInput, format!("COWVFS_CACHE_MAX: {e}"))),
+        Err(_) => Ok(DEFAULT_CACHE_MAX),
+    }
+}
+
+const DEFAULT_CACHE_MAX: u64 = 10 << 30;
+
+/// How often a process that opens the cache checks its size.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Starts a background prune of the cache down to [`cache_max`] if no
+/// process has pruned it for [`PRUNE_EVERY`] (a marker file's time says
+/// when one did), so the cache stays bounded without slowing a start.
+fn prune_now_and_then(cache: &DirStore, max: u64) -> Option<std::thread::JoinHandle<()>> {
+    let marker = cache.root().join(".pruned");
+    let recent = fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < PRUNE_EVERY);
+    // Claim the turn first, so processes starting together prune once.
+    if recent || fs::write(&marker, b"").is_err() {
+        return None;
+    }
+    let cache = cache.clone();
+    Some(std::thread::spawn(move || match cache.prune_chunks(max) {
+        Ok(s) if s.removed > 0 => tracing::info!(
+            removed = s.removed,
+            removed_bytes = s.removed_bytes,
+            kept_bytes = s.bytes - s.removed_bytes,
+            "pruned the chunk cache"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("pruning the chunk cache: {e}"),
+    }))
+}
+
 /// The cache to put in front of a store at `url`: none for a local
 /// directory (it is a cache already), else the default cache if it can be
-/// opened.
+/// opened. Opening it may prune it in the background (see [`cache_max`]).
 pub fn cache_for(url: &str) -> Option<Arc<dyn BlobStore>> {
     if !url.starts_with("s3://") {
         return None;
     }
     let dir = default_cache_dir()?;
     match DirStore::open(&dir) {
-        Ok(d) => Some(Arc::new(d)),
+        Ok(d) => {
+            match cache_max() {
+                Ok(max) => drop(prune_now_and_then(&d, max)),
+                Err(e) => tracing::warn!("chunk cache not pruned: {e}"),
+            }
+            Some(Arc::new(d))
+        }
         Err(e) => {
             tracing::warn!("chunk cache off: {e}");
             None
@@ -673,6 +722,23 @@ pub fn open_url(url_with_root: &str) -> Result<Snapshot> {
 mod tests {
     use super::*;
     use crate::Vfs;
+
+    #[test]
+    fn opening_the_cache_prunes_it_at_most_every_few_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DirStore::open(dir.path()).unwrap();
+        let a = blake3::hash(b"one");
+        cache.put_chunks(&[(a, b"one")]).unwrap();
+        // No marker yet: a prune runs, in the background.
+        let job = prune_now_and_then(&cache, 0).expect("a prune starts");
+        job.join().unwrap();
+        assert_eq!(cache.has_chunks(&[a]).unwrap(), [false]);
+        assert!(dir.path().join(".pruned").is_file());
+        // Pruned a moment ago: the next open leaves the cache alone.
+        cache.put_chunks(&[(a, b"one")]).unwrap();
+        assert!(prune_now_and_then(&cache, 0).is_none());
+        assert_eq!(cache.has_chunks(&[a]).unwrap(), [true]);
+    }
 
     fn tree() -> Snapshot {
         let mut v = Vfs::new();
