@@ -4,6 +4,7 @@
 //! loopback ports with a temporary data directory, killed on drop.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -58,6 +59,15 @@ pub fn weed_bin() -> PathBuf {
     );
     bin
 }
+
+/// `sh -c WATCHDOG sh PID CMD ARGS...`: runs CMD and kills it when the
+/// process PID is gone (checked every second).
+const WATCHDOG: &str = r#"parent=$1; shift
+"$@" &
+child=$!
+while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
+kill -KILL "$child" 2>/dev/null
+wait "$child""#;
 
 /// A running `weed server -s3`; killed when dropped.
 pub struct Weed {
@@ -133,8 +143,17 @@ impl Weed {
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(&self.bin)
+        // weed runs under a small shell that kills it once this process is
+        // gone, even when it was killed with SIGKILL and no drop ran. Both
+        // share a process group, which `stop` kills as one.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(std::process::id().to_string())
+            .arg(&self.bin)
             .args(&self.args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -173,6 +192,10 @@ impl Weed {
     /// Kills the server (the data directory stays).
     pub fn stop(&self) {
         if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // The whole group: the watchdog and weed.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
