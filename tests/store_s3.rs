@@ -65,16 +65,18 @@ fn push_pull_round_trip_through_the_cli() {
 
     let pulled = dir.path().join("b.ck");
     let cache = dir.path().join("cache");
-    let out = cli(
-        &weed,
-        &["pull", &url_root, pulled.to_str().unwrap()],
-        &cache,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Pulls into `pulled` through `cache`; what it said on stderr.
+    let pull = || {
+        let out = cli(
+            &weed,
+            &["pull", &url_root, pulled.to_str().unwrap()],
+            &cache,
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    pull();
     let back = Snapshot::load(&pulled).unwrap();
     assert_eq!(back.root_hash(), snap.root_hash());
     assert!(snap.diff(&back).is_empty());
@@ -89,16 +91,8 @@ fn push_pull_round_trip_through_the_cli() {
     );
 
     // The cache now holds every chunk: a second pull moves none.
-    let out = cli(
-        &weed,
-        &["pull", &url_root, pulled.to_str().unwrap()],
-        &cache,
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && err.contains(", 0 downloaded"),
-        "{err}"
-    );
+    let err = pull();
+    assert!(err.contains(", 0 downloaded"), "{err}");
 
     // Pruning the cache to nothing makes the next pull fetch every chunk
     // again; a bad size changes nothing.
@@ -111,16 +105,8 @@ fn push_pull_round_trip_through_the_cli() {
         out.status.success() && said.contains("; kept 0 chunks (0 B)"),
         "{said}"
     );
-    let out = cli(
-        &weed,
-        &["pull", &url_root, pulled.to_str().unwrap()],
-        &cache,
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !err.contains(", 0 downloaded"),
-        "{err}"
-    );
+    let err = pull();
+    assert!(!err.contains(", 0 downloaded"), "{err}");
     assert_eq!(
         Snapshot::load(&pulled).unwrap().root_hash(),
         snap.root_hash()
