@@ -60,14 +60,16 @@ pub fn weed_bin() -> PathBuf {
     bin
 }
 
-/// `sh -c WATCHDOG sh PID CMD ARGS...`: runs CMD and kills it when the
-/// process PID is gone (checked every second).
-const WATCHDOG: &str = r#"parent=$1; shift
+/// `sh -c WATCHDOG sh PID DIR CMD ARGS...`: runs CMD and, once the process
+/// PID is gone (checked every second), kills it and removes DIR (the data
+/// directory, which the dead process can no longer clean up).
+const WATCHDOG: &str = r#"parent=$1; data=$2; shift 2
 "$@" &
 child=$!
 while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
 kill -KILL "$child" 2>/dev/null
-wait "$child""#;
+wait "$child"
+kill -0 "$parent" 2>/dev/null || rm -rf -- "$data""#;
 
 /// A running `weed server -s3`; killed when dropped.
 pub struct Weed {
@@ -151,6 +153,7 @@ impl Weed {
             .arg(WATCHDOG)
             .arg("sh")
             .arg(std::process::id().to_string())
+            .arg(self._data.path())
             .arg(&self.bin)
             .args(&self.args)
             .process_group(0)
