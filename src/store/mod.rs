@@ -19,6 +19,11 @@
 //! arrives. A missing or corrupt object is an error naming it, never wrong
 //! bytes.
 //!
+//! A host keeps the chunks it fetched from S3 in a local [`DirStore`]
+//! ([`default_cache_dir`], [`cache_for`]), bounded by [`cache_max`]: opening
+//! it drops the least recently used chunks in the background now and then
+//! ([`DirStore::prune_chunks`]).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use cowvfs::Vfs;
