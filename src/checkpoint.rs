@@ -66,6 +66,7 @@ use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{Blob, Chunk, ChunkSource};
+use crate::chunkmap::ChunkMap;
 use crate::content::{CHUNK_SIZE, Content};
 use crate::error::{Error, ErrorKind, Result};
 use crate::path;
@@ -1273,7 +1274,7 @@ fn check_time(t: Timestamp) -> Result<()> {
 
 fn content_from(
     size: u64,
-    mut chunks: OrdMap<u64, Chunk>,
+    mut chunks: ChunkMap,
     set: Vec<ChunkRec>,
     clear: &[u64],
     blob_of: &dyn Fn(BlobRef) -> Result<Arc<Blob>>,
@@ -1401,9 +1402,13 @@ fn inode_from_rec(
         check_time(t)?;
     }
     let node = match (rec.node, old) {
-        (NodeRec::File { size, chunks }, _) => {
-            Node::File(content_from(size, OrdMap::new(), chunks, &[], blob_of)?)
-        }
+        (NodeRec::File { size, chunks }, _) => Node::File(content_from(
+            size,
+            ChunkMap::default(),
+            chunks,
+            &[],
+            blob_of,
+        )?),
         (NodeRec::FilePatch { size, set, clear }, Some(Node::File(oc))) => Node::File(
             content_from(size, oc.chunk_map().clone(), set, &clear, blob_of)?,
         ),

@@ -11,8 +11,8 @@
 //! snapshot or another fork still shares them.
 
 use crate::blob::Chunk;
+use crate::chunkmap::ChunkMap;
 use crate::error::Result;
-use imbl::OrdMap;
 
 /// Bytes per chunk. 64 KiB keeps a copy-on-write copy cheap (a few µs) while
 /// a 1 GiB file is still only 16,384 map entries.
@@ -24,7 +24,7 @@ pub(crate) struct Content {
     size: u64,
     /// Sum of stored chunk lengths, kept up to date so `stat` is O(1).
     held: u64,
-    chunks: OrdMap<u64, Chunk>,
+    chunks: ChunkMap,
 }
 
 /// The same bytes stored the same way: equal size and the same chunks at
@@ -55,7 +55,7 @@ impl Content {
     }
 
     /// The chunk map itself (the checkpoint code patches and compares it).
-    pub(crate) fn chunk_map(&self) -> &OrdMap<u64, Chunk> {
+    pub(crate) fn chunk_map(&self) -> &ChunkMap {
         &self.chunks
     }
 
@@ -64,7 +64,7 @@ impl Content {
     }
 
     /// Builds content from chunks that were validated by the caller.
-    pub(crate) fn from_parts(size: u64, chunks: OrdMap<u64, Chunk>) -> Content {
+    pub(crate) fn from_parts(size: u64, chunks: ChunkMap) -> Content {
         let held = chunks.values().map(|c| c.len() as u64).sum();
         Content { size, held, chunks }
     }

@@ -32,6 +32,7 @@
 
 mod blob;
 pub mod checkpoint;
+mod chunkmap;
 mod content;
 #[cfg(feature = "wasi")]
 pub mod demo;
