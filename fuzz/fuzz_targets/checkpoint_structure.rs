@@ -23,6 +23,9 @@ use std::io::Write;
 use cowvfs::{Snapshot, Vfs};
 use libfuzzer_sys::fuzz_target;
 
+mod accept;
+use accept::accept;
+
 const MAGIC: &[u8; 9] = b"cowvfs\0ck";
 const VERSION: u16 = 1;
 const FLAG_DELTA: u16 = 1;
@@ -53,31 +56,6 @@ fn seal(flags: u16, parent_root: Option<[u8; 32]>, meta: &[u8], data: &[u8]) -> 
     let trailer = blake3::hash(&f);
     f.extend_from_slice(trailer.as_bytes());
     f
-}
-
-/// Whatever loads must be a whole, valid tree that can be read.
-fn accept(s: Snapshot) {
-    if let Err(e) = s.check_invariants() {
-        panic!("loaded tree breaks an invariant: {e}");
-    }
-    let _ = s.root_hash();
-    let mut work = vec!["/".to_string()];
-    while let Some(dir) = work.pop() {
-        let Ok(entries) = s.read_dir(&dir) else { continue };
-        for e in entries {
-            let p = if dir == "/" { format!("/{}", e.name) } else { format!("{dir}/{}", e.name) };
-            match e.kind {
-                cowvfs::FileType::Dir => work.push(p),
-                // Lazy chunks may fail verification: an error, never a panic.
-                cowvfs::FileType::File => {
-                    let _ = s.read_file(&p);
-                }
-                cowvfs::FileType::Symlink => {
-                    let _ = s.read_link(&p);
-                }
-            }
-        }
-    }
 }
 
 fuzz_target!(|input: &[u8]| {
