@@ -35,6 +35,21 @@ pub(crate) const ROOT: Ino = 1;
 /// The most hard links one file may have.
 pub(crate) const MAX_LINKS: u32 = 65_000;
 
+/// What one inode costs toward `max_bytes` beyond its data: the inode
+/// itself (about 200 bytes behind its `Arc`), its slot in the inode map,
+/// the first allocation of its list of names, and for a directory the
+/// first node of its entry map. Rounded up from measurements.
+pub(crate) const INODE_CHARGE: u64 = 384;
+/// What one directory entry costs toward `max_bytes` beyond its name's
+/// bytes: its slot in the directory's map, the name's shared header and
+/// the `(directory, name)` back link in the inode it names.
+pub(crate) const ENTRY_CHARGE: u64 = 160;
+
+/// The charge of one directory entry called `name`.
+pub(crate) fn entry_charge(name: &str) -> u64 {
+    ENTRY_CHARGE + name.len() as u64
+}
+
 /// A point in time: seconds since the Unix epoch and nanoseconds (< 1e9).
 #[derive(
     Clone,
@@ -211,6 +226,18 @@ impl Inode {
         self.content().map_or(0, Content::held)
     }
 
+    /// What the inode costs toward `max_bytes`, its entries (charged to
+    /// the entries themselves) aside: the fixed charge, plus its chunks
+    /// or its symlink target.
+    pub(crate) fn charge(&self) -> u64 {
+        INODE_CHARGE
+            + match &self.node {
+                Node::File(c) => c.charge(),
+                Node::Symlink(t) => t.len() as u64,
+                Node::Dir(_) => 0,
+            }
+    }
+
     /// Whether what the root hash covers (kind, permissions, content, link
     /// count, target) differs; timestamps and inode numbers do not count.
     pub(crate) fn same_payload(&self, o: &Inode) -> bool {
@@ -282,6 +309,8 @@ pub(crate) struct Counters {
     pub held: u64,
     pub logical: u64,
     pub inodes: u64,
+    /// What `max_bytes` limits: every inode's and entry's charge.
+    pub charged: u64,
 }
 
 /// A whole filesystem tree as a value.
@@ -307,6 +336,7 @@ impl Tree {
                 held: 0,
                 logical: 0,
                 inodes: 1,
+                charged: INODE_CHARGE,
             },
             limits,
         }
@@ -840,6 +870,7 @@ impl Tree {
         if root.kind() != FileType::Dir || !root.links.is_empty() {
             return Err("root is not a detached directory".into());
         }
+        let mut c = Counters::default();
         // Count entries naming each inode, walking from the root.
         let mut named: HashMap<Ino, Vec<(Ino, Name)>> = HashMap::new();
         let mut seen_dirs: HashSet<Ino> = HashSet::new();
@@ -864,6 +895,7 @@ impl Tree {
                     return Err(format!("entry {name} kind differs from inode {}", e.ino));
                 }
                 named.entry(e.ino).or_default().push((d, name.clone()));
+                c.charged += entry_charge(name);
                 if e.kind == FileType::Dir {
                     subdirs += 1;
                     if !seen_dirs.insert(e.ino) {
@@ -876,8 +908,8 @@ impl Tree {
                 return Err(format!("dir {d} nlink {} != 2 + {subdirs}", inode.nlink));
             }
         }
-        let mut c = Counters::default();
         for (&ino, inode) in self.inodes.iter() {
+            c.charged += inode.charge();
             if ino >= self.next_ino {
                 return Err(format!("inode {ino} >= next_ino {}", self.next_ino));
             }
