@@ -10,8 +10,8 @@ use crate::content::Content;
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::path::{self, NAME_MAX, PATH_MAX, SYMLINK_HOPS};
 use crate::tree::{
-    Base, Change, Counters, Entry, FileType, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT,
-    Resolved, Timestamp, Tree, entry_charge,
+    Base, Change, ChangeKind, Counters, Entry, FileType, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name,
+    Node, ROOT, Resolved, Timestamp, Tree, entry_charge,
 };
 
 // -------------------------------------------------------------------------
@@ -475,8 +475,41 @@ impl Snapshot {
 
     /// Paths added, removed or modified from `self` to `newer`. The cost
     /// follows the change, not the tree: shared structure is skipped.
+    ///
+    /// This holds every changed path at once, which for a large or deep
+    /// change can be a lot; [`Snapshot::diff_each`] streams them.
     pub fn diff(&self, newer: &Snapshot) -> Vec<Change> {
         self.tree.diff(&newer.tree)
+    }
+
+    /// Calls `f` with each change from `self` to `newer` (its kind and
+    /// its path, valid during the call), once per path, in depth-first
+    /// order (not sorted), until `f` returns `Break`; returns what `f`
+    /// last returned. The paths are built one at a time in a shared
+    /// buffer, so memory stays O(depth) however many paths change (an
+    /// added subtree is walked, not listed), plus a little per inode
+    /// changed in place.
+    ///
+    /// ```
+    /// # use std::ops::ControlFlow;
+    /// # use cowvfs::Vfs;
+    /// let mut v = Vfs::new();
+    /// let base = v.snapshot();
+    /// v.create_dir_all("/a/b/c")?;
+    /// let mut n = 0;
+    /// base.diff_each(&v.snapshot(), |_kind, _path| {
+    ///     n += 1;
+    ///     ControlFlow::Continue(())
+    /// });
+    /// assert_eq!(n, 3);
+    /// # Ok::<(), cowvfs::Error>(())
+    /// ```
+    pub fn diff_each(
+        &self,
+        newer: &Snapshot,
+        mut f: impl FnMut(ChangeKind, &str) -> std::ops::ControlFlow<()>,
+    ) -> std::ops::ControlFlow<()> {
+        self.tree.diff_each(&newer.tree, &mut f)
     }
 
     /// Whether both handles hold the very same tree (O(1)).
