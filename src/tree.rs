@@ -343,6 +343,12 @@ impl Tree {
         }
     }
 
+    /// The longest name the tree accepts: the limit, but never more than
+    /// the root hash can encode (a 16-bit length).
+    pub(crate) fn name_max(&self) -> usize {
+        (self.limits.max_name_len as usize).min(u16::MAX as usize)
+    }
+
     pub(crate) fn get(&self, ino: Ino) -> Result<&Inode> {
         match self.inodes.get(&ino) {
             Some(i) => Ok(i),
@@ -440,7 +446,7 @@ impl Tree {
                 }
                 continue;
             }
-            if name.len() > lim.max_name_len as usize {
+            if name.len() > self.name_max() {
                 return err(ErrorKind::NameTooLong);
             }
             let cur = *stack.last().unwrap_or(&start);
@@ -459,7 +465,7 @@ impl Tree {
             };
             match entry.kind {
                 FileType::Symlink if !last || follow || must_dir => {
-                    hops += 1;
+                    hops = hops.saturating_add(1);
                     if hops > lim.max_symlink_hops {
                         return err(ErrorKind::Loop);
                     }

@@ -37,7 +37,9 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Open descriptors at once. Default 4,096.
     pub max_open_files: u32,
-    /// Bytes in one name. Default 255 (`NAME_MAX`).
+    /// Bytes in one name. Default 255 (`NAME_MAX`). Names are never longer
+    /// than 65,535 bytes, whatever this says (the root hash encodes a
+    /// name's length in 16 bits).
     pub max_name_len: u32,
     /// Bytes in one path. Default 4,096 (`PATH_MAX`).
     pub max_path_len: u32,
@@ -967,7 +969,7 @@ impl Vfs {
     /// Creates an inode and links it as `dir/name`. The caller has checked
     /// that the name is free and the directory writable.
     fn create(&mut self, dir: Ino, name: Name, node: Node, mode: u32) -> Result<Ino> {
-        path::check_name(&name, self.tree.limits.max_name_len as usize)?;
+        path::check_name(&name, self.tree.name_max())?;
         self.check_inode_quota()?;
         let charge = match &node {
             Node::Symlink(t) => INODE_CHARGE + t.len() as u64,
@@ -1651,7 +1653,7 @@ impl Vfs {
                 return err(ErrorKind::IsADirectory);
             }
         }
-        path::check_name(dname.as_str(), self.tree.limits.max_name_len as usize)?;
+        path::check_name(dname.as_str(), self.tree.name_max())?;
         if dst.ino.is_none() {
             // The entry moves; only a longer name costs more.
             let longer = dname.as_str().len().saturating_sub(sname.as_str().len());
@@ -1757,7 +1759,7 @@ impl Vfs {
             return err(ErrorKind::TooManyLinks);
         }
         writable_dir(self.tree.get(d.dir)?)?;
-        path::check_name(dname.as_str(), self.tree.limits.max_name_len as usize)?;
+        path::check_name(dname.as_str(), self.tree.name_max())?;
         self.check_bytes(entry_charge(dname.as_str()))?;
         let now = self.now();
         self.link(d.dir, dname.to_name(), sino, skind, now)
