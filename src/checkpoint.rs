@@ -34,6 +34,15 @@
 //! [`ErrorKind::Unsupported`], a delta offered the wrong parent is
 //! [`ErrorKind::InvalidInput`]); nothing is returned half-built.
 //!
+//! A checkpoint never sets its own limits. The file still records the
+//! limits it was saved under (the format keeps the field), but loading
+//! ignores them: a loaded or opened snapshot, and every fork of it, has
+//! the loader's limits ([`Limits::default`] unless given, as with
+//! [`Snapshot::load_with_limits`]), and the tree is checked against them
+//! as if a sandbox had made it: file sizes, name and symlink-target
+//! lengths, link counts, inodes and bytes charged. The metadata section
+//! is read incrementally and may not exceed the loader's `max_bytes`.
+//!
 //! ```
 //! # use cowvfs::Vfs;
 //! # use cowvfs::Snapshot;

@@ -1050,7 +1050,7 @@ impl<'a> DiffWalk<'a, '_> {
                         }
                         continue;
                     }
-                    let old_entries: &'a OrdMap<Name, Entry> = *old_entries;
+                    let old_entries: &'a OrdMap<Name, Entry> = old_entries;
                     let Some((name, ino)) = marked.next() else {
                         self.stack.pop();
                         continue;

@@ -532,11 +532,14 @@ fn quotas_bound_the_hosts_real_memory() {
 
 const WORKLOADS: usize = 4;
 
+/// Something a sandbox does to make the host hold memory.
+type Workload = Box<dyn Fn(&mut Vfs)>;
+
 #[test]
 #[ignore = "run by quotas_bound_the_hosts_real_memory in a process of its own"]
 fn memory_child() {
     let limit = 1u64 << 20;
-    let workloads: Vec<(&str, Box<dyn Fn(&mut Vfs)>)> = vec![
+    let workloads: Vec<(&str, Workload)> = vec![
         (
             "hard links with long names",
             Box::new(|v: &mut Vfs| {
