@@ -151,6 +151,10 @@ pub(crate) struct ChunkData {
     len: u32,
     /// `None` inside means the chunk reads as all zeros.
     addr: OnceLock<Option<blake3::Hash>>,
+    /// The sandbox that made these bytes (0: none, e.g. a loaded
+    /// checkpoint). A sandbox's private bytes are its chunks of its own
+    /// origin: whatever its base snapshot holds came from elsewhere.
+    origin: u64,
 }
 
 impl Clone for ChunkData {
@@ -160,6 +164,7 @@ impl Clone for ChunkData {
             store: self.store.clone(),
             len: self.len,
             addr: OnceLock::new(),
+            origin: self.origin,
         }
     }
 }
@@ -170,12 +175,32 @@ impl Clone for ChunkData {
 pub(crate) struct Chunk(Arc<ChunkData>);
 
 impl Chunk {
+    #[cfg(test)]
     pub(crate) fn new(bytes: Vec<u8>) -> Chunk {
+        Chunk::owned(bytes, 0)
+    }
+
+    /// A chunk owning `bytes`, made by the sandbox `origin`.
+    pub(crate) fn owned(bytes: Vec<u8>, origin: u64) -> Chunk {
         Chunk(Arc::new(ChunkData {
             store: Store::Owned(bytes),
             len: 0,
             addr: OnceLock::new(),
+            origin,
         }))
+    }
+
+    /// The sandbox that made this chunk's bytes (0 for none).
+    pub(crate) fn origin(&self) -> u64 {
+        self.0.origin
+    }
+
+    /// Bytes the host allocated for an owned chunk's vector (0 otherwise).
+    pub(crate) fn capacity(&self) -> usize {
+        match &self.0.store {
+            Store::Owned(v) => v.capacity(),
+            _ => 0,
+        }
     }
 
     /// A chunk of `len` bytes reading as `blob`'s bytes and then zeros.
@@ -187,6 +212,7 @@ impl Chunk {
             store: Store::Shared(blob),
             len,
             addr,
+            origin: 0,
         }))
     }
 
@@ -198,6 +224,7 @@ impl Chunk {
             store: Store::Zeros,
             len,
             addr,
+            origin: 0,
         }))
     }
 
@@ -242,18 +269,20 @@ impl Chunk {
     }
 
     /// Mutable bytes, padded to the logical length, copied first if
-    /// shared. Forgets the memoized address. Fails only if a lazy chunk
-    /// cannot be loaded, and then changes nothing.
-    pub(crate) fn bytes_mut(&mut self) -> Result<&mut Vec<u8>> {
+    /// shared; the chunk is then `origin`'s. Forgets the memoized address.
+    /// Fails only if a lazy chunk cannot be loaded, and then changes
+    /// nothing. The vector's capacity is its length after a copy.
+    pub(crate) fn bytes_mut(&mut self, origin: u64) -> Result<&mut Vec<u8>> {
         if !self.is_owned() {
             let len = self.len();
             let mut v = Vec::with_capacity(len);
             v.extend_from_slice(self.bytes()?);
             v.resize(len, 0);
-            *self = Chunk::new(v);
+            *self = Chunk::owned(v, origin);
         }
         let data = Arc::make_mut(&mut self.0);
         data.addr = OnceLock::new();
+        data.origin = origin;
         match &mut data.store {
             Store::Owned(v) => Ok(v),
             _ => Err(Error::with(ErrorKind::Io, "chunk is not writable")),
@@ -379,7 +408,7 @@ mod tests {
         let mut a = Chunk::new(vec![1, 2, 3]);
         let _ = a.addr();
         let b = a.clone();
-        a.bytes_mut().unwrap()[0] = 9;
+        a.bytes_mut(0).unwrap()[0] = 9;
         assert_eq!(b.bytes().unwrap(), &[1, 2, 3]);
         assert_eq!(a.bytes().unwrap(), &[9, 2, 3]);
         assert_eq!(a.addr(), Some(blake3::hash(&[9, 2, 3])));
@@ -414,7 +443,7 @@ mod tests {
 
         // Writing materializes the padded bytes and leaves the blob alone.
         let mut w = c.clone();
-        w.bytes_mut().unwrap()[9] = 1;
+        w.bytes_mut(0).unwrap()[9] = 1;
         assert_eq!(w.bytes().unwrap(), b"abc\0\0\0\0\0\0\x01");
         assert_eq!(c.bytes().unwrap(), b"abc");
 
@@ -427,7 +456,7 @@ mod tests {
         // Failures are not cached: the next read asks the source again.
         assert!(c.bytes().is_err());
         assert_eq!(bad.1.load(std::sync::atomic::Ordering::Relaxed), 2);
-        assert!(c.bytes_mut().is_err());
+        assert!(c.bytes_mut(0).is_err());
         assert_eq!(c.len(), 3);
     }
 }

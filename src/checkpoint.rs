@@ -34,6 +34,15 @@
 //! [`ErrorKind::Unsupported`], a delta offered the wrong parent is
 //! [`ErrorKind::InvalidInput`]); nothing is returned half-built.
 //!
+//! A checkpoint never sets its own limits. The file still records the
+//! limits it was saved under (the format keeps the field), but loading
+//! ignores them: a loaded or opened snapshot, and every fork of it, has
+//! the loader's limits ([`Limits::default`] unless given, as with
+//! [`Snapshot::load_with_limits`]), and the tree is checked against them
+//! as if a sandbox had made it: file sizes, name and symlink-target
+//! lengths, link counts, inodes and bytes charged. The metadata section
+//! is read incrementally and may not exceed the loader's `max_bytes`.
+//!
 //! ```
 //! # use cowvfs::Vfs;
 //! # use cowvfs::Snapshot;
@@ -70,7 +79,10 @@ use crate::chunkmap::ChunkMap;
 use crate::content::{CHUNK_SIZE, Content};
 use crate::error::{Error, ErrorKind, Result};
 use crate::path;
-use crate::tree::{Counters, Entry, FileType, Ino, Inode, Name, Node, ROOT, Timestamp, Tree};
+use crate::tree::{
+    Counters, Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Timestamp, Tree,
+    entry_charge,
+};
 use crate::vfs::{Limits, Snapshot};
 
 /// The format version this build writes. It reads this one only so far;
@@ -456,7 +468,7 @@ impl Encoder<'_> {
         } else if let Some(&i) = self.parent_refs.get(&addr) {
             BlobRef::Parent(i)
         } else if self.parent_has(&addr) {
-            let i = self.parent_list.len() as u32;
+            let i = table_index(self.parent_list.len())?;
             self.parent_list.push(*addr.as_bytes());
             self.parent_refs.insert(addr, i);
             BlobRef::Parent(i)
@@ -472,7 +484,7 @@ impl Encoder<'_> {
             } else {
                 (raw_len, CODEC_RAW, BlobOut::Raw(chunk.clone()))
             };
-            let i = self.blob_recs.len() as u32;
+            let i = table_index(self.blob_recs.len())?;
             self.blob_recs.push(BlobRec {
                 addr: *addr.as_bytes(),
                 raw_len,
@@ -587,6 +599,16 @@ impl Encoder<'_> {
             node,
         })
     }
+}
+
+/// A position in a chunk table, which the format numbers with a u32.
+fn table_index(len: usize) -> Result<u32> {
+    u32::try_from(len).map_err(|_| {
+        Error::with(
+            ErrorKind::Unsupported,
+            "more than 2^32 distinct chunks do not fit in one checkpoint",
+        )
+    })
 }
 
 fn entry_rec<'t>(n: &'t Name, e: &Entry) -> EntryRec<'t> {
@@ -955,27 +977,57 @@ impl Snapshot {
     }
 
     /// Loads and fully verifies a full checkpoint (a delta is refused with a
-    /// message saying which parent it needs).
+    /// message saying which parent it needs), under [`Limits::default`]
+    /// (see [`Snapshot::load_with_limits`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Snapshot> {
-        load_path(path.as_ref(), None)
+        load_path(path.as_ref(), None, &Limits::default())
     }
 
     /// Loads and fully verifies a delta checkpoint on top of `parent`,
-    /// which must be the snapshot it was saved against.
+    /// which must be the snapshot it was saved against, under
+    /// [`Limits::default`].
     pub fn load_delta(path: impl AsRef<Path>, parent: &Snapshot) -> Result<Snapshot> {
-        load_path(path.as_ref(), Some(parent))
+        load_path(path.as_ref(), Some(parent), &Limits::default())
     }
 
-    /// Reads a full checkpoint from `r`, verifying everything.
+    /// Loads a checkpoint (a delta if `parent` is given) under `limits`,
+    /// which the snapshot and its forks then have. A checkpoint never sets
+    /// its own limits: one whose tree goes over `limits` (a file over
+    /// `max_file_size`, a name over `max_name_len`, a symlink target over
+    /// `max_path_len`, more than `max_inodes` inodes, more than
+    /// `max_bytes` charged, metadata over `max_bytes`) is refused with
+    /// the error a sandbox would get for it.
+    pub fn load_with_limits(
+        path: impl AsRef<Path>,
+        parent: Option<&Snapshot>,
+        limits: &Limits,
+    ) -> Result<Snapshot> {
+        load_path(path.as_ref(), parent, limits)
+    }
+
+    /// Reads a full checkpoint from `r`, verifying everything, under
+    /// [`Limits::default`].
     pub fn load_from(r: impl Read) -> Result<Snapshot> {
         let mut r = r;
-        load_stream(&mut r, None, None)
+        load_stream(&mut r, None, None, &Limits::default())
     }
 
-    /// Reads a delta checkpoint from `r` on top of `parent`.
+    /// Reads a delta checkpoint from `r` on top of `parent`, under
+    /// [`Limits::default`].
     pub fn load_delta_from(r: impl Read, parent: &Snapshot) -> Result<Snapshot> {
         let mut r = r;
-        load_stream(&mut r, None, Some(parent))
+        load_stream(&mut r, None, Some(parent), &Limits::default())
+    }
+
+    /// Reads a checkpoint from `r` (a delta if `parent` is given) under
+    /// `limits`, as [`Snapshot::load_with_limits`] does.
+    pub fn load_from_with_limits(
+        r: impl Read,
+        parent: Option<&Snapshot>,
+        limits: &Limits,
+    ) -> Result<Snapshot> {
+        let mut r = r;
+        load_stream(&mut r, None, parent, limits)
     }
 
     /// Opens a full checkpoint lazily: reads and verifies only the header
@@ -991,13 +1043,26 @@ impl Snapshot {
     /// the snapshot's [`root_hash`](Snapshot::root_hash) is computed from
     /// the tree itself when asked, never copied from the header; use
     /// [`verify`](crate::checkpoint::verify) to check a file end to end.
+    ///
+    /// The snapshot gets [`Limits::default`]; see
+    /// [`Snapshot::open_with_limits`].
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
-        open_path(path.as_ref(), None)
+        open_path(path.as_ref(), None, &Limits::default())
     }
 
-    /// Opens a delta lazily on top of `parent`.
+    /// Opens a delta lazily on top of `parent`, under [`Limits::default`].
     pub fn open_delta(path: impl AsRef<Path>, parent: &Snapshot) -> Result<Snapshot> {
-        open_path(path.as_ref(), Some(parent))
+        open_path(path.as_ref(), Some(parent), &Limits::default())
+    }
+
+    /// Opens a checkpoint lazily (a delta if `parent` is given) under
+    /// `limits`, with the checks [`Snapshot::load_with_limits`] makes.
+    pub fn open_with_limits(
+        path: impl AsRef<Path>,
+        parent: Option<&Snapshot>,
+        limits: &Limits,
+    ) -> Result<Snapshot> {
+        open_path(path.as_ref(), parent, limits)
     }
 }
 
@@ -1114,7 +1179,7 @@ fn verify_blob(rec: &BlobRec, stored: Vec<u8>) -> Result<Blob> {
     Ok(Blob::loaded(raw, addr))
 }
 
-fn load_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
+fn load_path(path: &Path, parent: Option<&Snapshot>, limits: &Limits) -> Result<Snapshot> {
     let _span =
         tracing::info_span!("checkpoint_load", path = %path.display(), delta = parent.is_some())
             .entered();
@@ -1128,13 +1193,14 @@ fn load_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
         ));
     }
     let mut r = BufReader::with_capacity(1 << 20, f);
-    load_stream(&mut r, Some(meta.len()), parent).map_err(in_file(path))
+    load_stream(&mut r, Some(meta.len()), parent, limits).map_err(in_file(path))
 }
 
 fn load_stream(
     r: &mut dyn Read,
     total: Option<u64>,
     parent: Option<&Snapshot>,
+    limits: &Limits,
 ) -> Result<Snapshot> {
     let mut hr = HashRead {
         inner: r,
@@ -1150,13 +1216,7 @@ fn load_stream(
         )));
     }
     check_parent(&h, parent)?;
-    // Grow the buffer with the bytes that actually arrive, so a lying
-    // length cannot make us allocate more than the input holds.
-    let mut meta = Vec::with_capacity(h.meta_len.min(1 << 20) as usize);
-    (&mut hr).take(h.meta_len).read_to_end(&mut meta)?;
-    if meta.len() as u64 != h.meta_len {
-        return Err(corrupt("checkpoint is truncated (in the metadata)"));
-    }
+    let meta = read_meta(&mut hr, &h, limits)?;
     let m = decode_manifest(&h, &meta)?;
     let mut blobs = Vec::with_capacity(m.blobs.len());
     let mut buf = vec![0u8; CHUNK_SIZE];
@@ -1170,7 +1230,28 @@ fn load_stream(
     if hr.hasher.finalize() != blake3::Hash::from_bytes(trailer) {
         return Err(corrupt("trailing hash does not match the contents"));
     }
-    build(&h, m, blobs, parent, RootCheck::Verify)
+    build(&h, m, blobs, parent, RootCheck::Verify, limits)
+}
+
+/// Reads the metadata section that follows the header. Its length must
+/// not exceed the loader's `max_bytes` (the tree it describes costs at
+/// least about that much), and the buffer grows with the bytes that
+/// actually arrive: neither a lying length nor a sparse file can make
+/// this allocate more than `max_bytes` or more than the input holds.
+fn read_meta(r: &mut dyn Read, h: &Header, limits: &Limits) -> Result<Vec<u8>> {
+    if h.meta_len > limits.max_bytes {
+        // Refused as unreadable: no tree the loader accepts has it.
+        return Err(corrupt(format!(
+            "checkpoint metadata of {} bytes is over the loader's byte limit ({})",
+            h.meta_len, limits.max_bytes
+        )));
+    }
+    let mut meta = Vec::with_capacity(h.meta_len.min(1 << 20) as usize);
+    r.take(h.meta_len).read_to_end(&mut meta)?;
+    if meta.len() as u64 != h.meta_len {
+        return Err(corrupt("checkpoint is truncated (in the metadata)"));
+    }
+    Ok(meta)
 }
 
 /// Chunk `i` of `recs`, to be fetched from `source` (key `i`) on first read.
@@ -1217,7 +1298,7 @@ impl ChunkSource for FileSource {
     }
 }
 
-fn open_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
+fn open_path(path: &Path, parent: Option<&Snapshot>, limits: &Limits) -> Result<Snapshot> {
     let _span =
         tracing::info_span!("checkpoint_open", path = %path.display(), delta = parent.is_some())
             .entered();
@@ -1240,10 +1321,9 @@ fn open_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
             )));
         }
         check_parent(&h, parent)?;
-        // The length is checked against the file's size above.
-        let mut meta = vec![0u8; h.meta_len as usize];
-        file.read_exact_at(&mut meta, h.encoded_len())
-            .map_err(|e| corrupt(format!("reading metadata: {e}")))?;
+        // The header was read from the start of `file`, so the metadata
+        // follows at the file's position.
+        let meta = read_meta(&mut &file, &h, limits)?;
         let m = decode_manifest(&h, &meta)?;
         let mut off = h.data_offset();
         let mut table = Vec::with_capacity(m.blobs.len());
@@ -1257,7 +1337,7 @@ fn open_path(path: &Path, parent: Option<&Snapshot>) -> Result<Snapshot> {
             table,
         });
         let blobs = lazy_blobs(&m.blobs, &(source as Arc<dyn ChunkSource>));
-        build(&h, m, blobs, parent, RootCheck::Defer)
+        build(&h, m, blobs, parent, RootCheck::Defer, limits)
     })();
     res.map_err(in_file(path))
 }
@@ -1278,7 +1358,17 @@ fn content_from(
     set: Vec<ChunkRec>,
     clear: &[u64],
     blob_of: &dyn Fn(BlobRef) -> Result<Arc<Blob>>,
+    limits: &Limits,
 ) -> Result<Content> {
+    if size > limits.max_file_size {
+        return Err(Error::with(
+            ErrorKind::FileTooLarge,
+            format!(
+                "checkpoint holds a file of {size} bytes, over the loader's file size limit ({})",
+                limits.max_file_size
+            ),
+        ));
+    }
     let patched = !chunks.is_empty();
     for i in clear {
         if chunks.remove(i).is_none() {
@@ -1327,6 +1417,7 @@ fn entries_from(
     set: Vec<EntryRec<'_>>,
     remove: Vec<&str>,
     patch: bool,
+    limits: &Limits,
 ) -> Result<OrdMap<Name, Entry>> {
     for n in remove {
         if entries.remove(n).is_none() {
@@ -1336,6 +1427,16 @@ fn entries_from(
     for e in set {
         if path::check_name(e.name, NAME_LIMIT).is_err() {
             return Err(corrupt(format!("bad entry name {:?}", e.name)));
+        }
+        if e.name.len() > limits.max_name_len as usize {
+            return Err(Error::with(
+                ErrorKind::NameTooLong,
+                format!(
+                    "checkpoint holds a name of {} bytes, over the loader's limit ({})",
+                    e.name.len(),
+                    limits.max_name_len
+                ),
+            ));
         }
         let entry = Entry {
             ino: e.ino,
@@ -1391,6 +1492,7 @@ fn inode_from_rec(
     rec: InodeRec<'_>,
     old: Option<&Node>,
     blob_of: &dyn Fn(BlobRef) -> Result<Arc<Blob>>,
+    limits: &Limits,
 ) -> Result<Inode> {
     if rec.mode & !0o7777 != 0 {
         return Err(corrupt(format!(
@@ -1408,20 +1510,36 @@ fn inode_from_rec(
             chunks,
             &[],
             blob_of,
+            limits,
         )?),
         (NodeRec::FilePatch { size, set, clear }, Some(Node::File(oc))) => Node::File(
-            content_from(size, oc.chunk_map().clone(), set, &clear, blob_of)?,
+            content_from(size, oc.chunk_map().clone(), set, &clear, blob_of, limits)?,
         ),
-        (NodeRec::Dir { entries }, _) => {
-            Node::Dir(entries_from(OrdMap::new(), entries, Vec::new(), false)?)
-        }
+        (NodeRec::Dir { entries }, _) => Node::Dir(entries_from(
+            OrdMap::new(),
+            entries,
+            Vec::new(),
+            false,
+            limits,
+        )?),
         (NodeRec::DirPatch { set, remove }, Some(Node::Dir(oe))) => {
-            Node::Dir(entries_from(oe.clone(), set, remove, true)?)
+            Node::Dir(entries_from(oe.clone(), set, remove, true, limits)?)
         }
         (NodeRec::Symlink { target }, _) => {
             if target.is_empty() || target.contains('\0') {
                 return Err(corrupt("bad symlink target"));
             }
+            // As for a symlink a sandbox makes.
+            path::check_path(target, limits.max_path_len as usize).map_err(|e| {
+                Error::with(
+                    e.kind(),
+                    format!(
+                        "checkpoint holds a symlink target of {} bytes, over the loader's limit ({})",
+                        target.len(),
+                        limits.max_path_len
+                    ),
+                )
+            })?;
             Node::Symlink(Name::from(target))
         }
         (NodeRec::FilePatch { .. } | NodeRec::DirPatch { .. }, _) => {
@@ -1447,6 +1565,7 @@ fn build_full(
     m: Manifest<'_>,
     blobs: Vec<Arc<Blob>>,
     check: RootCheck,
+    limits: &Limits,
 ) -> Result<Snapshot> {
     let blob_of = |b: BlobRef| -> Result<Arc<Blob>> {
         match b {
@@ -1465,7 +1584,7 @@ fn build_full(
     // its `Arc` there too; it stays unique, so setting links below is free.
     let convert = |recs: Vec<InodeRec<'_>>| -> Result<Vec<Arc<Inode>>> {
         recs.into_iter()
-            .map(|r| inode_from_rec(r, None, &blob_of).map(Arc::new))
+            .map(|r| inode_from_rec(r, None, &blob_of, limits).map(Arc::new))
             .collect()
     };
     let mut nodes: Vec<Arc<Inode>> = if recs.len() >= 20_000 {
@@ -1498,6 +1617,7 @@ fn build_full(
         Some(r) if nodes[r].kind() == FileType::Dir => r,
         _ => return Err(corrupt("no root directory")),
     };
+    let mut counters = Counters::default();
     // Walk from the root, as `build` does, recording links in place.
     let mut visited = vec![false; nodes.len()];
     visited[root] = true;
@@ -1519,6 +1639,7 @@ fn build_full(
                 return Err(corrupt(format!("entry {name:?} has the wrong kind")));
             }
             Arc::make_mut(&mut nodes[cp]).links.push((d, name.clone()));
+            add(&mut counters.charged, entry_charge(name))?;
             if e.kind == FileType::Dir {
                 subdirs = subdirs
                     .checked_add(1)
@@ -1535,7 +1656,6 @@ fn build_full(
         }
         Arc::make_mut(&mut nodes[dp]).nlink = subdirs.saturating_add(2);
     }
-    let mut counters = Counters::default();
     for (i, node) in nodes.iter_mut().enumerate() {
         if node.kind() == FileType::Dir {
             if !visited[i] {
@@ -1545,12 +1665,10 @@ fn build_full(
             if node.links.is_empty() {
                 return Err(corrupt(format!("inode {} is unreachable", inos[i])));
             }
-            let nlink = u32::try_from(node.links.len()).map_err(|_| corrupt("too many links"))?;
+            let nlink = link_count(node.links.len())?;
             Arc::make_mut(node).nlink = nlink;
         }
-        counters.inodes += 1;
-        counters.held += node.held();
-        counters.logical += node.content().map_or(0, Content::size);
+        count(&mut counters, node)?;
     }
     let max_ino = inos.last().copied().unwrap_or(0);
     if m.next_ino <= max_ino {
@@ -1560,7 +1678,36 @@ fn build_full(
         )));
     }
     let inodes: OrdMap<Ino, Arc<Inode>> = inos.into_iter().zip(nodes).collect();
-    finish(h, inodes, m.next_ino, counters, m.limits, &[], check)
+    finish(h, inodes, m.next_ino, counters, limits, &[], check)
+}
+
+/// `*total += n`, or an error if the sum overflows (only a crafted file's
+/// sizes can get there).
+fn add(total: &mut u64, n: u64) -> Result<()> {
+    *total = total
+        .checked_add(n)
+        .ok_or_else(|| corrupt("the checkpoint's sizes add up past 2^64"))?;
+    Ok(())
+}
+
+/// Adds one inode to the counters, with checked sums.
+fn count(c: &mut Counters, inode: &Inode) -> Result<()> {
+    add(&mut c.inodes, 1)?;
+    add(&mut c.held, inode.held())?;
+    add(&mut c.logical, inode.content().map_or(0, Content::size))?;
+    add(&mut c.charged, inode.charge())
+}
+
+/// The link count of a non-directory named `n` times: at most
+/// `MAX_LINKS`, as for links a sandbox makes.
+fn link_count(n: usize) -> Result<u32> {
+    match u32::try_from(n) {
+        Ok(n) if n <= MAX_LINKS => Ok(n),
+        _ => Err(Error::with(
+            ErrorKind::TooManyLinks,
+            format!("checkpoint names a file {n} times, over the limit ({MAX_LINKS})"),
+        )),
+    }
 }
 
 /// Whether building a tree recomputes its root hash to compare with the
@@ -1584,23 +1731,36 @@ fn finish(
     inodes: OrdMap<Ino, Arc<Inode>>,
     next_ino: Ino,
     counters: Counters,
-    lr: LimitsRec,
+    limits: &Limits,
     touched: &[Ino],
     check: RootCheck,
 ) -> Result<Snapshot> {
+    // The tree must fit the loader's quotas, as if a sandbox had made it.
+    if counters.inodes > limits.max_inodes {
+        return Err(Error::with(
+            ErrorKind::QuotaExceeded,
+            format!(
+                "checkpoint holds {} inodes, over the loader's limit ({})",
+                counters.inodes, limits.max_inodes
+            ),
+        ));
+    }
+    if counters.charged > limits.max_bytes {
+        return Err(Error::with(
+            ErrorKind::NoSpace,
+            format!(
+                "checkpoint's tree costs {} bytes, over the loader's byte limit ({})",
+                counters.charged, limits.max_bytes
+            ),
+        ));
+    }
+    // The limits are the loader's; the file's own record of the limits it
+    // was saved under is ignored.
     let mut tree = Tree {
         inodes,
         next_ino,
         counters,
-        limits: Limits {
-            max_bytes: lr.max_bytes,
-            max_inodes: lr.max_inodes,
-            max_file_size: lr.max_file_size,
-            max_open_files: lr.max_open_files,
-            max_name_len: lr.max_name_len,
-            max_path_len: lr.max_path_len,
-            max_symlink_hops: lr.max_symlink_hops,
-        },
+        limits: limits.clone(),
     };
     for &ino in touched {
         tree.invalidate_up(ino);
@@ -1628,9 +1788,10 @@ fn build(
     blobs: Vec<Arc<Blob>>,
     parent: Option<&Snapshot>,
     check: RootCheck,
+    limits: &Limits,
 ) -> Result<Snapshot> {
     let Some(parent) = parent else {
-        return build_full(h, m, blobs, check);
+        return build_full(h, m, blobs, check, limits);
     };
     // A delta: start from the parent's inodes and apply the records.
     let pblobs = if m.parent_blobs.is_empty() {
@@ -1663,7 +1824,7 @@ fn build(
         }
         prev = rec.ino;
         let ino = rec.ino;
-        let inode = inode_from_rec(rec, inodes.get(&ino).map(|i| &i.node), &blob_of)?;
+        let inode = inode_from_rec(rec, inodes.get(&ino).map(|i| &i.node), &blob_of, limits)?;
         inodes.insert(ino, Arc::new(inode));
         touched.push(ino);
     }
@@ -1675,6 +1836,7 @@ fn build(
         Some(r) if r.kind() == FileType::Dir => {}
         _ => return Err(corrupt("no root directory")),
     }
+    let mut counters = Counters::default();
     let mut links: Vec<(Ino, Ino, Name)> = Vec::with_capacity(inodes.len());
     let mut dir_nlink: Vec<(Ino, u32)> = Vec::new();
     let mut seen_dirs: HashSet<Ino> = HashSet::new();
@@ -1696,6 +1858,7 @@ fn build(
                 return Err(corrupt(format!("entry {name:?} has the wrong kind")));
             }
             links.push((e.ino, d, name.clone()));
+            add(&mut counters.charged, entry_charge(name))?;
             if e.kind == FileType::Dir {
                 subdirs = subdirs
                     .checked_add(1)
@@ -1715,7 +1878,6 @@ fn build(
     links.sort_unstable();
     dir_nlink.sort_unstable();
 
-    let mut counters = Counters::default();
     // (inode, nlink, links) for inodes whose derived fields must change.
     type Fix = (Ino, u32, Vec<(Ino, Name)>);
     let mut fixes: Vec<Fix> = Vec::new();
@@ -1723,9 +1885,7 @@ fn build(
     let mut max_ino = 0;
     for (&ino, inode) in inodes.iter() {
         max_ino = ino;
-        counters.inodes += 1;
-        counters.held += inode.held();
-        counters.logical += inode.content().map_or(0, Content::size);
+        count(&mut counters, inode)?;
         let start = li;
         while li < links.len() && links[li].0 == ino {
             li += 1;
@@ -1742,7 +1902,7 @@ fn build(
             if mine.is_empty() {
                 return Err(corrupt(format!("inode {ino} is unreachable")));
             }
-            u32::try_from(mine.len()).map_err(|_| corrupt("too many links"))?
+            link_count(mine.len())?
         };
         let same = inode.nlink == nlink
             && inode.links.len() == mine.len()
@@ -1776,7 +1936,7 @@ fn build(
         }
         touched.push(ino);
     }
-    finish(h, inodes, m.next_ino, counters, m.limits, &touched, check)
+    finish(h, inodes, m.next_ino, counters, limits, &touched, check)
 }
 
 // -------------------------------------------------------------------------
@@ -1785,50 +1945,64 @@ fn build(
 /// Loads the checkpoint at `path`, fully verified. If it is a delta, its
 /// parent (and theirs, for a chain) is picked from `parents` by root hash,
 /// so their order does not matter; a missing parent is a clear error.
+/// The snapshot gets [`Limits::default`].
 pub fn load_chain(path: impl AsRef<Path>, parents: &[PathBuf]) -> Result<Snapshot> {
-    chain(path.as_ref(), parents, false)
+    chain(path.as_ref(), parents, false, &Limits::default())
 }
 
 /// Like [`load_chain`], but opens every file lazily ([`Snapshot::open`]).
 pub fn open_chain(path: impl AsRef<Path>, parents: &[PathBuf]) -> Result<Snapshot> {
-    chain(path.as_ref(), parents, true)
+    chain(path.as_ref(), parents, true, &Limits::default())
 }
 
-fn chain(path: &Path, parents: &[PathBuf], lazy: bool) -> Result<Snapshot> {
-    let h = read_header(path)?;
-    let Some(want) = h.parent_hash else {
-        return if lazy {
-            Snapshot::open(path)
-        } else {
-            Snapshot::load(path)
+/// [`load_chain`] (or [`open_chain`] if `lazy`) under `limits`: every file
+/// of the chain is checked against them, and the snapshot has them.
+pub fn chain_with_limits(
+    path: impl AsRef<Path>,
+    parents: &[PathBuf],
+    lazy: bool,
+    limits: &Limits,
+) -> Result<Snapshot> {
+    chain(path.as_ref(), parents, lazy, limits)
+}
+
+fn chain(path: &Path, parents: &[PathBuf], lazy: bool, limits: &Limits) -> Result<Snapshot> {
+    // From `path` down to its full ancestor; each step consumes one
+    // parent, so a cycle of files cannot loop forever.
+    let mut order = vec![path.to_path_buf()];
+    let mut rest: Vec<PathBuf> = parents.to_vec();
+    loop {
+        let cur = order.last().cloned().unwrap_or_default();
+        let Some(want) = read_header(&cur)?.parent_hash else {
+            break;
         };
-    };
-    let mut rest = Vec::with_capacity(parents.len());
-    let mut found = None;
-    for p in parents {
-        if found.is_none() && read_header(p)?.root_hash == want {
-            found = Some(p.clone());
-        } else {
-            rest.push(p.clone());
+        let mut found = None;
+        for (i, p) in rest.iter().enumerate() {
+            if read_header(p)?.root_hash == want {
+                found = Some(i);
+                break;
+            }
         }
+        let Some(i) = found else {
+            return Err(Error::with(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is a delta against root {}; none of the parents given has that root (pass it with --parent)",
+                    cur.display(),
+                    hex(&want)
+                ),
+            ));
+        };
+        order.push(rest.remove(i));
     }
-    let Some(pp) = found else {
-        return Err(Error::with(
-            ErrorKind::InvalidInput,
-            format!(
-                "{} is a delta against root {}; none of the parents given has that root (pass it with --parent)",
-                path.display(),
-                hex(&want)
-            ),
-        ));
-    };
-    // Each step consumes one parent, so a cycle of files cannot recurse forever.
-    let parent = chain(&pp, &rest, lazy)?;
-    if lazy {
-        Snapshot::open_delta(path, &parent)
-    } else {
-        Snapshot::load_delta(path, &parent)
+    let mut snap: Option<Snapshot> = None;
+    for p in order.iter().rev() {
+        snap = Some(match lazy {
+            true => open_path(p, snap.as_ref(), limits)?,
+            false => load_path(p, snap.as_ref(), limits)?,
+        });
     }
+    snap.ok_or_else(|| Error::with(ErrorKind::InvalidInput, "empty checkpoint chain"))
 }
 
 /// Loads a checkpoint (and its parents) with every check, plus the engine
@@ -1881,8 +2055,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
                 h.file_len().unwrap_or(u64::MAX)
             )));
         }
-        let mut meta = vec![0u8; h.meta_len as usize];
-        file.read_exact_at(&mut meta, h.encoded_len())?;
+        let meta = read_meta(&mut &file, &h, &Limits::default())?;
         let m = decode_manifest(&h, &meta)?;
         let mut info = Info {
             header: h.clone(),
@@ -1893,6 +2066,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
             removed: m.removed.len() as u64,
             logical_bytes: 0,
             chunks: m.blobs.len() as u64,
+            // At most 2^32 records of at most 2^16 bytes: no overflow.
             unique_bytes: m.blobs.iter().map(|b| b.raw_len as u64).sum(),
             stored_bytes: h.data_len,
         };
@@ -1900,7 +2074,10 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
             match &r.node {
                 NodeRec::File { size, .. } | NodeRec::FilePatch { size, .. } => {
                     info.files += 1;
-                    info.logical_bytes += size;
+                    info.logical_bytes = info
+                        .logical_bytes
+                        .checked_add(*size)
+                        .ok_or_else(|| corrupt("the sum of file sizes overflows"))?;
                 }
                 NodeRec::Dir { .. } | NodeRec::DirPatch { .. } => info.dirs += 1,
                 NodeRec::Symlink { .. } => info.symlinks += 1,
@@ -1973,5 +2150,43 @@ pub(crate) fn open_meta(bytes: &[u8], source: Arc<dyn ChunkSource>) -> Result<Sn
     let (h, m) = decode_meta(bytes)?;
     let blobs = lazy_blobs(&m.blobs, &source);
     // A store names a tree by its root hash, so that is checked here.
-    build(&h, m, blobs, None, RootCheck::Verify)
+    build(&h, m, blobs, None, RootCheck::Verify, &Limits::default())
+}
+
+// -------------------------------------------------------------------------
+// Fuzzing hooks
+
+/// Splits checkpoint bytes into (header, metadata, data), as far as the
+/// header's lengths say and the bytes reach; `None` if the header does
+/// not decode. For structure-aware fuzzing: mutate the metadata (postcard)
+/// or the data and put the file back together with [`seal_for_fuzzing`].
+#[doc(hidden)]
+pub fn split_for_fuzzing(bytes: &[u8]) -> Option<(Header, &[u8], &[u8])> {
+    let mut r = bytes;
+    let h = Header::decode(&mut r).ok()?;
+    let meta_len = usize::try_from(h.meta_len).ok()?.min(r.len());
+    let (meta, rest) = r.split_at(meta_len);
+    let data_len = usize::try_from(h.data_len).ok()?.min(rest.len());
+    Some((h, meta, &rest[..data_len]))
+}
+
+/// A checkpoint holding exactly `meta` and `data` under `header`'s version,
+/// flags, root and parent hashes, with the lengths, the metadata hash and
+/// the trailing hash made to match, so the decoder gets past every hash
+/// check to the structural ones. Fuzzing only: it seals whatever it is
+/// given.
+#[doc(hidden)]
+pub fn seal_for_fuzzing(header: &Header, meta: &[u8], data: &[u8]) -> Vec<u8> {
+    let h = Header {
+        meta_len: meta.len() as u64,
+        data_len: data.len() as u64,
+        meta_hash: blake3::hash(meta),
+        ..header.clone()
+    };
+    let mut out = h.encode();
+    out.extend_from_slice(meta);
+    out.extend_from_slice(data);
+    let trailer = blake3::hash(&out);
+    out.extend_from_slice(trailer.as_bytes());
+    out
 }

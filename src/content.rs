@@ -12,18 +12,64 @@
 
 use crate::blob::Chunk;
 use crate::chunkmap::ChunkMap;
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 
 /// Bytes per chunk. 64 KiB keeps a copy-on-write copy cheap (a few µs) while
 /// a 1 GiB file is still only 16,384 map entries.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 const CHUNK: u64 = CHUNK_SIZE as u64;
 
+/// Bytes the host sets aside for each stored chunk beyond its data: the
+/// shared header (`Arc`, length, memoized address, origin), its slot in
+/// the file's chunk map and the allocator's own header. Measured at about
+/// 150 bytes; rounded up.
+pub(crate) const CHUNK_OVERHEAD: u64 = 192;
+
+/// The capacity an owned chunk of `len` bytes may have: `len` rounded up
+/// to an eighth of its power of two (at least 16 bytes), at most a chunk.
+/// Growing a chunk in place reserves exactly this much, so filling a chunk
+/// a byte at a time reallocates a few dozen times, and what the host
+/// allocates never exceeds what is charged for it.
+pub(crate) fn alloc_len(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let granule = (len.next_power_of_two() / 8).max(16);
+    len.div_ceil(granule)
+        .saturating_mul(granule)
+        .min(CHUNK_SIZE)
+}
+
+/// What one stored chunk of `len` bytes costs toward the byte quotas.
+pub(crate) fn chunk_charge(len: usize) -> u64 {
+    alloc_len(len) as u64 + CHUNK_OVERHEAD
+}
+
+/// The start of chunk `idx` and the end of its span (saturating: the last
+/// chunk of the offset space ends at `u64::MAX`, which no file passes).
+fn span(idx: u64) -> (u64, u64) {
+    let start = idx.saturating_mul(CHUNK);
+    (start, start.saturating_add(CHUNK))
+}
+
+/// What a change to a file costs or frees: bytes held (as `du` counts),
+/// bytes charged toward `max_bytes` (allocation plus per-chunk overhead),
+/// and the part of the charge in chunks of a given origin (a sandbox's
+/// private bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cost {
+    pub held: u64,
+    pub charge: u64,
+    pub private: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Content {
     size: u64,
     /// Sum of stored chunk lengths, kept up to date so `stat` is O(1).
     held: u64,
+    /// Sum of `chunk_charge` over stored chunks.
+    charge: u64,
     chunks: ChunkMap,
 }
 
@@ -50,6 +96,20 @@ impl Content {
         self.held
     }
 
+    /// What the stored chunks cost toward `max_bytes` (see `chunk_charge`).
+    pub(crate) fn charge(&self) -> u64 {
+        self.charge
+    }
+
+    /// The part of `charge` in chunks made by sandbox `origin`.
+    pub(crate) fn private_charge(&self, origin: u64) -> u64 {
+        self.chunks
+            .values()
+            .filter(|c| c.origin() == origin)
+            .map(|c| chunk_charge(c.len()))
+            .sum()
+    }
+
     pub(crate) fn chunks(&self) -> impl Iterator<Item = (u64, &Chunk)> {
         self.chunks.iter().map(|(i, c)| (*i, c))
     }
@@ -63,10 +123,18 @@ impl Content {
         self.size == other.size && self.chunks.ptr_eq(&other.chunks)
     }
 
-    /// Builds content from chunks that were validated by the caller.
+    /// Builds content from chunks that were validated by the caller (each
+    /// at most a chunk long, so the sums cannot overflow: a map holds
+    /// fewer than 2^48 chunks).
     pub(crate) fn from_parts(size: u64, chunks: ChunkMap) -> Content {
         let held = chunks.values().map(|c| c.len() as u64).sum();
-        Content { size, held, chunks }
+        let charge = chunks.values().map(|c| chunk_charge(c.len())).sum();
+        Content {
+            size,
+            held,
+            charge,
+            chunks,
+        }
     }
 
     /// Copies bytes at `offset` into `buf`; returns how many (0 at or past
@@ -76,25 +144,26 @@ impl Content {
         if offset >= self.size || buf.is_empty() {
             return Ok(0);
         }
-        let n = (self.size - offset).min(buf.len() as u64) as usize;
+        // `n` fits in `buf`, and `offset + n <= size`: no sum below overflows.
+        let n = usize::try_from(self.size - offset).map_or(buf.len(), |left| left.min(buf.len()));
         let buf = &mut buf[..n];
         let mut done = 0usize;
         let first = offset / CHUNK;
         let end = offset + n as u64;
         let last = (end - 1) / CHUNK;
         // Walk the stored chunks in range once; fill gaps with zeros.
-        let mut next = first;
         for (&idx, chunk) in self.chunks.range(first..=last) {
-            if idx > next {
-                let gap_end = (idx * CHUNK).min(end);
-                let gap = (gap_end - (offset + done as u64)) as usize;
+            let (start, stop) = span(idx);
+            let pos = offset + done as u64;
+            if start > pos {
+                let gap = (start - pos) as usize;
                 buf[done..done + gap].fill(0);
                 done += gap;
             }
             let pos = offset + done as u64;
-            let in_chunk = (pos - idx * CHUNK) as usize;
-            let want = ((idx + 1) * CHUNK).min(end) - pos;
-            let want = want as usize;
+            // Both below CHUNK: `pos` lies in this chunk's span.
+            let in_chunk = (pos - start) as usize;
+            let want = (stop.min(end) - pos) as usize;
             // Stored bytes may stop short of the chunk's length: zeros follow.
             let bytes = chunk.bytes()?;
             // `in_chunk` may lie past the stored bytes (a short chunk read
@@ -105,7 +174,6 @@ impl Content {
             }
             buf[done + have..done + want].fill(0);
             done += want;
-            next = idx + 1;
         }
         buf[done..].fill(0);
         Ok(n)
@@ -124,8 +192,8 @@ impl Content {
             if chunk.is_owned() || chunk.is_loaded() {
                 continue;
             }
-            let start = idx * CHUNK;
-            let covers = offset <= start && end >= start + chunk.len() as u64;
+            let (start, _) = span(idx);
+            let covers = offset <= start && end >= start.saturating_add(chunk.len() as u64);
             if !covers {
                 chunk.bytes()?;
             }
@@ -147,72 +215,93 @@ impl Content {
         Ok(())
     }
 
-    /// How many more bytes would be held after writing `len` bytes at
-    /// `offset` (the caller checks limits before calling `write_at`).
-    pub(crate) fn held_growth(&self, offset: u64, len: usize) -> u64 {
+    /// What writing `len` bytes at `offset` would add, for sandbox
+    /// `origin` (a write takes every chunk it touches as `origin`'s). The
+    /// caller checks limits, and that `offset + len` does not overflow,
+    /// before calling `write_at`. A write never frees anything.
+    pub(crate) fn write_cost(&self, offset: u64, len: usize, origin: u64) -> Cost {
+        let mut cost = Cost::default();
         if len == 0 {
-            return 0;
+            return cost;
         }
-        let end = offset + len as u64;
-        let mut growth = 0;
+        let end = offset.saturating_add(len as u64);
         let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
-        let mut idx = first;
-        while idx <= last {
-            let want_end = (end - idx * CHUNK).min(CHUNK);
-            let have = self.chunks.get(&idx).map_or(0, |c| c.len() as u64);
-            growth += want_end.saturating_sub(have);
-            idx += 1;
+        for idx in first..=last {
+            let (start, _) = span(idx);
+            let want_end = (end - start).min(CHUNK) as usize;
+            let old = self.chunks.get(&idx);
+            let old_len = old.map_or(0, Chunk::len);
+            let new_len = old_len.max(want_end);
+            cost.held += (new_len - old_len) as u64;
+            let old_charge = old.map_or(0, |c| chunk_charge(c.len()));
+            cost.charge += chunk_charge(new_len) - old_charge;
+            cost.private += match old {
+                Some(c) if c.origin() == origin => chunk_charge(new_len) - old_charge,
+                _ => chunk_charge(new_len),
+            };
         }
-        growth
+        cost
     }
 
-    /// Writes `data` at `offset`, extending the file if needed. Returns the
-    /// number of bytes newly allocated (copies of shared chunks included),
-    /// which is what this write cost in memory. Fails, changing nothing,
-    /// only if a lazily loaded chunk it must keep part of cannot be loaded.
-    pub(crate) fn write_at(&mut self, data: &[u8], offset: u64) -> Result<u64> {
+    /// Writes `data` at `offset` as sandbox `origin`, extending the file if
+    /// needed. Returns the number of bytes newly allocated (copies of
+    /// shared chunks included). Fails, changing nothing, if `offset + len`
+    /// overflows or a lazily loaded chunk it must keep part of cannot be
+    /// loaded.
+    pub(crate) fn write_at(&mut self, data: &[u8], offset: u64, origin: u64) -> Result<u64> {
         if data.is_empty() {
             return Ok(0);
         }
+        let Some(end) = offset.checked_add(data.len() as u64) else {
+            return Err(ErrorKind::FileTooLarge.into());
+        };
         self.prepare_write(offset, data.len())?;
-        let end = offset + data.len() as u64;
         let mut allocated = 0u64;
         let mut done = 0usize;
         while done < data.len() {
             let pos = offset + done as u64;
             let idx = pos / CHUNK;
-            let in_chunk = (pos - idx * CHUNK) as usize;
+            let in_chunk = (pos % CHUNK) as usize;
             let take = (CHUNK_SIZE - in_chunk).min(data.len() - done);
             let piece = &data[done..done + take];
+            let need = in_chunk + take;
             match self.chunks.get_mut(&idx) {
                 // Overwriting a whole borrowed chunk: never load its bytes.
                 Some(chunk) if !chunk.is_owned() && in_chunk == 0 && take >= chunk.len() => {
-                    let old = chunk.len() as u64;
-                    *chunk = Chunk::new(piece.to_vec());
+                    let old = chunk.len();
+                    *chunk = Chunk::owned(piece.to_vec(), origin);
                     allocated += take as u64;
-                    self.held += take as u64 - old;
+                    self.held += (take - old) as u64;
+                    self.charge += chunk_charge(take) - chunk_charge(old);
                 }
                 Some(chunk) => {
                     let shared = chunk.is_shared();
-                    let bytes = chunk.bytes_mut()?;
+                    let old = chunk.len();
+                    let bytes = chunk.bytes_mut(origin)?;
                     if shared {
                         allocated += bytes.len() as u64;
                     }
-                    if bytes.len() < in_chunk + take {
-                        let grow = (in_chunk + take - bytes.len()) as u64;
-                        allocated += grow;
-                        self.held += grow;
-                        bytes.resize(in_chunk + take, 0);
+                    if bytes.len() < need {
+                        let grow = need - bytes.len();
+                        if bytes.capacity() < need {
+                            // Exactly the charged size, never Vec's doubling.
+                            bytes.reserve_exact(alloc_len(need) - bytes.len());
+                        }
+                        allocated += grow as u64;
+                        self.held += grow as u64;
+                        self.charge += chunk_charge(need) - chunk_charge(old);
+                        bytes.resize(need, 0);
                     }
-                    bytes[in_chunk..in_chunk + take].copy_from_slice(piece);
+                    bytes[in_chunk..need].copy_from_slice(piece);
                 }
                 None => {
-                    let mut bytes = Vec::with_capacity(in_chunk + take);
+                    let mut bytes = Vec::with_capacity(need);
                     bytes.resize(in_chunk, 0);
                     bytes.extend_from_slice(piece);
-                    allocated += bytes.len() as u64;
-                    self.held += bytes.len() as u64;
-                    self.chunks.insert(idx, Chunk::new(bytes));
+                    allocated += need as u64;
+                    self.held += need as u64;
+                    self.charge += chunk_charge(need);
+                    self.chunks.insert(idx, Chunk::owned(bytes, origin));
                 }
             }
             done += take;
@@ -221,43 +310,65 @@ impl Content {
         Ok(allocated)
     }
 
-    /// How many fewer bytes would be held after `set_len(len)`.
-    pub(crate) fn held_shrink(&self, len: u64) -> u64 {
+    /// What `set_len(len)` by sandbox `origin` would free (`held`,
+    /// `charge`, and `private`: `origin`'s chunks dropped or cut) and add
+    /// (`private` only: cutting a chunk `origin` does not own copies it).
+    pub(crate) fn shrink_cost(&self, len: u64, origin: u64) -> (Cost, u64) {
+        let mut freed = Cost::default();
+        let mut added = 0;
         if len >= self.size {
-            return 0;
+            return (freed, added);
         }
         let first = len / CHUNK;
-        let mut freed = 0;
         for (&idx, chunk) in self.chunks.range(first..) {
-            let keep = len.saturating_sub(idx * CHUNK).min(chunk.len() as u64);
-            freed += chunk.len() as u64 - keep;
+            let (start, _) = span(idx);
+            let keep = len.saturating_sub(start).min(chunk.len() as u64) as usize;
+            freed.held += (chunk.len() - keep) as u64;
+            let old_charge = chunk_charge(chunk.len());
+            let new_charge = if keep == 0 { 0 } else { chunk_charge(keep) };
+            freed.charge += old_charge - new_charge;
+            if chunk.origin() == origin {
+                freed.private += old_charge - new_charge;
+            } else if keep > 0 && keep < chunk.len() {
+                added += new_charge;
+            }
         }
-        freed
+        (freed, added)
     }
 
-    /// Sets the logical size. Growing adds a hole; shrinking drops chunks.
-    /// Fails, changing nothing, only if the chunk it cuts cannot be loaded.
-    pub(crate) fn set_len(&mut self, len: u64) -> Result<()> {
+    /// How many fewer bytes would be held after `set_len(len)`.
+    #[cfg(test)]
+    pub(crate) fn held_shrink(&self, len: u64) -> u64 {
+        self.shrink_cost(len, 0).0.held
+    }
+
+    /// Sets the logical size as sandbox `origin`. Growing adds a hole;
+    /// shrinking drops chunks. Fails, changing nothing, only if the chunk
+    /// it cuts cannot be loaded.
+    pub(crate) fn set_len(&mut self, len: u64, origin: u64) -> Result<()> {
         self.prepare_set_len(len)?;
         if len < self.size {
-            let freed = self.held_shrink(len);
+            let (freed, _) = self.shrink_cost(len, origin);
             let first = len / CHUNK;
             let doomed: Vec<u64> = self
                 .chunks
                 .range(first..)
                 .map(|(&i, _)| i)
-                .filter(|&i| i * CHUNK >= len)
+                .filter(|&i| span(i).0 >= len)
                 .collect();
             for i in doomed {
                 self.chunks.remove(&i);
             }
             if let Some(chunk) = self.chunks.get_mut(&first) {
-                let keep = (len - first * CHUNK) as usize;
+                let keep = (len - span(first).0) as usize;
                 if chunk.len() > keep {
-                    chunk.bytes_mut()?.truncate(keep);
+                    let bytes = chunk.bytes_mut(origin)?;
+                    bytes.truncate(keep);
+                    bytes.shrink_to(alloc_len(keep));
                 }
             }
-            self.held -= freed;
+            self.held -= freed.held;
+            self.charge -= freed.charge;
         }
         self.size = len;
         Ok(())
@@ -282,13 +393,30 @@ impl Content {
                 return Err(format!("chunk {idx} holds {} bytes", chunk.len()));
             }
             let start = idx.checked_mul(CHUNK).ok_or("chunk index overflows")?;
-            if start + chunk.len() as u64 > self.size {
+            if start
+                .checked_add(chunk.len() as u64)
+                .is_none_or(|e| e > self.size)
+            {
                 return Err(format!("chunk {idx} reaches past size {}", self.size));
             }
         }
         let held: u64 = self.chunks.values().map(|c| c.len() as u64).sum();
         if held != self.held {
             return Err(format!("held {} but chunks hold {held}", self.held));
+        }
+        let charge: u64 = self.chunks.values().map(|c| chunk_charge(c.len())).sum();
+        if charge != self.charge {
+            return Err(format!("charge {} but chunks cost {charge}", self.charge));
+        }
+        for (&idx, chunk) in self.chunks.iter() {
+            // What the host allocated must not exceed what is charged.
+            if chunk.capacity() > alloc_len(chunk.len()) {
+                return Err(format!(
+                    "chunk {idx} allocates {} bytes for {}",
+                    chunk.capacity(),
+                    chunk.len()
+                ));
+            }
         }
         Ok(())
     }
@@ -330,9 +458,9 @@ mod tests {
     #[test]
     fn write_read_holes() {
         let mut c = Content::default();
-        c.write_at(b"hello", 0).unwrap();
+        c.write_at(b"hello", 0, 1).unwrap();
         assert_eq!(read_all(&c), b"hello");
-        c.write_at(b"Z", 200_000).unwrap();
+        c.write_at(b"Z", 200_000, 1).unwrap();
         let all = read_all(&c);
         assert_eq!(all.len(), 200_001);
         assert_eq!(&all[..5], b"hello");
@@ -347,7 +475,7 @@ mod tests {
     #[test]
     fn huge_offset_costs_one_short_chunk() {
         let mut c = Content::default();
-        let alloc = c.write_at(b"x", 1 << 40).unwrap();
+        let alloc = c.write_at(b"x", 1 << 40, 1).unwrap();
         assert_eq!(c.size(), (1 << 40) + 1);
         assert_eq!(c.chunks.len(), 1);
         assert_eq!(alloc, 1);
@@ -359,11 +487,11 @@ mod tests {
     #[test]
     fn cow_copies_one_chunk() {
         let mut a = Content::default();
-        a.write_at(&vec![1u8; 4 * CHUNK_SIZE], 0).unwrap();
+        a.write_at(&vec![1u8; 4 * CHUNK_SIZE], 0, 1).unwrap();
         let base = a.clone();
-        let alloc = a.write_at(&[9], 5).unwrap();
+        let alloc = a.write_at(&[9], 5, 1).unwrap();
         assert_eq!(alloc, CHUNK);
-        let alloc = a.write_at(&[9], 6).unwrap();
+        let alloc = a.write_at(&[9], 6, 1).unwrap();
         assert_eq!(alloc, 0, "second write into the copied chunk is in place");
         assert_eq!(read_all(&base), vec![1u8; 4 * CHUNK_SIZE]);
         let all = read_all(&a);
@@ -373,11 +501,11 @@ mod tests {
     #[test]
     fn set_len_shrink_and_grow() {
         let mut c = Content::default();
-        c.write_at(&vec![3u8; 3 * CHUNK_SIZE], 0).unwrap();
+        c.write_at(&vec![3u8; 3 * CHUNK_SIZE], 0, 1).unwrap();
         assert_eq!(c.held_shrink(10), 3 * CHUNK - 10);
-        c.set_len(10).unwrap();
+        c.set_len(10, 1).unwrap();
         assert_eq!(c.held(), 10);
-        c.set_len(CHUNK * 2).unwrap();
+        c.set_len(CHUNK * 2, 1).unwrap();
         let all = read_all(&c);
         assert_eq!(&all[..10], &[3u8; 10]);
         assert!(all[10..].iter().all(|&b| b == 0));
@@ -387,12 +515,12 @@ mod tests {
     #[test]
     fn hash_ignores_layout() {
         let mut a = Content::default();
-        a.write_at(b"abc", 0).unwrap();
-        a.set_len(CHUNK * 3).unwrap();
+        a.write_at(b"abc", 0, 1).unwrap();
+        a.set_len(CHUNK * 3, 1).unwrap();
         let mut b = Content::default();
-        b.write_at(b"abc", 0).unwrap();
-        b.write_at(&vec![0; 2 * CHUNK_SIZE], CHUNK).unwrap();
-        b.set_len(CHUNK * 3).unwrap();
+        b.write_at(b"abc", 0, 1).unwrap();
+        b.write_at(&vec![0; 2 * CHUNK_SIZE], CHUNK, 1).unwrap();
+        b.set_len(CHUNK * 3, 1).unwrap();
         let (mut ha, mut hb) = (blake3::Hasher::new(), blake3::Hasher::new());
         a.hash_into(&mut ha);
         b.hash_into(&mut hb);

@@ -16,7 +16,8 @@
 //! 6. A memoized hash equals the hash computed afresh, and an inode without
 //!    a memo has no ancestor with one (so invalidation may stop early).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
 use imbl::OrdMap;
@@ -34,6 +35,21 @@ pub(crate) type Name = Arc<str>;
 pub(crate) const ROOT: Ino = 1;
 /// The most hard links one file may have.
 pub(crate) const MAX_LINKS: u32 = 65_000;
+
+/// What one inode costs toward `max_bytes` beyond its data: the inode
+/// itself (about 200 bytes behind its `Arc`), its slot in the inode map,
+/// the first allocation of its list of names, and for a directory the
+/// first node of its entry map. Rounded up from measurements.
+pub(crate) const INODE_CHARGE: u64 = 384;
+/// What one directory entry costs toward `max_bytes` beyond its name's
+/// bytes: its slot in the directory's map, the name's shared header and
+/// the `(directory, name)` back link in the inode it names.
+pub(crate) const ENTRY_CHARGE: u64 = 160;
+
+/// The charge of one directory entry called `name`.
+pub(crate) fn entry_charge(name: &str) -> u64 {
+    ENTRY_CHARGE + name.len() as u64
+}
 
 /// A point in time: seconds since the Unix epoch and nanoseconds (< 1e9).
 #[derive(
@@ -211,6 +227,18 @@ impl Inode {
         self.content().map_or(0, Content::held)
     }
 
+    /// What the inode costs toward `max_bytes`, its entries (charged to
+    /// the entries themselves) aside: the fixed charge, plus its chunks
+    /// or its symlink target.
+    pub(crate) fn charge(&self) -> u64 {
+        INODE_CHARGE
+            + match &self.node {
+                Node::File(c) => c.charge(),
+                Node::Symlink(t) => t.len() as u64,
+                Node::Dir(_) => 0,
+            }
+    }
+
     /// Whether what the root hash covers (kind, permissions, content, link
     /// count, target) differs; timestamps and inode numbers do not count.
     pub(crate) fn same_payload(&self, o: &Inode) -> bool {
@@ -282,6 +310,8 @@ pub(crate) struct Counters {
     pub held: u64,
     pub logical: u64,
     pub inodes: u64,
+    /// What `max_bytes` limits: every inode's and entry's charge.
+    pub charged: u64,
 }
 
 /// A whole filesystem tree as a value.
@@ -307,9 +337,16 @@ impl Tree {
                 held: 0,
                 logical: 0,
                 inodes: 1,
+                charged: INODE_CHARGE,
             },
             limits,
         }
+    }
+
+    /// The longest name the tree accepts: the limit, but never more than
+    /// the root hash can encode (a 16-bit length).
+    pub(crate) fn name_max(&self) -> usize {
+        (self.limits.max_name_len as usize).min(u16::MAX as usize)
     }
 
     pub(crate) fn get(&self, ino: Ino) -> Result<&Inode> {
@@ -409,7 +446,7 @@ impl Tree {
                 }
                 continue;
             }
-            if name.len() > lim.max_name_len as usize {
+            if name.len() > self.name_max() {
                 return err(ErrorKind::NameTooLong);
             }
             let cur = *stack.last().unwrap_or(&start);
@@ -428,7 +465,7 @@ impl Tree {
             };
             match entry.kind {
                 FileType::Symlink if !last || follow || must_dir => {
-                    hops += 1;
+                    hops = hops.saturating_add(1);
                     if hops > lim.max_symlink_hops {
                         return err(ErrorKind::Loop);
                     }
@@ -500,43 +537,6 @@ impl Tree {
             }
         }
         false
-    }
-
-    /// The path of a directory from the root, or `None` if detached.
-    pub(crate) fn dir_path(&self, mut ino: Ino) -> Option<String> {
-        let mut names: Vec<&str> = Vec::new();
-        for _ in 0..=self.inodes.len() {
-            if ino == ROOT {
-                let mut s = String::new();
-                for n in names.iter().rev() {
-                    s.push('/');
-                    s.push_str(n);
-                }
-                if s.is_empty() {
-                    s.push('/');
-                }
-                return Some(s);
-            }
-            let (parent, name) = self.inodes.get(&ino)?.links.first()?;
-            names.push(name);
-            ino = *parent;
-        }
-        None
-    }
-
-    /// Every path naming `ino`.
-    pub(crate) fn paths_of(&self, ino: Ino) -> Vec<String> {
-        if ino == ROOT {
-            return vec!["/".into()];
-        }
-        let Some(inode) = self.inodes.get(&ino) else {
-            return Vec::new();
-        };
-        inode
-            .links
-            .iter()
-            .filter_map(|(p, n)| Some(path::join(&self.dir_path(*p)?, n)))
-            .collect()
     }
 
     // ---------------------------------------------------------------
@@ -677,159 +677,76 @@ impl Tree {
     // ---------------------------------------------------------------
     // Diff
 
-    /// Paths that differ from `self` (old) to `new`, pruned by sharing.
+    /// Paths that differ from `self` (old) to `new`, sorted by path. Holds
+    /// every path at once; [`Tree::diff_each`] streams them instead.
     pub(crate) fn diff(&self, new: &Tree) -> Vec<Change> {
-        let mut out: BTreeMap<String, ChangeKind> = BTreeMap::new();
+        let mut out = Vec::new();
+        let _ = self.diff_each(new, &mut |kind, path: &str| {
+            out.push(Change {
+                path: path.to_string(),
+                kind,
+            });
+            ControlFlow::Continue(())
+        });
+        out.sort();
+        out
+    }
+
+    /// Calls `f` with each path that differs from `self` (old) to `new`,
+    /// once per path, in depth-first order, until `f` breaks. The cost
+    /// follows the change, not the tree: unchanged inodes are skipped by
+    /// the maps' pointer-pruned diff. Memory stays O(depth + changed
+    /// inodes): each path is built in one shared buffer as the walk goes,
+    /// never stored.
+    pub(crate) fn diff_each(
+        &self,
+        new: &Tree,
+        f: &mut dyn FnMut(ChangeKind, &str) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        // Mark, in the new tree, the directories on the way to every inode
+        // that changed in place: the walk descends only into those (and
+        // into the entries that changed).
+        let mut children: HashMap<Ino, Vec<(Name, Ino)>> = HashMap::new();
+        let mut up_done: HashSet<Ino> = HashSet::new();
         for item in self.inodes.diff(&new.inodes) {
-            let DiffItem::Update {
-                old: (&ino, a),
-                new: (_, b),
-            } = item
-            else {
+            let DiffItem::Update { new: (&ino, _), .. } = item else {
                 // Added and removed inodes show up as directory entries.
                 continue;
             };
-            match (&a.node, &b.node) {
-                (Node::Dir(ea), Node::Dir(eb)) => {
-                    // Only where the inode is the same directory at the same
-                    // path: trees numbered differently (two imports of one
-                    // directory) reuse numbers for other directories, and a
-                    // moved directory is reported by its parents' entries.
-                    // Either way the nearest ancestor whose number matches
-                    // at the same path compares by path (`compare_replaced`).
-                    if let (Some(pa), Some(pb)) = (self.dir_path(ino), new.dir_path(ino))
-                        && pa == pb
-                    {
-                        if a.mode != b.mode && pa != "/" {
-                            mark(&mut out, pa.clone(), ChangeKind::Modified);
-                        }
-                        self.diff_entries(new, ea, eb, &pa, &pb, &mut out);
+            let mut work = vec![ino];
+            // Bounded by the inode count: a corrupt tree cannot loop.
+            let mut budget = new.inodes.len();
+            while let Some(c) = work.pop() {
+                if budget == 0 {
+                    break;
+                }
+                budget -= 1;
+                let Some(inode) = new.inodes.get(&c) else {
+                    continue;
+                };
+                for (p, n) in &inode.links {
+                    let list = children.entry(*p).or_default();
+                    if !list.iter().any(|(m, i)| *i == c && m == n) {
+                        list.push((n.clone(), c));
                     }
-                }
-                _ if !a.same_payload(b) => {
-                    let old_paths: HashSet<String> = self.paths_of(ino).into_iter().collect();
-                    for p in new.paths_of(ino) {
-                        if old_paths.contains(&p) {
-                            mark(&mut out, p, ChangeKind::Modified);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        out.into_iter()
-            .map(|(path, kind)| Change { path, kind })
-            .collect()
-    }
-
-    fn diff_entries(
-        &self,
-        new: &Tree,
-        ea: &OrdMap<Name, Entry>,
-        eb: &OrdMap<Name, Entry>,
-        pa: &str,
-        pb: &str,
-        out: &mut BTreeMap<String, ChangeKind>,
-    ) {
-        for d in ea.diff(eb) {
-            match d {
-                DiffItem::Add(name, e) => {
-                    new.mark_subtree(e.ino, path::join(pb, name), ChangeKind::Added, out)
-                }
-                DiffItem::Remove(name, e) => {
-                    self.mark_subtree(e.ino, path::join(pa, name), ChangeKind::Removed, out)
-                }
-                DiffItem::Update {
-                    old: (name, x),
-                    new: (_, y),
-                } => {
-                    self.compare_replaced(
-                        new,
-                        x.ino,
-                        y.ino,
-                        path::join(pa, name),
-                        path::join(pb, name),
-                        out,
-                    );
-                }
-            }
-        }
-    }
-
-    /// The same name now names another inode (rename over it, or two forks
-    /// that allocated differently): compare what the paths hold.
-    fn compare_replaced(
-        &self,
-        new: &Tree,
-        old_ino: Ino,
-        new_ino: Ino,
-        pa: String,
-        pb: String,
-        out: &mut BTreeMap<String, ChangeKind>,
-    ) {
-        let mut work = vec![(old_ino, new_ino, pa, pb)];
-        while let Some((oi, ni, pa, pb)) = work.pop() {
-            let (Some(a), Some(b)) = (self.inodes.get(&oi), new.inodes.get(&ni)) else {
-                continue;
-            };
-            match (&a.node, &b.node) {
-                (Node::Dir(ea), Node::Dir(eb)) => {
-                    if a.mode != b.mode {
-                        mark(out, pb.clone(), ChangeKind::Modified);
-                    }
-                    for (name, x) in ea.iter() {
-                        match eb.get(name) {
-                            Some(y) => work.push((
-                                x.ino,
-                                y.ino,
-                                path::join(&pa, name),
-                                path::join(&pb, name),
-                            )),
-                            None => self.mark_subtree(
-                                x.ino,
-                                path::join(&pa, name),
-                                ChangeKind::Removed,
-                                out,
-                            ),
-                        }
-                    }
-                    for (name, y) in eb.iter() {
-                        if !ea.contains_key(name) {
-                            new.mark_subtree(y.ino, path::join(&pb, name), ChangeKind::Added, out);
-                        }
-                    }
-                }
-                _ if a.kind() != b.kind() => {
-                    self.mark_subtree(oi, pa.clone(), ChangeKind::Removed, out);
-                    new.mark_subtree(ni, pb, ChangeKind::Added, out);
-                }
-                _ => {
-                    if !a.same_payload(b) {
-                        mark(out, pb, ChangeKind::Modified);
+                    if up_done.insert(*p) {
+                        work.push(*p);
                     }
                 }
             }
         }
+        drop(up_done);
+        let mut w = DiffWalk {
+            old: self,
+            new,
+            buf: String::from("/"),
+            stack: Vec::new(),
+            children,
+            f,
+        };
+        w.enter_same(ROOT, 1)?;
+        w.run()
     }
-
-    fn mark_subtree(
-        &self,
-        ino: Ino,
-        path: String,
-        kind: ChangeKind,
-        out: &mut BTreeMap<String, ChangeKind>,
-    ) {
-        let mut work = vec![(ino, path)];
-        while let Some((ino, path)) = work.pop() {
-            if let Some(entries) = self.inodes.get(&ino).and_then(|i| i.entries()) {
-                for (name, e) in entries.iter() {
-                    work.push((e.ino, path::join(&path, name)));
-                }
-            }
-            mark(out, path, kind);
-        }
-    }
-
     // ---------------------------------------------------------------
     // Invariants
 
@@ -840,6 +757,7 @@ impl Tree {
         if root.kind() != FileType::Dir || !root.links.is_empty() {
             return Err("root is not a detached directory".into());
         }
+        let mut c = Counters::default();
         // Count entries naming each inode, walking from the root.
         let mut named: HashMap<Ino, Vec<(Ino, Name)>> = HashMap::new();
         let mut seen_dirs: HashSet<Ino> = HashSet::new();
@@ -864,6 +782,7 @@ impl Tree {
                     return Err(format!("entry {name} kind differs from inode {}", e.ino));
                 }
                 named.entry(e.ino).or_default().push((d, name.clone()));
+                c.charged += entry_charge(name);
                 if e.kind == FileType::Dir {
                     subdirs += 1;
                     if !seen_dirs.insert(e.ino) {
@@ -876,8 +795,8 @@ impl Tree {
                 return Err(format!("dir {d} nlink {} != 2 + {subdirs}", inode.nlink));
             }
         }
-        let mut c = Counters::default();
         for (&ino, inode) in self.inodes.iter() {
+            c.charged += inode.charge();
             if ino >= self.next_ino {
                 return Err(format!("inode {ino} >= next_ino {}", self.next_ino));
             }
@@ -940,22 +859,241 @@ impl Tree {
     }
 }
 
-fn mark(out: &mut BTreeMap<String, ChangeKind>, path: String, kind: ChangeKind) {
-    use std::collections::btree_map::Entry as E;
-    match out.entry(path) {
-        E::Vacant(v) => {
-            v.insert(kind);
+type EntryIter<'a> = imbl::ordmap::Iter<'a, Name, Entry, imbl::shared_ptr::DefaultSharedPtr>;
+type EntryDiff<'a> =
+    imbl::ordmap::DiffIter<'a, 'a, Name, Entry, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// One directory being walked by [`DiffWalk`]; `len` is the length of
+/// its path in the walk's buffer.
+enum Frame<'a> {
+    /// Report every entry below a directory of `tree` as `kind`.
+    Expand {
+        tree: &'a Tree,
+        iter: EntryIter<'a>,
+        kind: ChangeKind,
+        len: usize,
+    },
+    /// The same directory inode at the same path in both trees: its
+    /// changed entries, then its unchanged entries that lead to changes.
+    Same {
+        diff: EntryDiff<'a>,
+        marked: std::vec::IntoIter<(Name, Ino)>,
+        old_entries: &'a OrdMap<Name, Entry>,
+        len: usize,
+    },
+    /// Two different directory inodes at one path: compare by name.
+    Replaced {
+        old_entries: &'a OrdMap<Name, Entry>,
+        new_entries: &'a OrdMap<Name, Entry>,
+        old_iter: EntryIter<'a>,
+        new_iter: EntryIter<'a>,
+        len: usize,
+    },
+}
+
+/// The state of [`Tree::diff_each`]: an explicit stack (a guest controls
+/// the depth) and one path buffer.
+struct DiffWalk<'a, 'f> {
+    old: &'a Tree,
+    new: &'a Tree,
+    buf: String,
+    stack: Vec<Frame<'a>>,
+    /// Directory in the new tree -> its entries that lead to an inode
+    /// changed in place.
+    children: HashMap<Ino, Vec<(Name, Ino)>>,
+    f: &'f mut dyn FnMut(ChangeKind, &str) -> ControlFlow<()>,
+}
+
+impl<'a> DiffWalk<'a, '_> {
+    /// Sets the buffer to the path `len` long plus `name`.
+    fn at(&mut self, len: usize, name: &str) {
+        self.buf.truncate(len);
+        if !self.buf.ends_with('/') {
+            self.buf.push('/');
         }
-        E::Occupied(mut o) => {
-            let merged = match (*o.get(), kind) {
-                (ChangeKind::Removed, ChangeKind::Added)
-                | (ChangeKind::Added, ChangeKind::Removed) => ChangeKind::Modified,
-                (ChangeKind::Added, _) | (_, ChangeKind::Added) => ChangeKind::Added,
-                (ChangeKind::Removed, _) | (_, ChangeKind::Removed) => ChangeKind::Removed,
-                _ => ChangeKind::Modified,
-            };
-            o.insert(merged);
+        self.buf.push_str(name);
+    }
+
+    fn emit(&mut self, kind: ChangeKind) -> ControlFlow<()> {
+        (self.f)(kind, &self.buf)
+    }
+
+    /// Reports the path in the buffer as `kind`, and everything below it
+    /// if `ino` is a directory of `tree`.
+    fn whole(&mut self, tree: &'a Tree, ino: Ino, kind: ChangeKind) -> ControlFlow<()> {
+        self.emit(kind)?;
+        if let Some(entries) = tree.inodes.get(&ino).and_then(|i| i.entries()) {
+            self.stack.push(Frame::Expand {
+                tree,
+                iter: entries.iter(),
+                kind,
+                len: self.buf.len(),
+            });
         }
+        ControlFlow::Continue(())
+    }
+
+    /// Starts walking directory `ino`, the same inode in both trees at the
+    /// path in the buffer.
+    fn enter_same(&mut self, ino: Ino, len: usize) -> ControlFlow<()> {
+        let (Some(a), Some(b)) = (
+            self.old.inodes.get(&ino).and_then(|i| i.entries()),
+            self.new.inodes.get(&ino).and_then(|i| i.entries()),
+        ) else {
+            return ControlFlow::Continue(());
+        };
+        let mut marked = self.children.remove(&ino).unwrap_or_default();
+        marked.sort();
+        self.stack.push(Frame::Same {
+            diff: a.diff(b),
+            marked: marked.into_iter(),
+            old_entries: a,
+            len,
+        });
+        ControlFlow::Continue(())
+    }
+
+    /// Compares what one path (in the buffer) names in each tree:
+    /// `old_ino` before, `new_ino` after.
+    fn pair(&mut self, old_ino: Ino, new_ino: Ino) -> ControlFlow<()> {
+        let (Some(a), Some(b)) = (self.old.inodes.get(&old_ino), self.new.inodes.get(&new_ino))
+        else {
+            return ControlFlow::Continue(());
+        };
+        match (&a.node, &b.node) {
+            (Node::Dir(ea), Node::Dir(eb)) => {
+                if a.mode != b.mode {
+                    self.emit(ChangeKind::Modified)?;
+                }
+                if old_ino == new_ino {
+                    self.enter_same(old_ino, self.buf.len())
+                } else {
+                    self.stack.push(Frame::Replaced {
+                        old_entries: ea,
+                        new_entries: eb,
+                        old_iter: ea.iter(),
+                        new_iter: eb.iter(),
+                        len: self.buf.len(),
+                    });
+                    ControlFlow::Continue(())
+                }
+            }
+            _ if a.kind() != b.kind() => {
+                // Removed and added at one path: modified, and whatever
+                // was or is below it removed or added.
+                self.emit(ChangeKind::Modified)?;
+                let len = self.buf.len();
+                if let Some(e) = a.entries() {
+                    self.stack.push(Frame::Expand {
+                        tree: self.old,
+                        iter: e.iter(),
+                        kind: ChangeKind::Removed,
+                        len,
+                    });
+                }
+                if let Some(e) = b.entries() {
+                    self.stack.push(Frame::Expand {
+                        tree: self.new,
+                        iter: e.iter(),
+                        kind: ChangeKind::Added,
+                        len,
+                    });
+                }
+                ControlFlow::Continue(())
+            }
+            _ if !a.same_payload(b) => self.emit(ChangeKind::Modified),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn run(&mut self) -> ControlFlow<()> {
+        while let Some(frame) = self.stack.last_mut() {
+            match frame {
+                Frame::Expand {
+                    tree,
+                    iter,
+                    kind,
+                    len,
+                } => {
+                    let (tree, kind, len) = (*tree, *kind, *len);
+                    let Some((name, e)) = iter.next() else {
+                        self.stack.pop();
+                        continue;
+                    };
+                    self.at(len, name);
+                    self.whole(tree, e.ino, kind)?;
+                }
+                Frame::Same {
+                    diff,
+                    marked,
+                    old_entries,
+                    len,
+                } => {
+                    let len = *len;
+                    if let Some(d) = diff.next() {
+                        match d {
+                            DiffItem::Add(name, e) => {
+                                self.at(len, name);
+                                self.whole(self.new, e.ino, ChangeKind::Added)?;
+                            }
+                            DiffItem::Remove(name, e) => {
+                                self.at(len, name);
+                                self.whole(self.old, e.ino, ChangeKind::Removed)?;
+                            }
+                            DiffItem::Update {
+                                old: (name, x),
+                                new: (_, y),
+                            } => {
+                                self.at(len, name);
+                                self.pair(x.ino, y.ino)?;
+                            }
+                        }
+                        continue;
+                    }
+                    let old_entries: &'a OrdMap<Name, Entry> = old_entries;
+                    let Some((name, ino)) = marked.next() else {
+                        self.stack.pop();
+                        continue;
+                    };
+                    // Only entries that name the same inode in both trees:
+                    // a changed entry was reported by the diff above.
+                    if old_entries.get(&name).is_some_and(|e| e.ino == ino) {
+                        self.at(len, &name);
+                        self.pair(ino, ino)?;
+                    }
+                }
+                Frame::Replaced {
+                    old_entries,
+                    new_entries,
+                    old_iter,
+                    new_iter,
+                    len,
+                } => {
+                    let len = *len;
+                    let (old_entries, new_entries): (
+                        &'a OrdMap<Name, Entry>,
+                        &'a OrdMap<Name, Entry>,
+                    ) = (*old_entries, *new_entries);
+                    if let Some((name, x)) = old_iter.next() {
+                        self.at(len, name);
+                        match new_entries.get(name) {
+                            Some(y) => self.pair(x.ino, y.ino)?,
+                            None => self.whole(self.old, x.ino, ChangeKind::Removed)?,
+                        }
+                        continue;
+                    }
+                    let Some((name, y)) = new_iter.next() else {
+                        self.stack.pop();
+                        continue;
+                    };
+                    if !old_entries.contains_key(name) {
+                        self.at(len, name);
+                        self.whole(self.new, y.ino, ChangeKind::Added)?;
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 

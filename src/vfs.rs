@@ -10,8 +10,8 @@ use crate::content::Content;
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::path::{self, NAME_MAX, PATH_MAX, SYMLINK_HOPS};
 use crate::tree::{
-    Base, Change, Counters, Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Resolved,
-    Timestamp, Tree,
+    Base, Change, ChangeKind, Counters, Entry, FileType, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name,
+    Node, ROOT, Resolved, Timestamp, Tree, entry_charge,
 };
 
 // -------------------------------------------------------------------------
@@ -23,8 +23,13 @@ use crate::tree::{
 /// changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes of file data actually held (as `du` counts: holes are free).
-    /// Default 4 GiB.
+    /// Bytes of host memory the tree may cost, as [`Usage::charged_bytes`]
+    /// counts them: every stored chunk at its allocation size (its data
+    /// rounded up by at most an eighth) plus 192 bytes, every inode 384
+    /// bytes plus its symlink target, every directory entry 160 bytes plus
+    /// its name. Holes are free. So whatever a sandbox creates (hard links,
+    /// long names, one byte in every chunk), the host holds about this
+    /// much for it, not more. Default 4 GiB.
     pub max_bytes: u64,
     /// Live inodes, the root included. Default 1,000,000.
     pub max_inodes: u64,
@@ -32,12 +37,26 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Open descriptors at once. Default 4,096.
     pub max_open_files: u32,
-    /// Bytes in one name. Default 255 (`NAME_MAX`).
+    /// Bytes in one name. Default 255 (`NAME_MAX`). Names are never longer
+    /// than 65,535 bytes, whatever this says (the root hash encodes a
+    /// name's length in 16 bits).
     pub max_name_len: u32,
     /// Bytes in one path. Default 4,096 (`PATH_MAX`).
     pub max_path_len: u32,
     /// Symlinks one resolution may follow. Default 40.
     pub max_symlink_hops: u32,
+    /// Chunk bytes the sandbox holds that its base snapshot does not share
+    /// ([`Usage::private_bytes`]: new data and copy-on-write copies, each
+    /// chunk charged as for `max_bytes`, net of what it freed). For a tree
+    /// made from scratch every chunk is private. Going over it fails the
+    /// write (or the truncation that must copy the chunk it cuts) with
+    /// `ENOSPC`. `max_bytes` alone cannot bound this: rewriting a byte of
+    /// each chunk of a large base file copies the chunks without holding
+    /// more bytes. Default 256 MiB: room for a package install or a build
+    /// in each sandbox, while 1,000 concurrent forks of a large base can
+    /// make the host hold at most 256 GiB beyond the base, however big the
+    /// base is (without it, each fork could copy all of it).
+    pub max_private_bytes: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +69,7 @@ impl Default for Limits {
             max_name_len: NAME_MAX as u32,
             max_path_len: PATH_MAX as u32,
             max_symlink_hops: SYMLINK_HOPS,
+            max_private_bytes: 256 << 20,
         }
     }
 }
@@ -63,6 +83,7 @@ impl Limits {
             max_inodes: u64::MAX,
             max_file_size: u64::MAX / 2,
             max_open_files: u32::MAX,
+            max_private_bytes: u64::MAX,
             ..Limits::default()
         }
     }
@@ -113,8 +134,16 @@ pub struct Usage {
     /// `held_bytes` of the snapshot this sandbox was forked from.
     pub base_held_bytes: u64,
     /// Chunk bytes this sandbox allocated since its fork (new data and
-    /// copy-on-write copies): its private memory for file data.
+    /// copy-on-write copies), never decreasing.
     pub allocated_bytes: u64,
+    /// What [`Limits::max_bytes`] limits: the host memory the tree costs
+    /// (chunks at their allocation size plus overhead, inodes, entries,
+    /// names, symlink targets).
+    pub charged_bytes: u64,
+    /// What [`Limits::max_private_bytes`] limits: the charge of the chunks
+    /// this sandbox holds that its base snapshot does not share (0 for a
+    /// snapshot).
+    pub private_bytes: u64,
 }
 
 /// A source of timestamps, so tests can make time deterministic.
@@ -448,8 +477,41 @@ impl Snapshot {
 
     /// Paths added, removed or modified from `self` to `newer`. The cost
     /// follows the change, not the tree: shared structure is skipped.
+    ///
+    /// This holds every changed path at once, which for a large or deep
+    /// change can be a lot; [`Snapshot::diff_each`] streams them.
     pub fn diff(&self, newer: &Snapshot) -> Vec<Change> {
         self.tree.diff(&newer.tree)
+    }
+
+    /// Calls `f` with each change from `self` to `newer` (its kind and
+    /// its path, valid during the call), once per path, in depth-first
+    /// order (not sorted), until `f` returns `Break`; returns what `f`
+    /// last returned. The paths are built one at a time in a shared
+    /// buffer, so memory stays O(depth) however many paths change (an
+    /// added subtree is walked, not listed), plus a little per inode
+    /// changed in place.
+    ///
+    /// ```
+    /// # use std::ops::ControlFlow;
+    /// # use cowvfs::Vfs;
+    /// let mut v = Vfs::new();
+    /// let base = v.snapshot();
+    /// v.create_dir_all("/a/b/c")?;
+    /// let mut n = 0;
+    /// base.diff_each(&v.snapshot(), |_kind, _path| {
+    ///     n += 1;
+    ///     ControlFlow::Continue(())
+    /// });
+    /// assert_eq!(n, 3);
+    /// # Ok::<(), cowvfs::Error>(())
+    /// ```
+    pub fn diff_each(
+        &self,
+        newer: &Snapshot,
+        mut f: impl FnMut(ChangeKind, &str) -> std::ops::ControlFlow<()>,
+    ) -> std::ops::ControlFlow<()> {
+        self.tree.diff_each(&newer.tree, &mut f)
     }
 
     /// Whether both handles hold the very same tree (O(1)).
@@ -464,7 +526,7 @@ impl Snapshot {
 
     /// What the tree holds.
     pub fn usage(&self) -> Usage {
-        usage_of(&self.tree.counters, 0, self.tree.counters.held, 0)
+        usage_of(&self.tree.counters, 0, self.tree.counters.held, 0, 0)
     }
 
     /// Reads a whole file (symlinks followed).
@@ -503,7 +565,7 @@ impl Snapshot {
     }
 }
 
-fn usage_of(c: &Counters, open: u64, base_held: u64, allocated: u64) -> Usage {
+fn usage_of(c: &Counters, open: u64, base_held: u64, allocated: u64, private: u64) -> Usage {
     Usage {
         held_bytes: c.held,
         logical_bytes: c.logical,
@@ -511,8 +573,13 @@ fn usage_of(c: &Counters, open: u64, base_held: u64, allocated: u64) -> Usage {
         open_files: open,
         base_held_bytes: base_held,
         allocated_bytes: allocated,
+        charged_bytes: c.charged,
+        private_bytes: private,
     }
 }
+
+/// Origins of sandboxes (see `blob`): each `Vfs` gets its own, never 0.
+static NEXT_ORIGIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn ctx(path: &str) -> impl FnOnce(Error) -> Error + '_ {
     move |e| e.or_context(|| path.to_string())
@@ -617,6 +684,12 @@ pub struct Vfs {
     floor: Counters,
     base_held: u64,
     allocated: u64,
+    /// This sandbox's origin: the chunks it makes carry it.
+    origin: u64,
+    /// Charge of the chunks of this origin in the tree.
+    private: u64,
+    /// `private` when the limits were last set.
+    private_floor: u64,
 }
 
 impl fmt::Debug for Vfs {
@@ -669,6 +742,9 @@ impl Vfs {
             generation: 0,
             clock,
             allocated: 0,
+            origin: NEXT_ORIGIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            private: 0,
+            private_floor: 0,
         }
     }
 
@@ -685,6 +761,7 @@ impl Vfs {
     /// Changes the limits. Lower limits stop growth; nothing is removed.
     pub fn set_limits(&mut self, limits: Limits) {
         self.floor = self.tree.counters;
+        self.private_floor = self.private;
         self.tree.limits = limits;
     }
 
@@ -695,6 +772,7 @@ impl Vfs {
             self.open_total,
             self.base_held,
             self.allocated,
+            self.private,
         )
     }
 
@@ -713,6 +791,7 @@ impl Vfs {
                 tree.counters.inodes -= 1;
                 tree.counters.held -= inode.held();
                 tree.counters.logical -= inode.content().map_or(0, Content::size);
+                tree.counters.charged -= inode.charge();
             }
         }
         Snapshot {
@@ -753,10 +832,29 @@ impl Vfs {
         }
         let c = self.tree.counters;
         let l = &self.tree.limits;
-        if c.held > l.max_bytes.max(self.floor.held)
+        if c.charged > l.max_bytes.max(self.floor.charged)
             || c.inodes > l.max_inodes.max(self.floor.inodes)
         {
             return Err(format!("usage {c:?} over limits {l:?}"));
+        }
+        let private: u64 = self
+            .tree
+            .inodes
+            .values()
+            .filter_map(|i| i.content())
+            .map(|c| c.private_charge(self.origin))
+            .sum();
+        if private != self.private {
+            return Err(format!(
+                "private bytes {} but the chunks of this sandbox cost {private}",
+                self.private
+            ));
+        }
+        if private > l.max_private_bytes.max(self.private_floor) {
+            return Err(format!(
+                "private bytes {private} over the limit {}",
+                l.max_private_bytes
+            ));
         }
         Ok(())
     }
@@ -843,21 +941,41 @@ impl Vfs {
         Ok(())
     }
 
+    /// Whether the tree may cost `growth` more bytes (`max_bytes`).
     fn check_bytes(&self, growth: u64) -> Result<()> {
         if growth == 0 {
             return Ok(());
         }
-        match self.tree.counters.held.checked_add(growth) {
+        match self.tree.counters.charged.checked_add(growth) {
             Some(n) if n <= self.tree.limits.max_bytes => Ok(()),
             _ => err(ErrorKind::NoSpace),
+        }
+    }
+
+    /// Whether the sandbox may hold `growth` more private bytes.
+    fn check_private(&self, growth: u64) -> Result<()> {
+        if growth == 0 {
+            return Ok(());
+        }
+        match self.private.checked_add(growth) {
+            Some(n) if n <= self.tree.limits.max_private_bytes => Ok(()),
+            _ => Err(Error::with(
+                ErrorKind::NoSpace,
+                "over the sandbox's limit on bytes not shared with its base",
+            )),
         }
     }
 
     /// Creates an inode and links it as `dir/name`. The caller has checked
     /// that the name is free and the directory writable.
     fn create(&mut self, dir: Ino, name: Name, node: Node, mode: u32) -> Result<Ino> {
-        path::check_name(&name, self.tree.limits.max_name_len as usize)?;
+        path::check_name(&name, self.tree.name_max())?;
         self.check_inode_quota()?;
+        let charge = match &node {
+            Node::Symlink(t) => INODE_CHARGE + t.len() as u64,
+            _ => INODE_CHARGE,
+        };
+        self.check_bytes(charge + entry_charge(&name))?;
         let now = self.now();
         let ino = self.tree.next_ino;
         self.tree.next_ino += 1;
@@ -870,6 +988,7 @@ impl Vfs {
             .inodes
             .insert(ino, Arc::new(Inode::new(node, mode, now)));
         self.tree.counters.inodes += 1;
+        self.tree.counters.charged += charge;
         self.link(dir, name, ino, kind, now)?;
         Ok(ino)
     }
@@ -895,6 +1014,7 @@ impl Vfs {
             d.mtime = now;
             d.ctime = now;
         }
+        self.tree.counters.charged += entry_charge(&name);
         let t = self.tree.inode_mut(ino)?;
         t.links.push((dir, name));
         if kind != FileType::Dir {
@@ -922,6 +1042,7 @@ impl Vfs {
             d.ctime = now;
             e
         };
+        self.tree.counters.charged -= entry_charge(name);
         let t = self.tree.inode_mut(e.ino)?;
         if let Some(pos) = t.links.iter().position(|(p, n)| *p == dir && &**n == name) {
             t.links.swap_remove(pos);
@@ -956,6 +1077,8 @@ impl Vfs {
             c.inodes -= 1;
             c.held -= inode.held();
             c.logical -= inode.content().map_or(0, Content::size);
+            c.charged -= inode.charge();
+            self.private -= inode.content().map_or(0, |c| c.private_charge(self.origin));
         }
     }
 
@@ -1216,7 +1339,7 @@ impl Vfs {
     }
 
     fn write_ino(&mut self, ino: Ino, data: &[u8], offset: u64) -> Result<usize> {
-        let (old_size, growth) = match &self.tree.get(ino)?.node {
+        let (old_size, cost) = match &self.tree.get(ino)?.node {
             Node::File(c) => {
                 if data.is_empty() {
                     return Ok(0);
@@ -1229,24 +1352,43 @@ impl Vfs {
                 // A lazily loaded chunk that cannot be read fails the write
                 // here, before anything changes.
                 c.prepare_write(offset, data.len())?;
-                (c.size(), c.held_growth(offset, data.len()))
+                (c.size(), c.write_cost(offset, data.len(), self.origin))
             }
             _ => return err(ErrorKind::IsADirectory),
         };
-        self.check_bytes(growth)?;
+        self.check_bytes(cost.charge)?;
+        self.check_private(cost.private)?;
+        let new_end = offset + data.len() as u64;
+        let logical = self.grown_logical(old_size, new_end.max(old_size))?;
         let now = self.now();
         let inode = self.tree.inode_mut(ino)?;
         let Node::File(c) = &mut inode.node else {
             return err(ErrorKind::IsADirectory);
         };
-        let allocated = c.write_at(data, offset)?;
-        let new_size = c.size();
+        let allocated = c.write_at(data, offset, self.origin)?;
         inode.mtime = now;
         inode.ctime = now;
-        self.tree.counters.held += growth;
-        self.tree.counters.logical += new_size - old_size;
-        self.allocated += allocated;
+        let counters = &mut self.tree.counters;
+        counters.held += cost.held;
+        counters.charged += cost.charge;
+        counters.logical = logical;
+        self.private += cost.private;
+        self.allocated = self.allocated.saturating_add(allocated);
         Ok(data.len())
+    }
+
+    /// The sum of file sizes once a file grows from `old` to `new` bytes,
+    /// or `EFBIG` if it would not fit in a u64 (possible only with very
+    /// high `max_file_size`s, as in [`Limits::unlimited`]).
+    fn grown_logical(&self, old: u64, new: u64) -> Result<u64> {
+        (self.tree.counters.logical - old)
+            .checked_add(new)
+            .ok_or_else(|| {
+                Error::with(
+                    ErrorKind::FileTooLarge,
+                    "the sum of file sizes would overflow",
+                )
+            })
     }
 
     /// Sets a file's length through a descriptor open for writing.
@@ -1280,10 +1422,10 @@ impl Vfs {
         if len > self.tree.limits.max_file_size {
             return err(ErrorKind::FileTooLarge);
         }
-        let (old_size, freed) = match &self.tree.get(ino)?.node {
+        let (old_size, (freed, added)) = match &self.tree.get(ino)?.node {
             Node::File(c) => {
                 c.prepare_set_len(len)?;
-                (c.size(), c.held_shrink(len))
+                (c.size(), c.shrink_cost(len, self.origin))
             }
             Node::Dir(_) => return err(ErrorKind::IsADirectory),
             Node::Symlink(_) => return err(ErrorKind::InvalidInput),
@@ -1291,15 +1433,21 @@ impl Vfs {
         if old_size == len {
             return Ok(());
         }
+        // Cutting a chunk of the base copies what is kept of it.
+        self.check_private(added.saturating_sub(freed.private))?;
+        let logical = self.grown_logical(old_size, len)?;
+        let origin = self.origin;
         let inode = self.tree.inode_mut(ino)?;
         if let Node::File(c) = &mut inode.node {
-            c.set_len(len)?;
+            c.set_len(len, origin)?;
         }
         inode.mtime = now;
         inode.ctime = now;
         let c = &mut self.tree.counters;
-        c.held -= freed;
-        c.logical = c.logical - old_size + len;
+        c.held -= freed.held;
+        c.charged -= freed.charge;
+        c.logical = logical;
+        self.private = self.private + added - freed.private;
         Ok(())
     }
 
@@ -1505,7 +1653,12 @@ impl Vfs {
                 return err(ErrorKind::IsADirectory);
             }
         }
-        path::check_name(dname.as_str(), self.tree.limits.max_name_len as usize)?;
+        path::check_name(dname.as_str(), self.tree.name_max())?;
+        if dst.ino.is_none() {
+            // The entry moves; only a longer name costs more.
+            let longer = dname.as_str().len().saturating_sub(sname.as_str().len());
+            self.check_bytes(longer as u64)?;
+        }
         let now = self.now();
         let dname = dname.to_name();
         if dst.ino.is_some() {
@@ -1606,7 +1759,8 @@ impl Vfs {
             return err(ErrorKind::TooManyLinks);
         }
         writable_dir(self.tree.get(d.dir)?)?;
-        path::check_name(dname.as_str(), self.tree.limits.max_name_len as usize)?;
+        path::check_name(dname.as_str(), self.tree.name_max())?;
+        self.check_bytes(entry_charge(dname.as_str()))?;
         let now = self.now();
         self.link(d.dir, dname.to_name(), sino, skind, now)
     }

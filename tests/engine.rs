@@ -158,8 +158,12 @@ fn write_past_eof_and_holes() {
 
 #[test]
 fn limits() {
+    // max_bytes counts inodes, entries and chunk bookkeeping too (384 per
+    // inode, 160 + name per entry, 192 per chunk plus its rounded-up data):
+    // /a with 900 bytes plus two directories fit in 3,500; /b with 1,000
+    // more bytes does not.
     let mut v = Vfs::with_limits(Limits {
-        max_bytes: 1000,
+        max_bytes: 3500,
         max_inodes: 4,
         max_file_size: 2000,
         max_open_files: 2,
@@ -167,7 +171,7 @@ fn limits() {
     });
     v.write_file("/a", &[1; 900]).unwrap();
     let before = v.root_hash();
-    assert_eq!(kind(v.write_file("/b", &[1; 200])), ErrorKind::NoSpace);
+    assert_eq!(kind(v.write_file("/b", &[1; 1000])), ErrorKind::NoSpace);
     // The failed write_file created /b but wrote nothing into it.
     assert_eq!(v.read_file("/b").unwrap(), b"");
     v.remove_file("/b").unwrap();
@@ -207,8 +211,10 @@ fn fork_with_limits_allows_its_base() {
     v.write_file("/big", &vec![7; 100_000]).unwrap();
     let snap = v.snapshot();
     let held = snap.usage().held_bytes;
+    // max_bytes limits the charge (data plus bookkeeping), not `held`: a
+    // ten-byte file costs about 760 bytes, a second one does not fit.
     let mut child = snap.fork_with_limits(Limits {
-        max_bytes: held + 10,
+        max_bytes: snap.usage().charged_bytes + 1000,
         ..Limits::default()
     });
     child.write_file("/small", &[1; 10]).unwrap();

@@ -1,12 +1,13 @@
 //! `cowvfs run`: run a WebAssembly guest against an in-memory tree, with
 //! host directories imported into it or mounted beside it.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use cowvfs::wasi::{Guest, RunOutcome, Sandbox, p1};
-use cowvfs::{Limits, Vfs};
+use cowvfs::{ChangeKind, Limits, Vfs};
 
 /// Arguments of `cowvfs run`, shaped like `wasmtime run`'s.
 #[derive(clap::Args, Debug)]
@@ -170,9 +171,12 @@ fn run_component(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
 
 fn finish(base: Option<cowvfs::Snapshot>, outcome: RunOutcome) -> anyhow::Result<ExitCode> {
     if let Some(base) = base {
-        for change in base.diff(&outcome.vfs.snapshot()) {
-            eprintln!("{change}");
-        }
+        print_diff(
+            &base,
+            &outcome.vfs.snapshot(),
+            DIFF_SHOWN,
+            &mut std::io::stderr(),
+        );
     }
     match outcome.status {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
@@ -181,6 +185,31 @@ fn finish(base: Option<cowvfs::Snapshot>, outcome: RunOutcome) -> anyhow::Result
             // What a shell shows for SIGABRT, as `wasmtime run` does.
             Ok(ExitCode::from(134))
         }
+    }
+}
+
+/// How many changes `--diff` prints before it only counts the rest.
+const DIFF_SHOWN: u64 = 1000;
+
+/// Prints at most `shown` changes from `base` to `new` (streamed: a guest
+/// that adds a huge or deep tree cannot make this hold every path), then
+/// how many more there were.
+fn print_diff(base: &cowvfs::Snapshot, new: &cowvfs::Snapshot, shown: u64, out: &mut dyn Write) {
+    let mut n = 0u64;
+    let _ = base.diff_each(new, |kind, path| {
+        if n < shown {
+            let sign = match kind {
+                ChangeKind::Added => '+',
+                ChangeKind::Removed => '-',
+                ChangeKind::Modified => 'M',
+            };
+            let _ = writeln!(out, "{sign} {path}");
+        }
+        n += 1;
+        std::ops::ControlFlow::Continue(())
+    });
+    if n > shown {
+        let _ = writeln!(out, "... and {} more changes", n - shown);
     }
 }
 
@@ -324,6 +353,27 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diff_prints_a_bounded_number_of_changes() {
+        let mut v = Vfs::new();
+        let base = v.snapshot();
+        for i in 0..1500 {
+            v.create_dir(&format!("/d{i}")).unwrap();
+        }
+        v.remove_dir("/d7").unwrap();
+        let mut out = Vec::new();
+        print_diff(&base, &v.snapshot(), DIFF_SHOWN, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1001, "{text}");
+        assert!(lines[..1000].iter().all(|l| l.starts_with("+ /d")));
+        assert_eq!(lines[1000], "... and 499 more changes");
+        // Under the bound, every change and no count.
+        let mut out = Vec::new();
+        print_diff(&base, &v.snapshot(), 2000, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1499);
+    }
 
     #[test]
     fn sizes() {
