@@ -20,16 +20,12 @@
 
 use std::io::Write;
 
+use cowvfs::checkpoint::{Header, seal_for_fuzzing};
 use cowvfs::{Snapshot, Vfs};
 use libfuzzer_sys::fuzz_target;
 
 mod accept;
 use accept::accept;
-
-const MAGIC: &[u8; 9] = b"cowvfs\0ck";
-const VERSION: u16 = 1;
-const FLAG_DELTA: u16 = 1;
-const FLAG_ZSTD: u16 = 2;
 
 fn parent() -> Snapshot {
     let mut v = Vfs::new();
@@ -38,34 +34,14 @@ fn parent() -> Snapshot {
     v.snapshot()
 }
 
-/// A checkpoint file with `meta` and `data` behind a correct header.
-fn seal(flags: u16, parent_root: Option<[u8; 32]>, meta: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(200 + meta.len() + data.len());
-    f.extend_from_slice(MAGIC);
-    f.extend_from_slice(&VERSION.to_le_bytes());
-    f.extend_from_slice(&flags.to_le_bytes());
-    f.extend_from_slice(&[0u8; 32]);
-    if let Some(p) = parent_root {
-        f.extend_from_slice(&p);
-    }
-    f.extend_from_slice(&(meta.len() as u64).to_le_bytes());
-    f.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    f.extend_from_slice(blake3::hash(meta).as_bytes());
-    f.extend_from_slice(meta);
-    f.extend_from_slice(data);
-    let trailer = blake3::hash(&f);
-    f.extend_from_slice(trailer.as_bytes());
-    f
-}
-
 fuzz_target!(|input: &[u8]| {
     let [flag_bits, l0, l1, l2, l3, rest @ ..] = input else { return };
     let meta_len = (u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize).min(rest.len());
     let (meta, data) = rest.split_at(meta_len);
     let delta = flag_bits & 1 != 0;
-    let flags = if delta { FLAG_DELTA } else { 0 } | if flag_bits & 2 != 0 { FLAG_ZSTD } else { 0 };
     let p = parent();
-    let file = seal(flags, delta.then(|| *p.root_hash().as_bytes()), meta, data);
+    let header = Header::for_fuzzing(flag_bits & 2 != 0, [0; 32].into(), delta.then(|| p.root_hash()));
+    let file = seal_for_fuzzing(&header, meta, data);
     let loaded = if delta {
         Snapshot::load_delta_from(&file[..], &p)
     } else {
