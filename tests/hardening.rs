@@ -796,3 +796,64 @@ fn fuzzing_hooks_reseal_a_checkpoint() {
     assert!(seen_structural);
     assert!(checkpoint::split_for_fuzzing(b"junk").is_none());
 }
+
+/// LEB128, as postcard writes a u64.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+#[test]
+fn a_checkpoint_whose_sizes_add_up_past_u64_is_refused() {
+    let huge = Limits {
+        max_file_size: u64::MAX,
+        ..Limits::default()
+    };
+    // Two files of 2^62 + 1 bytes, then the records made to say
+    // 2^64 - 2 each (the hashes resealed): each file is valid alone.
+    let size = (1u64 << 62) + 1;
+    let mut v = Vfs::with_limits(huge.clone());
+    for name in ["/a", "/b"] {
+        let fd = v
+            .open(name, OpenOptions::new().write(true).create(true))
+            .unwrap();
+        v.set_len(fd, size).unwrap();
+        v.close(fd).unwrap();
+    }
+    let bytes = save(&v.snapshot());
+    let (h, meta, data) = checkpoint::split_for_fuzzing(&bytes).unwrap();
+    let (from, to) = (varint(size), varint(u64::MAX - 1));
+    let mut patched = Vec::new();
+    let mut i = 0;
+    let mut hits = 0;
+    while i < meta.len() {
+        if meta[i..].starts_with(&from) {
+            patched.extend_from_slice(&to);
+            i += from.len();
+            hits += 1;
+        } else {
+            patched.push(meta[i]);
+            i += 1;
+        }
+    }
+    assert_eq!(hits, 2, "both size records found");
+    let sealed = checkpoint::seal_for_fuzzing(&h, &patched, data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sums.ck");
+    std::fs::write(&path, &sealed).unwrap();
+    // A lazy open does not recompute the root hash, so only the checked
+    // sum stands between this file and a wrapped usage counter.
+    let e = Snapshot::open_with_limits(&path, None, &huge).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("2^64"), "{e}");
+    let e = checkpoint::inspect(&path).unwrap_err();
+    assert!(e.to_string().contains("overflow"), "{e}");
+}
