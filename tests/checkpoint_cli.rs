@@ -120,7 +120,10 @@ fn deltas_need_their_parents() {
         &"--parent",
         &b,
     ]));
-    assert_eq!(diff, "M /etc/app/config\n+ /new\n");
+    // Streamed in depth-first order (memory O(depth)), not sorted.
+    let mut lines: Vec<&str> = diff.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["+ /new", "M /etc/app/config"]);
     assert_eq!(
         ok(&cowvfs(&[
             &"checkpoint",

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use cowvfs::checkpoint::{self, SaveOptions};
-use cowvfs::{ChangeKind, FileType, Limits, Metadata, Snapshot, Vfs, host};
+use cowvfs::{FileType, Limits, Metadata, Snapshot, Vfs, host};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
@@ -136,14 +136,8 @@ fn run(args: CheckpointArgs) -> Result<ExitCode> {
         Cmd::Diff { a, b, parents } => {
             let (sa, sb) = (open(&a, &parents.parent)?, open(&b, &parents.parent)?);
             let mut out = std::io::stdout().lock();
-            for c in sa.diff(&sb) {
-                let sign = match c.kind() {
-                    ChangeKind::Added => '+',
-                    ChangeKind::Removed => '-',
-                    ChangeKind::Modified => 'M',
-                };
-                writeln!(out, "{sign} {}", c.path())?;
-            }
+            super::run::print_diff(&sa, &sb, u64::MAX, &mut out)?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify { ck, parents } => {

@@ -171,7 +171,9 @@ fn run_component(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
 
 fn finish(base: Option<cowvfs::Snapshot>, outcome: RunOutcome) -> anyhow::Result<ExitCode> {
     if let Some(base) = base {
-        print_diff(
+        // The diff goes to stderr beside the guest's own output; a
+        // closed stderr loses only the listing, not the exit status.
+        let _ = print_diff(
             &base,
             &outcome.vfs.snapshot(),
             DIFF_SHOWN,
@@ -193,9 +195,15 @@ const DIFF_SHOWN: u64 = 1000;
 
 /// Prints at most `shown` changes from `base` to `new` (streamed: a guest
 /// that adds a huge or deep tree cannot make this hold every path), then
-/// how many more there were.
-fn print_diff(base: &cowvfs::Snapshot, new: &cowvfs::Snapshot, shown: u64, out: &mut dyn Write) {
+/// how many more there were. Stops at the first write error.
+pub(crate) fn print_diff(
+    base: &cowvfs::Snapshot,
+    new: &cowvfs::Snapshot,
+    shown: u64,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut n = 0u64;
+    let mut failed = None;
     let _ = base.diff_each(new, |kind, path| {
         if n < shown {
             let sign = match kind {
@@ -203,14 +211,21 @@ fn print_diff(base: &cowvfs::Snapshot, new: &cowvfs::Snapshot, shown: u64, out: 
                 ChangeKind::Removed => '-',
                 ChangeKind::Modified => 'M',
             };
-            let _ = writeln!(out, "{sign} {path}");
+            if let Err(e) = writeln!(out, "{sign} {path}") {
+                failed = Some(e);
+                return std::ops::ControlFlow::Break(());
+            }
         }
         n += 1;
         std::ops::ControlFlow::Continue(())
     });
-    if n > shown {
-        let _ = writeln!(out, "... and {} more changes", n - shown);
+    if let Some(e) = failed {
+        return Err(e);
     }
+    if n > shown {
+        writeln!(out, "... and {} more changes", n - shown)?;
+    }
+    Ok(())
 }
 
 /// `--from`: a checkpoint file (opened lazily, with its parents if it is a
@@ -250,6 +265,9 @@ impl Plan {
         let mut limits = Limits::default();
         if let Some(s) = &args.max_bytes {
             limits.max_bytes = parse_size(s).with_context(|| format!("bad --max-bytes {s:?}"))?;
+            // A run's tree is all its own data: the private-byte quota
+            // follows the one the user set.
+            limits.max_private_bytes = limits.max_bytes;
         }
         if let Some(s) = &args.max_inodes {
             limits.max_inodes =
@@ -363,7 +381,7 @@ mod tests {
         }
         v.remove_dir("/d7").unwrap();
         let mut out = Vec::new();
-        print_diff(&base, &v.snapshot(), DIFF_SHOWN, &mut out);
+        print_diff(&base, &v.snapshot(), DIFF_SHOWN, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1001, "{text}");
@@ -371,7 +389,7 @@ mod tests {
         assert_eq!(lines[1000], "... and 499 more changes");
         // Under the bound, every change and no count.
         let mut out = Vec::new();
-        print_diff(&base, &v.snapshot(), 2000, &mut out);
+        print_diff(&base, &v.snapshot(), 2000, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1499);
     }
 
