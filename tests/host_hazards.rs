@@ -223,3 +223,76 @@ fn sync_removes_a_5000_deep_tree_on_a_small_stack() {
     assert_eq!(names, ["kept"]);
     vfs.check_invariants().unwrap();
 }
+
+mod store_objects {
+    use super::*;
+    use cowvfs::store::{BlobStore, DirStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT};
+
+    fn store() -> (tempfile::TempDir, DirStore, blake3::Hash) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let addr = blake3::hash(b"some chunk");
+        let p = store.chunk_path(&addr);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        (dir, store, addr)
+    }
+
+    fn chunk_err(store: DirStore, addr: blake3::Hash) -> cowvfs::Error {
+        within(10, move || {
+            store.get_chunks(&[addr]).expect_err("must refuse")
+        })
+    }
+
+    #[test]
+    fn a_symlinked_chunk_is_not_followed() {
+        let (_d, store, addr) = store();
+        let elsewhere = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(elsewhere.path(), b"some chunk").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), store.chunk_path(&addr)).unwrap();
+        let err = chunk_err(store.clone(), addr);
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("symlink"), "{err}");
+        // Nor counted as present.
+        assert_eq!(store.has_chunks(&[addr]).unwrap(), [false]);
+    }
+
+    #[test]
+    fn a_fifo_chunk_does_not_block() {
+        let (_d, store, addr) = store();
+        let st = std::process::Command::new("mkfifo")
+            .arg(store.chunk_path(&addr))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let err = chunk_err(store, addr);
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_chunk_object_is_refused() {
+        let (_d, store, addr) = store();
+        std::fs::write(
+            store.chunk_path(&addr),
+            vec![7u8; MAX_CHUNK_OBJECT as usize + 1],
+        )
+        .unwrap();
+        let err = chunk_err(store, addr);
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("more than the"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_manifest_is_refused_without_reading_it() {
+        let (d, store, _) = store();
+        let root = blake3::hash(b"root");
+        let p = d.path().join("manifests").join(root.to_hex().as_str());
+        // Sparse: refused by its size, not read.
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_MANIFEST_OBJECT + 1).unwrap();
+        let err = within(10, move || {
+            store.get_manifest(&root).expect_err("must refuse")
+        });
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("more than the"), "{err}");
+    }
+}
