@@ -19,12 +19,12 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 
 fn timed_engine() -> &'static wasmtime::Engine {
     static E: OnceLock<wasmtime::Engine> = OnceLock::new();
-    E.get_or_init(|| cowvfs::wasi::engine(false).unwrap())
+    E.get_or_init(|| cowvfs::wasi::engine(true, false).unwrap())
 }
 
 fn fuel_engine() -> &'static wasmtime::Engine {
     static E: OnceLock<wasmtime::Engine> = OnceLock::new();
-    E.get_or_init(|| cowvfs::wasi::engine(true).unwrap())
+    E.get_or_init(|| cowvfs::wasi::engine(false, true).unwrap())
 }
 
 fn cache() -> &'static Path {

@@ -256,10 +256,11 @@ fn open_from(src: &str, parents: &[PathBuf]) -> anyhow::Result<cowvfs::Snapshot>
 
 /// A compiled module is cached next to adapted ones, so a second run of the
 /// same guest neither adapts nor compiles. Without a cache, it still runs.
-/// Epoch interruption is always on (cheap, and it makes `--timeout`
-/// possible); fuel metering only with `--fuel`, as it slows wasm down.
+/// Epoch interruption only with `--timeout` and fuel metering only with
+/// `--fuel`: both slow wasm code down (the compiled-module cache keeps
+/// each configuration apart).
 fn engine(limits: &RunLimits) -> anyhow::Result<wasmtime::Engine> {
-    let mut config = cowvfs::wasi::engine_config(limits.fuel.is_some());
+    let mut config = cowvfs::wasi::engine_config(limits.timeout.is_some(), limits.fuel.is_some());
     if let Some(dir) = cowvfs::wasi::cache_dir().filter(|d| d.is_absolute()) {
         let mut cache = wasmtime::CacheConfig::new();
         cache.with_directory(dir.join("compiled"));
