@@ -321,19 +321,6 @@ pub(crate) fn new_limiter(limits: &RunLimits) -> Limiter {
     Limiter::new(limits)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoch_detection_follows_the_config() {
-        assert!(!epochs_enabled(&Engine::default()));
-        assert!(epochs_enabled(&engine(true, false).unwrap()));
-        assert!(epochs_enabled(&engine(true, true).unwrap()));
-        assert!(!epochs_enabled(&engine(false, true).unwrap()));
-    }
-}
-
 /// The limit setters both sandboxes share; the type has
 /// `limits: RunLimits`.
 macro_rules! limit_setters {
@@ -374,3 +361,16 @@ macro_rules! limit_setters {
     };
 }
 pub(crate) use limit_setters;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_detection_follows_the_config() {
+        assert!(!epochs_enabled(&Engine::default()));
+        assert!(epochs_enabled(&engine(true, false).unwrap()));
+        assert!(epochs_enabled(&engine(true, true).unwrap()));
+        assert!(!epochs_enabled(&engine(false, true).unwrap()));
+    }
+}
