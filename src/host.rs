@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::content::CHUNK_SIZE;
@@ -962,7 +962,10 @@ fn finish_dir(
 fn remove_partial(root: &Path) {
     let mut work = vec![root.to_path_buf()];
     while let Some(d) = work.pop() {
-        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+        // Through a descriptor opened without following: a symlink planted
+        // in the partial tree must not get its target's mode changed.
+        let _ = rustix::fs::open(&d, dir_flags(), rustix::fs::Mode::empty())
+            .and_then(|fd| rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o700)));
         if let Ok(rd) = fs::read_dir(&d) {
             for e in rd.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
