@@ -4,7 +4,8 @@
 //! recreates a snapshot's directory on the host. Both keep what a checkpoint
 //! keeps: regular files, directories, symlinks (targets exactly as written),
 //! hard links (as hard links), permission bits and access/modification
-//! times. Ownership and other file types (sockets, FIFOs, devices) have no
+//! times (setuid, setgid and sticky bits only if asked, see
+//! [`ExportOptions`]). Ownership and other file types (sockets, FIFOs, devices) have no
 //! place in the engine, so an import refuses them by name rather than
 //! silently dropping them.
 //!
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::content::CHUNK_SIZE;
@@ -201,21 +202,21 @@ fn walk_host(
     // Host (device, inode) of multiply linked objects -> first guest path.
     let mut seen: HashMap<(u64, u64), String> = HashMap::new();
     enum Work {
-        Enter(PathBuf, String),
+        /// A host directory (with the identity it had when met; the top
+        /// one may be reached through a symlink), its guest path.
+        Enter(PathBuf, String, (u64, u64), bool),
         Finish(String, fs::Metadata),
     }
+    let top_id = (top.dev(), top.ino());
     let mut work = vec![
         Work::Finish(guest.to_string(), top),
-        Work::Enter(host.to_path_buf(), guest.to_string()),
+        Work::Enter(host.to_path_buf(), guest.to_string(), top_id, true),
     ];
     while let Some(step) = work.pop() {
         match step {
             Work::Finish(g, meta) => visit(HostStep::Finish { g: &g, meta: &meta }, &mut stats)?,
-            Work::Enter(h, g) => {
-                let mut names = Vec::new();
-                for e in fs::read_dir(&h).map_err(host_err(&h))? {
-                    names.push(e.map_err(host_err(&h))?.file_name());
-                }
+            Work::Enter(h, g, id, follow) => {
+                let mut names = list_dir(&h, id, follow)?;
                 names.sort();
                 visit(
                     HostStep::Enter {
@@ -248,14 +249,104 @@ fn walk_host(
                     )?;
                     progress(&stats);
                     if is_dir {
+                        let id = (meta.dev(), meta.ino());
                         work.push(Work::Finish(gp.clone(), meta));
-                        work.push(Work::Enter(hp, gp));
+                        work.push(Work::Enter(hp, gp, id, false));
                     }
                 }
             }
         }
     }
     Ok(stats)
+}
+
+/// `O_NOFOLLOW`, `O_NONBLOCK` and `O_DIRECTORY` for `custom_flags`.
+fn oflags(f: rustix::fs::OFlags) -> i32 {
+    f.bits() as i32
+}
+
+/// The error for a host object that is no longer what the walk saw (it was
+/// replaced, by a symlink, a FIFO or anything else, while importing).
+fn changed(hp: &Path) -> Error {
+    Error::with(
+        ErrorKind::Io,
+        format!(
+            "{}: changed while being imported (replaced by another object or a symlink)",
+            hp.display()
+        ),
+    )
+}
+
+/// Opens what the walk met at `hp` without following a symlink and without
+/// blocking (a FIFO swapped in must not hang the import), and makes sure
+/// it is that same object: same device and inode, same kind.
+fn open_checked(
+    hp: &Path,
+    id: (u64, u64),
+    dir: bool,
+    follow: bool,
+) -> Result<(fs::File, fs::Metadata)> {
+    use rustix::fs::OFlags;
+    let mut flags = OFlags::NONBLOCK;
+    if dir {
+        flags |= OFlags::DIRECTORY;
+    }
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(oflags(flags))
+        .open(hp)
+        .map_err(|e| match e.raw_os_error() {
+            Some(c)
+                if c == rustix::io::Errno::LOOP.raw_os_error()
+                    || c == rustix::io::Errno::NOTDIR.raw_os_error() =>
+            {
+                changed(hp)
+            }
+            _ => host_err(hp)(e),
+        })?;
+    let m = f.metadata().map_err(host_err(hp))?;
+    let kind_ok = if dir { m.is_dir() } else { m.is_file() };
+    if !kind_ok || (m.dev(), m.ino()) != id {
+        return Err(changed(hp));
+    }
+    Ok((f, m))
+}
+
+/// The names in host directory `h`, read through a descriptor to the very
+/// directory the walk met (never through a symlink swapped in for it).
+fn list_dir(h: &Path, id: (u64, u64), follow: bool) -> Result<Vec<std::ffi::OsString>> {
+    let (f, _) = open_checked(h, id, true, follow)?;
+    let io = |e: rustix::io::Errno| host_err(h)(e.into());
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::read_from(&f).map_err(io)? {
+        let e = e.map_err(io)?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Opens a regular host file for import (see [`open_checked`]); its size
+/// must fit the tree's file-size limit, checked before any byte is read.
+fn open_host_file(vfs: &Vfs, hp: &Path, meta: &fs::Metadata) -> Result<(fs::File, u64)> {
+    let (f, m) = open_checked(hp, (meta.dev(), meta.ino()), false, false)?;
+    let max = vfs.limits().max_file_size;
+    if m.len() > max {
+        return Err(Error::with(
+            ErrorKind::FileTooLarge,
+            format!(
+                "{}: {} bytes, over the tree's file-size limit of {max}",
+                hp.display(),
+                m.len()
+            ),
+        ));
+    }
+    Ok((f, m.len()))
 }
 
 /// A host symlink's target, which the engine stores as UTF-8.
@@ -281,7 +372,7 @@ fn unsupported_file_type(hp: &Path) -> Error {
 
 /// Reads until `buf` is full or the file ends, so pieces stay
 /// chunk-aligned; how many bytes it read.
-fn read_full(f: &mut fs::File, buf: &mut [u8], hp: &Path) -> Result<usize> {
+fn read_full(f: &mut impl Read, buf: &mut [u8], hp: &Path) -> Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
@@ -302,7 +393,7 @@ fn import_file(
     meta: &fs::Metadata,
     buf: &mut [u8],
 ) -> Result<u64> {
-    let mut f = fs::File::open(hp).map_err(host_err(hp))?;
+    let (f, size) = open_host_file(vfs, hp, meta)?;
     let fd = vfs
         .open(
             gp,
@@ -312,27 +403,49 @@ fn import_file(
                 .mode(meta.mode() & 0o7777),
         )
         .map_err(guest_err(gp))?;
+    let chunk = CHUNK_SIZE as u64;
     let res = (|| -> Result<u64> {
+        // Only the data regions the host reports are read (a sparse file's
+        // holes stay holes without reading their zeros), never past the
+        // size fstat gave: a file growing meanwhile is cut there.
         let mut off = 0u64;
-        loop {
-            let n = read_full(&mut f, buf, hp)?;
-            if n == 0 {
+        let mut end_of_file = size;
+        while off < end_of_file {
+            let data = match rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(off)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(_) => off,
+            };
+            let start = data / chunk * chunk;
+            if start >= end_of_file {
                 break;
             }
-            for (i, piece) in buf[..n].chunks(CHUNK_SIZE).enumerate() {
-                if piece.iter().any(|&b| b != 0) {
-                    vfs.write_at(fd, piece, off + (i * CHUNK_SIZE) as u64)
-                        .map_err(guest_err(gp))?;
+            let hole = rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(start))
+                .unwrap_or(end_of_file)
+                .max(start + 1);
+            let stop = hole.div_ceil(chunk).saturating_mul(chunk).min(end_of_file);
+            let mut pos = start;
+            while pos < stop {
+                let want = ((stop - pos) as usize).min(buf.len());
+                let n = read_full(&mut ReadAt(&f, pos), &mut buf[..want], hp)?;
+                for (i, piece) in buf[..n].chunks(CHUNK_SIZE).enumerate() {
+                    if piece.iter().any(|&b| b != 0) {
+                        vfs.write_at(fd, piece, pos + (i * CHUNK_SIZE) as u64)
+                            .map_err(guest_err(gp))?;
+                    }
+                }
+                pos += n as u64;
+                if n < want {
+                    // The file shrank under us: it ends here.
+                    end_of_file = pos;
+                    break;
                 }
             }
-            off += n as u64;
-            if n < buf.len() {
-                break;
-            }
+            off = pos.max(stop);
         }
-        // Trailing all-zero pieces were skipped: the length makes them holes.
-        vfs.set_len(fd, off).map_err(guest_err(gp))?;
-        Ok(off)
+        // Skipped pieces and holes: the length makes them holes.
+        vfs.set_len(fd, end_of_file).map_err(guest_err(gp))?;
+        Ok(end_of_file)
     })();
     let closed = vfs.close(fd);
     let size = res?;
@@ -341,6 +454,17 @@ fn import_file(
     vfs.set_symlink_times(gp, SetTime::At(a), SetTime::At(m))
         .map_err(guest_err(gp))?;
     Ok(size)
+}
+
+/// A reader at an offset of a file, moving along as it reads.
+struct ReadAt<'a>(&'a fs::File, u64);
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read_at(buf, self.1)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
 }
 
 /// Makes the directory `guest` in `vfs` identical to the host directory
@@ -427,7 +551,7 @@ pub fn sync_dir_with(
                     stats.symlinks += 1;
                 } else if ft.is_file() {
                     if keep {
-                        stats.bytes += sync_file(vfs, hp, gp, &mut buf, &mut old)?;
+                        stats.bytes += sync_file(vfs, hp, gp, meta, &mut buf, &mut old)?;
                         set_meta_if_changed(vfs, gp, meta)?;
                     } else {
                         stats.bytes += import_file(vfs, hp, gp, meta, &mut buf)?;
@@ -459,8 +583,16 @@ fn set_meta_if_changed(vfs: &mut Vfs, g: &str, meta: &fs::Metadata) -> Result<()
 }
 
 /// Rewrites the pieces of a guest file that differ from the host file.
-fn sync_file(vfs: &mut Vfs, hp: &Path, gp: &str, buf: &mut [u8], old: &mut [u8]) -> Result<u64> {
-    let mut f = fs::File::open(hp).map_err(host_err(hp))?;
+fn sync_file(
+    vfs: &mut Vfs,
+    hp: &Path,
+    gp: &str,
+    meta: &fs::Metadata,
+    buf: &mut [u8],
+    old: &mut [u8],
+) -> Result<u64> {
+    let (f, size) = open_host_file(vfs, hp, meta)?;
+    let mut f = f.take(size);
     let mode = vfs.symlink_metadata(gp).map_err(guest_err(gp))?.mode;
     if mode & 0o600 != 0o600 {
         vfs.set_permissions(gp, mode | 0o600)
@@ -500,19 +632,37 @@ fn sync_file(vfs: &mut Vfs, hp: &Path, gp: &str, buf: &mut [u8], old: &mut [u8])
 }
 
 /// Removes a guest file, symlink or directory with everything below it.
+/// Iterative, so a tree of any depth goes without deep recursion: each
+/// directory is listed once, its files removed and its subdirectories
+/// queued, and it goes itself once they are gone.
 fn remove_tree(vfs: &mut Vfs, g: &str) -> Result<()> {
-    let m = vfs.symlink_metadata(g).map_err(guest_err(g))?;
-    if !m.is_dir() {
-        return vfs.remove_file(g).map_err(guest_err(g));
+    // (path, whether its entries were already dealt with)
+    let mut stack = vec![(g.to_string(), false)];
+    while let Some((d, emptied)) = stack.pop() {
+        if emptied {
+            vfs.remove_dir(&d).map_err(guest_err(&d))?;
+            continue;
+        }
+        let m = vfs.symlink_metadata(&d).map_err(guest_err(&d))?;
+        if !m.is_dir() {
+            vfs.remove_file(&d).map_err(guest_err(&d))?;
+            continue;
+        }
+        if m.mode & 0o700 != 0o700 {
+            vfs.set_permissions(&d, m.mode | 0o700)
+                .map_err(guest_err(&d))?;
+        }
+        stack.push((d.clone(), true));
+        for e in vfs.read_dir(&d).map_err(guest_err(&d))? {
+            let p = path::join(&d, &e.name);
+            if e.kind == crate::FileType::Dir {
+                stack.push((p, false));
+            } else {
+                vfs.remove_file(&p).map_err(guest_err(&p))?;
+            }
+        }
     }
-    if m.mode & 0o700 != 0o700 {
-        vfs.set_permissions(g, m.mode | 0o700)
-            .map_err(guest_err(g))?;
-    }
-    for e in vfs.read_dir(g).map_err(guest_err(g))? {
-        remove_tree(vfs, &path::join(g, &e.name))?;
-    }
-    vfs.remove_dir(g).map_err(guest_err(g))
+    Ok(())
 }
 
 /// Recreates the directory `guest` of `snap` at the host path `host`, which
@@ -527,11 +677,38 @@ pub fn export_dir(snap: &Snapshot, guest: &str, host: &Path) -> Result<ExportSta
     export_dir_with(snap, guest, host, &mut |_| {})
 }
 
+/// What an export carries over beyond the defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Keep setuid, setgid and sticky bits. Off by default: a tree from a
+    /// guest must not hand out setuid programs on the host.
+    pub keep_special_bits: bool,
+}
+
 /// [`export_dir`] calling `progress` after each object with the counts so far.
 pub fn export_dir_with(
     snap: &Snapshot,
     guest: &str,
     host: &Path,
+    progress: &mut dyn FnMut(&ExportStats),
+) -> Result<ExportStats> {
+    export_dir_opts(snap, guest, host, ExportOptions::default(), progress)
+}
+
+/// [`export_dir_with`] with [`ExportOptions`].
+///
+/// Nothing is ever written through a symlink: every object is made with
+/// `*at` calls under a descriptor of its own directory, which is reached
+/// from the export's top directory with symlinks refused (`openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), files are created with
+/// `O_EXCL | O_NOFOLLOW`, and modes and times go on through the objects'
+/// own descriptors. A symlink the tree itself holds, or one a racing
+/// process plants in the destination, cannot redirect a write.
+pub fn export_dir_opts(
+    snap: &Snapshot,
+    guest: &str,
+    host: &Path,
+    opts: ExportOptions,
     progress: &mut dyn FnMut(&ExportStats),
 ) -> Result<ExportStats> {
     let tree = &snap.tree;
@@ -580,77 +757,165 @@ pub fn export_dir_with(
         .mode(0o700)
         .create(&tmp)
         .map_err(host_err(&tmp))?;
-    let res = write_tree(snap, top, &tmp, progress).and_then(|stats| {
+    let res = (|| {
+        let root =
+            rustix::fs::open(&tmp, dir_flags(), rustix::fs::Mode::empty()).map_err(rx_err(&tmp))?;
+        let out = Out {
+            root: &root,
+            top: &tmp,
+            opts,
+        };
+        let stats = write_tree(snap, top, &out, progress)?;
         fs::rename(&tmp, host).map_err(host_err(host))?;
         // The top directory's own mode and times go on after the rename,
-        // which may touch them.
-        finish_dir(snap, top, host)?;
+        // which may touch them, through the descriptor (still the same
+        // directory).
+        finish_dir(snap, top, &out, &root, host)?;
         Ok(stats)
-    });
+    })();
     if res.is_err() {
         remove_partial(&tmp);
     }
     res
 }
 
+/// Where an export writes: its top directory's descriptor, its path (for
+/// messages) and options.
+struct Out<'a> {
+    root: &'a rustix::fd::OwnedFd,
+    top: &'a Path,
+    opts: ExportOptions,
+}
+
+fn dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+fn rx_err(p: &Path) -> impl FnOnce(rustix::io::Errno) -> Error + '_ {
+    move |e| host_err(p)(e.into())
+}
+
+impl Out<'_> {
+    /// The directory `rel` below the top, reached without following any
+    /// symlink or leaving the top.
+    fn dir(&self, rel: &Path) -> Result<rustix::fd::OwnedFd> {
+        use rustix::fs::ResolveFlags;
+        let rel_or_dot = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        rustix::fs::openat2(
+            self.root,
+            rel_or_dot,
+            dir_flags(),
+            rustix::fs::Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(rx_err(&self.top.join(rel)))
+    }
+
+    fn mode(&self, mode: u32) -> rustix::fs::Mode {
+        let keep = if self.opts.keep_special_bits {
+            0o7777
+        } else {
+            0o777
+        };
+        rustix::fs::Mode::from_raw_mode(mode & keep)
+    }
+}
+
+fn timestamps(atime: Timestamp, mtime: Timestamp) -> rustix::fs::Timestamps {
+    let ts = |t: Timestamp| rustix::fs::Timespec {
+        tv_sec: t.secs,
+        tv_nsec: t.nanos.into(),
+    };
+    rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    }
+}
+
 fn write_tree(
     snap: &Snapshot,
     top: Ino,
-    dest: &Path,
+    out: &Out<'_>,
     progress: &mut dyn FnMut(&ExportStats),
 ) -> Result<ExportStats> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
     let tree = &snap.tree;
     let mut stats = ExportStats {
         dirs: 1,
         ..ExportStats::default()
     };
-    let mut first_path: HashMap<Ino, PathBuf> = HashMap::new();
+    // First name of each multiply linked file: its directory (relative to
+    // the top) and its name there.
+    let mut first_path: HashMap<Ino, (PathBuf, std::ffi::OsString)> = HashMap::new();
     enum Step {
         Enter(Ino, PathBuf),
         Finish(Ino, PathBuf),
     }
-    let mut work = vec![Step::Enter(top, dest.to_path_buf())];
+    let mut work = vec![Step::Enter(top, PathBuf::new())];
     while let Some(step) = work.pop() {
         match step {
-            Step::Finish(ino, p) => finish_dir(snap, ino, &p)?,
-            Step::Enter(ino, p) => {
+            Step::Finish(ino, rel) => {
+                let fd = out.dir(&rel)?;
+                finish_dir(snap, ino, out, &fd, &out.top.join(&rel))?
+            }
+            Step::Enter(ino, rel) => {
                 let Some(entries) = tree.get(ino)?.entries() else {
                     continue;
                 };
+                let dir = out.dir(&rel)?;
                 for (name, e) in entries.iter() {
-                    let hp = p.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+                    let os_name = std::ffi::OsStr::from_bytes(name.as_bytes());
+                    let hp = out.top.join(&rel).join(os_name);
                     let inode = tree.get(e.ino)?;
                     if inode.nlink > 1 && inode.entries().is_none() {
-                        if let Some(first) = first_path.get(&e.ino) {
-                            fs::hard_link(first, &hp).map_err(host_err(&hp))?;
+                        if let Some((first_dir, first_name)) = first_path.get(&e.ino) {
+                            let from = out.dir(first_dir)?;
+                            rustix::fs::linkat(&from, first_name, &dir, os_name, AtFlags::empty())
+                                .map_err(rx_err(&hp))?;
                             stats.hard_links += 1;
                             progress(&stats);
                             continue;
                         }
-                        first_path.insert(e.ino, hp.clone());
+                        first_path.insert(e.ino, (rel.clone(), os_name.to_os_string()));
                     }
                     match &inode.node {
                         Node::Dir(_) => {
-                            fs::DirBuilder::new()
-                                .mode(0o700)
-                                .create(&hp)
-                                .map_err(host_err(&hp))?;
+                            rustix::fs::mkdirat(&dir, os_name, Mode::from_raw_mode(0o700))
+                                .map_err(rx_err(&hp))?;
                             stats.dirs += 1;
-                            work.push(Step::Finish(e.ino, hp.clone()));
-                            work.push(Step::Enter(e.ino, hp));
+                            let sub = rel.join(os_name);
+                            work.push(Step::Finish(e.ino, sub.clone()));
+                            work.push(Step::Enter(e.ino, sub));
                         }
                         Node::Symlink(target) => {
-                            std::os::unix::fs::symlink(&**target, &hp).map_err(host_err(&hp))?;
-                            set_host_times(&hp, inode.atime, inode.mtime)?;
+                            rustix::fs::symlinkat(&**target, &dir, os_name).map_err(rx_err(&hp))?;
+                            rustix::fs::utimensat(
+                                &dir,
+                                os_name,
+                                &timestamps(inode.atime, inode.mtime),
+                                AtFlags::SYMLINK_NOFOLLOW,
+                            )
+                            .map_err(rx_err(&hp))?;
                             stats.symlinks += 1;
                         }
                         Node::File(content) => {
-                            let f = fs::OpenOptions::new()
-                                .write(true)
-                                .create_new(true)
-                                .mode(0o600)
-                                .open(&hp)
-                                .map_err(host_err(&hp))?;
+                            let fd = rustix::fs::openat(
+                                &dir,
+                                os_name,
+                                OFlags::WRONLY
+                                    | OFlags::CREATE
+                                    | OFlags::EXCL
+                                    | OFlags::NOFOLLOW
+                                    | OFlags::CLOEXEC,
+                                Mode::from_raw_mode(0o600),
+                            )
+                            .map_err(rx_err(&hp))?;
+                            let f = fs::File::from(fd);
                             for (idx, chunk) in content.chunks() {
                                 // A lazily opened checkpoint may fail here.
                                 let bytes = chunk.bytes().map_err(|e| {
@@ -664,10 +929,9 @@ fn write_tree(
                             }
                             // Zeros after the last stored byte become a hole.
                             f.set_len(content.size()).map_err(host_err(&hp))?;
-                            drop(f);
-                            fs::set_permissions(&hp, fs::Permissions::from_mode(inode.mode))
-                                .map_err(host_err(&hp))?;
-                            set_host_times(&hp, inode.atime, inode.mtime)?;
+                            rustix::fs::fchmod(&f, out.mode(inode.mode)).map_err(rx_err(&hp))?;
+                            rustix::fs::futimens(&f, &timestamps(inode.atime, inode.mtime))
+                                .map_err(rx_err(&hp))?;
                             stats.files += 1;
                             stats.bytes += content.size();
                         }
@@ -680,29 +944,17 @@ fn write_tree(
     Ok(stats)
 }
 
-fn finish_dir(snap: &Snapshot, ino: Ino, p: &Path) -> Result<()> {
+/// A directory's mode and times, through its descriptor.
+fn finish_dir(
+    snap: &Snapshot,
+    ino: Ino,
+    out: &Out<'_>,
+    fd: &rustix::fd::OwnedFd,
+    p: &Path,
+) -> Result<()> {
     let inode = snap.tree.get(ino)?;
-    fs::set_permissions(p, fs::Permissions::from_mode(inode.mode)).map_err(host_err(p))?;
-    set_host_times(p, inode.atime, inode.mtime)
-}
-
-/// Sets times on the path itself (never through a symlink).
-fn set_host_times(p: &Path, atime: Timestamp, mtime: Timestamp) -> Result<()> {
-    let ts = |t: Timestamp| rustix::fs::Timespec {
-        tv_sec: t.secs,
-        tv_nsec: t.nanos.into(),
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: ts(atime),
-        last_modification: ts(mtime),
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| host_err(p)(e.into()))
+    rustix::fs::fchmod(fd, out.mode(inode.mode)).map_err(rx_err(p))?;
+    rustix::fs::futimens(fd, &timestamps(inode.atime, inode.mtime)).map_err(rx_err(p))
 }
 
 /// Best-effort removal of a failed export. Directories may already carry a
@@ -710,7 +962,10 @@ fn set_host_times(p: &Path, atime: Timestamp, mtime: Timestamp) -> Result<()> {
 fn remove_partial(root: &Path) {
     let mut work = vec![root.to_path_buf()];
     while let Some(d) = work.pop() {
-        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+        // Through a descriptor opened without following: a symlink planted
+        // in the partial tree must not get its target's mode changed.
+        let _ = rustix::fs::open(&d, dir_flags(), rustix::fs::Mode::empty())
+            .and_then(|fd| rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o700)));
         if let Ok(rd) = fs::read_dir(&d) {
             for e in rd.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -373,3 +373,22 @@ fn a_corrupt_object_is_caught_on_pull_and_on_lazy_read() {
     assert_eq!(e.kind(), ErrorKind::Io);
     assert!(e.to_string().contains("corrupt"), "{e}");
 }
+
+#[test]
+fn oversized_objects_are_refused_while_streaming() {
+    let weed = Weed::start();
+    let s3 = weed.store("cowvfs-test", "big");
+    let addr = blake3::hash(b"a chunk");
+    let hex = addr.to_hex();
+    let big = vec![1u8; store::MAX_CHUNK_OBJECT as usize + 1];
+    s3.put_raw(&format!("chunks/{}/{}", &hex[..2], hex), big)
+        .unwrap();
+    let err = s3.get_chunks(&[addr]).expect_err("oversized chunk");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("more than the"), "{err}");
+    // One chunk's worth is fine.
+    let ok = vec![2u8; store::MAX_CHUNK_OBJECT as usize];
+    s3.put_raw(&format!("chunks/{}/{}", &hex[..2], hex), ok.clone())
+        .unwrap();
+    assert_eq!(s3.get_chunks(&[addr]).unwrap(), [Some(ok)]);
+}

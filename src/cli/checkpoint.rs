@@ -41,6 +41,9 @@ enum Cmd {
         dir: PathBuf,
         #[command(flatten)]
         parents: Parents,
+        /// Keep setuid, setgid and sticky bits (dropped by default).
+        #[arg(long)]
+        keep_special_bits: bool,
     },
     /// Print format version, hashes, counts and sizes (reads metadata only).
     Info { ck: PathBuf },
@@ -106,11 +109,18 @@ fn run(args: CheckpointArgs) -> Result<ExitCode> {
             parents,
             compress,
         } => import(dir, out, &parents.parent, compress),
-        Cmd::Export { ck, dir, parents } => {
+        Cmd::Export {
+            ck,
+            dir,
+            parents,
+            keep_special_bits,
+        } => {
             let snap = load(&ck, &parents.parent)?;
             let bar = Progress::spinner("exporting");
-            let stats = host::export_dir_with(&snap, "/", &dir, &mut |s| bar.set(s.bytes, None))
-                .with_context(|| format!("exporting to {}", dir.display()))?;
+            let opts = host::ExportOptions { keep_special_bits };
+            let stats =
+                host::export_dir_opts(&snap, "/", &dir, opts, &mut |s| bar.set(s.bytes, None))
+                    .with_context(|| format!("exporting to {}", dir.display()))?;
             bar.done();
             eprintln!(
                 "{} files, {} directories, {} symlinks, {} hard links, {} bytes",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cowvfs::wasi::{Guest, RunOutcome, Sandbox, p1};
+use cowvfs::wasi::{Guest, LimitHit, RunLimits, RunOutcome, Sandbox, p1};
 use cowvfs::{ChangeKind, Limits, Vfs};
 
 /// Arguments of `cowvfs run`, shaped like `wasmtime run`'s.
@@ -37,6 +37,20 @@ pub struct RunArgs {
     /// 1000000).
     #[arg(long, value_name = "N")]
     max_inodes: Option<String>,
+    /// Stop the guest after this much wall-clock time, e.g. `500ms`, `2s`,
+    /// `1m` (a bare number is seconds); the run then exits with status 124,
+    /// as timeout(1) does (default: no limit).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Stop the guest after about N wasm instructions (fuel units); it ends
+    /// in an out-of-fuel trap. Metering makes wasm code slower.
+    #[arg(long, value_name = "N")]
+    fuel: Option<String>,
+    /// Most bytes each linear memory of the guest may grow to, e.g. `16M`;
+    /// past it memory.grow fails and malloc returns NULL (default: what
+    /// wasm allows, 4G).
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
     /// Start from a saved tree instead of an empty one: a checkpoint file,
     /// or STORE/ROOT in a fleet blob store (s3://bucket/prefix/ROOT,
     /// file:///dir/ROOT, DIR/ROOT), whose chunks are fetched on first read.
@@ -74,6 +88,7 @@ struct Plan {
     mounts: Vec<(PathBuf, String, bool)>,
     envs: Vec<(String, String)>,
     limits: Limits,
+    run_limits: RunLimits,
     module: PathBuf,
     args: Vec<String>,
 }
@@ -114,6 +129,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let base = diff.then(|| vfs.snapshot());
 
     let native = !adapter && p1::is_core_module(&std::fs::read(&plan.module)?);
+    let _watchdog = plan.run_limits.timeout.map(watchdog);
     let outcome = if native {
         run_native(&plan, vfs)?
     } else {
@@ -128,7 +144,24 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         saved.with_context(|| format!("cannot save --save {}", out.display()))?;
         tracing::info!(path = %out.display(), delta, "saved the sandbox's tree");
     }
-    finish(base, outcome)
+    finish(base, outcome, &plan.run_limits)
+}
+
+/// How long past `--timeout` the process waits for a guest stuck in a host
+/// call that no deadline check reaches (a blocking stdin read, say) before
+/// it exits with 124 anyway.
+const WATCHDOG_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Backs up the run's own deadline: exits the process with 124 if the run
+/// has not ended `WATCHDOG_GRACE` after the timeout.
+fn watchdog(timeout: std::time::Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout + WATCHDOG_GRACE);
+        eprintln!(
+            "cowvfs: the guest ran past --timeout {timeout:?} and is stuck in a host call; exiting"
+        );
+        std::process::exit(124);
+    })
 }
 
 /// Sets up either kind of sandbox from the plan, so `--adapter` changes
@@ -147,6 +180,7 @@ macro_rules! configure {
             $sandbox.arg(a);
         }
         $sandbox.inherit_stdio();
+        $sandbox.limits($plan.run_limits.clone());
     };
 }
 
@@ -155,7 +189,7 @@ macro_rules! configure {
 fn run_native(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
     let mut sandbox = p1::Sandbox::new(vfs);
     configure!(sandbox, plan);
-    let guest = p1::Guest::load(&engine()?, &plan.module)?;
+    let guest = p1::Guest::load(&engine(&plan.run_limits)?, &plan.module)?;
     Ok(sandbox.run(&guest))
 }
 
@@ -163,13 +197,17 @@ fn run_component(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
     let mut sandbox = Sandbox::new(vfs);
     configure!(sandbox, plan);
 
-    let engine = engine()?;
+    let engine = engine(&plan.run_limits)?;
     let cache = cowvfs::wasi::cache_dir();
     let guest = Guest::load(&engine, &plan.module, cache.as_deref())?;
     Ok(sandbox.run(&guest))
 }
 
-fn finish(base: Option<cowvfs::Snapshot>, outcome: RunOutcome) -> anyhow::Result<ExitCode> {
+fn finish(
+    base: Option<cowvfs::Snapshot>,
+    outcome: RunOutcome,
+    limits: &RunLimits,
+) -> anyhow::Result<ExitCode> {
     if let Some(base) = base {
         // The diff goes to stderr beside the guest's own output; a
         // closed stderr loses only the listing, not the exit status.
@@ -179,6 +217,25 @@ fn finish(base: Option<cowvfs::Snapshot>, outcome: RunOutcome) -> anyhow::Result
             DIFF_SHOWN,
             &mut std::io::stderr(),
         );
+    }
+    match outcome.limit {
+        Some(LimitHit::Deadline) => {
+            let t = limits.timeout.unwrap_or_default();
+            eprintln!("cowvfs: the guest ran past --timeout {t:?} and was stopped");
+            return Ok(ExitCode::from(124));
+        }
+        Some(LimitHit::Fuel) => {
+            let n = limits.fuel.unwrap_or_default();
+            eprintln!("cowvfs: the guest used up its --fuel {n} and was stopped");
+            return Ok(ExitCode::from(134));
+        }
+        Some(LimitHit::Memory) => {
+            let m = limits.max_memory.unwrap_or_default();
+            eprintln!(
+                "cowvfs: the guest asked for more memory than --max-memory ({m} bytes) allows"
+            );
+        }
+        None => {}
     }
     match outcome.status {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
@@ -243,8 +300,11 @@ fn open_from(src: &str, parents: &[PathBuf]) -> anyhow::Result<cowvfs::Snapshot>
 
 /// A compiled module is cached next to adapted ones, so a second run of the
 /// same guest neither adapts nor compiles. Without a cache, it still runs.
-fn engine() -> anyhow::Result<wasmtime::Engine> {
-    let mut config = wasmtime::Config::new();
+/// Epoch interruption only with `--timeout` and fuel metering only with
+/// `--fuel`: both slow wasm code down (the compiled-module cache keeps
+/// each configuration apart).
+fn engine(limits: &RunLimits) -> anyhow::Result<wasmtime::Engine> {
+    let mut config = cowvfs::wasi::engine_config(limits.timeout.is_some(), limits.fuel.is_some());
     if let Some(dir) = cowvfs::wasi::cache_dir().filter(|d| d.is_absolute()) {
         let mut cache = wasmtime::CacheConfig::new();
         cache.with_directory(dir.join("compiled"));
@@ -275,6 +335,22 @@ impl Plan {
                     format!("bad --max-inodes {s:?}: expected a positive number")
                 })?;
         }
+        let mut run_limits = RunLimits::default();
+        if let Some(s) = &args.timeout {
+            run_limits.timeout = Some(parse_duration(s)?);
+        }
+        if let Some(s) = &args.fuel {
+            run_limits.fuel = Some(
+                s.parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("bad --fuel {s:?}: expected a positive number"))?,
+            );
+        }
+        if let Some(s) = &args.max_memory {
+            let bytes = parse_size(s).with_context(|| format!("bad --max-memory {s:?}"))?;
+            run_limits.max_memory = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
+        }
         let dirs = args
             .dirs
             .iter()
@@ -302,6 +378,7 @@ impl Plan {
             mounts,
             envs,
             limits,
+            run_limits,
             module,
             args: module_and_args.collect(),
         })
@@ -368,6 +445,30 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
     Ok(cowvfs::parse_size(s)?)
 }
 
+/// `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a bare number of seconds; more
+/// than zero.
+fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    let bad = || format!("bad --timeout {s:?}: expected e.g. 500ms, 2s, 1m");
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok().with_context(bad)?;
+    let scale = match unit {
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => bail!(bad()),
+    };
+    let d = std::time::Duration::try_from_secs_f64(n * scale)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(bad)?;
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +503,25 @@ mod tests {
         assert!(parse_size("x").is_err());
         assert!(parse_size("5Q").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3").ok(), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m").ok(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_duration("1.5s").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        for bad in ["", "0s", "x", "5q", "-1s", "1e400s", "ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! a shared store on a network filesystem and as a host's chunk cache.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::{BlobStore, chunk_key, manifest_key};
+use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A store rooted at a directory.
@@ -45,12 +46,45 @@ impl DirStore {
         self.root.join(chunk_key(addr))
     }
 
-    fn read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
-        match fs::read(path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(path_err(path)(e)),
+    /// Reads one object of at most `bound` bytes. Only a regular file
+    /// counts: a symlink is never followed, and a FIFO or device is
+    /// refused without blocking on it.
+    fn read(&self, path: &Path, bound: u64) -> Result<Option<Vec<u8>>> {
+        use rustix::fs::OFlags;
+        let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32;
+        let f = match File::options().read(true).custom_flags(flags).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(Error::with(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "{}: a symlink; a store object must be a regular file",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(path_err(path)(e)),
+        };
+        let m = f.metadata().map_err(path_err(path))?;
+        if !m.is_file() {
+            return Err(Error::with(
+                ErrorKind::Corrupt,
+                format!("{}: not a regular file", path.display()),
+            ));
         }
+        let what = path.display().to_string();
+        if m.len() > bound {
+            return Err(oversized(&what, Some(m.len()), bound));
+        }
+        let mut buf = Vec::with_capacity(m.len() as usize);
+        (&f).take(bound + 1)
+            .read_to_end(&mut buf)
+            .map_err(path_err(path))?;
+        if buf.len() as u64 > bound {
+            return Err(oversized(&what, None, bound));
+        }
+        Ok(Some(buf))
     }
 
     /// Writes `bytes` to `path` atomically; the directory entry is made
@@ -171,7 +205,7 @@ impl BlobStore for DirStore {
             .iter()
             .map(|a| {
                 let p = self.chunk_path(a);
-                match fs::metadata(&p) {
+                match fs::symlink_metadata(&p) {
                     Ok(m) => Ok(m.is_file()),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
                     Err(e) => Err(path_err(&p)(e)),
@@ -183,7 +217,7 @@ impl BlobStore for DirStore {
     fn get_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<Option<Vec<u8>>>> {
         addrs
             .iter()
-            .map(|a| self.read(&self.chunk_path(a)))
+            .map(|a| self.read(&self.chunk_path(a), MAX_CHUNK_OBJECT))
             .collect()
     }
 
@@ -216,7 +250,7 @@ impl BlobStore for DirStore {
     }
 
     fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>> {
-        self.read(&self.root.join(manifest_key(root)))
+        self.read(&self.root.join(manifest_key(root)), MAX_MANIFEST_OBJECT)
     }
 
     fn put_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<()> {

@@ -77,14 +77,17 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// For each address, whether the store holds that chunk.
     fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>>;
 
-    /// Each chunk's stored bytes, or `None` where the store lacks it.
+    /// Each chunk's stored bytes, or `None` where the store lacks it. An
+    /// object over [`MAX_CHUNK_OBJECT`] is an error, found without reading
+    /// (or holding) much more than that.
     fn get_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<Option<Vec<u8>>>>;
 
     /// Stores chunks. The caller promises each `bytes` hashes to its
     /// address; storing a chunk again is harmless.
     fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()>;
 
-    /// The manifest stored for `root`, if any.
+    /// The manifest stored for `root`, if any; over
+    /// [`MAX_MANIFEST_OBJECT`] it is an error, as for chunks.
     fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>>;
 
     /// Stores the manifest for `root`, atomically (a reader sees all of it
@@ -93,6 +96,26 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Where the store is, for messages.
     fn location(&self) -> String;
+}
+
+/// Most bytes a chunk object may hold: one chunk. A store read refuses a
+/// bigger object before holding more than this (plus one byte).
+pub const MAX_CHUNK_OBJECT: u64 = crate::content::CHUNK_SIZE as u64;
+
+/// Most bytes a manifest object may hold (1 GiB): a store read refuses a
+/// bigger one, and a push never writes one.
+pub const MAX_MANIFEST_OBJECT: u64 = 1 << 30;
+
+/// The error for a store object over its bound.
+pub(crate) fn oversized(what: &str, len: Option<u64>, bound: u64) -> Error {
+    let size = match len {
+        Some(n) => format!("{n} bytes"),
+        None => "too big".to_string(),
+    };
+    Error::with(
+        ErrorKind::Corrupt,
+        format!("{what}: {size}, more than the {bound} bytes an object of its kind may hold"),
+    )
 }
 
 /// The object name of a chunk under a store's root.
@@ -341,6 +364,13 @@ pub fn push(
         }
     }
     let m = manifest::encode(&root, &meta);
+    if m.len() as u64 > MAX_MANIFEST_OBJECT {
+        return Err(oversized(
+            &format!("the manifest of {}", root.to_hex()),
+            Some(m.len() as u64),
+            MAX_MANIFEST_OBJECT,
+        ));
+    }
     store.put_manifest(&root, &m).map_err(|e| {
         io_err(format!(
             "publishing manifest {} to {}: {}",

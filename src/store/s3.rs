@@ -20,7 +20,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
 
-use super::{BlobStore, chunk_key, manifest_key};
+use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Requests in flight at once within one batch.
@@ -181,7 +181,12 @@ impl S3Store {
     /// benchmarks against a plain whole-file download).
     #[doc(hidden)]
     pub fn get_raw(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let fut = get(self.client.clone(), self.key(name), self.location());
+        let fut = get(
+            self.client.clone(),
+            self.key(name),
+            self.location(),
+            MAX_MANIFEST_OBJECT,
+        );
         self.run(fut)?
     }
 }
@@ -205,7 +210,7 @@ impl BlobStore for S3Store {
     fn get_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<Option<Vec<u8>>>> {
         let keys = addrs.iter().map(|a| self.key(&chunk_key(a))).collect();
         let loc = self.location();
-        self.each(keys, move |c, k| get(c, k, loc.clone()))
+        self.each(keys, move |c, k| get(c, k, loc.clone(), MAX_CHUNK_OBJECT))
     }
 
     fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()> {
@@ -236,7 +241,7 @@ impl BlobStore for S3Store {
 
     fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>> {
         let k = self.key(&manifest_key(root));
-        let fut = get(self.client.clone(), k, self.location());
+        let fut = get(self.client.clone(), k, self.location(), MAX_MANIFEST_OBJECT);
         self.run(fut)?
     }
 
@@ -254,14 +259,27 @@ impl BlobStore for S3Store {
     }
 }
 
-async fn get(c: Arc<AmazonS3>, k: ObjPath, loc: String) -> Result<Option<Vec<u8>>> {
+/// Reads an object of at most `bound` bytes: refused at once if its stated
+/// size is larger, and the body is streamed and cut off past the bound, so
+/// neither a wrong size nor a huge body makes the host hold more.
+async fn get(c: Arc<AmazonS3>, k: ObjPath, loc: String, bound: u64) -> Result<Option<Vec<u8>>> {
     let r = match c.get(&k).await {
         Ok(r) => r,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(s3_err(&format!("{loc}: reading {k}"), e)),
     };
-    match r.bytes().await {
-        Ok(b) => Ok(Some(b.to_vec())),
-        Err(e) => Err(s3_err(&format!("{loc}: reading {k}"), e)),
+    let what = format!("{loc}/{k}");
+    if r.meta.size > bound {
+        return Err(oversized(&what, Some(r.meta.size), bound));
     }
+    let mut buf = Vec::with_capacity(r.meta.size as usize);
+    let mut body = r.into_stream();
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| s3_err(&format!("{loc}: reading {k}"), e))?;
+        if (buf.len() + piece.len()) as u64 > bound {
+            return Err(oversized(&what, None, bound));
+        }
+        buf.extend_from_slice(&piece);
+    }
+    Ok(Some(buf))
 }

@@ -62,6 +62,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+mod limits;
 pub mod p1;
 mod run;
 mod stream;
@@ -77,6 +78,10 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 
 pub use self::bindings::types::ErrorCode;
 pub use self::descriptor::{Descriptor, DirectoryStream};
+pub use self::limits::{
+    DeadlineExceeded, LimitHit, MAX_TABLE_ELEMENTS, RunLimits, TICK, engine, engine_config,
+    epochs_enabled,
+};
 pub use self::run::{Guest, RunOutcome, Sandbox, adapt_module, adapt_module_cached, cache_dir};
 
 use self::descriptor::{SharedVfs, lock};

@@ -2,16 +2,18 @@
 //! `cowvfs run`, and what an embedder uses for the common case.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use wasi_preview1_component_adapter_provider::{
     WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
 };
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::limits::{self, LimitHit, Limiter, RunLimits, limit_setters};
 use super::p1::{CAPTURE_LIMIT, exit_status, is_core_module};
 use super::{WasiVfsCtx, WasiVfsCtxView, WasiVfsView};
 use crate::Vfs;
@@ -21,6 +23,9 @@ struct SandboxState {
     wasi: WasiCtx,
     table: ResourceTable,
     fs: WasiVfsCtx,
+    limiter: Limiter,
+    /// When the run must end, and its timeout.
+    deadline: Option<(Instant, Duration)>,
 }
 
 impl WasiView for SandboxState {
@@ -76,6 +81,7 @@ impl Guest {
         let mut linker = Linker::<SandboxState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::add_to_linker_sync(&mut linker)?;
+        clamp_clock_sleeps(&mut linker)?;
         let pre = CommandPre::new(linker.instantiate_pre(component)?)?;
         Ok(Guest {
             pre,
@@ -106,6 +112,8 @@ pub struct RunOutcome {
     pub stdout: Vec<u8>,
     /// What the guest wrote to stderr, if [`Sandbox::capture_output`].
     pub stderr: Vec<u8>,
+    /// The run limit that ended the run (or refused a memory grow), if any.
+    pub limit: Option<LimitHit>,
 }
 
 /// One guest run against one tree: the tree's preopens and mounts, argv,
@@ -136,6 +144,7 @@ pub struct Sandbox {
     wasi: WasiCtxBuilder,
     args: Vec<String>,
     capture: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+    limits: RunLimits,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -143,6 +152,7 @@ impl std::fmt::Debug for Sandbox {
         f.debug_struct("Sandbox")
             .field("fs", &self.fs)
             .field("args", &self.args)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -196,10 +206,12 @@ impl Sandbox {
             wasi: WasiCtxBuilder::new(),
             args: Vec::new(),
             capture: None,
+            limits: RunLimits::default(),
         }
     }
 
     sandbox_setters!(fs);
+    limit_setters!();
 
     /// Sets one environment variable; the guest sees no others.
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
@@ -244,17 +256,31 @@ impl Sandbox {
             wasi: self.wasi.build(),
             table: ResourceTable::new(),
             fs: self.fs,
+            limiter: limits::new_limiter(&self.limits),
+            deadline: None,
         };
         let mut store = Store::new(guest.engine(), state);
-        let status = guest
-            .pre
-            .instantiate(&mut store)
-            .and_then(|cmd| cmd.wasi_cli_run().call_run(&mut store));
+        let status = limits::arm(&mut store, &self.limits, |s| &mut s.limiter).and_then(|armed| {
+            store.data_mut().deadline = armed.deadline;
+            let status = guest
+                .pre
+                .instantiate(&mut store)
+                .and_then(|cmd| cmd.wasi_cli_run().call_run(&mut store));
+            drop(armed);
+            status
+        });
         let status = match status {
             Ok(Err(())) => Ok(1),
             other => exit_status(other.map(|_| ())),
         };
-        let SandboxState { wasi, table, fs } = store.into_data();
+        let SandboxState {
+            wasi,
+            table,
+            fs,
+            limiter,
+            ..
+        } = store.into_data();
+        let hit = limits::limit_hit(&status, limiter.refused);
         // Streams the guest left open share the tree; let them go first.
         drop(table);
         drop(wasi);
@@ -262,8 +288,50 @@ impl Sandbox {
             Some((out, err)) => (out.contents().to_vec(), err.contents().to_vec()),
             None => (Vec::new(), Vec::new()),
         };
-        outcome(status, fs.into_vfs(), stdout, stderr)
+        outcome(status, hit, fs.into_vfs(), stdout, stderr)
     }
+}
+
+/// The preview2 monotonic clock's version cowvfs's wasmtime-wasi serves.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// wasmtime-wasi's `subscribe-duration` and `subscribe-instant`, with the
+/// sleep cut at the run's deadline (a pollable that never fires would
+/// block the host thread in `poll` past any epoch check). Past the
+/// deadline they end the run.
+fn clamp_clock_sleeps(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::clocks::WasiClocksView;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
+    fn clamp(state: &SandboxState, nanos: u64) -> wasmtime::Result<u64> {
+        Ok(match limits::remaining(state.deadline)? {
+            Some(left) => nanos.min(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)),
+            None => nanos,
+        })
+    }
+    linker.allow_shadowing(true);
+    let mut inst = linker.instance(MONOTONIC_CLOCK)?;
+    inst.func_wrap(
+        "subscribe-duration",
+        |mut store: StoreContextMut<'_, SandboxState>,
+         (nanos,): (u64,)|
+         -> wasmtime::Result<(Resource<wasmtime_wasi_io::poll::DynPollable>,)> {
+            let nanos = clamp(store.data(), nanos)?;
+            Ok((store.data_mut().clocks().subscribe_duration(nanos)?,))
+        },
+    )?;
+    inst.func_wrap(
+        "subscribe-instant",
+        |mut store: StoreContextMut<'_, SandboxState>,
+         (when,): (u64,)|
+         -> wasmtime::Result<(Resource<wasmtime_wasi_io::poll::DynPollable>,)> {
+            let state = store.data_mut();
+            let now = state.clocks().now()?;
+            let nanos = clamp(state, when.saturating_sub(now))?;
+            Ok((state.clocks().subscribe_duration(nanos)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// A guest file's bytes, and its file name for `argv[0]`.
@@ -280,11 +348,13 @@ pub(super) fn read_guest(path: &Path) -> wasmtime::Result<(Vec<u8>, String)> {
 /// How a run ended on either ABI, logged the same way.
 pub(super) fn outcome(
     status: Result<i32, wasmtime::Error>,
+    limit: Option<LimitHit>,
     vfs: Vfs,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
 ) -> RunOutcome {
     match &status {
+        _ if limit == Some(LimitHit::Deadline) => tracing::info!("sandbox passed its deadline"),
         Ok(code) => tracing::info!(exit = code, "sandbox ends"),
         Err(trap) => tracing::info!(%trap, "sandbox ends in a trap"),
     }
@@ -293,6 +363,7 @@ pub(super) fn outcome(
         vfs,
         stdout,
         stderr,
+        limit,
     }
 }
 

@@ -1159,7 +1159,20 @@ impl WasiP1Ctx {
         }
         let slept = match (any_fd, earliest) {
             (false, Some(wait)) => {
-                std::thread::sleep(Duration::from_nanos(wait));
+                // Never past the run's deadline: sleep until it, then end
+                // the run.
+                let want = Duration::from_nanos(wait);
+                match crate::wasi::limits::remaining(self.deadline)
+                    .map_err(super::abi::Error::Trap)?
+                {
+                    Some(left) if left < want => {
+                        std::thread::sleep(left);
+                        return Err(super::abi::Error::Trap(crate::wasi::limits::exceeded(
+                            self.deadline,
+                        )));
+                    }
+                    _ => std::thread::sleep(want),
+                }
                 wait
             }
             _ => 0,

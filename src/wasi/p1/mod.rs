@@ -161,6 +161,8 @@ pub struct WasiP1Ctx {
     stderr: Output,
     epoch: Instant,
     rng: Option<Box<dyn rand::Rng + Send>>,
+    /// When the run must end, and its timeout (see [`Sandbox::timeout`]).
+    deadline: Option<(Instant, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for WasiP1Ctx {
@@ -189,6 +191,7 @@ impl WasiP1Ctx {
             stderr: Output::Null,
             epoch: Instant::now(),
             rng: None,
+            deadline: None,
         }
     }
 
@@ -260,6 +263,12 @@ impl WasiP1Ctx {
             Output::Capture(b) => b,
             _ => &[],
         }
+    }
+
+    /// Ends blocking calls (`poll_oneoff`) at `deadline`, as a run with a
+    /// timeout does; `None` lets them sleep as long as asked.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<(Instant, std::time::Duration)>) {
+        self.deadline = deadline;
     }
 
     /// Takes what was captured from stdout and stderr.

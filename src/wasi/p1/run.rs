@@ -8,7 +8,14 @@ use wasmtime::{Engine, InstancePre, Linker, Module, Store};
 use super::{WasiP1Ctx, add_to_linker};
 use crate::Vfs;
 use crate::wasi::RunOutcome;
+use crate::wasi::limits::{self, Limiter, RunLimits, limit_setters};
 use crate::wasi::run::{outcome, read_guest, sandbox_setters};
+
+/// Store data of a [`Sandbox`] run: the context and the run's limiter.
+struct P1State {
+    ctx: WasiP1Ctx,
+    limiter: Limiter,
+}
 
 /// Whether `bytes` is a core WebAssembly module (not a component).
 pub fn is_core_module(bytes: &[u8]) -> bool {
@@ -31,7 +38,7 @@ pub fn exit_status(result: wasmtime::Result<()>) -> Result<i32, wasmtime::Error>
 /// of sandboxes: compile once, instantiate per run.
 #[derive(Clone)]
 pub struct Guest {
-    pre: InstancePre<WasiP1Ctx>,
+    pre: InstancePre<P1State>,
     name: String,
 }
 
@@ -55,8 +62,8 @@ impl Guest {
 
     /// A guest from a compiled module; `name` becomes `argv[0]`.
     pub fn new(engine: &Engine, module: &Module, name: &str) -> wasmtime::Result<Guest> {
-        let mut linker = Linker::<WasiP1Ctx>::new(engine);
-        add_to_linker(&mut linker, |ctx| ctx)?;
+        let mut linker = Linker::<P1State>::new(engine);
+        add_to_linker(&mut linker, |s: &mut P1State| &mut s.ctx)?;
         Ok(Guest {
             pre: linker.instantiate_pre(module)?,
             name: name.to_string(),
@@ -94,6 +101,7 @@ impl Guest {
 pub struct Sandbox {
     ctx: WasiP1Ctx,
     args: Vec<String>,
+    limits: RunLimits,
 }
 
 impl Sandbox {
@@ -103,10 +111,12 @@ impl Sandbox {
         Sandbox {
             ctx: WasiP1Ctx::new(vfs),
             args: Vec::new(),
+            limits: RunLimits::default(),
         }
     }
 
     sandbox_setters!(ctx);
+    limit_setters!();
 
     /// Sets one environment variable; the guest sees no others.
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
@@ -138,20 +148,34 @@ impl Sandbox {
         let _span =
             tracing::info_span!("guest_run", guest = %guest.name, abi = "preview1").entered();
         tracing::debug!(args = ?self.args, "sandbox starts");
-        let Sandbox { mut ctx, args } = self;
+        let Sandbox {
+            mut ctx,
+            args,
+            limits,
+        } = self;
         ctx.arg(&guest.name);
         for a in &args {
             ctx.arg(a);
         }
-        let mut store = Store::new(guest.engine(), ctx);
-        let result = guest.pre.instantiate(&mut store).and_then(|instance| {
-            instance
-                .get_typed_func::<(), ()>(&mut store, "_start")?
-                .call(&mut store, ())
+        let state = P1State {
+            ctx,
+            limiter: limits::new_limiter(&limits),
+        };
+        let mut store = Store::new(guest.engine(), state);
+        let result = limits::arm(&mut store, &limits, |s| &mut s.limiter).and_then(|armed| {
+            store.data_mut().ctx.set_deadline(armed.deadline);
+            let result = guest.pre.instantiate(&mut store).and_then(|instance| {
+                instance
+                    .get_typed_func::<(), ()>(&mut store, "_start")?
+                    .call(&mut store, ())
+            });
+            drop(armed);
+            result
         });
         let status = exit_status(result);
-        let mut ctx = store.into_data();
+        let P1State { mut ctx, limiter } = store.into_data();
+        let hit = limits::limit_hit(&status, limiter.refused);
         let (stdout, stderr) = ctx.take_output();
-        outcome(status, ctx.into_vfs(), stdout, stderr)
+        outcome(status, hit, ctx.into_vfs(), stdout, stderr)
     }
 }
