@@ -280,7 +280,7 @@ impl Plan {
                     format!("bad --max-inodes {s:?}: expected a positive number")
                 })?;
         }
-        let dirs = args
+        let dirs: Vec<(PathBuf, String)> = args
             .dirs
             .iter()
             .map(|d| parse_dir(d))
