@@ -125,20 +125,23 @@ pub(crate) struct DirSlot {
 /// following the `k`-th name (from 0) of the name-ordered listing is
 /// `3 + k`: a position, which needs no memory to resolve. To keep a
 /// listing exact while the directory changes, the descriptor also
-/// remembers which name the last [`COOKIE_MEMORY`] cookies it handed out
-/// follow, and resumes after that name (entries present throughout are
-/// then listed exactly once). Any other cookie, older or never handed
-/// out, resumes at its position in the current listing. Either way a
-/// resumed listing only moves forward, so it can neither loop nor grow
-/// anything.
+/// remembers which name the cookies it handed out last follow (at most
+/// [`COOKIE_MEMORY`] of them, holding at most [`COOKIE_NAME_BYTES`] of
+/// names), and resumes after that name: entries present throughout are
+/// then listed exactly once. Any other cookie, older or never handed out,
+/// resumes at its position in the current listing. Either way a resumed
+/// listing only moves forward, so it can neither loop nor grow anything.
 #[derive(Default)]
 pub(crate) struct Cookies {
     recent: VecDeque<(u64, String)>,
+    name_bytes: usize,
 }
 
-/// How many (cookie, name) pairs one directory descriptor remembers:
-/// names are at most 255 bytes, so this is at most a few KiB each.
-pub(crate) const COOKIE_MEMORY: usize = 16;
+/// Most (cookie, name) pairs one directory descriptor remembers.
+pub(crate) const COOKIE_MEMORY: usize = 128;
+
+/// Most bytes of names one directory descriptor remembers.
+pub(crate) const COOKIE_NAME_BYTES: usize = 4096;
 
 const FIRST_NAME_COOKIE: u64 = 3;
 
@@ -153,10 +156,14 @@ pub(crate) enum Resume {
 impl Cookies {
     /// Remembers that `cookie` follows `name`, forgetting the oldest.
     fn remember(&mut self, cookie: u64, name: &str) {
-        if self.recent.len() == COOKIE_MEMORY {
-            self.recent.pop_front();
-        }
         self.recent.push_back((cookie, name.to_string()));
+        self.name_bytes += name.len();
+        while self.recent.len() > COOKIE_MEMORY || self.name_bytes > COOKIE_NAME_BYTES {
+            match self.recent.pop_front() {
+                Some((_, old)) => self.name_bytes -= old.len(),
+                None => break,
+            }
+        }
     }
 
     /// Where the names after `cookie` (3 or more) start.
@@ -167,10 +174,12 @@ impl Cookies {
         }
     }
 
-    /// How many pairs are remembered (for tests).
+    /// How many pairs, and bytes of names, are remembered (for tests).
     #[cfg(test)]
-    pub(crate) fn remembered(&self) -> usize {
-        self.recent.len()
+    pub(crate) fn remembered(&self) -> (usize, usize) {
+        let bytes = self.recent.iter().map(|(_, n)| n.len()).sum();
+        assert_eq!(bytes, self.name_bytes);
+        (self.recent.len(), bytes)
     }
 }
 

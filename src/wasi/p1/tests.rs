@@ -2,7 +2,7 @@
 //! cannot make precisely: what `fd_readdir` keeps per descriptor.
 
 use super::abi::{Mem, oflags};
-use super::{COOKIE_MEMORY, Slot, WasiP1Ctx};
+use super::{COOKIE_MEMORY, COOKIE_NAME_BYTES, Slot, WasiP1Ctx};
 use crate::Vfs;
 
 const PATH: u32 = 0;
@@ -74,11 +74,13 @@ fn readdir(
     out
 }
 
-fn remembered(ctx: &WasiP1Ctx, fd: i32) -> usize {
-    match &ctx.table[fd as usize] {
+/// Checks what the descriptor remembers is within its bounds.
+fn assert_bounded(ctx: &WasiP1Ctx, fd: i32) {
+    let (pairs, bytes) = match &ctx.table[fd as usize] {
         Some(Slot::Dir(d)) => d.cookies.remembered(),
         _ => panic!("not a directory"),
-    }
+    };
+    assert!(pairs <= COOKIE_MEMORY && bytes <= COOKIE_NAME_BYTES);
 }
 
 #[test]
@@ -92,7 +94,7 @@ fn readdir_cookies_are_bounded_and_listings_end() {
         let got = readdir(&mut ctx, &mut mem, fd, 200, cookie);
         calls += 1;
         assert!(calls < 10_000, "the listing does not end");
-        assert!(remembered(&ctx, fd) <= COOKIE_MEMORY);
+        assert_bounded(&ctx, fd);
         let Some((_, last)) = got.last() else { break };
         assert!(*last > cookie, "cookies move forward");
         cookie = *last;
@@ -124,7 +126,7 @@ fn readdir_cookies_are_bounded_and_listings_end() {
 
 #[test]
 fn old_and_foreign_cookies_resume_by_position() {
-    let (mut ctx, mut mem, fd) = setup(100);
+    let (mut ctx, mut mem, fd) = setup(300);
     // A whole listing, then an early cookie long forgotten: it resumes at
     // its position (entry 3, `f0003`, after `.`, `..` and three names).
     let mut cookie = 0;
@@ -135,14 +137,34 @@ fn old_and_foreign_cookies_resume_by_position() {
         cookie = *last;
         all.extend(got);
     }
-    assert_eq!(all.len(), 102);
+    assert_eq!(all.len(), 302);
     let early = all[4].1;
     assert_eq!(all[4].0, "f0002");
     let got = readdir(&mut ctx, &mut mem, fd, 300, early);
     assert_eq!(got[0], ("f0003".to_string(), early + 1));
     // A cookie past the end, or any number at all: nothing, no error.
-    for c in [103, 1 << 40, u64::MAX - 1, u64::MAX] {
+    for c in [303, 1 << 40, u64::MAX - 1, u64::MAX] {
         assert_eq!(readdir(&mut ctx, &mut mem, fd, 300, c), vec![]);
     }
-    assert!(remembered(&ctx, fd) <= COOKIE_MEMORY);
+    assert_bounded(&ctx, fd);
+}
+
+#[test]
+fn long_names_are_remembered_within_bytes() {
+    let (mut ctx, mut mem, fd) = setup(0);
+    ctx.with_vfs(|v| {
+        for i in 0..60 {
+            v.write_file(&format!("/d/{i:03}{}", "n".repeat(250)), b"")
+                .unwrap();
+        }
+    })
+    .unwrap();
+    let got = readdir(&mut ctx, &mut mem, fd, 60_000, 0);
+    assert_eq!(got.len(), 62);
+    assert_bounded(&ctx, fd);
+    // The latest cookies still resume exactly, after their name.
+    let (name, cookie) = &got[60];
+    let next = readdir(&mut ctx, &mut mem, fd, 60_000, *cookie);
+    assert_eq!(next.len(), 1);
+    assert!(next[0].0 > *name);
 }
