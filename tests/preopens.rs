@@ -322,7 +322,7 @@ fn assert_bounded(got: &str, err: &str) {
         let (n, e) = rest.split_once(" then ").unwrap();
         let n: u32 = n.parse().unwrap();
         assert_eq!(e, err, "{line}\n{got}");
-        assert!(n >= 2 && n < LIMIT, "{line}\n{got}");
+        assert!((2..LIMIT).contains(&n), "{line}\n{got}");
         if what.ends_with("again") {
             let first = what.replace("again", "first");
             let prev = got

@@ -62,7 +62,7 @@ pub enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Run a WebAssembly guest against an in-memory copy-on-write tree.
     #[cfg(feature = "wasi")]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Upload a checkpoint to a fleet blob store (only the chunks it lacks);
     /// prints STORE/ROOT for `pull` and `run --from`.
     Push(store::PushArgs),
@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result: anyhow::Result<ExitCode> = match cli.command {
         #[cfg(feature = "wasi")]
-        Command::Run(args) => run::main(args),
+        Command::Run(args) => run::main(*args),
         #[cfg(feature = "wasi")]
         Command::Demo(args) => demo::main(args),
         Command::Checkpoint(args) => checkpoint::main(args),
