@@ -12,13 +12,14 @@ pub const PATH_MAX: usize = 4096;
 /// How many symlinks one resolution may follow before `ELOOP`.
 pub const SYMLINK_HOPS: u32 = 40;
 
-/// Checks a whole path before it is walked: no NUL bytes, not empty, not
-/// over `path_max` bytes.
+/// Checks a whole path before it is walked: no NUL bytes, not empty, and
+/// shorter than `path_max` bytes (as Linux counts `PATH_MAX`, with the
+/// terminating NUL: a path of 4,096 bytes is `ENAMETOOLONG`).
 pub(crate) fn check_path(path: &str, path_max: usize) -> Result<()> {
     if path.is_empty() {
         return err(ErrorKind::NotFound);
     }
-    if path.len() > path_max {
+    if path.len() >= path_max {
         return err(ErrorKind::NameTooLong);
     }
     if path.as_bytes().contains(&0) {
@@ -75,10 +76,10 @@ mod tests {
             ErrorKind::InvalidInput
         );
         assert_eq!(
-            check_path(&"a".repeat(4097), 4096).unwrap_err().kind(),
+            check_path(&"a".repeat(4096), 4096).unwrap_err().kind(),
             ErrorKind::NameTooLong
         );
-        assert!(check_path(&"a".repeat(4096), 4096).is_ok());
+        assert!(check_path(&"a".repeat(4095), 4096).is_ok());
         assert!(check_name(&"n".repeat(255), 255).is_ok());
         assert_eq!(
             check_name(&"n".repeat(256), 255).unwrap_err().kind(),

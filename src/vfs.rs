@@ -41,7 +41,8 @@ pub struct Limits {
     /// than 65,535 bytes, whatever this says (the root hash encodes a
     /// name's length in 16 bits).
     pub max_name_len: u32,
-    /// Bytes in one path. Default 4,096 (`PATH_MAX`).
+    /// Bytes in one path, counted as `PATH_MAX` is, with its terminating
+    /// NUL: a path must be shorter. Default 4,096 (`PATH_MAX`).
     pub max_path_len: u32,
     /// Symlinks one resolution may follow. Default 40.
     pub max_symlink_hops: u32,

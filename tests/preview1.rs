@@ -1034,9 +1034,15 @@ fn readdir_cookies_are_stable() {
     assert_eq!(all[2].2, 4);
     let small = p.list(ROOT, 100);
     assert_eq!(small.len(), 202);
-    // Cookies survive changes: resume after f050 while f000..f049 are gone
-    // and new entries arrive before and after the cursor.
-    let cookie_after_f050 = all[2 + 50].0;
+    // A descriptor remembers only its latest cookies: an old one resumes
+    // at its position (the listing has not changed, so: after f045).
+    let (_, some) = p.readdir(ROOT, all[2 + 45].0, 6 * 28);
+    let names: Vec<&str> = some.iter().map(|e| e.3.as_str()).collect();
+    assert_eq!(names, ["f046", "f047", "f048", "f049", "f050", "f051"]);
+    assert_eq!(some[4].0, all[2 + 50].0);
+    // Recent cookies survive changes: resume after f050 while f000..f049
+    // are gone and new entries arrive before and after the cursor.
+    let cookie_after_f050 = some[4].0;
     for i in 0..50 {
         let [a, l] = p.path(&format!("f{i:03}"));
         assert_eq!(p.call("path_unlink_file", &[ROOT, a, l]), Errno::SUCCESS);
@@ -1056,10 +1062,11 @@ fn readdir_cookies_are_stable() {
     assert_eq!(names.first(), Some(&"f051"));
     assert_eq!(names.last(), Some(&"z-new"));
     assert_eq!(names.len(), 149 + 1);
-    // A name keeps its cookie.
-    let (_, again) = p.readdir(ROOT, 0, 16384);
-    let f100 = |v: &[(u64, u64, u8, String)]| v.iter().find(|e| e.3 == "f100").map(|e| e.0);
-    assert_eq!(f100(&again), f100(&all));
+    // A forgotten cookie is a position in the listing as it is now:
+    // the 11th name (a-new, f050, ..., f059) is followed by f060.
+    let (_, later) = p.readdir(ROOT, all[2 + 10].0, 28);
+    assert_eq!(later[0].3, "f060");
+    assert_eq!(later[0].0, all[2 + 10].0 + 1);
     // A cut entry: the buffer is full, no byte past it is touched.
     let (used, ents) = p.readdir(ROOT, 0, 30);
     assert_eq!((used, ents.len()), (30, 1));

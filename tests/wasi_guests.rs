@@ -40,7 +40,10 @@ fn kit_examples_through_the_cli() {
     // Core modules run on the native preview1 by default; `--adapter`
     // takes them through the component adapter and this wasi:filesystem.
     for name in EXAMPLES {
-        for how in [&["run"][..], &["run", "--adapter"]] {
+        for how in [
+            &["run", "--preopen", "/"][..],
+            &["run", "--preopen", "/", "--adapter"],
+        ] {
             let out = cli().args(how).arg(wasm(name)).output().unwrap();
             assert!(
                 out.status.success(),
@@ -64,7 +67,7 @@ fn every_descriptor_method_through_the_library_and_cli() {
     assert_eq!(out.vfs.usage().open_files, 0);
 
     let out = cli()
-        .args(["run", "--adapter"])
+        .args(["run", "--preopen", "/", "--adapter"])
         .arg(wasm("fs_ops"))
         .output()
         .unwrap();
@@ -268,7 +271,7 @@ fn cli_dir_mount_and_diff() {
     assert!(!host.path().join("other.txt").exists());
     // The mount point shows in its parent.
     let out = cli()
-        .args(["run", "--mount", &mount])
+        .args(["run", "--preopen", "/", "--mount", &mount])
         .arg(wasm("tool"))
         .args(["ls", "/"])
         .output()
@@ -277,14 +280,14 @@ fn cli_dir_mount_and_diff() {
 
     // Limits from the command line.
     let out = cli()
-        .args(["run", "--max-inodes", "1"])
+        .args(["run", "--preopen", "/", "--max-inodes", "1"])
         .arg(wasm("tool"))
         .args(["write", "/f", "x"])
         .output()
         .unwrap();
     assert_eq!(text(&out.stdout), "write /f: EDQUOT\n");
     let out = cli()
-        .args(["run", "--max-bytes", "4"])
+        .args(["run", "--preopen", "/", "--max-bytes", "4"])
         .arg(wasm("tool"))
         .args(["write", "/f", "hello"])
         .output()
@@ -305,6 +308,7 @@ fn cli_bad_arguments_are_one_line() {
         (vec!["--mount", "/tmp", "x.wasm"], "bad --mount"),
         (vec!["--mount", "/no/such::/x", "x.wasm"], "bad --mount"),
         (vec!["--env", "NOEQUALS", "x.wasm"], "bad --env"),
+        (vec!["--preopen", "rel", "x.wasm"], "bad --preopen"),
         (vec!["--max-bytes", "lots", "x.wasm"], "bad --max-bytes"),
         (vec!["--max-inodes", "-1", "x.wasm"], "bad --max-inodes"),
     ];

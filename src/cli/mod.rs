@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// `println!` that reports a closed stdout as an error (which `main` turns
 /// into a quiet exit) instead of panicking, so `cowvfs ... | head` is fine.
@@ -79,7 +79,12 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Parsed through the matches, which `run` also reads for the order of
+    // its preopen flags.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (mut cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -90,6 +95,12 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    #[cfg(feature = "wasi")]
+    if let (Command::Run(args), Some(m)) = (&mut cli.command, matches.subcommand_matches("run")) {
+        args.record_order(m);
+    }
+    #[cfg(not(feature = "wasi"))]
+    let _ = (&mut cli, &matches);
     init_tracing(cli.verbose);
     let result: anyhow::Result<ExitCode> = match cli.command {
         #[cfg(feature = "wasi")]

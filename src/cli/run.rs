@@ -12,16 +12,27 @@ use cowvfs::{ChangeKind, Limits, Vfs};
 /// Arguments of `cowvfs run`, shaped like `wasmtime run`'s.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Copy a host directory into the in-memory tree at GUEST (default: the
-    /// same absolute path; a relative HOST goes under `/`). The guest may
-    /// change anything; the host directory is never modified.
+    /// Copy a host directory into the in-memory tree at GUEST and preopen
+    /// it there, as `wasmtime run --dir` does (without GUEST the guest
+    /// sees it as HOST, and the tree holds it at the same absolute path; a
+    /// relative HOST goes under `/`). The guest may change anything; the
+    /// host directory is never modified.
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
-    /// Mount a live host directory at GUEST beside the in-memory tree;
-    /// `:ro` refuses every change. Renames and links between it and the
-    /// rest fail with EXDEV.
+    /// Mount a live host directory at GUEST beside the in-memory tree, and
+    /// preopen it there; `:ro` refuses every change. Renames and links
+    /// between it and the rest fail with EXDEV.
     #[arg(long = "mount", value_name = "HOST::GUEST[:ro]")]
     mounts: Vec<String>,
+    /// Preopen the in-memory tree's directory GUEST (e.g. `/` of a --from
+    /// tree) at that guest path. The guest sees exactly the --dir, --mount
+    /// and --preopen directories, in the order given; with none of them,
+    /// --from preopens `/`, and otherwise nothing is preopened.
+    #[arg(long = "preopen", value_name = "GUEST")]
+    preopens: Vec<String>,
+    /// Where each --dir, --mount and --preopen stood on the command line.
+    #[arg(skip)]
+    order: Option<[Vec<usize>; 3]>,
     /// Set an environment variable for the guest (it sees no others).
     #[arg(long = "env", value_name = "K=V")]
     envs: Vec<String>,
@@ -82,10 +93,39 @@ pub struct RunArgs {
     module_and_args: Vec<String>,
 }
 
+impl RunArgs {
+    /// Records where each preopen flag stood among the others, so the
+    /// guest's preopens come in command-line order.
+    pub fn record_order(&mut self, m: &clap::ArgMatches) {
+        let at = |id: &str| {
+            m.indices_of(id)
+                .map(|i| i.collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        self.order = Some([at("dirs"), at("mounts"), at("preopens")]);
+    }
+}
+
+/// One directory the guest sees, at a guest path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Open {
+    /// A directory of the in-memory tree (`--dir`, `--preopen`, or `/` of
+    /// a `--from` tree).
+    Tree { dir: String, guest: String },
+    /// A live host directory (`--mount`).
+    Mount {
+        host: PathBuf,
+        guest: String,
+        read_only: bool,
+    },
+}
+
 /// Everything `run` needs, checked before anything runs.
 struct Plan {
     dirs: Vec<(PathBuf, String)>,
     mounts: Vec<(PathBuf, String, bool)>,
+    /// What the guest sees, in order.
+    opens: Vec<Open>,
     envs: Vec<(String, String)>,
     limits: Limits,
     run_limits: RunLimits,
@@ -106,7 +146,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !parents.is_empty() && from.is_none() {
         bail!("--parent needs --from (it names the parents of a delta checkpoint)");
     }
-    let plan = Plan::new(args)?;
+    let plan = Plan::new(args, from.is_some())?;
 
     let start = match &from {
         Some(src) => Some(open_from(src, &parents)?),
@@ -165,13 +205,25 @@ fn watchdog(timeout: std::time::Duration) -> std::thread::JoinHandle<()> {
 }
 
 /// Sets up either kind of sandbox from the plan, so `--adapter` changes
-/// only the ABI: the tree at `/`, the mounts, environment, arguments and
-/// the host's stdio.
+/// only the ABI: the preopens and mounts in order, environment, arguments
+/// and the host's stdio.
 macro_rules! configure {
     ($sandbox:ident, $plan:ident) => {
-        $sandbox.preopen("/", "/")?;
-        for (host, guest, read_only) in &$plan.mounts {
-            $sandbox.mount(host, guest, *read_only)?;
+        for open in &$plan.opens {
+            match open {
+                Open::Tree { dir, guest } => {
+                    $sandbox
+                        .preopen(dir, guest)
+                        .with_context(|| format!("cannot preopen {dir}"))?;
+                }
+                Open::Mount {
+                    host,
+                    guest,
+                    read_only,
+                } => {
+                    $sandbox.mount(host, guest, *read_only)?;
+                }
+            }
         }
         for (k, v) in &$plan.envs {
             $sandbox.env(k, v);
@@ -316,7 +368,7 @@ fn engine(limits: &RunLimits) -> anyhow::Result<wasmtime::Engine> {
 }
 
 impl Plan {
-    fn new(args: RunArgs) -> anyhow::Result<Plan> {
+    fn new(args: RunArgs, from: bool) -> anyhow::Result<Plan> {
         let mut module_and_args = args.module_and_args.into_iter();
         let Some(module) = module_and_args.next() else {
             bail!("missing MODULE");
@@ -351,16 +403,29 @@ impl Plan {
             let bytes = parse_size(s).with_context(|| format!("bad --max-memory {s:?}"))?;
             run_limits.max_memory = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
         }
-        let dirs = args
+        let dirs: Vec<(PathBuf, String)> = args
             .dirs
             .iter()
             .map(|d| parse_dir(d))
             .collect::<anyhow::Result<_>>()?;
-        let mounts = args
+        let mounts: Vec<(PathBuf, String, bool)> = args
             .mounts
             .iter()
             .map(|m| parse_mount(m))
             .collect::<anyhow::Result<_>>()?;
+        let preopens = args
+            .preopens
+            .iter()
+            .map(|g| guest_path(g, "--preopen"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let opens = plan_opens(
+            &args.dirs,
+            &dirs,
+            &mounts,
+            &preopens,
+            args.order.as_ref(),
+            from,
+        );
         let envs = args
             .envs
             .iter()
@@ -376,6 +441,7 @@ impl Plan {
         Ok(Plan {
             dirs,
             mounts,
+            opens,
             envs,
             limits,
             run_limits,
@@ -383,6 +449,59 @@ impl Plan {
             args: module_and_args.collect(),
         })
     }
+}
+
+/// The guest's preopens: every `--dir` (at its GUEST, or as its HOST was
+/// written, as `wasmtime run` shows it), `--mount` and `--preopen`, in
+/// command-line order (`order` holds each flag's positions; without it,
+/// dirs, then mounts, then preopens). With none of them a `--from` tree is
+/// preopened at `/`; with nothing at all the guest sees no directory.
+fn plan_opens(
+    dir_specs: &[String],
+    dirs: &[(PathBuf, String)],
+    mounts: &[(PathBuf, String, bool)],
+    preopens: &[String],
+    order: Option<&[Vec<usize>; 3]>,
+    from: bool,
+) -> Vec<Open> {
+    let mut opens: Vec<(usize, Open)> = Vec::new();
+    let pos = |flag: usize, i: usize| -> usize {
+        order
+            .and_then(|o| o[flag].get(i).copied())
+            .unwrap_or(flag * (1 << 20) + i)
+    };
+    for (i, ((_, tree), spec)) in dirs.iter().zip(dir_specs).enumerate() {
+        let guest = match spec.split_once("::") {
+            Some(_) => tree.clone(),
+            None => spec.clone(),
+        };
+        let dir = tree.clone();
+        opens.push((pos(0, i), Open::Tree { dir, guest }));
+    }
+    for (i, (host, guest, read_only)) in mounts.iter().enumerate() {
+        let open = Open::Mount {
+            host: host.clone(),
+            guest: guest.clone(),
+            read_only: *read_only,
+        };
+        opens.push((pos(1, i), open));
+    }
+    for (i, guest) in preopens.iter().enumerate() {
+        let open = Open::Tree {
+            dir: guest.clone(),
+            guest: guest.clone(),
+        };
+        opens.push((pos(2, i), open));
+    }
+    opens.sort_by_key(|(at, _)| *at);
+    let mut opens: Vec<Open> = opens.into_iter().map(|(_, o)| o).collect();
+    if opens.is_empty() && from {
+        opens.push(Open::Tree {
+            dir: "/".into(),
+            guest: "/".into(),
+        });
+    }
+    opens
 }
 
 fn host_dir(host: &str, flag: &str) -> anyhow::Result<PathBuf> {
@@ -531,6 +650,41 @@ mod tests {
         assert_eq!(
             parse_mount("/tmp::/data:ro").ok(),
             Some((PathBuf::from("/tmp"), "/data".to_string(), true))
+        );
+    }
+
+    #[test]
+    fn preopens_as_asked() {
+        let dir = |h: &str, g: &str| (PathBuf::from(h), g.to_string());
+        let tree = |d: &str, g: &str| Open::Tree {
+            dir: d.into(),
+            guest: g.into(),
+        };
+        // Nothing asked: nothing preopened, unless starting from a tree.
+        assert_eq!(plan_opens(&[], &[], &[], &[], None, false), vec![]);
+        assert_eq!(
+            plan_opens(&[], &[], &[], &[], None, true),
+            vec![tree("/", "/")]
+        );
+        // --dir HOST::GUEST at GUEST; --dir HOST as HOST was written.
+        let specs = ["/tmp::/sandbox".to_string(), ".".to_string()];
+        let dirs = [dir("/tmp", "/sandbox"), dir(".", "/")];
+        let mounts = [(PathBuf::from("/tmp"), "/m".to_string(), true)];
+        let pre = ["/".to_string()];
+        // Command-line order: --preopen /, --mount, --dir, --dir.
+        let order = [vec![5, 7], vec![3], vec![1]];
+        assert_eq!(
+            plan_opens(&specs, &dirs, &mounts, &pre, Some(&order), true),
+            vec![
+                tree("/", "/"),
+                Open::Mount {
+                    host: "/tmp".into(),
+                    guest: "/m".into(),
+                    read_only: true
+                },
+                tree("/sandbox", "/sandbox"),
+                tree("/", "."),
+            ]
         );
     }
 

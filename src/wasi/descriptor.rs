@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -46,6 +47,26 @@ pub(crate) fn with_vfs<R>(
     op(tree).map_err(ErrorCode::from)
 }
 
+/// One resource the guest holds that the engine does not count as an open
+/// descriptor (a mount's file or directory, a shared preopen, a directory
+/// stream, a file stream): counted in its sandbox's tally until dropped,
+/// so that everything the guest holds stays within `max_open_files`.
+pub(crate) struct Held(Arc<AtomicU64>);
+
+impl Held {
+    /// Counts one more resource in `tally`.
+    pub(crate) fn take(tally: &Arc<AtomicU64>) -> Held {
+        tally.fetch_add(1, Ordering::Relaxed);
+        Held(tally.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Most bytes one `read` call or stream read returns (and allocates).
 pub(crate) const MAX_READ: usize = 1 << 20;
 
@@ -67,6 +88,9 @@ pub(crate) struct Rights {
 pub struct Descriptor {
     node: Node,
     rights: Rights,
+    /// The count this descriptor takes while the guest holds it, unless
+    /// it is a memory descriptor of its own (the engine counts those).
+    held: Option<Held>,
 }
 
 enum Node {
@@ -121,6 +145,7 @@ impl Descriptor {
         Descriptor {
             node: Node::Mem { fd, dir },
             rights,
+            held: None,
         }
     }
 
@@ -128,7 +153,20 @@ impl Descriptor {
         Descriptor {
             node: Node::Host { file, dir, mount },
             rights,
+            held: None,
         }
+    }
+
+    /// Counts this descriptor as held by the guest until it is dropped.
+    pub(crate) fn hold(mut self, held: Held) -> Descriptor {
+        self.held = Some(held);
+        self
+    }
+
+    /// Whether the descriptor is a host mount's (whose open files the
+    /// engine does not count).
+    pub(crate) fn is_host(&self) -> bool {
+        matches!(self.node, Node::Host { .. })
     }
 
     /// The engine descriptor, for a memory descriptor.
@@ -218,14 +256,15 @@ impl Descriptor {
         &self,
         vfs: &SharedVfs,
         offset: u64,
+        held: Held,
     ) -> Result<DynInputStream, ErrorCode> {
         if self.is_dir() {
             return Err(ErrorCode::IsDirectory);
         }
         self.need_read()?;
         Ok(match &self.node {
-            Node::Mem { fd, .. } => Box::new(MemInput::new(vfs.clone(), *fd, offset)),
-            Node::Host { file, .. } => Box::new(HostInput::new(file.clone(), offset)),
+            Node::Mem { fd, .. } => Box::new(MemInput::new(vfs.clone(), *fd, offset, held)),
+            Node::Host { file, .. } => Box::new(HostInput::new(file.clone(), offset, held)),
         })
     }
 
@@ -233,11 +272,12 @@ impl Descriptor {
         &self,
         vfs: &SharedVfs,
         mode: WriteMode,
+        held: Held,
     ) -> Result<DynOutputStream, ErrorCode> {
         self.need_write()?;
         Ok(match &self.node {
-            Node::Mem { fd, .. } => Box::new(MemOutput::new(vfs.clone(), *fd, mode)),
-            Node::Host { file, .. } => Box::new(HostOutput::new(file.clone(), mode)),
+            Node::Mem { fd, .. } => Box::new(MemOutput::new(vfs.clone(), *fd, mode, held)),
+            Node::Host { file, .. } => Box::new(HostOutput::new(file.clone(), mode, held)),
         })
     }
 
@@ -402,23 +442,28 @@ impl Descriptor {
     // ------------------------------------------------------------------
     // Path operations beneath a directory
 
-    pub(crate) fn read_directory(&self, vfs: &SharedVfs) -> Result<DirectoryStream, ErrorCode> {
+    /// A stream of the directory's entries; `held` counts it while the
+    /// guest holds it (`None` for the host's own short-lived listings).
+    pub(crate) fn read_directory(
+        &self,
+        vfs: &SharedVfs,
+        held: Option<Held>,
+    ) -> Result<DirectoryStream, ErrorCode> {
         self.need_dir()?;
-        match &self.node {
+        let inner = match &self.node {
             Node::Mem { fd, .. } => {
                 // Fail now, as opendir would, rather than at the first entry.
                 with_vfs(vfs, |v| v.read_dir_page(*fd, None, 0))?;
-                Ok(DirectoryStream(DirInner::Mem {
+                DirInner::Mem {
                     fd: *fd,
                     after: None,
                     page: VecDeque::new(),
                     done: false,
-                }))
+                }
             }
-            Node::Host { file, .. } => Ok(DirectoryStream(DirInner::Host(Mutex::new(
-                cap::read_base_dir(file)?,
-            )))),
-        }
+            Node::Host { file, .. } => DirInner::Host(Mutex::new(cap::read_base_dir(file)?)),
+        };
+        Ok(DirectoryStream { inner, _held: held })
     }
 
     pub(crate) fn create_directory_at(&self, vfs: &SharedVfs, path: &str) -> Result<(), ErrorCode> {
@@ -683,7 +728,11 @@ impl Descriptor {
 // Directory streams
 
 /// The host side of a guest's `directory-entry-stream`.
-pub struct DirectoryStream(DirInner);
+pub struct DirectoryStream {
+    inner: DirInner,
+    /// The stream's count while the guest holds it.
+    _held: Option<Held>,
+}
 
 enum DirInner {
     /// Pages through a memory directory by name, so entries that stay put
@@ -702,7 +751,7 @@ const DIR_PAGE: usize = 256;
 
 impl DirectoryStream {
     pub(crate) fn next(&mut self, vfs: &SharedVfs) -> Result<Option<DirectoryEntry>, ErrorCode> {
-        match &mut self.0 {
+        match &mut self.inner {
             DirInner::Mem {
                 fd,
                 after,

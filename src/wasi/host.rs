@@ -43,10 +43,9 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         fd: Resource<Descriptor>,
         offset: Filesize,
     ) -> FsResult<Resource<DynInputStream>> {
-        let stream = self
-            .table
-            .get(&fd)?
-            .read_via_stream(&self.ctx.vfs, offset)?;
+        let d = self.table.get(&fd)?;
+        let held = self.ctx.admit()?;
+        let stream = d.read_via_stream(&self.ctx.vfs, offset, held)?;
         Ok(self.table.push(stream)?)
     }
 
@@ -56,7 +55,8 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         offset: Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
         let d = self.table.get(&fd)?;
-        let stream = d.write_via_stream(&self.ctx.vfs, WriteMode::At(offset))?;
+        let held = self.ctx.admit()?;
+        let stream = d.write_via_stream(&self.ctx.vfs, WriteMode::At(offset), held)?;
         Ok(self.table.push(stream)?)
     }
 
@@ -65,7 +65,8 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<DynOutputStream>> {
         let d = self.table.get(&fd)?;
-        let stream = d.write_via_stream(&self.ctx.vfs, WriteMode::Append)?;
+        let held = self.ctx.admit()?;
+        let stream = d.write_via_stream(&self.ctx.vfs, WriteMode::Append, held)?;
         Ok(self.table.push(stream)?)
     }
 
@@ -129,7 +130,9 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
     }
 
     fn read_directory(&mut self, fd: Resource<Descriptor>) -> FsResult<Resource<DirectoryStream>> {
-        let stream = self.table.get(&fd)?.read_directory(&self.ctx.vfs)?;
+        let d = self.table.get(&fd)?;
+        let held = self.ctx.admit()?;
+        let stream = d.read_directory(&self.ctx.vfs, Some(held))?;
         Ok(self.table.push(stream)?)
     }
 
@@ -190,13 +193,17 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         flags: DescriptorFlags,
     ) -> FsResult<Resource<Descriptor>> {
         let d = self.table.get(&fd)?;
-        let opened = d.open_at(&self.ctx.vfs, path_flags, &path, oflags, flags)?;
-        let engine_fd = opened.mem_fd();
-        let res = self.table.push(opened)?;
-        if let Some(efd) = engine_fd {
+        // Checked before opening, for either kind; only a mount's
+        // descriptor keeps the count (the engine counts its own).
+        let held = self.ctx.admit()?;
+        let mut opened = d.open_at(&self.ctx.vfs, path_flags, &path, oflags, flags)?;
+        if opened.is_host() {
+            opened = opened.hold(held);
+        }
+        if let Some(efd) = opened.mem_fd() {
             self.ctx.opened.insert(efd);
         }
-        Ok(res)
+        Ok(self.table.push(opened)?)
     }
 
     fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
@@ -264,10 +271,7 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
 
     fn drop(&mut self, fd: Resource<Descriptor>) -> wasmtime::Result<()> {
         let d = self.table.delete(fd)?;
-        if let Some(efd) = d.mem_fd() {
-            self.ctx.opened.remove(&efd);
-            self.ctx.with_vfs(|v| v.close(efd));
-        }
+        self.ctx.release(&d);
         Ok(())
     }
 }

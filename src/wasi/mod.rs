@@ -72,6 +72,7 @@ mod tests;
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
@@ -84,7 +85,7 @@ pub use self::limits::{
 };
 pub use self::run::{Guest, RunOutcome, Sandbox, adapt_module, adapt_module_cached, cache_dir};
 
-use self::descriptor::{SharedVfs, lock};
+use self::descriptor::{Held, SharedVfs, lock};
 use crate::{Error, ErrorKind, Fd, OpenOptions, Vfs};
 
 /// An error from a `wasi:filesystem` host function: an `error-code` for the
@@ -144,8 +145,12 @@ pub type FsResult<T> = Result<T, FsError>;
 
 /// What a preopen gives the guest.
 enum Preopen {
-    /// A directory of the in-memory tree.
-    Mem { dir: String, mutate: bool },
+    /// A directory of the in-memory tree, resolved once when the preopen
+    /// is added: `anchor` is an engine descriptor of that directory, held
+    /// for the sandbox's life and shared by every guest descriptor of the
+    /// preopen, so nothing the guest later renames or replaces with a
+    /// symlink changes which directory the preopen is.
+    Mem { anchor: Fd, mutate: bool },
     /// A live host directory (hybrid mode).
     Host {
         dir: Arc<File>,
@@ -163,6 +168,10 @@ pub struct WasiVfsCtx {
     /// back so the embedder gets a tree with none of them open.
     opened: HashSet<Fd>,
     mounts: u32,
+    /// Resources the guest holds that the engine does not count (see
+    /// [`Held`]); with the engine's open descriptors they stay within
+    /// `max_open_files`.
+    held: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for WasiVfsCtx {
@@ -183,11 +192,15 @@ impl WasiVfsCtx {
             preopens: Vec::new(),
             opened: HashSet::new(),
             mounts: 0,
+            held: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Shows the tree's directory `dir` to the guest as `guest` (e.g. `/`
-    /// as `/`), writable.
+    /// as `/`), writable. `dir` is resolved now, once: the preopen stays
+    /// that directory whatever later happens to the path. Preopens are
+    /// shown in the order they are added; nothing is preopened unless
+    /// asked for.
     pub fn preopen(&mut self, dir: &str, guest: &str) -> crate::Result<&mut Self> {
         self.add_mem_preopen(dir, guest, true)
     }
@@ -204,16 +217,16 @@ impl WasiVfsCtx {
         guest: &str,
         mutate: bool,
     ) -> crate::Result<&mut Self> {
-        let meta = self
-            .with_vfs(|v| v.metadata(dir))
+        let anchor = self
+            .with_vfs(|v| {
+                let meta = v.metadata(dir)?;
+                if !meta.is_dir() {
+                    return Err(Error::with(ErrorKind::NotADirectory, dir.to_string()));
+                }
+                v.open(dir, OpenOptions::new().read(true).directory(true))
+            })
             .ok_or(Error::new(ErrorKind::BadDescriptor))??;
-        if !meta.is_dir() {
-            return Err(Error::with(ErrorKind::NotADirectory, dir.to_string()));
-        }
-        let preopen = Preopen::Mem {
-            dir: dir.to_string(),
-            mutate,
-        };
+        let preopen = Preopen::Mem { anchor, mutate };
         self.preopens.push((preopen, guest.to_string()));
         Ok(self)
     }
@@ -252,7 +265,11 @@ impl WasiVfsCtx {
     /// the guest has finished (or after dropping the store's resources).
     pub fn into_vfs(self) -> Vfs {
         let mut vfs = lock(&self.vfs).take().unwrap_or_default();
-        for fd in &self.opened {
+        let anchors = self.preopens.iter().filter_map(|(p, _)| match p {
+            Preopen::Mem { anchor, .. } => Some(anchor),
+            Preopen::Host { .. } => None,
+        });
+        for fd in self.opened.iter().chain(anchors) {
             // A stale descriptor is the only possible error, and it is
             // exactly what closing wants to achieve.
             let _ = vfs.close(*fd);
@@ -260,6 +277,35 @@ impl WasiVfsCtx {
         vfs
     }
 
+    /// Counts one more resource held by the guest, if that keeps the
+    /// engine's open descriptors plus every other held resource within
+    /// the tree's `max_open_files`; else `insufficient-memory` (what a
+    /// full descriptor table is in `wasi:filesystem`; `EMFILE` in
+    /// preview1). A memory descriptor asks too, before the engine opens
+    /// it, so that the sum holds whichever kind comes last.
+    pub(crate) fn admit(&self) -> Result<Held, ErrorCode> {
+        let guard = lock(&self.vfs);
+        let v = guard.as_ref().ok_or(ErrorCode::BadDescriptor)?;
+        let max = u64::from(v.limits().max_open_files);
+        let held = self.held.load(Ordering::Relaxed);
+        if v.usage().open_files.saturating_add(held) >= max {
+            return Err(ErrorCode::InsufficientMemory);
+        }
+        Ok(Held::take(&self.held))
+    }
+
+    /// Closes a guest descriptor's engine descriptor, unless it is a
+    /// preopen's shared anchor (which lives as long as the sandbox).
+    pub(crate) fn release(&mut self, desc: &Descriptor) {
+        if let Some(efd) = desc.mem_fd()
+            && self.opened.remove(&efd)
+        {
+            // Only a stale descriptor can fail, and it is closed either way.
+            let _ = descriptor::with_vfs(&self.vfs, |v| v.close(efd));
+        }
+    }
+
+    /// A descriptor of each preopen, in order, each counted as held.
     fn open_preopens(&mut self) -> crate::Result<Vec<(Descriptor, String)>> {
         let mut out = Vec::with_capacity(self.preopens.len());
         for (preopen, guest) in &self.preopens {
@@ -269,20 +315,19 @@ impl WasiVfsCtx {
                 mutate,
                 sync: bindings::types::DescriptorFlags::empty(),
             };
+            let held = self.admit().map_err(|_| {
+                Error::with(
+                    ErrorKind::TooManyOpenFiles,
+                    format!("preopen {guest}: more than max_open_files held"),
+                )
+            })?;
             let d = match preopen {
-                Preopen::Mem { dir, mutate } => {
-                    let fd = descriptor::with_vfs(&self.vfs, |v| {
-                        v.open(dir, OpenOptions::new().read(true).directory(true))
-                    })
-                    .map_err(|code| Error::with(ErrorKind::Io, format!("preopen {dir}: {code}")))?;
-                    self.opened.insert(fd);
-                    Descriptor::mem(fd, true, rights(*mutate))
-                }
+                Preopen::Mem { anchor, mutate } => Descriptor::mem(*anchor, true, rights(*mutate)),
                 Preopen::Host { dir, mutate, mount } => {
                     Descriptor::host(dir.clone(), true, *mount, rights(*mutate))
                 }
             };
-            out.push((d, guest.clone()));
+            out.push((d.hold(held), guest.clone()));
         }
         Ok(out)
     }

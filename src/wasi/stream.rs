@@ -16,7 +16,7 @@ use bytes::Bytes;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
-use super::descriptor::{MAX_READ, SharedVfs, lock};
+use super::descriptor::{Held, MAX_READ, SharedVfs, lock};
 use crate::{Error, Fd, Vfs};
 
 /// Where writes go: from an offset onward, or always at the end.
@@ -51,11 +51,17 @@ pub(crate) struct MemInput {
     vfs: SharedVfs,
     fd: Fd,
     pos: u64,
+    _held: Held,
 }
 
 impl MemInput {
-    pub(crate) fn new(vfs: SharedVfs, fd: Fd, pos: u64) -> MemInput {
-        MemInput { vfs, fd, pos }
+    pub(crate) fn new(vfs: SharedVfs, fd: Fd, pos: u64, held: Held) -> MemInput {
+        MemInput {
+            _held: held,
+            vfs,
+            fd,
+            pos,
+        }
     }
 
     /// Bytes available at the position, capped at `max`; an error if the
@@ -114,11 +120,17 @@ pub(crate) struct MemOutput {
     vfs: SharedVfs,
     fd: Fd,
     mode: WriteMode,
+    _held: Held,
 }
 
 impl MemOutput {
-    pub(crate) fn new(vfs: SharedVfs, fd: Fd, mode: WriteMode) -> MemOutput {
-        MemOutput { vfs, fd, mode }
+    pub(crate) fn new(vfs: SharedVfs, fd: Fd, mode: WriteMode, held: Held) -> MemOutput {
+        MemOutput {
+            _held: held,
+            vfs,
+            fd,
+            mode,
+        }
     }
 }
 
@@ -167,11 +179,16 @@ impl Pollable for MemOutput {
 pub(crate) struct HostInput {
     file: Arc<File>,
     pos: u64,
+    _held: Held,
 }
 
 impl HostInput {
-    pub(crate) fn new(file: Arc<File>, pos: u64) -> HostInput {
-        HostInput { file, pos }
+    pub(crate) fn new(file: Arc<File>, pos: u64, held: Held) -> HostInput {
+        HostInput {
+            _held: held,
+            file,
+            pos,
+        }
     }
 }
 
@@ -205,11 +222,16 @@ impl Pollable for HostInput {
 pub(crate) struct HostOutput {
     file: Arc<File>,
     mode: WriteMode,
+    _held: Held,
 }
 
 impl HostOutput {
-    pub(crate) fn new(file: Arc<File>, mode: WriteMode) -> HostOutput {
-        HostOutput { file, mode }
+    pub(crate) fn new(file: Arc<File>, mode: WriteMode, held: Held) -> HostOutput {
+        HostOutput {
+            _held: held,
+            file,
+            mode,
+        }
     }
 }
 

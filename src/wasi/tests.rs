@@ -373,3 +373,177 @@ fn read_is_bounded_by_the_file() {
         E::Overflow
     );
 }
+
+/// The names in a directory, through a directory stream.
+fn names(t: &mut T, dir: &Resource<Descriptor>) -> Vec<String> {
+    let s = t.v().read_directory(borrow(dir)).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = t.v().read_directory_entry(borrow(&s)).unwrap() {
+        out.push(e.name);
+    }
+    types::HostDirectoryEntryStream::drop(&mut t.v(), s).unwrap();
+    out
+}
+
+#[test]
+fn preopens_are_resolved_once() {
+    // Nested preopens: /srv/box as /box, and /srv/box/inner as /inner.
+    let mut vfs = Vfs::new();
+    vfs.create_dir_all("/srv/box/inner").unwrap();
+    vfs.write_file("/srv/box/inner/inside", b"").unwrap();
+    vfs.write_file("/secret", b"").unwrap();
+    let mut ctx = WasiVfsCtx::new(vfs);
+    ctx.preopen("/srv/box", "/box").unwrap();
+    ctx.preopen_read_only("/srv/box/inner", "/inner").unwrap();
+    let mut t = T {
+        ctx,
+        table: ResourceTable::new(),
+    };
+    let dirs = t.v().get_directories().unwrap();
+    let names_of = |dirs: &[(Resource<Descriptor>, String)]| -> Vec<String> {
+        dirs.iter().map(|(_, g)| g.clone()).collect()
+    };
+    assert_eq!(names_of(&dirs), ["/box", "/inner"]);
+    let boxed = borrow(&dirs[0].0);
+    // Through /box, the guest moves the inner preopen away and puts a
+    // symlink to / in its place.
+    t.v()
+        .rename_at(
+            borrow(&boxed),
+            "inner".into(),
+            borrow(&boxed),
+            "moved".into(),
+        )
+        .unwrap();
+    t.v()
+        .symlink_at(borrow(&boxed), "../..".into(), "inner".into())
+        .unwrap();
+    // Asking for the preopens again gives the same directories, not `/`.
+    let again = t.v().get_directories().unwrap();
+    assert_eq!(names_of(&again), ["/box", "/inner"]);
+    assert_eq!(names(&mut t, &again[1].0), ["inside"]);
+    assert_eq!(names(&mut t, &again[0].0), ["inner", "moved"]);
+    // Still read-only, and the same object as before.
+    assert_eq!(
+        code(t.v().create_directory_at(borrow(&again[1].0), "x".into())),
+        E::ReadOnly
+    );
+    assert!(
+        t.v()
+            .is_same_object(borrow(&again[1].0), borrow(&dirs[1].0))
+            .unwrap()
+    );
+    // Dropping every guest descriptor of a preopen leaves it usable.
+    for (d, _) in dirs.into_iter().chain(again) {
+        types::HostDescriptor::drop(&mut t.v(), d).unwrap();
+    }
+    let third = t.v().get_directories().unwrap();
+    assert_eq!(names(&mut t, &third[1].0), ["inside"]);
+    let vfs = t.ctx.into_vfs();
+    assert_eq!(vfs.usage().open_files, 0);
+    vfs.check_invariants().unwrap();
+}
+
+#[test]
+fn held_resources_count_against_max_open_files() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "data").unwrap();
+    let vfs = Vfs::with_limits(crate::Limits {
+        max_open_files: 8,
+        ..crate::Limits::default()
+    });
+    let mut ctx = WasiVfsCtx::new(vfs);
+    ctx.mount(host.path(), "/m", false).unwrap();
+    let mut t = T {
+        ctx,
+        table: ResourceTable::new(),
+    };
+    let mut dirs = t.v().get_directories().unwrap();
+    let (m, _) = dirs.remove(0);
+    // Mount descriptors, directory streams and file streams, mixed, until
+    // the limit: the preopen holds 1 of the 8.
+    let mut held = Vec::new();
+    let mut streams = Vec::new();
+    let mut dir_streams = Vec::new();
+    for i in 0.. {
+        let r = match i % 3 {
+            0 => t.open(&m, "f", OF::empty(), DF::READ).map(|f| held.push(f)),
+            1 => t
+                .v()
+                .read_directory(borrow(&m))
+                .map(|s| dir_streams.push(s)),
+            _ => t
+                .v()
+                .read_via_stream(borrow(&held[0]), 0)
+                .map(|s| streams.push(s)),
+        };
+        if let Err(e) = r {
+            assert_eq!(e.code(), Some(E::InsufficientMemory));
+            assert_eq!(i, 7);
+            break;
+        }
+        assert!(i < 7);
+    }
+    // Each kind is refused once full.
+    assert_eq!(
+        code(t.open(&m, "f", OF::empty(), DF::READ)),
+        E::InsufficientMemory
+    );
+    assert_eq!(
+        code(t.v().read_directory(borrow(&m))),
+        E::InsufficientMemory
+    );
+    assert_eq!(
+        code(t.v().read_via_stream(borrow(&held[0]), 0)),
+        E::InsufficientMemory
+    );
+    assert_eq!(
+        code(t.open(&m, ".", OF::DIRECTORY, DF::READ)),
+        E::InsufficientMemory
+    );
+    assert!(t.v().get_directories().is_err());
+    // Dropping what was held frees the room again.
+    for s in streams {
+        t.table.delete(s).unwrap();
+    }
+    for s in dir_streams {
+        types::HostDirectoryEntryStream::drop(&mut t.v(), s).unwrap();
+    }
+    for f in held {
+        types::HostDescriptor::drop(&mut t.v(), f).unwrap();
+    }
+    let mut again = Vec::new();
+    while let Ok(f) = t.open(&m, "f", OF::empty(), DF::READ) {
+        again.push(f);
+    }
+    assert_eq!(again.len(), 7);
+}
+
+#[test]
+fn memory_descriptors_and_held_resources_share_the_limit() {
+    let mut vfs = Vfs::with_limits(crate::Limits {
+        max_open_files: 6,
+        ..crate::Limits::default()
+    });
+    vfs.write_file("/f", b"x").unwrap();
+    let mut ctx = WasiVfsCtx::new(vfs);
+    ctx.preopen("/", "/").unwrap();
+    let mut t = T {
+        ctx,
+        table: ResourceTable::new(),
+    };
+    let (root, _) = t.v().get_directories().unwrap().remove(0);
+    // The preopen's anchor and its guest descriptor take 2 of 6.
+    let f = t.open(&root, "f", OF::empty(), DF::READ).unwrap();
+    let _s1 = t.v().read_via_stream(borrow(&f), 0).unwrap();
+    let _s2 = t.v().read_directory(borrow(&root)).unwrap();
+    let _s3 = t.v().read_via_stream(borrow(&f), 0).unwrap();
+    assert_eq!(
+        code(t.open(&root, "f", OF::empty(), DF::READ)),
+        E::InsufficientMemory
+    );
+    assert_eq!(
+        code(t.v().read_via_stream(borrow(&f), 0)),
+        E::InsufficientMemory
+    );
+}

@@ -17,7 +17,7 @@ use super::abi::{
     self, DIRENT_SIZE, EVENT_SIZE, Errno, Fdstat, Filestat, Mem, R, SUBSCRIPTION_SIZE, fdflags,
     filetype, fstflags, oflags, rights,
 };
-use super::{CAPTURE_LIMIT, Cookies, DirSlot, FileSlot, Input, Output, Slot, WasiP1Ctx};
+use super::{CAPTURE_LIMIT, Cookies, DirSlot, FileSlot, Input, Output, Resume, Slot, WasiP1Ctx};
 use crate::wasi::bindings::types::{
     Advice, DescriptorFlags, DescriptorStat, DescriptorType, NewTimestamp, OpenFlags, PathFlags,
 };
@@ -1014,7 +1014,14 @@ impl WasiP1Ctx {
             }
         }
         let vfs = &self.fs.vfs;
-        let desc = dir.open_at(vfs, pflags, path, open, flags)?;
+        // Everything the guest holds counts against `max_open_files`:
+        // checked before opening, kept by a mount's descriptor (the engine
+        // counts its own).
+        let held = self.fs.admit().map_err(|_| Errno::MFILE)?;
+        let mut desc = dir.open_at(vfs, pflags, path, open, flags)?;
+        if desc.is_host() {
+            desc = desc.hold(held);
+        }
         let is_dir = match desc.mem_fd() {
             Some(efd) => on_vfs(vfs, |v| Ok(v.fd_info(efd)?.kind == FileType::Dir)),
             None => Ok(desc.get_type(vfs)? == DescriptorType::Directory),
@@ -1346,21 +1353,30 @@ impl DirentWriter<'_> {
     }
 }
 
-/// Entries of a memory directory after `after`, a page at a time, until
-/// the buffer is full.
+/// Entries of a memory directory from `from` on, a page at a time, until
+/// the buffer is full; the first gets cookie `next`.
 fn list_mem(
     v: &Vfs,
     efd: crate::Fd,
-    mut after: Option<String>,
+    from: Resume,
+    mut next: u64,
     cookies: &mut Cookies,
     w: &mut DirentWriter<'_>,
 ) -> R<()> {
+    let (mut after, mut skip) = match from {
+        Resume::After(name) => (name, 0),
+        Resume::Skip(n) => (None, n),
+    };
     loop {
-        // Enough entries to fill what is left, and one more to cut.
+        // Enough entries to fill what is left, and one more to cut (or a
+        // bounded page of names to skip).
         let want = (w.room() / (DIRENT_SIZE + 1)).clamp(1, 1024) + 1;
         let page = v.read_dir_page(efd, after.as_deref(), want)?;
-        for e in &page {
-            let next = cookies.cookie_of(&e.name);
+        let skipped = page.len().min(usize::try_from(skip).unwrap_or(usize::MAX));
+        skip -= skipped as u64;
+        for e in &page[skipped..] {
+            next = next.checked_add(1).ok_or(Errno::OVERFLOW)?;
+            cookies.remember(next, &e.name);
             if !w.put(next, e.ino, e.name.as_bytes(), mem_filetype(e.kind)) {
                 return Ok(());
             }
@@ -1372,28 +1388,38 @@ fn list_mem(
     }
 }
 
-/// Entries of a mounted host directory after `after`: the whole listing,
+/// Entries of a mounted host directory from `from` on: the whole listing,
 /// sorted by name, so cookies work as they do in memory.
 fn list_host(
     vfs: &SharedVfs,
     dir: &Descriptor,
-    after: Option<String>,
+    from: Resume,
+    mut next: u64,
     cookies: &mut Cookies,
     w: &mut DirentWriter<'_>,
 ) -> R<()> {
-    let mut stream = dir.read_directory(vfs)?;
+    let mut stream = dir.read_directory(vfs, None)?;
     let mut entries = Vec::new();
+    let after = match &from {
+        Resume::After(a) => a.as_deref(),
+        Resume::Skip(_) => None,
+    };
     while let Some(e) = stream.next(vfs)? {
-        if after.as_deref().is_none_or(|a| e.name.as_str() > a) {
+        if after.is_none_or(|a| e.name.as_str() > a) {
             entries.push(e);
         }
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in entries {
+    let skip = match from {
+        Resume::After(_) => 0,
+        Resume::Skip(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    for e in entries.into_iter().skip(skip) {
         let ino = dir
             .metadata_hash_at(vfs, PathFlags::empty(), &e.name)?
             .lower;
-        let next = cookies.cookie_of(&e.name);
+        next = next.checked_add(1).ok_or(Errno::OVERFLOW)?;
+        cookies.remember(next, &e.name);
         if !w.put(next, ino, e.name.as_bytes(), host_filetype(e.type_)) {
             return Ok(());
         }
@@ -1415,16 +1441,12 @@ fn fill_dir(vfs: &SharedVfs, dir: &mut DirSlot, cookie: u64, w: &mut DirentWrite
     if cookie <= 1 && !w.put(2, dir_ino, b"..", filetype::DIRECTORY) {
         return Ok(());
     }
-    let after = match cookie {
-        0..=2 => None,
-        c => match dir.cookies.name_of(c) {
-            Some(name) => Some(name.to_string()),
-            // A cookie this descriptor never handed out: nothing follows.
-            None => return Ok(()),
-        },
+    let (from, next) = match cookie {
+        0..=2 => (Resume::After(None), 2),
+        c => (dir.cookies.resume(c), c),
     };
     match dir.desc.mem_fd() {
-        Some(efd) => on_vfs(vfs, |v| list_mem(v, efd, after, &mut dir.cookies, w)),
-        None => list_host(vfs, &dir.desc, after, &mut dir.cookies, w),
+        Some(efd) => on_vfs(vfs, |v| list_mem(v, efd, from, next, &mut dir.cookies, w)),
+        None => list_host(vfs, &dir.desc, from, next, &mut dir.cookies, w),
     }
 }

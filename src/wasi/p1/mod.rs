@@ -46,8 +46,10 @@
 mod abi;
 mod host;
 mod run;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, VecDeque};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
@@ -57,16 +59,17 @@ use wasmtime::{Caller, Extern, Linker};
 pub use self::abi::Errno;
 use self::abi::{Error, Mem, R};
 pub use self::run::{Guest, Sandbox, exit_status, is_core_module};
+use super::WasiVfsCtx;
 use super::descriptor::Descriptor;
-use super::{WasiVfsCtx, descriptor};
 use crate::Vfs;
 
 /// The import module name.
 pub const MODULE: &str = "wasi_snapshot_preview1";
 
-/// Most descriptors one guest may hold at once (host mounts open real host
-/// files, so the table needs its own bound). Past it, `path_open` fails
-/// with `EMFILE`.
+/// Most descriptors one guest's table may hold at once, whatever its
+/// tree's limits. Everything the guest holds also counts against the
+/// tree's `max_open_files` (memory and mount descriptors alike). Past
+/// either, `path_open` fails with `EMFILE`.
 pub const MAX_DESCRIPTORS: usize = 1 << 16;
 
 /// Most bytes a captured stdout or stderr keeps (the rest is counted as
@@ -116,33 +119,67 @@ pub(crate) struct DirSlot {
     cookies: Cookies,
 }
 
-/// `fd_readdir` cookies of one directory descriptor. Cookie 0 is the start,
-/// 1 follows `.`, 2 follows `..`; every other cookie names the entry it
-/// follows, so resuming continues after that name however the directory
-/// changed in between (entries present throughout are listed exactly once)
-/// and a name keeps its cookie for the descriptor's life.
+/// `fd_readdir` cookies of one directory descriptor, in bounded memory.
+///
+/// Cookie 0 is the start, 1 follows `.`, 2 follows `..`, and the cookie
+/// following the `k`-th name (from 0) of the name-ordered listing is
+/// `3 + k`: a position, which needs no memory to resolve. To keep a
+/// listing exact while the directory changes, the descriptor also
+/// remembers which name the cookies it handed out last follow (at most
+/// [`COOKIE_MEMORY`] of them, holding at most [`COOKIE_NAME_BYTES`] of
+/// names), and resumes after that name: entries present throughout are
+/// then listed exactly once. Any other cookie, older or never handed out,
+/// resumes at its position in the current listing. Either way a resumed
+/// listing only moves forward, so it can neither loop nor grow anything.
 #[derive(Default)]
 pub(crate) struct Cookies {
-    names: Vec<String>,
-    index: HashMap<String, u64>,
+    recent: VecDeque<(u64, String)>,
+    name_bytes: usize,
 }
+
+/// Most (cookie, name) pairs one directory descriptor remembers.
+pub(crate) const COOKIE_MEMORY: usize = 128;
+
+/// Most bytes of names one directory descriptor remembers.
+pub(crate) const COOKIE_NAME_BYTES: usize = 4096;
 
 const FIRST_NAME_COOKIE: u64 = 3;
 
+/// Where a listing resumes.
+pub(crate) enum Resume {
+    /// After this name (or at the start).
+    After(Option<String>),
+    /// After this many names of the current listing.
+    Skip(u64),
+}
+
 impl Cookies {
-    fn cookie_of(&mut self, name: &str) -> u64 {
-        if let Some(c) = self.index.get(name) {
-            return *c;
+    /// Remembers that `cookie` follows `name`, forgetting the oldest.
+    fn remember(&mut self, cookie: u64, name: &str) {
+        self.recent.push_back((cookie, name.to_string()));
+        self.name_bytes += name.len();
+        while self.recent.len() > COOKIE_MEMORY || self.name_bytes > COOKIE_NAME_BYTES {
+            match self.recent.pop_front() {
+                Some((_, old)) => self.name_bytes -= old.len(),
+                None => break,
+            }
         }
-        let c = FIRST_NAME_COOKIE + self.names.len() as u64;
-        self.names.push(name.to_string());
-        self.index.insert(name.to_string(), c);
-        c
     }
 
-    fn name_of(&self, cookie: u64) -> Option<&str> {
-        let i = usize::try_from(cookie.checked_sub(FIRST_NAME_COOKIE)?).ok()?;
-        self.names.get(i).map(String::as_str)
+    /// Where the names after `cookie` (3 or more) start.
+    fn resume(&self, cookie: u64) -> Resume {
+        match self.recent.iter().rev().find(|(c, _)| *c == cookie) {
+            Some((_, name)) => Resume::After(Some(name.clone())),
+            None => Resume::Skip(cookie - (FIRST_NAME_COOKIE - 1)),
+        }
+    }
+
+    /// How many pairs, and bytes of names, are remembered (for tests).
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> (usize, usize) {
+        let bytes = self.recent.iter().map(|(_, n)| n.len()).sum();
+        assert_eq!(bytes, self.name_bytes);
+        (self.recent.len(), bytes)
     }
 }
 
@@ -365,17 +402,13 @@ impl WasiP1Ctx {
         }
     }
 
-    /// Closes what a slot holds in the engine.
+    /// Closes what a slot holds in the engine (its count, if it holds
+    /// one, goes as the slot drops).
     fn release(&mut self, slot: Slot) {
-        let desc = match slot {
-            Slot::File(f) => f.desc,
-            Slot::Dir(d) => d.desc,
-            Slot::Stdin | Slot::Stdout | Slot::Stderr => return,
-        };
-        if let Some(efd) = desc.mem_fd() {
-            self.fs.opened.remove(&efd);
-            // Only a stale descriptor can fail, and it is closed either way.
-            let _ = descriptor::with_vfs(&self.fs.vfs, |v| v.close(efd));
+        match slot {
+            Slot::File(f) => self.fs.release(&f.desc),
+            Slot::Dir(d) => self.fs.release(&d.desc),
+            Slot::Stdin | Slot::Stdout | Slot::Stderr => {}
         }
     }
 
