@@ -366,3 +366,52 @@ fn two_hundred_forks_run_concurrently() {
         "the base never changes"
     );
 }
+
+/// Without its toolchain and without apt-get to install it, the guest
+/// build fails and names the missing tool and the command that installs
+/// it (it never succeeds without building).
+#[test]
+fn guest_build_names_a_missing_tool() {
+    let bin = tempfile::tempdir().unwrap();
+    // Only the basic tools the script needs: no clang-19, no apt-get.
+    for tool in [
+        "bash",
+        "dirname",
+        "mkdir",
+        "flock",
+        "paste",
+        "cat",
+        "cut",
+        "grep",
+        "basename",
+        "sha256sum",
+        "head",
+        "rm",
+        "mv",
+    ] {
+        let path = String::from_utf8(
+            std::process::Command::new("bash")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(path.trim(), bin.path().join(tool)).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let res = std::process::Command::new(bin.path().join("bash"))
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh"))
+        .arg(out.path())
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    let err = text(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    assert!(err.contains("missing clang-19"), "{err}");
+    assert!(
+        err.contains("apt-get install -y clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32"),
+        "{err}"
+    );
+    assert!(!out.path().join("fs_ops.wasm").exists());
+}

@@ -881,10 +881,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound),
+            matches!(
+                e.kind(),
+                ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::NotFound
+            ),
             "{e}"
         );
         assert!(e.to_string().contains(&gone.to_hex().to_string()), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
         assert!(!out.exists(), "no output from a failed pull");
         let lazy = open_lazy(store.clone(), &pushed.root, None).unwrap();
         assert_eq!(lazy.read_file("/f").unwrap(), b"the real bytes");
