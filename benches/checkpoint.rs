@@ -195,31 +195,34 @@ fn many_files(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn stdlib_dir() -> Option<PathBuf> {
-    for p in ["/usr/lib/python3.11", "/usr/lib/python3"] {
-        if Path::new(p).is_dir() {
-            return Some(PathBuf::from(p));
-        }
-    }
+/// The Python standard library's directory, as python3 reports it
+/// (python3 is on every machine of this project; without it the benchmark
+/// fails and says how to install it).
+fn stdlib_dir() -> PathBuf {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import sysconfig;print(sysconfig.get_paths()['stdlib'])",
+            "import sysconfig; print(sysconfig.get_paths()[\"stdlib\"])",
         ])
         .output()
-        .ok()?;
-    let p = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    p.is_dir().then_some(p)
+        .unwrap_or_else(|e| {
+            panic!("cannot run python3 ({e}); install it with: apt-get install -y python3")
+        });
+    assert!(out.status.success(), "python3 cannot name its stdlib");
+    let p = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(
+        p.is_dir(),
+        "python3's stdlib {} is not a directory",
+        p.display()
+    );
+    p
 }
 
 fn real_tree(c: &mut Criterion) {
     if !wanted("real_tree") {
         return;
     }
-    let Some(src) = stdlib_dir() else {
-        eprintln!("no Python stdlib found; skipping the real-tree benchmarks");
-        return;
-    };
+    let src = stdlib_dir();
     let dir = scratch();
     // Copy the tree to tmpfs first so both sides read from memory.
     let tree = dir.join("src");

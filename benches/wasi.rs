@@ -2,8 +2,8 @@
 //! to stock wasmtime-wasi 48 on a tmpfs directory, same engine, same
 //! adapted guest.
 //!
-//! Needs the guest kit (../shared/guests or $COWVFS_GUEST_KIT); guests are
-//! built into the target directory on first use.
+//! Guests are built by tests/guests/build.sh into the target directory on
+//! first use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,36 +17,33 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-fn guests() -> Option<PathBuf> {
+/// Builds the guests with the repository's own tests/guests/build.sh (which
+/// installs its toolchain where missing) into the target directory; a
+/// failed build stops the benchmark with the script's message.
+fn guests() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // As in tests/wasi_support: the env var, else next to the repository
-    // root (or, from a git worktree, next to the main checkout).
-    let mut kit = std::env::var_os("COWVFS_GUEST_KIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/guests"));
-    if let Ok(git) = std::fs::read_to_string(root.join(".git"))
-        && let Some(dir) = git.trim().strip_prefix("gitdir:")
-        && let Some(main) = Path::new(dir.trim()).ancestors().nth(3)
-        && !kit.join("build.sh").is_file()
-    {
-        kit = main.join("../shared/guests");
-    }
-    if !kit.join("build.sh").is_file() {
-        eprintln!("benches/wasi: guest kit not found; skipping");
-        return None;
-    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let out = target.join("tmp/wasi-bench-guests");
-    let ok = Command::new("bash")
-        .arg(kit.join("build.sh"))
+    // One directory per checkout: worktrees share the target directory.
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    root.hash(&mut h);
+    let out = target.join(format!("tmp/wasi-bench-guests-{:016x}", h.finish()));
+    let script = root.join("tests/guests/build.sh");
+    let res = Command::new("bash")
+        .arg(&script)
         .arg(&out)
-        .arg(root.join("tests/guests/bench_io.c"))
-        .arg(root.join("tests/guests/tool.c"))
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(out)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        res.status.success(),
+        "building the C guests failed ({}):\n{}{}",
+        res.status,
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    out
 }
 
 fn component(engine: &Engine, dir: &Path, name: &str) -> Component {
@@ -113,7 +110,7 @@ fn shm_dir() -> tempfile::TempDir {
 }
 
 fn guest_io(c: &mut Criterion) {
-    let Some(dir) = guests() else { return };
+    let dir = guests();
     let engine = Engine::default();
     let comp = component(&engine, &dir, "bench_io");
     let guest = Guest::new(&engine, &comp, "bench_io.wasm").unwrap();
@@ -135,7 +132,7 @@ fn guest_io(c: &mut Criterion) {
 }
 
 fn per_request(c: &mut Criterion) {
-    let Some(dir) = guests() else { return };
+    let dir = guests();
     let engine = Engine::default();
     let comp = component(&engine, &dir, "tool");
     let guest = Guest::new(&engine, &comp, "tool.wasm").unwrap();

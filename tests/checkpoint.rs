@@ -47,6 +47,55 @@ fn describe(s: &Snapshot) -> Vec<String> {
     out
 }
 
+/// [`describe`] for a snapshot whose reads may fail: a path whose
+/// metadata, listing or content cannot be read shows as `<path> ERROR`
+/// (and a directory that cannot be listed shows none of its entries).
+fn describe_lenient(s: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut work = vec!["/".to_string()];
+    while let Some(p) = work.pop() {
+        let Ok(m) = s.symlink_metadata(&p) else {
+            out.push(format!("{p} ERROR"));
+            continue;
+        };
+        let extra = if m.is_dir() {
+            let Ok(entries) = s.read_dir(&p) else {
+                out.push(format!("{p} ERROR"));
+                continue;
+            };
+            for e in entries {
+                work.push(if p == "/" {
+                    format!("/{}", e.name)
+                } else {
+                    format!("{p}/{}", e.name)
+                });
+            }
+            String::new()
+        } else if m.is_symlink() {
+            match s.read_link(&p) {
+                Ok(t) => t,
+                Err(_) => {
+                    out.push(format!("{p} ERROR"));
+                    continue;
+                }
+            }
+        } else if m.mode & 0o400 != 0 {
+            match s.read_file(&p) {
+                Ok(data) => blake3::hash(&data).to_hex().to_string(),
+                Err(_) => {
+                    out.push(format!("{p} ERROR"));
+                    continue;
+                }
+            }
+        } else {
+            String::from("unreadable")
+        };
+        out.push(format!("{p} {m:?} {extra}"));
+    }
+    out.sort();
+    out
+}
+
 fn assert_same(a: &Snapshot, b: &Snapshot) {
     b.check_invariants().unwrap();
     assert_eq!(a.root_hash(), b.root_hash());
@@ -327,6 +376,7 @@ fn every_flipped_byte_is_refused() {
     let offsets: Vec<usize> = (0..n)
         .filter(|&i| i < 600 || i >= n - 64 || i % 61 == 0)
         .collect();
+    let mut lazily_opened = 0;
     for i in offsets {
         for bit in [0x01u8, 0x80] {
             let mut b = bytes.clone();
@@ -343,6 +393,7 @@ fn every_flipped_byte_is_refused() {
             // read yet; then reads fail and never return wrong bytes.
             std::fs::write(&path, &b).unwrap();
             if let Ok(s) = Snapshot::open(&path) {
+                lazily_opened += 1;
                 s.check_invariants().unwrap();
                 assert_eq!(s.root_hash(), snap.root_hash());
                 for p in ["/d/f", "/g"] {
@@ -350,10 +401,30 @@ fn every_flipped_byte_is_refused() {
                         assert_eq!(data, snap.read_file(p).unwrap(), "byte {i}");
                     }
                 }
-                let _ = want.len();
+                // Everything it shows is what the original holds: every
+                // path it can read has the original's metadata and
+                // content, and it shows no path the original lacks.
+                let got = describe_lenient(&s);
+                let mut failed = 0;
+                for line in &got {
+                    if let Some(p) = line.strip_suffix(" ERROR") {
+                        assert!(
+                            want.iter().any(|w| w.starts_with(&format!("{p} "))),
+                            "byte {i}: {p} is not in the original"
+                        );
+                        failed += 1;
+                    } else {
+                        assert!(want.contains(line), "byte {i}: {line} differs");
+                    }
+                }
+                if failed == 0 {
+                    assert_eq!(got, want, "byte {i}");
+                }
             }
         }
     }
+    // The clause above ran: flips in data not read at open time open.
+    assert!(lazily_opened > 0, "no flipped file opened lazily");
 }
 
 /// A lazy open does not recompute the root hash, so a header whose root

@@ -1,5 +1,7 @@
-//! Real C guests (built with ../shared/guests) against the WASI layer,
-//! through the library and through the `cowvfs run` binary.
+//! Real C guests (tests/guests, built by tests/guests/build.sh) against the
+//! WASI layer,
+//! through the library and through the `cowvfs run` binary, and against
+//! stock wasmtime-wasi.
 #![cfg(feature = "wasi")]
 
 mod wasi_support;
@@ -9,10 +11,7 @@ use cowvfs::{ChangeKind, Vfs};
 use wasi_support::*;
 
 #[test]
-fn kit_examples_through_the_library() {
-    if guests().is_none() {
-        return;
-    }
+fn workloads_through_the_library() {
     for name in EXAMPLES {
         let out = run(name, root_sandbox(Vfs::new()));
         assert_example_ran_clean(name, &out);
@@ -21,11 +20,8 @@ fn kit_examples_through_the_library() {
 
 /// A preopen of a subdirectory, seen by the guest under another name.
 #[test]
-fn kit_examples_at_another_root() {
-    if guests().is_none() {
-        return;
-    }
-    for name in ["fs_basic", "fs_edge"] {
+fn workloads_at_another_root() {
+    for name in EXAMPLES {
         let mut sb = Sandbox::new(boxed_vfs());
         sb.preopen("/srv/box", "/sandbox").unwrap().arg("/sandbox");
         assert_ran_at_sandbox_root(name, &run(name, sb));
@@ -33,10 +29,7 @@ fn kit_examples_at_another_root() {
 }
 
 #[test]
-fn kit_examples_through_the_cli() {
-    if guests().is_none() {
-        return;
-    }
+fn workloads_through_the_cli() {
     // Core modules run on the native preview1 by default; `--adapter`
     // takes them through the component adapter and this wasi:filesystem.
     for name in EXAMPLES {
@@ -50,16 +43,13 @@ fn kit_examples_through_the_cli() {
                 "{name} {how:?}: {}",
                 text(&out.stderr)
             );
-            assert_transcript(&text(&out.stdout), &kit_expected(name));
+            assert_transcript(&text(&out.stdout), &ours(name));
         }
     }
 }
 
 #[test]
 fn every_descriptor_method_through_the_library_and_cli() {
-    if guests().is_none() {
-        return;
-    }
     let out = run("fs_ops", root_sandbox(Vfs::new()));
     assert_eq!(out.status.as_ref().ok(), Some(&0));
     assert_transcript(&text(&out.stdout), &ours("fs_ops"));
@@ -75,44 +65,43 @@ fn every_descriptor_method_through_the_library_and_cli() {
     assert_transcript(&text(&out.stdout), &ours("fs_ops"));
 }
 
-/// The same guest on stock wasmtime-wasi over a real directory: every
-/// line agrees except where cowvfs is deliberately different.
+/// Every guest with a transcript, on stock wasmtime-wasi 48 over a real
+/// directory (the same adapted component): every line agrees with
+/// cowvfs's expected transcript except exactly the rows of
+/// tests/guests/DIFFERENCES.md, and the guest leaves the directory empty.
 #[test]
-fn descriptor_methods_agree_with_stock_wasmtime_wasi() {
-    if guests().is_none() {
-        return;
+fn guests_agree_with_stock_wasmtime_wasi() {
+    for name in EXAMPLES.iter().chain(&["fs_ops"]) {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, stock) = run_stock(name, dir.path(), &[]);
+        assert_eq!(code, 0, "{name} on stock wasmtime-wasi:\n{stock}");
+        let want = std::fs::read_to_string(ours(name)).unwrap();
+        assert_agrees_with_stock(name, "component", &want, &stock);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{name} left {left:?} on the host");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (code, stock) = run_stock("fs_ops", dir.path(), &[]);
-    assert_eq!(code, 0);
-    let want = std::fs::read_to_string(ours("fs_ops")).unwrap();
-    // Where cowvfs deliberately differs: host directories list in the
-    // order the OS gives (the engine lists by name); ftruncate without
-    // write access is EBADF here (POSIX allows it; Linux says EINVAL);
-    // wasmtime-wasi refuses the sync open flags (cap-primitives has no
-    // sandboxed O_SYNC), so its `sync` file never exists.
-    let known = [
-        "readdir ops",
-        "ftruncate O_RDONLY fd",
-        "unlinkat(ops, sync)",
-    ];
-    let differ: Vec<String> = stock
-        .lines()
-        .zip(want.lines())
-        .filter(|(s, w)| s != w && !known.iter().any(|k| w.starts_with(k)))
-        .map(|(s, w)| format!("stock: {s}\ncowvfs: {w}"))
-        .collect();
-    assert!(differ.is_empty(), "{}", differ.join("\n"));
-    assert_eq!(stock.lines().count(), want.lines().count());
+}
+
+/// The hostile guest's transcript against stock wasmtime-wasi with the
+/// same preopens: the same errors except the listed differences (stock
+/// has no limits, and refuses what cowvfs allows inside the sandbox).
+#[test]
+fn hostile_guest_agrees_with_stock_wasmtime_wasi() {
+    let host = HostileHost::new();
+    let (code, stock) = host.run_stock(false);
+    assert_eq!(code, 0, "{stock}");
+    let want = std::fs::read_to_string(ours("hostile")).unwrap();
+    assert_agrees_with_stock("hostile", "component", &want, &stock);
+    host.assert_host_intact();
 }
 
 /// Everything the hostile guest tries ends in a precise errno, and neither
 /// the host nor the sandbox's limits are affected.
 #[test]
 fn hostile_guest() {
-    if guests().is_none() {
-        return;
-    }
     let host = HostileHost::new();
     let mut sb = Sandbox::new(host.vfs());
     sb.preopen("/", "/").unwrap();
@@ -137,9 +126,6 @@ fn hostile_guest() {
 
 #[test]
 fn argv_env_and_exit_codes() {
-    if guests().is_none() {
-        return;
-    }
     let mut sb = root_sandbox(Vfs::new());
     sb.arg("args")
         .arg("two words")
@@ -200,9 +186,6 @@ fn argv_env_and_exit_codes() {
 
 #[test]
 fn cli_dir_mount_and_diff() {
-    if guests().is_none() {
-        return;
-    }
     let host = tempfile::tempdir().unwrap();
     std::fs::create_dir(host.path().join("sub")).unwrap();
     std::fs::write(host.path().join("sub/keep.txt"), "keep").unwrap();
@@ -334,9 +317,6 @@ fn cli_bad_arguments_are_one_line() {
 /// thread pool; each sees the base and only its own writes.
 #[test]
 fn two_hundred_forks_run_concurrently() {
-    if guests().is_none() {
-        return;
-    }
     let mut base = Vfs::new();
     base.write_file("/base.txt", b"shared").unwrap();
     let snap = base.snapshot();
@@ -389,4 +369,53 @@ fn two_hundred_forks_run_concurrently() {
         1,
         "the base never changes"
     );
+}
+
+/// Without its toolchain and without apt-get to install it, the guest
+/// build fails and names the missing tool and the command that installs
+/// it (it never succeeds without building).
+#[test]
+fn guest_build_names_a_missing_tool() {
+    let bin = tempfile::tempdir().unwrap();
+    // Only the basic tools the script needs: no clang-19, no apt-get.
+    for tool in [
+        "bash",
+        "dirname",
+        "mkdir",
+        "flock",
+        "paste",
+        "cat",
+        "cut",
+        "grep",
+        "basename",
+        "sha256sum",
+        "head",
+        "rm",
+        "mv",
+    ] {
+        let path = String::from_utf8(
+            std::process::Command::new("bash")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(path.trim(), bin.path().join(tool)).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let res = std::process::Command::new(bin.path().join("bash"))
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh"))
+        .arg(out.path())
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    let err = text(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    assert!(err.contains("missing clang-19"), "{err}");
+    assert!(
+        err.contains("apt-get install -y clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32"),
+        "{err}"
+    );
+    assert!(!out.path().join("fs_ops.wasm").exists());
 }

@@ -43,6 +43,13 @@ impl MemStore {
             i.chunks.insert(*addr, bytes);
         }
     }
+
+    /// Drops a chunk; whether it was there (for tests of missing chunks).
+    #[doc(hidden)]
+    pub fn remove_chunk(&self, addr: &blake3::Hash) -> bool {
+        self.lock()
+            .is_ok_and(|mut i| i.chunks.remove(addr).is_some())
+    }
 }
 
 impl BlobStore for MemStore {

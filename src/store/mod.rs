@@ -898,6 +898,33 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Io);
         assert!(e.to_string().contains("corrupt"), "{e}");
 
+        // A chunk missing from the store: an error naming it, never bytes.
+        store.corrupt_chunk(&addr, b"the real bytes".to_vec());
+        let gone = blake3::hash(b"other");
+        assert!(store.remove_chunk(&gone), "/g's chunk was in the store");
+        let e = pull(
+            &*store,
+            &pushed.root,
+            &out,
+            None,
+            &TransferOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::NotFound
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&gone.to_hex().to_string()), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert!(!out.exists(), "no output from a failed pull");
+        let lazy = open_lazy(store.clone(), &pushed.root, None).unwrap();
+        assert_eq!(lazy.read_file("/f").unwrap(), b"the real bytes");
+        let e = lazy.read_file("/g").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+
         // A damaged manifest is refused before anything is built.
         let m = store.get_manifest(&pushed.root).unwrap().unwrap();
         let mut bad = m.clone();

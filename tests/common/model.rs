@@ -594,14 +594,7 @@ pub fn run(ops: Vec<Op>) -> Result<(), String> {
         for (p, x) in &a {
             match b.get(p) {
                 None => want.push(format!("- {p}")),
-                Some(y)
-                    if x != y
-                        && !(x.starts_with("file")
-                            && y.starts_with("file")
-                            && same_content(x, y)) =>
-                {
-                    want.push(format!("M {p}"))
-                }
+                Some(y) if modified(x, y) => want.push(format!("M {p}")),
                 _ => {}
             }
         }
@@ -617,7 +610,19 @@ pub fn run(ops: Vec<Op>) -> Result<(), String> {
     Ok(())
 }
 
-/// Two `file NLINK BYTES` dumps that differ in nothing (nlink counts too).
-fn same_content(x: &str, y: &str) -> bool {
-    x == y
+/// Whether a diff must report a path present in both trees as modified,
+/// from its two dumps: a file whose bytes or link count differ (the engine
+/// counts a hard link added or removed elsewhere as a change of the file,
+/// as its hash does), or another kind or symlink target.
+fn modified(x: &str, y: &str) -> bool {
+    // `file NLINK BYTES`
+    let file = |d: &str| {
+        d.strip_prefix("file ")
+            .and_then(|r| r.split_once(' '))
+            .map(|(n, b)| (n.parse::<u64>().expect("nlink"), b.to_string()))
+    };
+    match (file(x), file(y)) {
+        (Some((nx, bx)), Some((ny, by))) => nx != ny || bx != by,
+        _ => x != y,
+    }
 }

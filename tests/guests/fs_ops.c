@@ -117,6 +117,21 @@ int main(int argc, char **argv) {
     TRY("fstatat(ops, f)", fstatat(d, "f", &st, 0));
     SHOW("  mtime", "%lld", (long long)st.st_mtim.tv_sec);
     TRY("utimensat(ops, missing)", utimensat(d, "missing", t2, 0));
+    struct timespec omit[2] = {{0, UTIME_OMIT}, {5000, 7}};
+    TRY("futimens atime UTIME_OMIT, mtime 5000.7", futimens(f, omit));
+    fstat(f, &st);
+    SHOW("  atime, mtime", "%lld.%ld %lld.%ld", (long long)st.st_atim.tv_sec, st.st_atim.tv_nsec,
+         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    struct timespec now[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+    TRY("utimensat(ops, f) UTIME_NOW, UTIME_OMIT", utimensat(d, "f", now, 0));
+    fstatat(d, "f", &st, 0);
+    SHOW("  atime is now, mtime kept", "%d %lld.%ld", st.st_atim.tv_sec > 1600000000,
+         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    TRY("utimensat(ops, f, NULL)", utimensat(d, "f", NULL, 0));
+    fstatat(d, "f", &st, 0);
+    SHOW("  atime, mtime are now", "%d %d", st.st_atim.tv_sec > 1600000000,
+         st.st_mtim.tv_sec > 1600000000);
+    TRY("futimens(f, NULL)", futimens(f, NULL));
     struct timespec bad[2] = {{1, 1000000000}, {1, 0}};
     TRY("utimensat nsec=1e9", utimensat(d, "f", bad, 0));
 

@@ -121,9 +121,14 @@ int main(int argc, char **argv) {
 
     printf("-- memory and mounts are different devices\n");
     put("/rw/made_by_guest", "hello host\n");
+    /* Where a host allows these (stock wasmtime-wasi over one directory),
+     * they are undone silently, so the lines after them still compare. */
     TRY("rename /t/target -> /rw/target", rename("/t/target", "/rw/target"));
+    if (access("/rw/target", F_OK) == 0) rename("/rw/target", "/t/target");
     TRY("link /t/target -> /rw/hard", link("/t/target", "/rw/hard"));
+    unlink("/rw/hard");
     TRY("rename /rw/made_by_guest -> /t/x", rename("/rw/made_by_guest", "/t/x"));
+    if (access("/t/x", F_OK) == 0) rename("/t/x", "/rw/made_by_guest");
     TRY("rename /t/target -> /ro/target", rename("/t/target", "/ro/target"));
     TRY("symlink /etc/passwd <- /rw/pw", symlink("/etc/passwd", "/rw/pw"));
     TRY("open /rw/../t/target (climbs out of mount)", open("/rw/../t/target", O_RDONLY));
@@ -165,6 +170,8 @@ int main(int argc, char **argv) {
     SHOW("create files until it fails", "stopped with %s", ename(errno));
     TRY("mkdir /t/many/dir", mkdir("/t/many/dir", 0755));
     TRY("symlink x <- /t/many/lnk", symlink("x", "/t/many/lnk"));
+    rmdir("/t/many/dir");
+    unlink("/t/many/lnk");
     for (int i = 0; i < made; i++) {
         char p[64];
         snprintf(p, sizeof p, "/t/many/%d", i);

@@ -1,4 +1,4 @@
-//! Shared by the `wasi_*` tests: building C guests with the guest kit,
+//! Shared by the `wasi_*` tests: building our C guests (tests/guests),
 //! compiling them once, and running them through cowvfs or stock
 //! wasmtime-wasi.
 #![allow(dead_code)]
@@ -15,70 +15,50 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-pub const EXAMPLES: [&str; 4] = ["fs_basic", "fs_edge", "alloc_heavy", "sqlite_rows"];
+/// Our workload guests: plain file work, heavy allocation with file round
+/// trips, SQLite. Each runs clean on an empty tree, leaves nothing behind,
+/// and accepts a working root as its argument.
+pub const EXAMPLES: [&str; 3] = ["fs_work", "heap_churn", "sql_rows"];
 
-/// The guest kit: `$COWVFS_GUEST_KIT`, else `../shared/guests` next to the
-/// repository root. A git worktree (`.git` is a file naming the main
-/// repository's git dir) also looks next to the main checkout.
-fn kit() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("COWVFS_GUEST_KIT") {
-        let d = PathBuf::from(d);
-        return d.join("build.sh").is_file().then_some(d);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut roots = vec![root.to_path_buf()];
-    if let Ok(git) = std::fs::read_to_string(root.join(".git"))
-        && let Some(dir) = git.trim().strip_prefix("gitdir:")
-    {
-        // <main>/.git/worktrees/<name> -> <main>
-        if let Some(main) = Path::new(dir.trim()).ancestors().nth(3) {
-            roots.push(main.to_path_buf());
-        }
-    }
-    roots
-        .into_iter()
-        .map(|r| r.join("../shared/guests"))
-        .find(|d| d.join("build.sh").is_file())
-}
-
-/// Where built guests live: in the target dir, so reruns rebuild nothing.
+/// Where built guests live: in the target dir, so reruns rebuild nothing;
+/// one directory per checkout, since worktrees share the target dir.
 fn out_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasi-guests")
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    env!("CARGO_MANIFEST_DIR").hash(&mut h);
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wasi-guests-{:016x}", h.finish()))
 }
 
-/// Builds the kit's examples and our own guests once per test binary.
-/// `None` (with a loud message) when the kit is missing outside CI.
+/// Builds every guest of `tests/guests` (with `tests/guests/build.sh`,
+/// which installs its toolchain where missing) once per test binary, and
+/// returns their directory. A failed build panics with the script's
+/// message: the guest tests never pass without running. (Always `Some`;
+/// the `Option` is kept for callers written against the older API.)
 pub fn guests() -> Option<&'static Path> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let Some(kit) = kit() else {
-                let msg =
-                    "guest kit not found (set COWVFS_GUEST_KIT or put it at ../shared/guests)";
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("{msg}");
-                }
-                eprintln!("\n\n!!!!! SKIPPING WASI GUEST TESTS: {msg} !!!!!\n\n");
-                return None;
-            };
-            let out = out_dir();
-            let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests");
-            let status = Command::new("bash")
-                .arg(kit.join("build.sh"))
-                .arg(&out)
-                .arg(kit.join("examples"))
-                .arg(&ours)
-                .status()
-                .expect("run build.sh");
-            assert!(status.success(), "build.sh failed: {status}");
-            Some(out)
-        })
-        .as_deref()
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let out = out_dir();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh");
+        let res = Command::new("bash")
+            .arg(&script)
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            res.status.success(),
+            "building the C guests failed ({}):\n{}{}",
+            res.status,
+            text(&res.stdout),
+            text(&res.stderr)
+        );
+        out
+    });
+    Some(dir.as_path())
 }
 
-/// The kit's examples directory (for `.expected` files).
-pub fn kit_examples() -> PathBuf {
-    kit().expect("kit").join("examples")
+/// The directory of built guests (see [`guests`]).
+pub fn guest_dir() -> &'static Path {
+    guests().expect("guests() always builds or panics")
 }
 
 pub fn engine() -> &'static Engine {
@@ -97,7 +77,7 @@ pub fn component(name: &str) -> Component {
     if let Some(c) = cache.lock().unwrap().get(name) {
         return c.clone();
     }
-    let dir = guests().expect("guests built");
+    let dir = guest_dir();
     let module = std::fs::read(dir.join(format!("{name}.wasm"))).unwrap();
     let bytes = cowvfs::wasi::adapt_module_cached(&module, Some(&adapter_cache())).unwrap();
     let c = Component::new(engine(), &bytes).unwrap();
@@ -107,17 +87,12 @@ pub fn component(name: &str) -> Component {
 
 /// A built guest module.
 pub fn wasm(name: &str) -> PathBuf {
-    guests().expect("guests built").join(format!("{name}.wasm"))
+    guest_dir().join(format!("{name}.wasm"))
 }
 
 /// The expected transcript of one of our own guests (`tests/guests`).
 pub fn ours(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.expected"))
-}
-
-/// The expected transcript of one of the kit's examples.
-pub fn kit_expected(name: &str) -> PathBuf {
-    kit_examples().join(format!("{name}.expected"))
 }
 
 /// The `cowvfs` binary, with its adaptation cache in the target dir:
@@ -159,13 +134,22 @@ pub fn run_guest(g: &Guest, mut sb: Sandbox) -> RunOutcome {
 
 /// Compares a transcript with an expected file, showing the first
 /// difference.
-/// `COWVFS_BLESS=1` rewrites the file instead (review the diff!).
+/// `COWVFS_BLESS=1` rewrites the file instead (review the diff!); never
+/// under CI, where a blessed file would make the test pass by definition.
 pub fn assert_transcript(got: &str, expected_file: &Path) {
     if std::env::var_os("COWVFS_BLESS").is_some() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "COWVFS_BLESS is set together with CI: blessing rewrites {} \
+             instead of checking it; unset COWVFS_BLESS",
+            expected_file.display()
+        );
         std::fs::write(expected_file, got).unwrap();
+        eprintln!("COWVFS_BLESS: rewrote {}", expected_file.display());
         return;
     }
-    let want = std::fs::read_to_string(expected_file).unwrap();
+    let want = std::fs::read_to_string(expected_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", expected_file.display()));
     if got != want {
         for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
             assert_eq!(
@@ -202,14 +186,36 @@ impl WasiView for Stock {
 
 /// Runs a guest on stock wasmtime-wasi with `dir` preopened at `/`.
 pub fn run_stock(name: &str, dir: &Path, args: &[&str]) -> (i32, String) {
+    run_stock_with(name, dir, &[], args, &[])
+}
+
+/// Runs a guest (through the same adapter) on stock wasmtime-wasi 48 with
+/// `dir` preopened read-write at `/`, each `(host, guest, read_only)` of
+/// `mounts` preopened as well, and `env`. Returns the exit status and
+/// stdout.
+pub fn run_stock_with(
+    name: &str,
+    dir: &Path,
+    mounts: &[(&Path, &str, bool)],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String) {
     let mut linker = Linker::<Stock>::new(engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     let out = MemoryOutputPipe::new(1 << 26);
     let mut b = WasiCtx::builder();
     let mut argv = vec![format!("{name}.wasm")];
     argv.extend(args.iter().map(|s| s.to_string()));
-    b.args(&argv).stdout(out.clone());
+    b.args(&argv).stdout(out.clone()).envs(env);
     b.preopened_dir(dir, "/", FsPerms::ReadWrite).unwrap();
+    for (host, guest, ro) in mounts {
+        let perms = if *ro {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(host, guest, perms).unwrap();
+    }
     let mut store = Store::new(
         engine(),
         Stock {
@@ -226,12 +232,188 @@ pub fn run_stock(name: &str, dir: &Path, args: &[&str]) -> (i32, String) {
     let code = match cmd.wasi_cli_run().call_run(&mut store) {
         Ok(Ok(())) => 0,
         Ok(Err(())) => 1,
-        Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().expect("trap").0,
+        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => exit.0,
+            None => panic!("{name} trapped on stock wasmtime-wasi: {e:?}"),
+        },
     };
     (code, text(&out.contents()))
 }
 
-/// A kit example ran clean: exit 0, the expected transcript, and a
+/// Runs a guest's core module on stock wasmtime-wasi 48's own preview1
+/// (no adapter), with the same preopens as [`run_stock_with`].
+pub fn run_stock_p1(
+    name: &str,
+    dir: &Path,
+    mounts: &[(&Path, &str, bool)],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String) {
+    let mut linker = wasmtime::Linker::<wasmtime_wasi::p1::WasiP1Ctx>::new(engine());
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).unwrap();
+    let out = MemoryOutputPipe::new(1 << 26);
+    let mut b = WasiCtx::builder();
+    let mut argv = vec![format!("{name}.wasm")];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    b.args(&argv).stdout(out.clone()).envs(env);
+    b.preopened_dir(dir, "/", FsPerms::ReadWrite).unwrap();
+    for (host, guest, ro) in mounts {
+        let perms = if *ro {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(host, guest, perms).unwrap();
+    }
+    let mut store = Store::new(engine(), b.build_p1());
+    let module = wasmtime::Module::from_file(engine(), wasm(name)).unwrap();
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .unwrap();
+    let code = match start.call(&mut store, ()) {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => exit.0,
+            None => panic!("{name} trapped on stock wasmtime-wasi preview1: {e:?}"),
+        },
+    };
+    (code, text(&out.contents()))
+}
+
+/// One row of the table in `tests/guests/DIFFERENCES.md`: on the line
+/// `line` of guest `guest` run on `abi`, cowvfs prints `cowvfs` where stock
+/// wasmtime-wasi prints `stock` (`(any)`: whatever the host gives).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub guest: String,
+    /// `component` (through the adapter, against stock wasi:filesystem),
+    /// `preview1` (natively, against stock preview1) or `both`.
+    pub abi: String,
+    pub line: String,
+    pub cowvfs: String,
+    pub stock: String,
+}
+
+pub fn differences_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/DIFFERENCES.md")
+}
+
+/// The deliberate differences from stock wasmtime-wasi, read from the one
+/// table in `tests/guests/DIFFERENCES.md` (columns: guest, ABI, line,
+/// cowvfs, stock, why; code spans keep their spaces).
+pub fn differences() -> Vec<Difference> {
+    let file = differences_file();
+    let md = std::fs::read_to_string(&file).unwrap();
+    let cell = |c: &str| {
+        let c = c.trim();
+        c.strip_prefix('`')
+            .and_then(|c| c.strip_suffix('`'))
+            .unwrap_or(c)
+            .to_string()
+    };
+    let rows: Vec<Difference> = md
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2) // the header and its rule
+        .map(|l| {
+            // `\|` is a pipe inside a cell.
+            let row = l.trim().replace("\\|", "\u{1}");
+            let cells: Vec<String> = row
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.replace('\u{1}', "|"))
+                .collect();
+            assert_eq!(cells.len(), 6, "{}: bad row {l:?}", file.display());
+            let d = Difference {
+                guest: cell(&cells[0]),
+                abi: cell(&cells[1]),
+                line: cell(&cells[2]),
+                cowvfs: cell(&cells[3]),
+                stock: cell(&cells[4]),
+            };
+            assert!(
+                ["component", "preview1", "both"].contains(&d.abi.as_str()),
+                "{}: bad ABI in {l:?}",
+                file.display()
+            );
+            d
+        })
+        .collect();
+    assert!(!rows.is_empty(), "{}: no table", file.display());
+    rows
+}
+
+/// Splits a transcript line `what -> result` (padded) into its two parts.
+fn split_line(l: &str) -> (&str, &str) {
+    match l.rsplit_once(" -> ") {
+        Some((what, result)) => (what.trim_end(), result),
+        None => (l, ""),
+    }
+}
+
+/// Holds a cowvfs transcript of `guest` on `abi` (`component` or
+/// `preview1`) to stock wasmtime-wasi's: the same lines, except exactly
+/// the differences the table lists for that guest and ABI, each of which
+/// must occur (a row that no longer applies is stale).
+pub fn assert_agrees_with_stock(name: &str, abi: &str, cowvfs: &str, stock: &str) {
+    let rows: Vec<Difference> = differences()
+        .into_iter()
+        .filter(|d| d.guest == name && (d.abi == abi || d.abi == "both"))
+        .collect();
+    let guest = format!("{name} ({abi})");
+    let mut rows_wanted = Vec::new();
+    let mut used = vec![false; rows.len()];
+    let mut unexplained = Vec::new();
+    for (i, (c, s)) in cowvfs.lines().zip(stock.lines()).enumerate() {
+        let (cw, cr) = split_line(c);
+        let (sw, sr) = split_line(s);
+        let row = rows
+            .iter()
+            .position(|d| d.line == cw && d.cowvfs == cr && (d.stock == sr || d.stock == "(any)"));
+        match row {
+            Some(r) if cw == sw => used[r] = true,
+            _ if c == s => {}
+            _ => {
+                unexplained.push(format!("line {}:\n  cowvfs: {c}\n  stock:  {s}", i + 1));
+                let esc = |x: &str| x.replace('|', "\\|");
+                rows_wanted.push(format!(
+                    "| {name} | {abi} | `{}` | `{}` | `{}` | ? |",
+                    esc(cw),
+                    esc(cr),
+                    esc(sr)
+                ));
+            }
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "{guest}: differences from stock wasmtime-wasi not in {}:\n{}\n\n\
+         rows that would list them (if deliberate):\n{}\n\nstock transcript:\n{stock}",
+        differences_file().display(),
+        unexplained.join("\n"),
+        rows_wanted.join("\n")
+    );
+    assert_eq!(
+        cowvfs.lines().count(),
+        stock.lines().count(),
+        "{guest}: transcripts differ in length\ncowvfs:\n{cowvfs}\nstock:\n{stock}"
+    );
+    let stale: Vec<_> = rows
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(d, _)| format!("{d:?}"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{guest}: rows of {} that did not apply:\n{}",
+        differences_file().display(),
+        stale.join("\n")
+    );
+}
+
+/// A workload guest ran clean: exit 0, its expected transcript, and a
 /// consistent tree with everything it made removed and everything it
 /// opened closed.
 pub fn assert_example_ran_clean(name: &str, out: &RunOutcome) {
@@ -241,7 +423,7 @@ pub fn assert_example_ran_clean(name: &str, out: &RunOutcome) {
         "{name}: {}",
         text(&out.stderr)
     );
-    assert_transcript(&text(&out.stdout), &kit_expected(name));
+    assert_transcript(&text(&out.stdout), &ours(name));
     out.vfs.check_invariants().unwrap();
     assert_eq!(out.vfs.read_dir("/").unwrap(), vec![], "{name} left files");
     assert_eq!(out.vfs.usage().open_files, 0, "{name} left descriptors");
@@ -255,11 +437,11 @@ pub fn boxed_vfs() -> Vfs {
     vfs
 }
 
-/// A kit example ran with `/srv/box` preopened as `/sandbox` and
+/// A workload guest ran with `/srv/box` preopened as `/sandbox` and
 /// `/sandbox` as its argument: the usual transcript under that root.
 pub fn assert_ran_at_sandbox_root(name: &str, out: &RunOutcome) {
     assert_eq!(out.status.as_ref().ok(), Some(&0), "{name}");
-    let want = std::fs::read_to_string(kit_expected(name))
+    let want = std::fs::read_to_string(ours(name))
         .unwrap()
         .replacen("root=/", "root=/sandbox", 1);
     assert_eq!(text(&out.stdout), want, "{name}");
@@ -297,6 +479,26 @@ impl HostileHost {
             ro,
             rw,
             limits,
+        }
+    }
+
+    /// The same guest and host on stock wasmtime-wasi: a directory holding
+    /// the same `/abs_link`, preopened at `/`, with the two mounts
+    /// preopened at `/ro` and `/rw`; `preview1` runs the core module on
+    /// stock preview1, else the adapted component on stock
+    /// wasi:filesystem. Returns the exit status and transcript.
+    pub fn run_stock(&self, preview1: bool) -> (i32, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("abs_link")).unwrap();
+        let mounts = [
+            (self.ro.path(), "/ro", true),
+            (self.rw.path(), "/rw", false),
+        ];
+        let args = [self.secret.to_str().unwrap()];
+        if preview1 {
+            run_stock_p1("hostile", dir.path(), &mounts, &args, &[])
+        } else {
+            run_stock_with("hostile", dir.path(), &mounts, &args, &[])
         }
     }
 
