@@ -17,7 +17,7 @@ use wasmtime::{Linker, Module, Store};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 fn guest_file_io(c: &mut Criterion) {
-    let dir = wasi_support::guest_dir();
+    let dir = wasi_support::guests();
     let path = dir.join("bench_io.wasm");
     let engine = wasi_support::engine();
     let native = p1::Guest::load(engine, &path).unwrap();

@@ -77,7 +77,7 @@ fn assert_deadline(out: &RunOutcome, started: Instant, what: &str) {
 
 #[test]
 fn spinning_guests_stop_at_the_deadline() {
-    guests().expect("guest kit");
+    guests();
     let e = timed_engine();
     let t = Instant::now();
     let out = p2_run(e, "spin", |sb| {
@@ -95,7 +95,7 @@ fn spinning_guests_stop_at_the_deadline() {
 
 #[test]
 fn sleeping_guests_stop_at_the_deadline() {
-    guests().expect("guest kit");
+    guests();
     let e = timed_engine();
     let t = Instant::now();
     let out = p2_run(e, "sleep", |sb| {
@@ -113,7 +113,7 @@ fn sleeping_guests_stop_at_the_deadline() {
 
 #[test]
 fn runs_without_limits_are_unchanged_on_a_timed_engine() {
-    guests().expect("guest kit");
+    guests();
     let e = timed_engine();
     for out in [p2_run(e, "quick", |_| {}), p1_run(e, "quick", |_| {})] {
         assert_eq!(out.status.as_ref().ok(), Some(&0), "{:?}", out.status);
@@ -127,7 +127,7 @@ fn runs_without_limits_are_unchanged_on_a_timed_engine() {
 
 #[test]
 fn timed_runs_on_one_engine_keep_their_own_deadlines() {
-    guests().expect("guest kit");
+    guests();
     let e = timed_engine();
     let long = std::thread::spawn(move || {
         let t = Instant::now();
@@ -152,7 +152,7 @@ fn timed_runs_on_one_engine_keep_their_own_deadlines() {
 
 #[test]
 fn a_timeout_on_an_engine_without_epochs_is_refused_at_once() {
-    guests().expect("guest kit");
+    guests();
     let e = wasmtime::Engine::default();
     let t = Instant::now();
     for out in [
@@ -177,7 +177,7 @@ fn a_timeout_on_an_engine_without_epochs_is_refused_at_once() {
 
 #[test]
 fn fuel_runs_out() {
-    guests().expect("guest kit");
+    guests();
     let e = fuel_engine();
     for out in [
         p2_run(e, "spin", |sb| {
@@ -204,7 +204,7 @@ fn fuel_runs_out() {
 
 #[test]
 fn a_memory_bomb_meets_the_cap() {
-    guests().expect("guest kit");
+    guests();
     let e = timed_engine();
     for (abi, out) in [
         (
@@ -253,7 +253,7 @@ fn cli_run(args: &[&str]) -> (Option<i32>, String, String, Duration) {
 #[cfg(feature = "cli")]
 #[test]
 fn cli_timeout_exits_124() {
-    guests().expect("guest kit");
+    guests();
     let m = wasm("limits");
     let m = m.to_str().unwrap();
     for mode in ["spin", "sleep"] {
@@ -288,7 +288,7 @@ fn cli_timeout_exits_124() {
 #[cfg(feature = "cli")]
 #[test]
 fn cli_fuel_and_memory() {
-    guests().expect("guest kit");
+    guests();
     let m = wasm("limits");
     let m = m.to_str().unwrap();
     let (code, _, stderr, _) = cli_run(&["--fuel", "20000000", m, "spin"]);

@@ -3,6 +3,8 @@
 # wasm32-wasip1 core module: OUT_DIR/<name>.wasm.
 #
 #   tests/guests/build.sh OUT_DIR
+#   tests/guests/build.sh --install-toolchain    (only make sure the
+#                                                 toolchain is there)
 #
 # The toolchain is Debian's: clang-19, lld-19 (wasm-ld), wasi-libc and the
 # wasm32 compiler-rt builtins. Whatever is missing is installed with
@@ -27,13 +29,7 @@ die() {
     exit 1
 }
 
-[ $# -eq 1 ] || die "usage: $me OUT_DIR"
-mkdir -p "$1"
-out="$(cd "$1" && pwd)"
-
-exec 9>"$out/.lock"
-flock 9
-
+[ $# -eq 1 ] || die "usage: $me OUT_DIR | --install-toolchain"
 CC=clang-19
 WASI_INC=/usr/include/wasm32-wasi
 WASI_LIB=/usr/lib/wasm32-wasi
@@ -70,6 +66,12 @@ if [ -n "$need" ]; then
         die "still missing after the install: $(echo "$need" | paste -sd, -); install it with: $INSTALL"
 fi
 command -v sha256sum >/dev/null || die "missing sha256sum; install it with: apt-get install -y coreutils"
+[ "$1" != --install-toolchain ] || exit 0
+
+mkdir -p "$1"
+out="$(cd "$1" && pwd)"
+exec 9>"$out/.lock"
+flock 9
 
 CFLAGS=(--target=wasm32-wasi -nostdlibinc -isystem "$WASI_INC" -O2
     -D_WASI_EMULATED_MMAN -D_WASI_EMULATED_SIGNAL

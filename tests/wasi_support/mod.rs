@@ -32,9 +32,8 @@ fn out_dir() -> PathBuf {
 /// Builds every guest of `tests/guests` (with `tests/guests/build.sh`,
 /// which installs its toolchain where missing) once per test binary, and
 /// returns their directory. A failed build panics with the script's
-/// message: the guest tests never pass without running. (Always `Some`;
-/// the `Option` is kept for callers written against the older API.)
-pub fn guests() -> Option<&'static Path> {
+/// message: the guest tests never pass without running.
+pub fn guests() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let out = out_dir();
@@ -53,12 +52,7 @@ pub fn guests() -> Option<&'static Path> {
         );
         out
     });
-    Some(dir.as_path())
-}
-
-/// The directory of built guests (see [`guests`]).
-pub fn guest_dir() -> &'static Path {
-    guests().expect("guests() always builds or panics")
+    dir.as_path()
 }
 
 pub fn engine() -> &'static Engine {
@@ -77,7 +71,7 @@ pub fn component(name: &str) -> Component {
     if let Some(c) = cache.lock().unwrap().get(name) {
         return c.clone();
     }
-    let dir = guest_dir();
+    let dir = guests();
     let module = std::fs::read(dir.join(format!("{name}.wasm"))).unwrap();
     let bytes = cowvfs::wasi::adapt_module_cached(&module, Some(&adapter_cache())).unwrap();
     let c = Component::new(engine(), &bytes).unwrap();
@@ -87,7 +81,7 @@ pub fn component(name: &str) -> Component {
 
 /// A built guest module.
 pub fn wasm(name: &str) -> PathBuf {
-    guest_dir().join(format!("{name}.wasm"))
+    guests().join(format!("{name}.wasm"))
 }
 
 /// The expected transcript of one of our own guests (`tests/guests`).
