@@ -149,7 +149,7 @@ fn libc_calls_natively_and_through_the_adapter() {
 
 /// The core modules on stock wasmtime-wasi 48's own preview1 over a real
 /// directory: the native transcripts agree line for line except exactly
-/// the rows of tests/guests/DIFFERENCES.md.
+/// the rows of the README's table of differences from stock.
 #[test]
 fn guests_agree_with_stock_preview1() {
     for name in EXAMPLES.iter().chain(&["fs_ops", "p1_libc"]) {

@@ -68,7 +68,7 @@ fn every_descriptor_method_through_the_library_and_cli() {
 /// Every guest with a transcript, on stock wasmtime-wasi 48 over a real
 /// directory (the same adapted component): every line agrees with
 /// cowvfs's expected transcript except exactly the rows of
-/// tests/guests/DIFFERENCES.md, and the guest leaves the directory empty.
+/// the README's table of differences from stock, and the guest leaves the directory empty.
 #[test]
 fn guests_agree_with_stock_wasmtime_wasi() {
     for name in EXAMPLES.iter().chain(&["fs_ops"]) {

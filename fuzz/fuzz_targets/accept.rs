@@ -1,9 +1,18 @@
-//! What the checkpoint decoding targets ask of a tree that loaded: a whole,
-//! valid tree that can be walked and read. Files are read in a few 64 KiB
+//! Shared by the checkpoint decoding targets: the small parent their deltas
+//! name, and what they ask of a tree that loaded: a whole, valid tree that
+//! can be walked and read. Files are read in a few 64 KiB
 //! windows (start, middle, end), never whole: a checkpoint may rightly
 //! declare a sparse file of many GiB.
 
-use cowvfs::{FileType, OpenOptions, Snapshot};
+use cowvfs::{FileType, OpenOptions, Snapshot, Vfs};
+
+/// The parent every delta input is offered.
+pub fn parent() -> Snapshot {
+    let mut v = Vfs::new();
+    let _ = v.create_dir("/p");
+    let _ = v.write_file("/p/f", b"parent");
+    v.snapshot()
+}
 
 pub fn accept(s: Snapshot) {
     if let Err(e) = s.check_invariants() {

@@ -6,18 +6,11 @@
 
 use std::io::Write;
 
-use cowvfs::{Snapshot, Vfs};
+use cowvfs::Snapshot;
 use libfuzzer_sys::fuzz_target;
 
 mod accept;
-use accept::accept;
-
-fn parent() -> Snapshot {
-    let mut v = Vfs::new();
-    let _ = v.create_dir("/p");
-    let _ = v.write_file("/p/f", b"parent");
-    v.snapshot()
-}
+use accept::{accept, parent};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = Snapshot::load_from(data) {

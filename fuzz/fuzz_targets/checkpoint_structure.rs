@@ -21,18 +21,11 @@
 use std::io::Write;
 
 use cowvfs::checkpoint::{Header, seal_for_fuzzing};
-use cowvfs::{Snapshot, Vfs};
+use cowvfs::Snapshot;
 use libfuzzer_sys::fuzz_target;
 
 mod accept;
-use accept::accept;
-
-fn parent() -> Snapshot {
-    let mut v = Vfs::new();
-    let _ = v.create_dir("/p");
-    let _ = v.write_file("/p/f", b"parent");
-    v.snapshot()
-}
+use accept::{accept, parent};
 
 fuzz_target!(|input: &[u8]| {
     let [flag_bits, l0, l1, l2, l3, rest @ ..] = input else { return };

@@ -275,7 +275,7 @@ pub fn run_stock_p1(
     (code, text(&out.contents()))
 }
 
-/// One row of the table in `tests/guests/DIFFERENCES.md`: on the line
+/// One row of the README's table of differences: on the line
 /// `line` of guest `guest` run on `abi`, cowvfs prints `cowvfs` where stock
 /// wasmtime-wasi prints `stock` (`(any)`: whatever the host gives).
 #[derive(Debug, Clone, PartialEq)]
@@ -290,11 +290,14 @@ pub struct Difference {
 }
 
 pub fn differences_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/DIFFERENCES.md")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")
 }
 
+/// The heading of the README section that holds the table.
+const DIFFERENCES_HEADING: &str = "## Differences from stock wasmtime-wasi";
+
 /// The deliberate differences from stock wasmtime-wasi, read from the one
-/// table in `tests/guests/DIFFERENCES.md` (columns: guest, ABI, line,
+/// table in the README's section [`DIFFERENCES_HEADING`] (columns: guest, ABI, line,
 /// cowvfs, stock, why; code spans keep their spaces).
 pub fn differences() -> Vec<Difference> {
     let file = differences_file();
@@ -308,6 +311,9 @@ pub fn differences() -> Vec<Difference> {
     };
     let rows: Vec<Difference> = md
         .lines()
+        .skip_while(|l| *l != DIFFERENCES_HEADING)
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
         .filter(|l| l.starts_with('|'))
         .skip(2) // the header and its rule
         .map(|l| {
