@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cowvfs::{OpenOptions, Snapshot, Vfs};
+use cowvfs::{Limits, OpenOptions, Snapshot, Vfs};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const BIG: usize = 64 << 20;
@@ -20,7 +20,7 @@ const BIG: usize = 64 << 20;
 struct Naive(BTreeMap<String, Vec<u8>>);
 
 fn tree(files: usize, big: usize) -> (Vfs, Naive) {
-    let mut v = Vfs::new();
+    let mut v = Vfs::with_limits(Limits::unlimited());
     let mut n = Naive::default();
     for i in 0..files {
         let dir = format!("/d{}", i / 1000);
@@ -170,7 +170,7 @@ fn fork_and_write(snap: &Snapshot, n: usize) -> Vec<Vfs> {
 
 fn first_write(c: &mut Criterion) {
     let gib = 1usize << 30;
-    let mut v = Vfs::new();
+    let mut v = Vfs::with_limits(Limits::unlimited());
     let fd = v
         .open("/huge", OpenOptions::new().write(true).create(true))
         .unwrap();
@@ -222,7 +222,7 @@ fn throughput(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let mut v = Vfs::new();
+    let mut v = Vfs::with_limits(Limits::unlimited());
     let fd = v
         .open("/f", OpenOptions::new().read(true).write(true).create(true))
         .unwrap();

@@ -48,23 +48,31 @@ fn guest_file_io(c: &mut Criterion) {
             assert_eq!(sb.run(&adapted).status.unwrap(), 0);
         })
     });
-    g.bench_function("wasmtime_wasi_p1_tmpfs", |b| {
-        b.iter(|| {
-            let mut builder = WasiCtxBuilder::new();
-            builder
-                .args(&["bench_io.wasm", "/"])
-                .preopened_dir(shm.path(), "/", FsPerms::ReadWrite)
-                .unwrap();
-            let mut store = Store::new(engine, builder.build_p1());
-            let instance = stock.instantiate(&mut store).unwrap();
-            let start = instance
-                .get_typed_func::<(), ()>(&mut store, "_start")
-                .unwrap();
-            if let Err(e) = start.call(&mut store, ()) {
-                assert_eq!(e.downcast_ref::<I32Exit>().map(|e| e.0), Some(0), "{e:?}");
-            }
-        })
-    });
+    // Stock preview1 both ways: its file I/O runs on a blocking thread
+    // pool unless the context may block the current thread.
+    for (name, blocking) in [
+        ("wasmtime_wasi_p1_tmpfs", false),
+        ("wasmtime_wasi_p1_tmpfs_blocking_current_thread", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut builder = WasiCtxBuilder::new();
+                builder
+                    .args(&["bench_io.wasm", "/"])
+                    .allow_blocking_current_thread(blocking)
+                    .preopened_dir(shm.path(), "/", FsPerms::ReadWrite)
+                    .unwrap();
+                let mut store = Store::new(engine, builder.build_p1());
+                let instance = stock.instantiate(&mut store).unwrap();
+                let start = instance
+                    .get_typed_func::<(), ()>(&mut store, "_start")
+                    .unwrap();
+                if let Err(e) = start.call(&mut store, ()) {
+                    assert_eq!(e.downcast_ref::<I32Exit>().map(|e| e.0), Some(0), "{e:?}");
+                }
+            })
+        });
+    }
     g.finish();
 }
 

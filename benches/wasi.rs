@@ -3,68 +3,22 @@
 //! adapted guest.
 //!
 //! Guests are built by tests/guests/build.sh into the target directory on
-//! first use.
+//! first use (tests/wasi_support, shared with the guest tests).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "../tests/wasi_support/mod.rs"]
+mod wasi_support;
+
+use std::path::Path;
 use std::time::Duration;
 
 use cowvfs::Vfs;
 use cowvfs::wasi::{Guest, Sandbox};
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasi_support::Stock;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
-
-/// Builds the guests with the repository's own tests/guests/build.sh (which
-/// installs its toolchain where missing) into the target directory; a
-/// failed build stops the benchmark with the script's message.
-fn guests() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    // One directory per checkout: worktrees share the target directory.
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    root.hash(&mut h);
-    let out = target.join(format!("tmp/wasi-bench-guests-{:016x}", h.finish()));
-    let script = root.join("tests/guests/build.sh");
-    let res = Command::new("bash")
-        .arg(&script)
-        .arg(&out)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        res.status.success(),
-        "building the C guests failed ({}):\n{}{}",
-        res.status,
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
-    out
-}
-
-fn component(engine: &Engine, dir: &Path, name: &str) -> Component {
-    let module = std::fs::read(dir.join(format!("{name}.wasm"))).unwrap();
-    let bytes = cowvfs::wasi::adapt_module_cached(&module, Some(dir)).unwrap();
-    Component::new(engine, &bytes).unwrap()
-}
-
-struct Stock {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Stock {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
+use wasmtime_wasi::{FsPerms, WasiCtx};
 
 fn stock_pre(engine: &Engine, c: &Component) -> CommandPre<Stock> {
     let mut linker = Linker::<Stock>::new(engine);
@@ -77,13 +31,7 @@ fn run_stock(pre: &CommandPre<Stock>, dir: &Path, args: &[&str], blocking: bool)
     let mut b = WasiCtx::builder();
     b.args(args).allow_blocking_current_thread(blocking);
     b.preopened_dir(dir, "/", FsPerms::ReadWrite).unwrap();
-    let mut store = Store::new(
-        pre.engine(),
-        Stock {
-            wasi: b.build(),
-            table: ResourceTable::new(),
-        },
-    );
+    let mut store = Store::new(pre.engine(), Stock::new(b.build()));
     let cmd = pre.instantiate(&mut store).unwrap();
     let r = cmd.wasi_cli_run().call_run(&mut store).unwrap();
     assert!(r.is_ok());
@@ -110,11 +58,10 @@ fn shm_dir() -> tempfile::TempDir {
 }
 
 fn guest_io(c: &mut Criterion) {
-    let dir = guests();
-    let engine = Engine::default();
-    let comp = component(&engine, &dir, "bench_io");
-    let guest = Guest::new(&engine, &comp, "bench_io.wasm").unwrap();
-    let pre = stock_pre(&engine, &comp);
+    let engine = wasi_support::engine();
+    let comp = wasi_support::component("bench_io");
+    let guest = Guest::new(engine, &comp, "bench_io.wasm").unwrap();
+    let pre = stock_pre(engine, &comp);
 
     let mut g = c.benchmark_group("guest_io_64MiB_x4_and_5000_files");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
@@ -132,11 +79,10 @@ fn guest_io(c: &mut Criterion) {
 }
 
 fn per_request(c: &mut Criterion) {
-    let dir = guests();
-    let engine = Engine::default();
-    let comp = component(&engine, &dir, "tool");
-    let guest = Guest::new(&engine, &comp, "tool.wasm").unwrap();
-    let pre = stock_pre(&engine, &comp);
+    let engine = wasi_support::engine();
+    let comp = wasi_support::component("tool");
+    let guest = Guest::new(engine, &comp, "tool.wasm").unwrap();
+    let pre = stock_pre(engine, &comp);
     // A base image worth forking: 1,000 files in 10 directories.
     let mut base = Vfs::new();
     for d in 0..10 {

@@ -76,7 +76,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{Blob, Chunk, ChunkSource};
 use crate::chunkmap::ChunkMap;
-use crate::content::{CHUNK_SIZE, Content};
+use crate::content::{CHUNK_SIZE, Content, chunk_charge};
 use crate::error::{Error, ErrorKind, Result};
 use crate::path;
 use crate::tree::{
@@ -1237,6 +1237,28 @@ fn load_stream(
     check_parent(&h, parent)?;
     let meta = read_meta(&mut hr, &h, limits)?;
     let m = decode_manifest(&h, &meta)?;
+    // Every chunk stored is held once decoded, and a compressed one can be
+    // a thousand times its stored size: what they will cost is checked
+    // against the loader's byte limit before any is decompressed (a tree
+    // that holds them costs at least this much, so nothing the limit
+    // admits is refused).
+    let held = m
+        .blobs
+        .iter()
+        .try_fold(0u64, |sum, b| {
+            sum.checked_add(chunk_charge(b.raw_len as usize))
+        })
+        .filter(|held| *held <= limits.max_bytes);
+    if held.is_none() {
+        return Err(Error::with(
+            ErrorKind::NoSpace,
+            format!(
+                "checkpoint's {} stored chunks decode to more than the loader's byte limit ({})",
+                m.blobs.len(),
+                limits.max_bytes
+            ),
+        ));
+    }
     let mut blobs = Vec::with_capacity(m.blobs.len());
     let mut buf = vec![0u8; CHUNK_SIZE];
     for rec in &m.blobs {
@@ -2165,11 +2187,15 @@ pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Ha
 /// The snapshot that bytes from [`encode_meta`] describe, with every check
 /// [`Snapshot::open`] makes; chunk `i` (in [`meta_chunks`] order) is fetched
 /// from `source` with key `i` on first use and verified then.
-pub(crate) fn open_meta(bytes: &[u8], source: Arc<dyn ChunkSource>) -> Result<Snapshot> {
+pub(crate) fn open_meta(
+    bytes: &[u8],
+    source: Arc<dyn ChunkSource>,
+    limits: &Limits,
+) -> Result<Snapshot> {
     let (h, m) = decode_meta(bytes)?;
     let blobs = lazy_blobs(&m.blobs, &source);
     // A store names a tree by its root hash, so that is checked here.
-    build(&h, m, blobs, None, RootCheck::Verify, &Limits::default())
+    build(&h, m, blobs, None, RootCheck::Verify, limits)
 }
 
 // -------------------------------------------------------------------------

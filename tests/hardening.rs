@@ -274,6 +274,45 @@ fn a_checkpoint_over_the_loaders_quotas_is_refused() {
     assert_eq!(s.usage(), snap.usage());
 }
 
+/// Compressed chunks are checked against the loader's byte limit before
+/// any is decompressed: a small file of highly compressible chunks cannot
+/// make a load allocate a thousand times its size first.
+#[cfg(feature = "zstd")]
+#[test]
+fn compressed_chunks_are_charged_before_they_are_decompressed() {
+    let mut v = Vfs::new();
+    for i in 0..200u32 {
+        let mut data = vec![7u8; 64 << 10];
+        data[..4].copy_from_slice(&i.to_le_bytes());
+        v.write_file(&format!("/f{i}"), &data).unwrap();
+    }
+    let snap = v.snapshot();
+    let mut bytes = Vec::new();
+    snap.save_to_with(
+        &mut bytes,
+        checkpoint::SaveOptions {
+            compress: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // 12.5 MiB of chunks in a file a hundred times smaller.
+    assert!(bytes.len() < 256 << 10, "{}", bytes.len());
+    let small = Limits {
+        max_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let e = Snapshot::load_from_with_limits(Cursor::new(&bytes), None, &small).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace);
+    assert!(
+        e.to_string().contains("stored chunks decode to more than"),
+        "{e}"
+    );
+    // Under a limit that holds the tree, the same file loads.
+    let s = Snapshot::load_from_with_limits(Cursor::new(&bytes), None, &Limits::default()).unwrap();
+    assert_eq!(s.root_hash(), snap.root_hash());
+}
+
 // -------------------------------------------------------------------------
 // Quotas bound the host's memory
 
@@ -366,8 +405,18 @@ fn renaming_to_a_longer_name_is_charged() {
     assert_eq!(v.usage().charged_bytes, room);
     v.rename(&format!("/{}", "e".repeat(11)), "/f").unwrap();
     assert_eq!(v.usage().charged_bytes, room - 10);
-    // Replacing an entry frees the one it replaces.
-    v.write_file("/g", b"").unwrap_err();
+    // No room for another file...
+    assert_eq!(kind(v.write_file("/g", b"")), ErrorKind::NoSpace);
+    // ...but renaming onto an existing name frees what it replaces: with
+    // room for a second file, renaming it over the first gives back
+    // exactly the replaced file's charge.
+    v.set_limits(Limits::default());
+    let one = v.usage().charged_bytes;
+    v.write_file("/h", b"y").unwrap();
+    let two = v.usage().charged_bytes;
+    v.rename("/h", "/f").unwrap();
+    assert_eq!(v.usage().charged_bytes, one, "two files cost {two}");
+    assert_eq!(v.read_file("/f").unwrap(), b"y");
     v.check_invariants().unwrap();
 }
 

@@ -13,24 +13,10 @@ use std::path::Path;
 use cowvfs::wasi::{Sandbox, p1};
 use cowvfs::{Limits, Vfs};
 use wasi_support::*;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::Linker;
 use wasmtime::{Module, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-struct Stock {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Stock {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 fn stock_builder(name: &str, dirs: &[(&Path, &str)], out: &MemoryOutputPipe) -> WasiCtxBuilder {
     let mut b = WasiCtx::builder();
@@ -55,13 +41,7 @@ fn stock_p2(name: &str, dirs: &[(&Path, &str)]) -> String {
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     let out = MemoryOutputPipe::new(1 << 20);
     let wasi = stock_builder(name, dirs, &out).build();
-    let mut store = Store::new(
-        engine(),
-        Stock {
-            wasi,
-            table: ResourceTable::new(),
-        },
-    );
+    let mut store = Store::new(engine(), Stock::new(wasi));
     let cmd = wasmtime_wasi::p2::bindings::sync::Command::instantiate(
         &mut store,
         &component(name),

@@ -112,3 +112,59 @@ fn run_from_a_checkpoint_and_save_a_delta_chain() {
     one_line_error(cowvfs(&["run", "--from", &p("missing.ck"), guest, "x"]));
     assert!(!Path::new(&p("x.ck")).exists());
 }
+
+/// `--from` is checked against the run's own limits: a checkpoint over
+/// `--max-inodes` or `--max-bytes` is refused before the guest runs, not
+/// loaded under the defaults and frozen.
+#[test]
+fn from_obeys_the_runs_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    for i in 0..20 {
+        std::fs::write(host.join(format!("f{i}")), vec![i as u8 + 1; 4096]).unwrap();
+    }
+    let ck = tmp.path().join("base.ck");
+    let ck = ck.to_str().unwrap();
+    ok(cowvfs(&[
+        "checkpoint",
+        "import",
+        host.to_str().unwrap(),
+        ck,
+    ]));
+    let guest = tmp.path().join("note.wasm");
+    std::fs::write(&guest, wat::parse_str(cowvfs::demo::GUEST_WAT).unwrap()).unwrap();
+    let guest = guest.to_str().unwrap();
+
+    let err = one_line_error(cowvfs(&[
+        "run",
+        "--from",
+        ck,
+        "--max-inodes",
+        "10",
+        guest,
+        "first",
+    ]));
+    assert!(err.contains("cannot open --from"), "{err}");
+    assert!(err.contains("inodes"), "{err}");
+    let err = one_line_error(cowvfs(&[
+        "run",
+        "--from",
+        ck,
+        "--max-bytes",
+        "16K",
+        guest,
+        "first",
+    ]));
+    assert!(err.contains("cannot open --from"), "{err}");
+    // Within the limits it runs.
+    ok(cowvfs(&[
+        "run",
+        "--from",
+        ck,
+        "--max-inodes",
+        "100",
+        guest,
+        "first",
+    ]));
+}

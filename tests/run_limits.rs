@@ -307,3 +307,20 @@ fn cli_fuel_and_memory() {
         assert!(stderr.contains("more memory than --max-memory"), "{stderr}");
     }
 }
+
+/// A timeout too far off for the clock (`Duration::MAX`, "never") is no
+/// deadline, not a panic of the host: the guest runs to its end, on both
+/// ABIs.
+#[test]
+fn a_timeout_past_the_clocks_range_is_no_deadline() {
+    guests();
+    let e = timed_engine();
+    let out = p2_run(e, "quick", |sb| {
+        sb.timeout(Duration::MAX);
+    });
+    assert_eq!(out.status.as_ref().ok(), Some(&0), "{:?}", out.status);
+    let out = p1_run(e, "quick", |sb| {
+        sb.timeout(Duration::MAX);
+    });
+    assert_eq!(out.status.as_ref().ok(), Some(&0), "{:?}", out.status);
+}

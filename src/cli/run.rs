@@ -149,7 +149,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::new(args, from.is_some())?;
 
     let start = match &from {
-        Some(src) => Some(open_from(src, &parents)?),
+        Some(src) => Some(open_from(src, &parents, &plan.limits)?),
         None => None,
     };
     let mut vfs = match &start {
@@ -169,7 +169,6 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let base = diff.then(|| vfs.snapshot());
 
     let native = !adapter && p1::is_core_module(&std::fs::read(&plan.module)?);
-    let _watchdog = plan.run_limits.timeout.map(watchdog);
     let outcome = if native {
         run_native(&plan, vfs)?
     } else {
@@ -192,16 +191,27 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// it exits with 124 anyway.
 const WATCHDOG_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Backs up the run's own deadline: exits the process with 124 if the run
-/// has not ended `WATCHDOG_GRACE` after the timeout.
-fn watchdog(timeout: std::time::Duration) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout + WATCHDOG_GRACE);
-        eprintln!(
-            "cowvfs: the guest ran past --timeout {timeout:?} and is stuck in a host call; exiting"
-        );
-        std::process::exit(124);
-    })
+/// Backs up the run's own deadline: started when the guest starts (after
+/// compiling), it exits the process with 124 if the run has not ended
+/// `WATCHDOG_GRACE` after the timeout. Dropping it (the run ended) stops it,
+/// so saving or diffing afterwards is never cut short.
+struct Watchdog(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+impl Watchdog {
+    fn start(timeout: std::time::Duration) -> Watchdog {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let grace = timeout.saturating_add(WATCHDOG_GRACE);
+            // Disconnected: the run ended in time.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(grace) {
+                eprintln!(
+                    "cowvfs: the guest ran past --timeout {timeout:?} and is stuck in a host call; exiting"
+                );
+                std::process::exit(124);
+            }
+        });
+        Watchdog(tx)
+    }
 }
 
 /// Sets up either kind of sandbox from the plan, so `--adapter` changes
@@ -242,6 +252,7 @@ fn run_native(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
     let mut sandbox = p1::Sandbox::new(vfs);
     configure!(sandbox, plan);
     let guest = p1::Guest::load(&engine(&plan.run_limits)?, &plan.module)?;
+    let _watchdog = plan.run_limits.timeout.map(Watchdog::start);
     Ok(sandbox.run(&guest))
 }
 
@@ -252,6 +263,7 @@ fn run_component(plan: &Plan, vfs: Vfs) -> anyhow::Result<RunOutcome> {
     let engine = engine(&plan.run_limits)?;
     let cache = cowvfs::wasi::cache_dir();
     let guest = Guest::load(&engine, &plan.module, cache.as_deref())?;
+    let _watchdog = plan.run_limits.timeout.map(Watchdog::start);
     Ok(sandbox.run(&guest))
 }
 
@@ -338,16 +350,18 @@ pub(crate) fn print_diff(
 }
 
 /// `--from`: a checkpoint file (opened lazily, with its parents if it is a
-/// delta), or STORE/ROOT.
-fn open_from(src: &str, parents: &[PathBuf]) -> anyhow::Result<cowvfs::Snapshot> {
+/// delta), or STORE/ROOT; checked against the run's own limits, so a tree
+/// over the user's quotas is refused rather than loaded.
+fn open_from(src: &str, parents: &[PathBuf], limits: &Limits) -> anyhow::Result<cowvfs::Snapshot> {
     if std::path::Path::new(src).is_file() {
-        return cowvfs::checkpoint::open_chain(src, parents)
+        return cowvfs::checkpoint::chain_with_limits(src, parents, true, limits)
             .with_context(|| format!("cannot open --from {src}"));
     }
     if !parents.is_empty() {
         bail!("--parent applies to a checkpoint file, not to a store URL");
     }
-    cowvfs::store::open_url(src).with_context(|| format!("cannot open --from {src}"))
+    cowvfs::store::open_url_with_limits(src, limits)
+        .with_context(|| format!("cannot open --from {src}"))
 }
 
 /// A compiled module is cached next to adapted ones, so a second run of the
@@ -377,10 +391,10 @@ impl Plan {
         let mut limits = Limits::default();
         if let Some(s) = &args.max_bytes {
             limits.max_bytes = parse_size(s).with_context(|| format!("bad --max-bytes {s:?}"))?;
-            // A run's tree is all its own data: the private-byte quota
-            // follows the one the user set.
-            limits.max_private_bytes = limits.max_bytes;
         }
+        // A run's tree is all its own data (a `--dir` import as much as
+        // what the guest writes): the private-byte quota is the byte quota.
+        limits.max_private_bytes = limits.max_bytes;
         if let Some(s) = &args.max_inodes {
             limits.max_inodes =
                 s.parse().ok().filter(|n| *n > 0).with_context(|| {
@@ -591,6 +605,14 @@ fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A watchdog dropped when its run ends never fires: were it still
+    /// armed, it would exit this test process with 124 at 50 ms + grace.
+    #[test]
+    fn a_finished_runs_watchdog_stands_down() {
+        drop(Watchdog::start(std::time::Duration::from_millis(50)));
+        std::thread::sleep(std::time::Duration::from_millis(50) + WATCHDOG_GRACE * 2);
+    }
 
     #[test]
     fn diff_prints_a_bounded_number_of_changes() {

@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::blob::ChunkSource;
 use crate::checkpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::vfs::Snapshot;
+use crate::vfs::{Limits, Snapshot};
 
 mod dir;
 mod manifest;
@@ -506,6 +506,15 @@ pub fn pull(
     opts: &TransferOptions<'_>,
 ) -> Result<TransferStats> {
     let (meta, chunks, manifest_bytes) = fetch_manifest(store, root)?;
+    // The tree is checked (structure, root hash, the loader's limits)
+    // before any chunk moves: a hostile manifest is refused without
+    // downloading what it names. Building it reads no chunk.
+    let unread = Arc::new(StoreSource {
+        remote: Arc::new(MemStore::new()),
+        cache: None,
+        table: chunks.clone(),
+    });
+    checkpoint::open_meta(&meta, unread, &Limits::default())?;
     let local: Arc<dyn BlobStore> = cache.unwrap_or_else(|| Arc::new(MemStore::new()));
     let (moved_chunks, moved_bytes) = fetch_missing(store, &*local, &chunks, opts)?;
     // Every chunk is local and verified now; saving reads them from there.
@@ -514,7 +523,7 @@ pub fn pull(
         cache: None,
         table: chunks.clone(),
     });
-    let snap = checkpoint::open_meta(&meta, source)?;
+    let snap = checkpoint::open_meta(&meta, source, &Limits::default())?;
     snap.save(out)?;
     Ok(TransferStats {
         root: *root,
@@ -535,13 +544,25 @@ pub fn open_lazy(
     root: &blake3::Hash,
     cache: Option<Arc<dyn BlobStore>>,
 ) -> Result<Snapshot> {
+    open_lazy_with_limits(store, root, cache, &Limits::default())
+}
+
+/// [`open_lazy`] under `limits`: the tree is checked against them (as a
+/// checkpoint file is by [`Snapshot::open_with_limits`]), and the snapshot
+/// and its forks have them.
+pub fn open_lazy_with_limits(
+    store: Arc<dyn BlobStore>,
+    root: &blake3::Hash,
+    cache: Option<Arc<dyn BlobStore>>,
+    limits: &Limits,
+) -> Result<Snapshot> {
     let (meta, chunks, _) = fetch_manifest(&*store, root)?;
     let source = Arc::new(StoreSource {
         remote: store,
         cache,
         table: chunks,
     });
-    checkpoint::open_meta(&meta, source)
+    checkpoint::open_meta(&meta, source, limits)
 }
 
 /// Chunk bytes from a store (through a local cache) on demand.
@@ -748,9 +769,14 @@ pub fn cache_for(url: &str) -> Option<Arc<dyn BlobStore>> {
 /// Opens `URL/ROOT` lazily (see [`open_lazy`]) with the default cache:
 /// what `cowvfs run --from URL/ROOT` uses.
 pub fn open_url(url_with_root: &str) -> Result<Snapshot> {
+    open_url_with_limits(url_with_root, &Limits::default())
+}
+
+/// [`open_url`] under `limits` (see [`open_lazy_with_limits`]).
+pub fn open_url_with_limits(url_with_root: &str, limits: &Limits) -> Result<Snapshot> {
     let (url, root) = split_root(url_with_root)?;
     let store = open_store(url, false)?;
-    open_lazy(store, &root, cache_for(url))
+    open_lazy_with_limits(store, &root, cache_for(url), limits)
 }
 
 #[cfg(test)]

@@ -257,7 +257,11 @@ pub(crate) fn arm<T: 'static>(
 ) -> wasmtime::Result<Armed> {
     let engine = store.engine().clone();
     let epochs = epochs_enabled(&engine);
-    let deadline = limits.timeout.map(|t| (Instant::now() + t, t));
+    // A timeout too far off for the clock (`Duration::MAX` as "never")
+    // is no deadline at all, not a panic.
+    let deadline = limits
+        .timeout
+        .and_then(|t| Some((Instant::now().checked_add(t)?, t)));
     let mut ticking = None;
     match deadline {
         Some(_) if !epochs => {

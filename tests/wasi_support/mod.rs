@@ -164,9 +164,19 @@ pub fn assert_transcript(got: &str, expected_file: &Path) {
     }
 }
 
-struct Stock {
+/// A store's data for stock wasmtime-wasi: its context and resource table.
+pub struct Stock {
     wasi: WasiCtx,
     table: ResourceTable,
+}
+
+impl Stock {
+    pub fn new(wasi: WasiCtx) -> Stock {
+        Stock {
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
 }
 
 impl WasiView for Stock {
@@ -210,13 +220,7 @@ pub fn run_stock_with(
         };
         b.preopened_dir(host, guest, perms).unwrap();
     }
-    let mut store = Store::new(
-        engine(),
-        Stock {
-            wasi: b.build(),
-            table: ResourceTable::new(),
-        },
-    );
+    let mut store = Store::new(engine(), Stock::new(b.build()));
     let cmd = wasmtime_wasi::p2::bindings::sync::Command::instantiate(
         &mut store,
         &component(name),
