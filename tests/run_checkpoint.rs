@@ -120,9 +120,13 @@ fn run_from_a_checkpoint_and_save_a_delta_chain() {
 fn from_obeys_the_runs_limits() {
     let tmp = tempfile::tempdir().unwrap();
     let host = tmp.path().join("host");
-    std::fs::create_dir_all(&host).unwrap();
+    // What the demo guest opens, and 20 files more.
+    std::fs::create_dir_all(host.join("app/notes")).unwrap();
+    std::fs::create_dir_all(host.join("app/data")).unwrap();
+    std::fs::write(host.join("app/notes/note.txt"), "base\n").unwrap();
+    std::fs::write(host.join("app/data/blob.bin"), vec![1u8; 64 << 10]).unwrap();
     for i in 0..20 {
-        std::fs::write(host.join(format!("f{i}")), vec![i as u8 + 1; 4096]).unwrap();
+        std::fs::write(host.join(format!("app/data/f{i}")), vec![i as u8 + 1; 4096]).unwrap();
     }
     let ck = tmp.path().join("base.ck");
     let ck = ck.to_str().unwrap();
