@@ -209,7 +209,7 @@ fn throughput(c: &mut Criterion) {
     g.sample_size(10).throughput(Throughput::Bytes(size as u64));
     g.bench_function("cowvfs_write_at", |b| {
         b.iter_batched(
-            Vfs::new,
+            || Vfs::with_limits(Limits::unlimited()),
             |mut v| {
                 let fd = v
                     .open("/f", OpenOptions::new().write(true).create(true))

@@ -14,7 +14,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::wasi::{Guest, Sandbox, adapt_module};
-use crate::{ChangeKind, Snapshot, Vfs};
+use crate::{ChangeKind, Limits, Snapshot, Vfs};
 
 /// The guest every sandbox runs, as a preview1 module in WAT (compiled at
 /// start, adapted into a component): it writes its first argument into
@@ -137,7 +137,9 @@ pub fn run(cfg: DemoConfig, out: &mut dyn Write) -> DemoResult<()> {
     let component = Component::new(&engine, adapt_module(&wasm)?)?;
     let guest = Guest::new(&engine, &component, "note.wasm")?;
     let t = Instant::now();
-    let forks: Vec<Vfs> = (0..cfg.sandboxes).map(|_| snap.fork()).collect();
+    let forks: Vec<Vfs> = (0..cfg.sandboxes)
+        .map(|_| snap.fork_with_limits(Limits::default()))
+        .collect();
     let fork_time = t.elapsed();
     let rss_before = rss_bytes();
     let (results, run_time, per_run) = run_all(&guest, forks)?;
@@ -354,7 +356,12 @@ fn sandbox_name(i: usize) -> String {
 }
 
 fn build_base(cfg: &DemoConfig) -> DemoResult<Vfs> {
-    let mut v = Vfs::new();
+    // A base is all its own data: it may hold more than a fork's
+    // private-byte quota (the forks below get the default limits).
+    let mut v = Vfs::with_limits(Limits {
+        max_private_bytes: u64::MAX,
+        ..Limits::default()
+    });
     v.create_dir_all("/app/notes")?;
     v.create_dir_all("/app/data")?;
     for i in 0..cfg.files {

@@ -33,3 +33,21 @@ fn demo_cli_rejects_bad_arguments() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--sandboxes"), "{err}");
 }
+
+/// A base larger than a fork's private-byte quota (256 MiB by default):
+/// the demo builds it under raised limits and forks it with the defaults.
+#[test]
+fn demo_base_may_exceed_a_forks_private_quota() {
+    let mut out = Vec::new();
+    let cfg = DemoConfig {
+        files: 10,
+        big_file: 300 << 20,
+        sandboxes: 40,
+    };
+    run(cfg, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("40 of 40 sandboxes read back exactly their own"),
+        "{text}"
+    );
+}

@@ -193,6 +193,33 @@ pub fn run_stock(name: &str, dir: &Path, args: &[&str]) -> (i32, String) {
     run_stock_with(name, dir, &[], args, &[])
 }
 
+/// The stock context both stock runners use: argv, stdout captured in
+/// `out`, `env`, `dir` read-write at `/` and each `(host, guest,
+/// read_only)` of `mounts`.
+fn stock_ctx(
+    name: &str,
+    dir: &Path,
+    mounts: &[(&Path, &str, bool)],
+    args: &[&str],
+    env: &[(&str, &str)],
+    out: &MemoryOutputPipe,
+) -> wasmtime_wasi::WasiCtxBuilder {
+    let mut b = WasiCtx::builder();
+    let mut argv = vec![format!("{name}.wasm")];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    b.args(&argv).stdout(out.clone()).envs(env);
+    b.preopened_dir(dir, "/", FsPerms::ReadWrite).unwrap();
+    for (host, guest, ro) in mounts {
+        let perms = if *ro {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(host, guest, perms).unwrap();
+    }
+    b
+}
+
 /// Runs a guest (through the same adapter) on stock wasmtime-wasi 48 with
 /// `dir` preopened read-write at `/`, each `(host, guest, read_only)` of
 /// `mounts` preopened as well, and `env`. Returns the exit status and
@@ -207,19 +234,7 @@ pub fn run_stock_with(
     let mut linker = Linker::<Stock>::new(engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     let out = MemoryOutputPipe::new(1 << 26);
-    let mut b = WasiCtx::builder();
-    let mut argv = vec![format!("{name}.wasm")];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    b.args(&argv).stdout(out.clone()).envs(env);
-    b.preopened_dir(dir, "/", FsPerms::ReadWrite).unwrap();
-    for (host, guest, ro) in mounts {
-        let perms = if *ro {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        b.preopened_dir(host, guest, perms).unwrap();
-    }
+    let mut b = stock_ctx(name, dir, mounts, args, env, &out);
     let mut store = Store::new(engine(), Stock::new(b.build()));
     let cmd = wasmtime_wasi::p2::bindings::sync::Command::instantiate(
         &mut store,
@@ -250,19 +265,7 @@ pub fn run_stock_p1(
     let mut linker = wasmtime::Linker::<wasmtime_wasi::p1::WasiP1Ctx>::new(engine());
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).unwrap();
     let out = MemoryOutputPipe::new(1 << 26);
-    let mut b = WasiCtx::builder();
-    let mut argv = vec![format!("{name}.wasm")];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    b.args(&argv).stdout(out.clone()).envs(env);
-    b.preopened_dir(dir, "/", FsPerms::ReadWrite).unwrap();
-    for (host, guest, ro) in mounts {
-        let perms = if *ro {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        b.preopened_dir(host, guest, perms).unwrap();
-    }
+    let mut b = stock_ctx(name, dir, mounts, args, env, &out);
     let mut store = Store::new(engine(), b.build_p1());
     let module = wasmtime::Module::from_file(engine(), wasm(name)).unwrap();
     let instance = linker.instantiate(&mut store, &module).unwrap();
