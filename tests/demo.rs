@@ -3,12 +3,13 @@
 
 use cowvfs::demo::{DemoConfig, run};
 
-#[test]
-fn demo_runs_and_checks_pass() {
+/// Runs the demo with 40 sandboxes and checks their isolation; returns
+/// what it printed.
+fn run_demo(files: usize, big_file: usize) -> String {
     let mut out = Vec::new();
     let cfg = DemoConfig {
-        files: 300,
-        big_file: 3 << 20,
+        files,
+        big_file,
         sandboxes: 40,
     };
     run(cfg, &mut out).unwrap();
@@ -17,6 +18,12 @@ fn demo_runs_and_checks_pass() {
         text.contains("40 of 40 sandboxes read back exactly their own"),
         "{text}"
     );
+    text
+}
+
+#[test]
+fn demo_runs_and_checks_pass() {
+    let text = run_demo(300, 3 << 20);
     assert!(text.contains("root hashes match: yes"), "{text}");
     assert!(text.contains("matches step 1: yes"), "{text}");
     assert!(text.contains("modified /app/notes/note.txt"), "{text}");
@@ -38,16 +45,5 @@ fn demo_cli_rejects_bad_arguments() {
 /// the demo builds it under raised limits and forks it with the defaults.
 #[test]
 fn demo_base_may_exceed_a_forks_private_quota() {
-    let mut out = Vec::new();
-    let cfg = DemoConfig {
-        files: 10,
-        big_file: 300 << 20,
-        sandboxes: 40,
-    };
-    run(cfg, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
-    assert!(
-        text.contains("40 of 40 sandboxes read back exactly their own"),
-        "{text}"
-    );
+    run_demo(10, 300 << 20);
 }
