@@ -34,8 +34,6 @@ mod blob;
 pub mod checkpoint;
 mod chunkmap;
 mod content;
-#[cfg(feature = "wasi")]
-pub mod demo;
 mod error;
 pub mod host;
 mod path;

@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The guest `cowvfs demo` runs in every sandbox.
+const DEMO_GUEST_WAT: &str = include_str!("../src/cli/demo/guest.wat");
+
 fn cowvfs(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cowvfs"))
         .args(args)
@@ -38,7 +41,7 @@ fn run_from_a_checkpoint_and_save_a_delta_chain() {
     std::fs::write(host.join("app/notes/note.txt"), "base\n").unwrap();
     std::fs::write(host.join("app/data/blob.bin"), vec![1u8; 2 << 20]).unwrap();
     let guest = tmp.path().join("note.wasm");
-    std::fs::write(&guest, wat::parse_str(cowvfs::demo::GUEST_WAT).unwrap()).unwrap();
+    std::fs::write(&guest, wat::parse_str(DEMO_GUEST_WAT).unwrap()).unwrap();
     let guest = guest.to_str().unwrap();
 
     ok(cowvfs(&[
@@ -137,7 +140,7 @@ fn from_obeys_the_runs_limits() {
         ck,
     ]));
     let guest = tmp.path().join("note.wasm");
-    std::fs::write(&guest, wat::parse_str(cowvfs::demo::GUEST_WAT).unwrap()).unwrap();
+    std::fs::write(&guest, wat::parse_str(DEMO_GUEST_WAT).unwrap()).unwrap();
     let guest = guest.to_str().unwrap();
 
     let err = one_line_error(cowvfs(&[
