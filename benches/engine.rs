@@ -2,7 +2,13 @@
 //! a naive deep-copy engine (`BTreeMap<String, Vec<u8>>` cloned per fork)
 //! and `cp -r` of the same tree on tmpfs.
 //!
-//! Run: `cargo bench --bench engine` (add `-- --quick` for a short run).
+//! The `hot_path` group (see `hot_path` below and `hotpath/mod.rs`) puts
+//! single file operations beside a path-keyed `HashMap` store instead.
+//!
+//! Run: `cargo bench --bench engine` (add `-- --quick` for a short run);
+//! `cargo bench --bench engine -- hot_path` for that group alone.
+
+mod hotpath;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -40,6 +46,13 @@ fn tree(files: usize, big: usize) -> (Vfs, Naive) {
     (v, n)
 }
 
+/// Whether the command line selects the `hot_path` group alone; the
+/// other groups then skip their setup (trees of up to 1 GiB), which
+/// criterion's filter would not.
+fn hot_path_only() -> bool {
+    std::env::args().skip(1).any(|a| a.starts_with("hot_path"))
+}
+
 fn shm_dir(name: &str) -> std::path::PathBuf {
     let base = if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
@@ -61,6 +74,9 @@ fn write_host_tree(root: &Path, n: &Naive) {
 }
 
 fn fork_and_snapshot(c: &mut Criterion) {
+    if hot_path_only() {
+        return;
+    }
     let mut g = c.benchmark_group("fork");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     for files in [10usize, 1_000, 100_000] {
@@ -119,6 +135,9 @@ fn rss_bytes() -> u64 {
 /// 1,000 forks each write one byte into a shared 64 MiB file. Reports the
 /// resident memory growth once, then times the whole batch.
 fn thousand_forks(c: &mut Criterion) {
+    if hot_path_only() {
+        return;
+    }
     let (v, naive) = tree(0, BIG);
     let snap = v.snapshot();
     drop(v);
@@ -169,6 +188,9 @@ fn fork_and_write(snap: &Snapshot, n: usize) -> Vec<Vfs> {
 }
 
 fn first_write(c: &mut Criterion) {
+    if hot_path_only() {
+        return;
+    }
     let gib = 1usize << 30;
     let mut v = Vfs::with_limits(Limits::unlimited());
     let fd = v
@@ -203,6 +225,9 @@ fn first_write(c: &mut Criterion) {
 }
 
 fn throughput(c: &mut Criterion) {
+    if hot_path_only() {
+        return;
+    }
     let size = 256usize << 20;
     let block = vec![3u8; 1 << 20];
     let mut g = c.benchmark_group("sequential_io_256MiB_1MiB_blocks");
@@ -250,6 +275,9 @@ fn throughput(c: &mut Criterion) {
 }
 
 fn diff_and_hash(c: &mut Criterion) {
+    if hot_path_only() {
+        return;
+    }
     let (v, naive) = tree(100_000, 0);
     let base = v.snapshot();
     let _ = base.root_hash();
@@ -298,8 +326,240 @@ fn diff_and_hash(c: &mut Criterion) {
     g.finish();
 }
 
+/// Paths the per-operation benches use: an existing 1 KiB file, a 4 KiB
+/// file made for them, a 100-entry directory, the rename pair, and the
+/// names `create` and `unlink` make and remove.
+const STAT_PATH: &str = "/app/d7/f42";
+const RW_PATH: &str = "/app/d7/r4k";
+const LIST_DIR: &str = "/app/d9";
+const RENAME_A: &str = "/app/d7/f0";
+const RENAME_B: &str = "/app/d8/m0";
+/// `create` and `unlink` work in batches of this many names, so the
+/// directory never grows past 1,100 entries however many iterations
+/// criterion asks for.
+const BATCH: usize = 1_000;
+
+/// Runs `iters` calls of `timed` over the batch names, timing only those;
+/// `untimed` runs on each name before (`timed_first` false) or after
+/// (`timed_first` true) its batch, untimed, to restore the tree.
+fn batched<T>(
+    state: &mut T,
+    iters: u64,
+    names: &[String],
+    timed_first: bool,
+    mut timed: impl FnMut(&mut T, &str),
+    mut untimed: impl FnMut(&mut T, &str),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let batch = &names[..left.min(names.len())];
+        if !timed_first {
+            batch.iter().for_each(|n| untimed(state, n));
+        }
+        let t = Instant::now();
+        for n in batch {
+            timed(state, n);
+        }
+        total += t.elapsed();
+        if timed_first {
+            batch.iter().for_each(|n| untimed(state, n));
+        }
+        left -= batch.len();
+    }
+    total
+}
+
+/// The hot-path issue's workloads and single operations, each on cowvfs
+/// (a fork of the base snapshot, made once per bench outside the timing)
+/// and on the naive store (a copy of the same tree, likewise). Only the
+/// operations themselves are timed; the trees persist across iterations,
+/// each of which leaves them as it found them.
+fn hot_path(c: &mut Criterion) {
+    let (snap, naive) = hotpath::build();
+    let mut g = c.benchmark_group("hot_path");
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+
+    // One iteration: 5,000 cycles of write_file 4 KiB to /app/d7/nI,
+    // read_file, metadata, remove_file.
+    let names = hotpath::cycle_names();
+    let data = hotpath::pattern(hotpath::SMALL_LEN, 1);
+    g.throughput(Throughput::Elements(hotpath::CYCLES as u64));
+    let mut v = hotpath::fork(&snap);
+    g.bench_function("small_file_cycle/cowvfs", |b| {
+        b.iter(|| hotpath::small_cycles_cowvfs(&mut v, &names, &data))
+    });
+    let mut n = naive.clone();
+    g.bench_function("small_file_cycle/naive", |b| {
+        b.iter(|| hotpath::small_cycles_naive(&mut n, &names, &data))
+    });
+
+    // One iteration: open a new file, 512 write_at of 64 KiB, 512 read_at
+    // into a reused 64 KiB buffer, close, remove.
+    let block = hotpath::pattern(hotpath::BLOCK, 2);
+    let mut buf = vec![0u8; hotpath::BLOCK];
+    g.throughput(Throughput::Bytes(2 * hotpath::BIG_LEN as u64));
+    let mut v = hotpath::fork(&snap);
+    g.bench_function("big_file_blocks/cowvfs", |b| {
+        b.iter(|| hotpath::big_file_cowvfs(&mut v, &block, &mut buf))
+    });
+    let mut n = naive.clone();
+    g.bench_function("big_file_blocks/naive", |b| {
+        b.iter(|| hotpath::big_file_naive(&mut n, &block, &mut buf))
+    });
+
+    // One iteration: one operation.
+    g.throughput(Throughput::Elements(1));
+    let mut v = hotpath::fork(&snap);
+    let mut n = naive.clone();
+    let four_k = hotpath::pattern(4096, 3);
+    let mut buf4 = vec![0u8; 4096];
+    v.write_file(RW_PATH, &four_k).unwrap();
+    n.write_file(RW_PATH, &four_k).unwrap();
+    let vfd = v
+        .open(RW_PATH, OpenOptions::new().read(true).write(true))
+        .unwrap();
+    let nfd = n.open(RW_PATH, false).unwrap();
+    let reading = OpenOptions::new().read(true).clone();
+    let creating = OpenOptions::new().write(true).create_new(true).clone();
+    let batch: Vec<String> = (0..BATCH).map(|i| format!("/app/d7/c{i}")).collect();
+
+    // open: open for reading and close an existing 1 KiB file.
+    g.bench_function("per_op/open/cowvfs", |b| {
+        b.iter(|| {
+            let fd = v.open(black_box(STAT_PATH), &reading).unwrap();
+            v.close(fd).unwrap();
+        })
+    });
+    g.bench_function("per_op/open/naive", |b| {
+        b.iter(|| {
+            let fd = n.open(black_box(STAT_PATH), false).unwrap();
+            n.close(fd).unwrap();
+        })
+    });
+    g.bench_function("per_op/stat/cowvfs", |b| {
+        b.iter(|| black_box(v.metadata(black_box(STAT_PATH)).unwrap()))
+    });
+    g.bench_function("per_op/stat/naive", |b| {
+        b.iter(|| black_box(n.metadata(black_box(STAT_PATH)).unwrap()))
+    });
+    // read_4k / write_4k: read_at / write_at of 4 KiB at offset 0 of a
+    // 4 KiB file, through a descriptor opened once.
+    g.bench_function("per_op/read_4k/cowvfs", |b| {
+        b.iter(|| black_box(v.read_at(vfd, &mut buf4, black_box(0)).unwrap()))
+    });
+    g.bench_function("per_op/read_4k/naive", |b| {
+        b.iter(|| black_box(n.read_at(nfd, &mut buf4, black_box(0)).unwrap()))
+    });
+    g.bench_function("per_op/write_4k/cowvfs", |b| {
+        b.iter(|| black_box(v.write_at(vfd, &four_k, black_box(0)).unwrap()))
+    });
+    g.bench_function("per_op/write_4k/naive", |b| {
+        b.iter(|| black_box(n.write_at(nfd, &four_k, black_box(0)).unwrap()))
+    });
+    // create: O_CREAT|O_EXCL open of a new name and close; the files are
+    // removed untimed after each batch.
+    g.bench_function("per_op/create/cowvfs", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                &mut v,
+                iters,
+                &batch,
+                true,
+                |v, p| {
+                    let fd = v.open(p, &creating).unwrap();
+                    v.close(fd).unwrap();
+                },
+                |v, p| v.remove_file(p).unwrap(),
+            )
+        })
+    });
+    g.bench_function("per_op/create/naive", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                &mut n,
+                iters,
+                &batch,
+                true,
+                |n, p| {
+                    let fd = n.open(p, true).unwrap();
+                    n.close(fd).unwrap();
+                },
+                |n, p| n.remove_file(p).unwrap(),
+            )
+        })
+    });
+    // unlink: remove_file of an empty file created untimed before its batch.
+    g.bench_function("per_op/unlink/cowvfs", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                &mut v,
+                iters,
+                &batch,
+                false,
+                |v, p| v.remove_file(p).unwrap(),
+                |v, p| {
+                    let fd = v.open(p, &creating).unwrap();
+                    v.close(fd).unwrap();
+                },
+            )
+        })
+    });
+    g.bench_function("per_op/unlink/naive", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                &mut n,
+                iters,
+                &batch,
+                false,
+                |n, p| n.remove_file(p).unwrap(),
+                |n, p| {
+                    let fd = n.open(p, true).unwrap();
+                    n.close(fd).unwrap();
+                },
+            )
+        })
+    });
+    // rename: a 1 KiB file moves between two directories, back and forth.
+    let mut there = false;
+    g.bench_function("per_op/rename/cowvfs", |b| {
+        b.iter(|| {
+            let (from, to) = if there {
+                (RENAME_B, RENAME_A)
+            } else {
+                (RENAME_A, RENAME_B)
+            };
+            v.rename(black_box(from), black_box(to)).unwrap();
+            there = !there;
+        })
+    });
+    let mut there = false;
+    g.bench_function("per_op/rename/naive", |b| {
+        b.iter(|| {
+            let (from, to) = if there {
+                (RENAME_B, RENAME_A)
+            } else {
+                (RENAME_A, RENAME_B)
+            };
+            n.rename(black_box(from), black_box(to)).unwrap();
+            there = !there;
+        })
+    });
+    // readdir_100: list a directory of 100 files (names copied out).
+    g.bench_function("per_op/readdir_100/cowvfs", |b| {
+        b.iter(|| black_box(v.read_dir(black_box(LIST_DIR)).unwrap()))
+    });
+    g.bench_function("per_op/readdir_100/naive", |b| {
+        b.iter(|| black_box(n.read_dir(black_box(LIST_DIR)).unwrap()))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    hot_path,
     fork_and_snapshot,
     thousand_forks,
     first_write,

@@ -1,0 +1,250 @@
+//! The hot-path workloads of `benches/engine.rs` as a plain program, for
+//! `perf` and for counting heap allocations.
+//!
+//! ```text
+//! hotpath_profile small [SECS] [naive]   small-file cycles for SECS (3) s
+//! hotpath_profile big [SECS] [naive]     32 MiB in 64 KiB blocks, for SECS s
+//! hotpath_profile counts                 allocations per call, both sides
+//! ```
+//!
+//! The allocator counts only inside `counts`, so under `perf` it costs
+//! one relaxed load per allocation.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use cowvfs::{OpenOptions, Vfs};
+
+// The benches' module; this program uses only part of it.
+#[allow(dead_code)]
+#[path = "../benches/hotpath/mod.rs"]
+mod hotpath;
+
+use hotpath::Naive;
+
+/// The system allocator, counting allocations (a `realloc` counts as one,
+/// of its new size) while `COUNTING` is set.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn note(size: usize) {
+    if COUNTING.load(Relaxed) {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(size as u64, Relaxed);
+    }
+}
+
+// SAFETY: every call goes straight to `System` with the caller's arguments.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations and bytes that `f` asks for.
+fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+    ALLOCS.store(0, Relaxed);
+    BYTES.store(0, Relaxed);
+    COUNTING.store(true, Relaxed);
+    let r = f();
+    COUNTING.store(false, Relaxed);
+    (r, ALLOCS.load(Relaxed), BYTES.load(Relaxed))
+}
+
+/// Per-call allocation counts, summed over many calls.
+#[derive(Default)]
+struct Tally {
+    rows: Vec<(&'static str, u64, u64, u64)>,
+}
+
+impl Tally {
+    fn add<R>(&mut self, what: &'static str, f: impl FnOnce() -> R) -> R {
+        let (r, n, b) = counted(f);
+        match self.rows.iter_mut().find(|row| row.0 == what) {
+            Some(row) => {
+                row.1 += 1;
+                row.2 += n;
+                row.3 += b;
+            }
+            None => self.rows.push((what, 1, n, b)),
+        }
+        r
+    }
+
+    fn print(&self, side: &str) {
+        for (what, calls, n, b) in &self.rows {
+            println!(
+                "| {side} | {what} | {:.2} | {:.0} |",
+                *n as f64 / *calls as f64,
+                *b as f64 / *calls as f64
+            );
+        }
+    }
+}
+
+fn run_for(secs: f64, label: &str, mut f: impl FnMut()) {
+    let limit = Duration::from_secs_f64(secs);
+    let t = Instant::now();
+    let mut rounds = 0u64;
+    while t.elapsed() < limit {
+        f();
+        rounds += 1;
+    }
+    let per = t.elapsed() / rounds.max(1) as u32;
+    eprintln!("{label}: {rounds} rounds, {per:?} each");
+}
+
+fn counts(snap: &cowvfs::Snapshot, naive: &Naive) {
+    let names = hotpath::cycle_names();
+    let data = hotpath::pattern(hotpath::SMALL_LEN, 1);
+    let block = hotpath::pattern(hotpath::BLOCK, 2);
+    let mut buf = vec![0u8; hotpath::BLOCK];
+    println!("| side | call | allocations per call | bytes per call |");
+    println!("| --- | --- | ---: | ---: |");
+
+    // The small-file cycle, in steady state (one round first so the
+    // fork's copies of the directories above are made).
+    let mut v = hotpath::fork(snap);
+    hotpath::small_cycles_cowvfs(&mut v, &names, &data);
+    let mut t = Tally::default();
+    for name in &names {
+        t.add("write_file 4 KiB", || v.write_file(name, &data).unwrap());
+        black_box(t.add("read_file", || v.read_file(name).unwrap()));
+        black_box(t.add("metadata", || v.metadata(name).unwrap()));
+        t.add("remove_file", || v.remove_file(name).unwrap());
+    }
+    let (_, n, b) = counted(|| hotpath::small_cycles_cowvfs(&mut v, &names, &data));
+    t.rows.push(("whole cycle", names.len() as u64, n, b));
+    let opts = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .clone();
+    for _ in 0..100 {
+        let fd = t.add("open (create)", || v.open(hotpath::BIG_NEW, &opts).unwrap());
+        for i in 0..hotpath::BIG_LEN / hotpath::BLOCK {
+            let off = (i * hotpath::BLOCK) as u64;
+            t.add("write_at 64 KiB (new chunk)", || {
+                v.write_at(fd, &block, off).unwrap()
+            });
+        }
+        for i in 0..hotpath::BIG_LEN / hotpath::BLOCK {
+            let off = (i * hotpath::BLOCK) as u64;
+            t.add("read_at 64 KiB", || v.read_at(fd, &mut buf, off).unwrap());
+        }
+        t.add("close", || v.close(fd).unwrap());
+        t.add("remove_file (32 MiB)", || {
+            v.remove_file(hotpath::BIG_NEW).unwrap()
+        });
+    }
+    let reading = OpenOptions::new().read(true).clone();
+    let creating = OpenOptions::new().write(true).create_new(true).clone();
+    for i in 0..1000 {
+        let fd = t.add("open existing (read)", || {
+            v.open("/app/d7/f42", &reading).unwrap()
+        });
+        v.close(fd).unwrap();
+        let p = format!("/app/d7/c{i}");
+        let fd = t.add("open create_new", || v.open(&p, &creating).unwrap());
+        t.add("write_at 4 KiB (in place)", || {
+            v.write_at(fd, &data, 0).unwrap()
+        });
+        t.add("write_at 4 KiB (same file again)", || {
+            v.write_at(fd, &data, 0).unwrap()
+        });
+        v.close(fd).unwrap();
+        t.add("unlink", || v.remove_file(&p).unwrap());
+        let (a, b) = if i % 2 == 0 {
+            ("/app/d7/f0", "/app/d8/m0")
+        } else {
+            ("/app/d8/m0", "/app/d7/f0")
+        };
+        t.add("rename", || v.rename(a, b).unwrap());
+        black_box(t.add("read_dir 100", || v.read_dir("/app/d9").unwrap()));
+    }
+    t.print("cowvfs");
+
+    let mut n = naive.clone();
+    let mut t = Tally::default();
+    for name in &names {
+        t.add("write_file 4 KiB", || n.write_file(name, &data).unwrap());
+        black_box(t.add("read_file", || n.read_file(name).unwrap()));
+        black_box(t.add("metadata", || n.metadata(name).unwrap()));
+        t.add("remove_file", || n.remove_file(name).unwrap());
+    }
+    let (_, c, b) = counted(|| hotpath::small_cycles_naive(&mut n, &names, &data));
+    t.rows.push(("whole cycle", names.len() as u64, c, b));
+    t.print("naive");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().map(String::as_str).unwrap_or("counts");
+    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let naive_side = args.iter().any(|a| a == "naive");
+    let t = Instant::now();
+    let (snap, naive) = hotpath::build();
+    eprintln!("tree built in {:?}", t.elapsed());
+    let names = hotpath::cycle_names();
+    let data = hotpath::pattern(hotpath::SMALL_LEN, 1);
+    let block = hotpath::pattern(hotpath::BLOCK, 2);
+    let mut buf = vec![0u8; hotpath::BLOCK];
+    match (mode, naive_side) {
+        ("small", false) => {
+            let mut v: Vfs = hotpath::fork(&snap);
+            run_for(secs, "small-file cycles x5000, cowvfs", || {
+                hotpath::small_cycles_cowvfs(&mut v, &names, &data)
+            });
+        }
+        ("small", true) => {
+            let mut n = naive.clone();
+            run_for(secs, "small-file cycles x5000, naive", || {
+                hotpath::small_cycles_naive(&mut n, &names, &data)
+            });
+        }
+        ("big", false) => {
+            let mut v = hotpath::fork(&snap);
+            run_for(secs, "big file, cowvfs", || {
+                hotpath::big_file_cowvfs(&mut v, &block, &mut buf)
+            });
+        }
+        ("big", true) => {
+            let mut n = naive.clone();
+            run_for(secs, "big file, naive", || {
+                hotpath::big_file_naive(&mut n, &block, &mut buf)
+            });
+        }
+        ("counts", _) => counts(&snap, &naive),
+        _ => {
+            eprintln!("usage: hotpath_profile small|big|counts [SECS] [naive]");
+            std::process::exit(2);
+        }
+    }
+}
