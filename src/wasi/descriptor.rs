@@ -11,8 +11,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use cap_primitives::fs as cap;
@@ -21,54 +20,12 @@ use super::bindings::types::{
     Advice, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode,
     MetadataHashValue, NewTimestamp, OpenFlags, PathFlags,
 };
+use super::shared::{Held, MAX_READ, SharedVfs, with_vfs};
 use super::stream::{HostInput, HostOutput, MemInput, MemOutput, WriteMode};
-use crate::{Fd, Result as VfsResult};
-use crate::{FileType, Metadata, OpenOptions, SetTime, Timestamp, Vfs};
+use crate::Fd;
+use crate::{FileType, Metadata, OpenOptions, SetTime, Timestamp};
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
-
-/// One sandbox's tree, shared by its descriptors' host calls and its
-/// streams. `None` once the embedder has taken the tree back.
-pub(crate) type SharedVfs = Arc<Mutex<Option<Vfs>>>;
-
-pub(crate) fn lock(vfs: &SharedVfs) -> MutexGuard<'_, Option<Vfs>> {
-    // Nothing panics while holding the lock; if something ever did, the
-    // tree is still consistent (engine operations are all-or-nothing).
-    vfs.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Runs one engine operation on the shared tree.
-pub(crate) fn with_vfs<R>(
-    vfs: &SharedVfs,
-    op: impl FnOnce(&mut Vfs) -> VfsResult<R>,
-) -> Result<R, ErrorCode> {
-    let mut guard = lock(vfs);
-    let tree = guard.as_mut().ok_or(ErrorCode::BadDescriptor)?;
-    op(tree).map_err(ErrorCode::from)
-}
-
-/// One resource the guest holds that the engine does not count as an open
-/// descriptor (a mount's file or directory, a shared preopen, a directory
-/// stream, a file stream): counted in its sandbox's tally until dropped,
-/// so that everything the guest holds stays within `max_open_files`.
-pub(crate) struct Held(Arc<AtomicU64>);
-
-impl Held {
-    /// Counts one more resource in `tally`.
-    pub(crate) fn take(tally: &Arc<AtomicU64>) -> Held {
-        tally.fetch_add(1, Ordering::Relaxed);
-        Held(tally.clone())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Most bytes one `read` call or stream read returns (and allocates).
-pub(crate) const MAX_READ: usize = 1 << 20;
 
 /// What a descriptor may do, fixed when it is opened.
 #[derive(Clone, Copy, Debug)]

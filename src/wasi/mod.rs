@@ -65,6 +65,7 @@ mod host;
 mod limits;
 pub mod p1;
 mod run;
+mod shared;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -85,7 +86,7 @@ pub use self::limits::{
 };
 pub use self::run::{Guest, RunOutcome, Sandbox, adapt_module, adapt_module_cached, cache_dir};
 
-use self::descriptor::{Held, SharedVfs, lock};
+use self::shared::{Held, SharedVfs, lock};
 use crate::{Error, ErrorKind, Fd, OpenOptions, Vfs};
 
 /// An error from a `wasi:filesystem` host function: an `error-code` for the
@@ -301,7 +302,7 @@ impl WasiVfsCtx {
             && self.opened.remove(&efd)
         {
             // Only a stale descriptor can fail, and it is closed either way.
-            let _ = descriptor::with_vfs(&self.vfs, |v| v.close(efd));
+            let _ = shared::with_vfs(&self.vfs, |v| v.close(efd));
         }
     }
 

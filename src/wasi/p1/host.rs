@@ -21,7 +21,8 @@ use super::{CAPTURE_LIMIT, Cookies, DirSlot, FileSlot, Input, Output, Resume, Sl
 use crate::wasi::bindings::types::{
     Advice, DescriptorFlags, DescriptorStat, DescriptorType, NewTimestamp, OpenFlags, PathFlags,
 };
-use crate::wasi::descriptor::{Descriptor, SharedVfs, lock};
+use crate::wasi::descriptor::Descriptor;
+use crate::wasi::shared::{SharedVfs, lock};
 use crate::{FileType, Metadata, Timestamp, Vfs};
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
 
