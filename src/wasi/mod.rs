@@ -59,9 +59,9 @@
 mod bindings;
 mod descriptor;
 mod error;
+mod filesystem_impls;
 #[doc(hidden)]
 pub mod fuzzing;
-mod host;
 mod limits;
 pub mod p1;
 mod run;
@@ -298,12 +298,7 @@ impl WasiVfsCtx {
     /// Closes a guest descriptor's engine descriptor, unless it is a
     /// preopen's shared anchor (which lives as long as the sandbox).
     pub(crate) fn release(&mut self, desc: &Descriptor) {
-        if let Some(efd) = desc.mem_fd()
-            && self.opened.remove(&efd)
-        {
-            // Only a stale descriptor can fail, and it is closed either way.
-            let _ = shared::with_vfs(&self.vfs, |v| v.close(efd));
-        }
+        desc.release(&self.vfs, &mut self.opened);
     }
 
     /// A descriptor of each preopen, in order, each counted as held.
@@ -325,7 +320,7 @@ impl WasiVfsCtx {
             let d = match preopen {
                 Preopen::Mem { anchor, mutate } => Descriptor::mem(*anchor, true, rights(*mutate)),
                 Preopen::Host { dir, mutate, mount } => {
-                    Descriptor::host(dir.clone(), true, *mount, rights(*mutate))
+                    Descriptor::mount(dir.clone(), true, *mount, rights(*mutate))
                 }
             };
             out.push((d.hold(held), guest.clone()));
