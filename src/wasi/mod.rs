@@ -60,6 +60,8 @@ mod bindings;
 mod descriptor;
 mod error;
 mod filesystem_impls;
+// Only for the fuzz target (and this crate's tests): not the normal API.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod limits;
