@@ -4,7 +4,8 @@
 //!
 //! Every call must end in a value or an `error-code`, never a trap (the
 //! driver only passes live handles), and the tree's invariants must hold
-//! after every call. Not part of the stable API.
+//! after every call. Built only with the `fuzzing` feature (which
+//! `fuzz/Cargo.toml` enables) and for this crate's tests.
 
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};

@@ -59,12 +59,15 @@
 mod bindings;
 mod descriptor;
 mod error;
+mod filesystem_impls;
+// Only for the fuzz target (and this crate's tests): not the normal API.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-mod host;
 mod limits;
 pub mod p1;
 mod run;
+mod shared;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -85,7 +88,7 @@ pub use self::limits::{
 };
 pub use self::run::{Guest, RunOutcome, Sandbox, adapt_module, adapt_module_cached, cache_dir};
 
-use self::descriptor::{Held, SharedVfs, lock};
+use self::shared::{Held, SharedVfs, lock};
 use crate::{Error, ErrorKind, Fd, OpenOptions, Vfs};
 
 /// An error from a `wasi:filesystem` host function: an `error-code` for the
@@ -297,12 +300,7 @@ impl WasiVfsCtx {
     /// Closes a guest descriptor's engine descriptor, unless it is a
     /// preopen's shared anchor (which lives as long as the sandbox).
     pub(crate) fn release(&mut self, desc: &Descriptor) {
-        if let Some(efd) = desc.mem_fd()
-            && self.opened.remove(&efd)
-        {
-            // Only a stale descriptor can fail, and it is closed either way.
-            let _ = descriptor::with_vfs(&self.vfs, |v| v.close(efd));
-        }
+        desc.release(&self.vfs, &mut self.opened);
     }
 
     /// A descriptor of each preopen, in order, each counted as held.
@@ -324,7 +322,7 @@ impl WasiVfsCtx {
             let d = match preopen {
                 Preopen::Mem { anchor, mutate } => Descriptor::mem(*anchor, true, rights(*mutate)),
                 Preopen::Host { dir, mutate, mount } => {
-                    Descriptor::host(dir.clone(), true, *mount, rights(*mutate))
+                    Descriptor::mount(dir.clone(), true, *mount, rights(*mutate))
                 }
             };
             out.push((d.hold(held), guest.clone()));

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
-use super::descriptor::{Held, MAX_READ, SharedVfs, lock};
+use super::shared::{Held, MAX_READ, SharedVfs, lock};
 use crate::{Error, Fd, Vfs};
 
 /// Where writes go: from an offset onward, or always at the end.

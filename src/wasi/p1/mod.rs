@@ -44,7 +44,7 @@
 //! differs, the README's "Preview1 semantics" table says so.
 
 mod abi;
-mod host;
+mod calls;
 mod run;
 #[cfg(test)]
 mod tests;

@@ -1,17 +1,56 @@
-//! The `wasi:filesystem` host traits: look up the descriptor, call the
-//! engine (or the mount), convert.
+//! The `wasi:filesystem/types` and `wasi:filesystem/preopens` trait
+//! impls: look up the descriptor, call its operation, and convert between
+//! the WIT types and the descriptor's engine terms (here, and only here).
 
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::bindings::{preopens, types};
-use super::descriptor::Descriptor;
+use super::descriptor::{Descriptor, Kind, Stat};
 use super::stream::WriteMode;
 use super::{DirectoryStream, FsError, FsResult, WasiVfsCtxView, error};
+use crate::Timestamp;
 use types::{
-    Advice, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode, Filesize,
-    MetadataHashValue, NewTimestamp, OpenFlags, PathFlags,
+    Advice, Datetime, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode,
+    Filesize, MetadataHashValue, NewTimestamp, OpenFlags, PathFlags,
 };
+
+fn follow(flags: PathFlags) -> bool {
+    flags.contains(PathFlags::SYMLINK_FOLLOW)
+}
+
+fn descriptor_type(kind: Kind) -> DescriptorType {
+    match kind {
+        Kind::File => DescriptorType::RegularFile,
+        Kind::Dir => DescriptorType::Directory,
+        Kind::Symlink => DescriptorType::SymbolicLink,
+        Kind::BlockDevice => DescriptorType::BlockDevice,
+        Kind::CharDevice => DescriptorType::CharacterDevice,
+        Kind::Fifo => DescriptorType::Fifo,
+        Kind::Socket => DescriptorType::Socket,
+        Kind::Unknown => DescriptorType::Unknown,
+    }
+}
+
+/// A time the stat has; one with impossible nanoseconds is missing.
+fn datetime(t: Option<Timestamp>) -> Option<Datetime> {
+    let t = t?;
+    Some(Datetime {
+        seconds: u64::try_from(t.secs).ok()?,
+        nanoseconds: Some(t.nanos).filter(|n| *n < 1_000_000_000)?,
+    })
+}
+
+fn descriptor_stat(s: Stat) -> DescriptorStat {
+    DescriptorStat {
+        type_: descriptor_type(s.kind),
+        link_count: s.nlink,
+        size: s.size,
+        data_access_timestamp: datetime(s.atime),
+        data_modification_timestamp: datetime(s.mtime),
+        status_change_timestamp: datetime(s.ctime),
+    }
+}
 
 impl preopens::Host for WasiVfsCtxView<'_> {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
@@ -73,14 +112,12 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
     fn advise(
         &mut self,
         fd: Resource<Descriptor>,
-        offset: Filesize,
-        len: Filesize,
-        advice: Advice,
+        _offset: Filesize,
+        _len: Filesize,
+        _advice: Advice,
     ) -> FsResult<()> {
-        Ok(self
-            .table
-            .get(&fd)?
-            .advise(&self.ctx.vfs, offset, len, advice)?)
+        // Advice changes no outcome: only the descriptor is checked.
+        Ok(self.table.get(&fd)?.advise(&self.ctx.vfs)?)
     }
 
     fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
@@ -92,7 +129,7 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
     }
 
     fn get_type(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorType> {
-        Ok(self.table.get(&fd)?.get_type(&self.ctx.vfs)?)
+        Ok(descriptor_type(self.table.get(&fd)?.kind(&self.ctx.vfs)?))
     }
 
     fn set_size(&mut self, fd: Resource<Descriptor>, size: Filesize) -> FsResult<()> {
@@ -132,7 +169,7 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
     fn read_directory(&mut self, fd: Resource<Descriptor>) -> FsResult<Resource<DirectoryStream>> {
         let d = self.table.get(&fd)?;
         let held = self.ctx.admit()?;
-        let stream = d.read_directory(&self.ctx.vfs, Some(held))?;
+        let stream = d.read_directory(&self.ctx.vfs, held)?;
         Ok(self.table.push(stream)?)
     }
 
@@ -148,7 +185,7 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
     }
 
     fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorStat> {
-        Ok(self.table.get(&fd)?.stat(&self.ctx.vfs)?)
+        Ok(descriptor_stat(self.table.get(&fd)?.stat(&self.ctx.vfs)?))
     }
 
     fn stat_at(
@@ -157,7 +194,12 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         flags: PathFlags,
         path: String,
     ) -> FsResult<DescriptorStat> {
-        Ok(self.table.get(&fd)?.stat_at(&self.ctx.vfs, flags, &path)?)
+        let d = self.table.get(&fd)?;
+        Ok(descriptor_stat(d.stat_at(
+            &self.ctx.vfs,
+            follow(flags),
+            &path,
+        )?))
     }
 
     fn set_times_at(
@@ -169,7 +211,7 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         mtime: NewTimestamp,
     ) -> FsResult<()> {
         let d = self.table.get(&fd)?;
-        Ok(d.set_times_at(&self.ctx.vfs, flags, &path, atime, mtime)?)
+        Ok(d.set_times_at(&self.ctx.vfs, follow(flags), &path, atime, mtime)?)
     }
 
     fn link_at(
@@ -181,7 +223,7 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         new_path: String,
     ) -> FsResult<()> {
         let (old, new) = (self.table.get(&fd)?, self.table.get(&new_fd)?);
-        Ok(old.link_at(&self.ctx.vfs, old_flags, &old_path, new, &new_path)?)
+        Ok(old.link_at(&self.ctx.vfs, follow(old_flags), &old_path, new, &new_path)?)
     }
 
     fn open_at(
@@ -196,13 +238,9 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         // Checked before opening, for either kind; only a mount's
         // descriptor keeps the count (the engine counts its own).
         let held = self.ctx.admit()?;
-        let mut opened = d.open_at(&self.ctx.vfs, path_flags, &path, oflags, flags)?;
-        if opened.is_host() {
-            opened = opened.hold(held);
-        }
-        if let Some(efd) = opened.mem_fd() {
-            self.ctx.opened.insert(efd);
-        }
+        let opened = d
+            .open_at(&self.ctx.vfs, follow(path_flags), &path, oflags, flags)?
+            .adopt(held, &mut self.ctx.opened);
         Ok(self.table.push(opened)?)
     }
 
@@ -263,10 +301,8 @@ impl types::HostDescriptor for WasiVfsCtxView<'_> {
         flags: PathFlags,
         path: String,
     ) -> FsResult<MetadataHashValue> {
-        Ok(self
-            .table
-            .get(&fd)?
-            .metadata_hash_at(&self.ctx.vfs, flags, &path)?)
+        let d = self.table.get(&fd)?;
+        Ok(d.metadata_hash_at(&self.ctx.vfs, follow(flags), &path)?)
     }
 
     fn drop(&mut self, fd: Resource<Descriptor>) -> wasmtime::Result<()> {
@@ -281,7 +317,11 @@ impl types::HostDirectoryEntryStream for WasiVfsCtxView<'_> {
         &mut self,
         stream: Resource<DirectoryStream>,
     ) -> FsResult<Option<DirectoryEntry>> {
-        Ok(self.table.get_mut(&stream)?.next(&self.ctx.vfs)?)
+        let entry = self.table.get_mut(&stream)?.next(&self.ctx.vfs)?;
+        Ok(entry.map(|e| DirectoryEntry {
+            type_: descriptor_type(e.kind),
+            name: e.name,
+        }))
     }
 
     fn drop(&mut self, stream: Resource<DirectoryStream>) -> wasmtime::Result<()> {

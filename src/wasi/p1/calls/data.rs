@@ -1,0 +1,245 @@
+//! File data and stdio: reads and writes (positioned or at the
+//! descriptor's offset), seeking, and the guest's stdin, stdout and
+//! stderr.
+//!
+//! File data moves directly between guest memory and the descriptor:
+//! reads fill the guest's buffers in place, writes take the guest's bytes
+//! as they are, with at most one lock of the tree per call.
+
+use std::io::{Read, Write};
+
+use crate::wasi::descriptor::Buffers;
+use crate::wasi::p1::abi::{self, Errno, Error, Mem, R};
+use crate::wasi::p1::{CAPTURE_LIMIT, Input, Output, Slot, WasiP1Ctx};
+
+/// The guest's `iovec` (or `ciovec`) array: `n` buffers described at
+/// `iovs`, whose array the caller has already checked. Each buffer is
+/// checked when reached.
+struct Iovecs<'m, 'a> {
+    mem: &'m mut Mem<'a>,
+    iovs: u32,
+    n: u32,
+}
+
+impl<'m, 'a> Iovecs<'m, 'a> {
+    fn new(mem: &'m mut Mem<'a>, iovs: u32, n: u32) -> Self {
+        Iovecs { mem, iovs, n }
+    }
+}
+
+impl Buffers for Iovecs<'_, '_> {
+    type Error = Error;
+
+    fn count(&self) -> u32 {
+        self.n
+    }
+
+    fn get(&mut self, i: u32) -> R<&mut [u8]> {
+        let (buf, len) = self.mem.iovec(self.iovs, i)?;
+        self.mem.bytes_mut(buf, len)
+    }
+}
+
+impl Output {
+    fn write(&mut self, data: &[u8], stderr: bool) -> R<()> {
+        match self {
+            Output::Null => Ok(()),
+            Output::Capture(buf) => {
+                let room = CAPTURE_LIMIT.saturating_sub(buf.len());
+                buf.extend_from_slice(&data[..data.len().min(room)]);
+                Ok(())
+            }
+            Output::Inherit => {
+                let res = if stderr {
+                    std::io::stderr().write_all(data)
+                } else {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(data).and_then(|()| out.flush())
+                };
+                res.map_err(|_| Errno::IO.into())
+            }
+        }
+    }
+}
+
+impl Input {
+    fn read(&mut self, buf: &mut [u8]) -> R<usize> {
+        match self {
+            Input::Null => Ok(0),
+            Input::Bytes { data, pos } => {
+                let rest = data.get(*pos..).unwrap_or_default();
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                *pos += n;
+                Ok(n)
+            }
+            Input::Inherit => std::io::stdin().read(buf).map_err(|_| Errno::IO.into()),
+        }
+    }
+}
+
+impl WasiP1Ctx {
+    pub(crate) fn fd_read(
+        &mut self,
+        mem: &mut Mem<'_>,
+        fd: i32,
+        iovs: i32,
+        n: i32,
+        out: i32,
+    ) -> R<()> {
+        let (iovs, n) = (iovs as u32, n as u32);
+        mem.iovecs(iovs, n)?;
+        let vfs = &self.fs.vfs;
+        let total = match self.table.get_mut(fd as u32 as usize) {
+            Some(Some(Slot::File(f))) => {
+                let got = f
+                    .desc
+                    .read_vectored(vfs, &mut Iovecs::new(mem, iovs, n), f.pos)?;
+                f.pos = f.pos.checked_add(got).ok_or(Errno::OVERFLOW)?;
+                got
+            }
+            Some(Some(Slot::Stdin)) => {
+                let mut total = 0u64;
+                for i in 0..n {
+                    let (buf, len) = mem.iovec(iovs, i)?;
+                    let got = self.stdin.read(mem.bytes_mut(buf, len)?)?;
+                    total += got as u64;
+                    // One read from a stream per call, as readv does.
+                    if len > 0 {
+                        break;
+                    }
+                }
+                total
+            }
+            _ => return Err(Errno::BADF.into()),
+        };
+        mem.put_u32(out as u32, total as u32)
+    }
+
+    pub(crate) fn fd_pread(
+        &mut self,
+        mem: &mut Mem<'_>,
+        fd: i32,
+        iovs: i32,
+        n: i32,
+        offset: i64,
+        out: i32,
+    ) -> R<()> {
+        let (iovs, n) = (iovs as u32, n as u32);
+        mem.iovecs(iovs, n)?;
+        let total = match self.slot(fd)? {
+            Slot::File(f) => {
+                let bufs = &mut Iovecs::new(mem, iovs, n);
+                f.desc.read_vectored(&self.fs.vfs, bufs, offset as u64)?
+            }
+            Slot::Stdin => return Err(Errno::SPIPE.into()),
+            _ => return Err(Errno::BADF.into()),
+        };
+        mem.put_u32(out as u32, total as u32)
+    }
+
+    pub(crate) fn fd_write(
+        &mut self,
+        mem: &mut Mem<'_>,
+        fd: i32,
+        iovs: i32,
+        n: i32,
+        out: i32,
+    ) -> R<()> {
+        let (iovs, n) = (iovs as u32, n as u32);
+        mem.iovecs(iovs, n)?;
+        let vfs = &self.fs.vfs;
+        let total = match self.table.get_mut(fd as u32 as usize) {
+            Some(Some(Slot::File(f))) => {
+                let bufs = &mut Iovecs::new(mem, iovs, n);
+                let (total, end) = f.desc.write_vectored(vfs, bufs, f.pos, f.append)?;
+                f.pos = end;
+                total
+            }
+            Some(Some(s @ (Slot::Stdout | Slot::Stderr))) => {
+                let stderr = matches!(s, Slot::Stderr);
+                let sink = if stderr {
+                    &mut self.stderr
+                } else {
+                    &mut self.stdout
+                };
+                let mut total = 0u64;
+                for i in 0..n {
+                    let (buf, len) = mem.iovec(iovs, i)?;
+                    sink.write(mem.bytes(buf, len)?, stderr)?;
+                    total += u64::from(len);
+                }
+                total
+            }
+            _ => return Err(Errno::BADF.into()),
+        };
+        let total = u32::try_from(total).map_err(|_| Errno::OVERFLOW)?;
+        mem.put_u32(out as u32, total)
+    }
+
+    /// `pwrite` on a descriptor opened with `APPEND` appends, as on Linux
+    /// and in wasmtime-wasi.
+    pub(crate) fn fd_pwrite(
+        &mut self,
+        mem: &mut Mem<'_>,
+        fd: i32,
+        iovs: i32,
+        n: i32,
+        offset: i64,
+        out: i32,
+    ) -> R<()> {
+        let (iovs, n) = (iovs as u32, n as u32);
+        mem.iovecs(iovs, n)?;
+        let total = match self.slot(fd)? {
+            Slot::File(f) => {
+                let bufs = &mut Iovecs::new(mem, iovs, n);
+                let offset = offset as u64;
+                f.desc
+                    .write_vectored(&self.fs.vfs, bufs, offset, f.append)?
+                    .0
+            }
+            Slot::Stdout | Slot::Stderr => return Err(Errno::SPIPE.into()),
+            _ => return Err(Errno::BADF.into()),
+        };
+        let total = u32::try_from(total).map_err(|_| Errno::OVERFLOW)?;
+        mem.put_u32(out as u32, total)
+    }
+
+    pub(crate) fn fd_seek(
+        &mut self,
+        mem: &mut Mem<'_>,
+        fd: i32,
+        offset: i64,
+        whence: i32,
+        out: i32,
+    ) -> R<()> {
+        let whence = abi::enum_u8(whence, 2)?;
+        let vfs = &self.fs.vfs;
+        let f = match self.table.get_mut(fd as u32 as usize) {
+            Some(Some(Slot::File(f))) => f,
+            Some(Some(Slot::Stdin | Slot::Stdout | Slot::Stderr)) => {
+                return Err(Errno::SPIPE.into());
+            }
+            _ => return Err(Errno::BADF.into()),
+        };
+        let pos = match whence {
+            0 => u64::try_from(offset).map_err(|_| Errno::INVAL)?,
+            1 => f.pos.checked_add_signed(offset).ok_or(Errno::INVAL)?,
+            _ => {
+                let size = f.desc.stat(vfs)?.size;
+                size.checked_add_signed(offset).ok_or(Errno::INVAL)?
+            }
+        };
+        f.pos = pos;
+        mem.put_u64(out as u32, pos)
+    }
+
+    pub(crate) fn fd_tell(&mut self, mem: &mut Mem<'_>, fd: i32, out: i32) -> R<()> {
+        let pos = match self.slot(fd)? {
+            Slot::File(f) => f.pos,
+            Slot::Stdin | Slot::Stdout | Slot::Stderr => return Err(Errno::SPIPE.into()),
+            Slot::Dir(_) => return Err(Errno::BADF.into()),
+        };
+        mem.put_u64(out as u32, pos)
+    }
+}
