@@ -221,12 +221,8 @@ fn kind_of(code: u8) -> Result<FileType> {
         0 => Ok(FileType::File),
         1 => Ok(FileType::Dir),
         2 => Ok(FileType::Symlink),
-        k => Err(corrupt(format!("unknown entry kind {k}"))),
+        k => Err(Error::corrupt(format!("unknown entry kind {k}"))),
     }
-}
-
-fn corrupt(msg: impl Into<String>) -> Error {
-    Error::with(ErrorKind::Corrupt, msg.into())
 }
 
 fn hex(h: &blake3::Hash) -> String {
@@ -322,11 +318,13 @@ impl Header {
         let mut fixed = [0u8; FIXED_LEN];
         // The magic first, so any short non-checkpoint is named as such.
         read_exact(r, &mut fixed[..9], "header").map_err(|e| match e.kind() {
-            ErrorKind::Corrupt => corrupt("not a cowvfs checkpoint (too short for the magic)"),
+            ErrorKind::Corrupt => {
+                Error::corrupt("not a cowvfs checkpoint (too short for the magic)")
+            }
             _ => e,
         })?;
         if fixed[..9] != MAGIC {
-            return Err(corrupt("not a cowvfs checkpoint (bad magic)"));
+            return Err(Error::corrupt("not a cowvfs checkpoint (bad magic)"));
         }
         read_exact(r, &mut fixed[9..], "header")?;
         let version = u16::from_le_bytes([fixed[9], fixed[10]]);
@@ -368,7 +366,7 @@ impl Header {
             meta_hash: hash_at(&lens[16..48]),
         };
         if h.file_len().is_none() {
-            return Err(corrupt("section lengths overflow"));
+            return Err(Error::corrupt("section lengths overflow"));
         }
         Ok(h)
     }
@@ -383,7 +381,7 @@ fn hash_at(b: &[u8]) -> blake3::Hash {
 fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
     r.read_exact(buf).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            corrupt(format!("checkpoint is truncated (in the {what})"))
+            Error::corrupt(format!("checkpoint is truncated (in the {what})"))
         } else {
             Error::from(e)
         }
@@ -394,12 +392,8 @@ fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
 /// parent hash. Cheap: reads at most 125 bytes.
 pub fn read_header(path: impl AsRef<Path>) -> Result<Header> {
     let path = path.as_ref();
-    let mut f = File::open(path).map_err(path_err(path))?;
+    let mut f = File::open(path).map_err(|e| Error::io_at(path, e))?;
     Header::decode(&mut f).map_err(in_file(path))
-}
-
-fn path_err(p: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |e| Error::with(ErrorKind::from_io(&e), format!("{}: {e}", p.display()))
 }
 
 fn in_file(p: &Path) -> impl FnOnce(Error) -> Error + '_ {
@@ -655,9 +649,9 @@ fn compress(_bytes: &[u8]) -> Result<Vec<u8>> {
 fn decompress(stored: &[u8], raw_len: u32) -> Result<Vec<u8>> {
     // The capacity bounds the output, so a zstd bomb cannot inflate memory.
     let out = zstd::bulk::decompress(stored, raw_len as usize)
-        .map_err(|e| corrupt(format!("chunk does not decompress: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("chunk does not decompress: {e}")))?;
     if out.len() != raw_len as usize {
-        return Err(corrupt("chunk decompresses to the wrong length"));
+        return Err(Error::corrupt("chunk decompresses to the wrong length"));
     }
     Ok(out)
 }
@@ -890,7 +884,7 @@ pub(crate) fn write_atomic<T>(
         .create_new(true)
         .mode(0o644)
         .open(&tmp)
-        .map_err(path_err(&tmp))?;
+        .map_err(|e| Error::io_at(&tmp, e))?;
     let res = (|| -> Result<T> {
         let mut w = BufWriter::with_capacity(1 << 20, &file);
         let t = fill(&mut w)?;
@@ -909,12 +903,12 @@ pub(crate) fn write_atomic<T>(
     };
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
-        return Err(path_err(path)(e));
+        return Err(Error::io_at(path, e));
     }
     // The rename is durable only once the directory is.
     File::open(&dir)
         .and_then(|d| d.sync_all())
-        .map_err(path_err(&dir))?;
+        .map_err(|e| Error::io_at(&dir, e))?;
     Ok(t)
 }
 
@@ -1148,22 +1142,26 @@ fn decode_manifest<'m>(h: &Header, meta: &'m [u8]) -> Result<Manifest<'m>> {
         (Some(blake3::hash(meta)), decode())
     };
     if hash != Some(h.meta_hash) {
-        return Err(corrupt("metadata does not match its hash"));
+        return Err(Error::corrupt("metadata does not match its hash"));
     }
-    let (m, rest) = decoded.map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
+    let (m, rest) =
+        decoded.map_err(|e| Error::corrupt(format!("metadata does not decode: {e}")))?;
     if !rest.is_empty() {
-        return Err(corrupt("metadata has trailing bytes"));
+        return Err(Error::corrupt("metadata has trailing bytes"));
     }
     // The data section must be exactly the stored chunks.
     let mut sum = 0u64;
     for b in &m.blobs {
         if b.raw_len == 0 || b.raw_len as usize > CHUNK_SIZE {
-            return Err(corrupt(format!("chunk record with length {}", b.raw_len)));
+            return Err(Error::corrupt(format!(
+                "chunk record with length {}",
+                b.raw_len
+            )));
         }
         match b.codec {
             CODEC_RAW if b.stored_len == b.raw_len => {}
             CODEC_ZSTD if b.stored_len > 0 && b.stored_len < b.raw_len && h.compressed => {}
-            CODEC_RAW | CODEC_ZSTD => return Err(corrupt("chunk record lengths disagree")),
+            CODEC_RAW | CODEC_ZSTD => return Err(Error::corrupt("chunk record lengths disagree")),
             c => {
                 return Err(Error::with(
                     ErrorKind::Unsupported,
@@ -1174,10 +1172,12 @@ fn decode_manifest<'m>(h: &Header, meta: &'m [u8]) -> Result<Manifest<'m>> {
         sum += b.stored_len as u64;
     }
     if sum != h.data_len {
-        return Err(corrupt("data length disagrees with the chunk records"));
+        return Err(Error::corrupt(
+            "data length disagrees with the chunk records",
+        ));
     }
     if h.parent_hash.is_none() && (!m.parent_blobs.is_empty() || !m.removed.is_empty()) {
-        return Err(corrupt("a full checkpoint refers to a parent"));
+        return Err(Error::corrupt("a full checkpoint refers to a parent"));
     }
     Ok(m)
 }
@@ -1190,7 +1190,7 @@ fn verify_blob(rec: &BlobRec, stored: Vec<u8>) -> Result<Blob> {
     };
     let addr = blake3::Hash::from_bytes(rec.addr);
     if raw.len() != rec.raw_len as usize || raw.last() == Some(&0) || blake3::hash(&raw) != addr {
-        return Err(corrupt(format!(
+        return Err(Error::corrupt(format!(
             "chunk {} does not match its address",
             hex(&addr)
         )));
@@ -1203,8 +1203,8 @@ fn load_path(path: &Path, parent: Option<&Snapshot>, limits: &Limits) -> Result<
         tracing::info_span!("checkpoint_load", path = %path.display(), delta = parent.is_some())
             .entered();
     tracing::info!("loading and verifying");
-    let f = File::open(path).map_err(path_err(path))?;
-    let meta = f.metadata().map_err(path_err(path))?;
+    let f = File::open(path).map_err(|e| Error::io_at(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io_at(path, e))?;
     if meta.is_dir() {
         return Err(Error::with(
             ErrorKind::IsADirectory,
@@ -1229,7 +1229,7 @@ fn load_stream(
     if let Some(t) = total
         && h.file_len() != Some(t)
     {
-        return Err(corrupt(format!(
+        return Err(Error::corrupt(format!(
             "file is {t} bytes but its header describes {}",
             h.file_len().unwrap_or(u64::MAX)
         )));
@@ -1269,7 +1269,7 @@ fn load_stream(
     let mut trailer = [0u8; 32];
     read_exact(hr.inner, &mut trailer, "trailing hash")?;
     if hr.hasher.finalize() != blake3::Hash::from_bytes(trailer) {
-        return Err(corrupt("trailing hash does not match the contents"));
+        return Err(Error::corrupt("trailing hash does not match the contents"));
     }
     build(&h, m, blobs, parent, RootCheck::Verify, limits)
 }
@@ -1282,7 +1282,7 @@ fn load_stream(
 fn read_meta(r: &mut dyn Read, h: &Header, limits: &Limits) -> Result<Vec<u8>> {
     if h.meta_len > limits.max_bytes {
         // Refused as unreadable: no tree the loader accepts has it.
-        return Err(corrupt(format!(
+        return Err(Error::corrupt(format!(
             "checkpoint metadata of {} bytes is over the loader's byte limit ({})",
             h.meta_len, limits.max_bytes
         )));
@@ -1290,7 +1290,7 @@ fn read_meta(r: &mut dyn Read, h: &Header, limits: &Limits) -> Result<Vec<u8>> {
     let mut meta = Vec::with_capacity(h.meta_len.min(1 << 20) as usize);
     r.take(h.meta_len).read_to_end(&mut meta)?;
     if meta.len() as u64 != h.meta_len {
-        return Err(corrupt("checkpoint is truncated (in the metadata)"));
+        return Err(Error::corrupt("checkpoint is truncated (in the metadata)"));
     }
     Ok(meta)
 }
@@ -1344,8 +1344,8 @@ fn open_path(path: &Path, parent: Option<&Snapshot>, limits: &Limits) -> Result<
         tracing::info_span!("checkpoint_open", path = %path.display(), delta = parent.is_some())
             .entered();
     tracing::info!("opening lazily");
-    let file = File::open(path).map_err(path_err(path))?;
-    let fmeta = file.metadata().map_err(path_err(path))?;
+    let file = File::open(path).map_err(|e| Error::io_at(path, e))?;
+    let fmeta = file.metadata().map_err(|e| Error::io_at(path, e))?;
     if fmeta.is_dir() {
         return Err(Error::with(
             ErrorKind::IsADirectory,
@@ -1355,7 +1355,7 @@ fn open_path(path: &Path, parent: Option<&Snapshot>, limits: &Limits) -> Result<
     let res = (|| {
         let h = Header::decode(&mut &file)?;
         if h.file_len() != Some(fmeta.len()) {
-            return Err(corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "file is {} bytes but its header describes {}",
                 fmeta.len(),
                 h.file_len().unwrap_or(u64::MAX)
@@ -1388,7 +1388,7 @@ fn open_path(path: &Path, parent: Option<&Snapshot>, limits: &Limits) -> Result<
 
 fn check_time(t: Timestamp) -> Result<()> {
     if t.nanos >= 1_000_000_000 {
-        return Err(corrupt("timestamp with nanoseconds out of range"));
+        return Err(Error::corrupt("timestamp with nanoseconds out of range"));
     }
     Ok(())
 }
@@ -1413,31 +1413,31 @@ fn content_from(
     let patched = !chunks.is_empty();
     for i in clear {
         if chunks.remove(i).is_none() {
-            return Err(corrupt("patch clears a chunk the parent lacks"));
+            return Err(Error::corrupt("patch clears a chunk the parent lacks"));
         }
     }
     let mut prev: Option<u64> = None;
     for r in set {
         if prev.is_some_and(|p| r.idx <= p) {
-            return Err(corrupt("chunk records out of order"));
+            return Err(Error::corrupt("chunk records out of order"));
         }
         prev = Some(r.idx);
         if r.len == 0 || r.len as usize > CHUNK_SIZE {
-            return Err(corrupt(format!("chunk of length {}", r.len)));
+            return Err(Error::corrupt(format!("chunk of length {}", r.len)));
         }
         let end = r
             .idx
             .checked_mul(CHUNK_SIZE as u64)
             .and_then(|s| s.checked_add(r.len as u64));
         if end.is_none_or(|e| e > size) {
-            return Err(corrupt("chunk reaches past the end of its file"));
+            return Err(Error::corrupt("chunk reaches past the end of its file"));
         }
         let chunk = match r.blob {
             BlobRef::Zeros => Chunk::zeros(r.len),
             b => {
                 let blob = blob_of(b)?;
                 if blob.len() > r.len {
-                    return Err(corrupt("chunk is longer than its place in the file"));
+                    return Err(Error::corrupt("chunk is longer than its place in the file"));
                 }
                 Chunk::from_blob(blob, r.len)
             }
@@ -1448,7 +1448,7 @@ fn content_from(
     if patched {
         // A patch may leave parent chunks past a shrunken size; new chunks
         // were checked one by one above.
-        c.check().map_err(corrupt)?;
+        c.check().map_err(Error::corrupt)?;
     }
     Ok(c)
 }
@@ -1462,12 +1462,12 @@ fn entries_from(
 ) -> Result<OrdMap<Name, Entry>> {
     for n in remove {
         if entries.remove(n).is_none() {
-            return Err(corrupt("patch removes an entry the parent lacks"));
+            return Err(Error::corrupt("patch removes an entry the parent lacks"));
         }
     }
     for e in set {
         if path::check_name(e.name, NAME_LIMIT).is_err() {
-            return Err(corrupt(format!("bad entry name {:?}", e.name)));
+            return Err(Error::corrupt(format!("bad entry name {:?}", e.name)));
         }
         if e.name.len() > limits.max_name_len as usize {
             return Err(Error::with(
@@ -1484,7 +1484,7 @@ fn entries_from(
             kind: kind_of(e.kind)?,
         };
         if entries.insert(Name::from(e.name), entry).is_some() && !patch {
-            return Err(corrupt("directory names an entry twice"));
+            return Err(Error::corrupt("directory names an entry twice"));
         }
     }
     Ok(entries)
@@ -1518,7 +1518,7 @@ fn parent_blob_index(tree: &Tree, wanted: &[[u8; 32]]) -> Result<Vec<Arc<Blob>>>
         .map(|a| {
             let a = blake3::Hash::from_bytes(*a);
             found.get(&a).cloned().ok_or_else(|| {
-                corrupt(format!(
+                Error::corrupt(format!(
                     "delta reuses chunk {} that its parent lacks",
                     hex(&a)
                 ))
@@ -1536,7 +1536,7 @@ fn inode_from_rec(
     limits: &Limits,
 ) -> Result<Inode> {
     if rec.mode & !0o7777 != 0 {
-        return Err(corrupt(format!(
+        return Err(Error::corrupt(format!(
             "inode {} has mode {:o}",
             rec.ino, rec.mode
         )));
@@ -1568,7 +1568,7 @@ fn inode_from_rec(
         }
         (NodeRec::Symlink { target }, _) => {
             if target.is_empty() || target.contains('\0') {
-                return Err(corrupt("bad symlink target"));
+                return Err(Error::corrupt("bad symlink target"));
             }
             // As for a symlink a sandbox makes.
             path::check_path(target, limits.max_path_len as usize).map_err(|e| {
@@ -1584,7 +1584,7 @@ fn inode_from_rec(
             Node::Symlink(Name::from(target))
         }
         (NodeRec::FilePatch { .. } | NodeRec::DirPatch { .. }, _) => {
-            return Err(corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "patch for inode {} that the parent lacks or holds as another kind",
                 rec.ino
             )));
@@ -1613,12 +1613,12 @@ fn build_full(
             BlobRef::Own(i) => blobs.get(i as usize).cloned(),
             _ => None,
         }
-        .ok_or_else(|| corrupt("chunk reference out of range"))
+        .ok_or_else(|| Error::corrupt("chunk reference out of range"))
     };
     let mut recs = m.inodes;
     let inos: Vec<Ino> = recs.iter().map(|r| r.ino).collect();
     if inos.first() == Some(&0) || inos.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(corrupt("inode records out of order"));
+        return Err(Error::corrupt("inode records out of order"));
     }
     // Records are independent: build them on two threads when there are
     // many (half the cost of a lazy open of 100,000 files). Each is put in
@@ -1656,7 +1656,7 @@ fn build_full(
     };
     let root = match pos(ROOT) {
         Some(r) if nodes[r].kind() == FileType::Dir => r,
-        _ => return Err(corrupt("no root directory")),
+        _ => return Err(Error::corrupt("no root directory")),
     };
     let mut counters = Counters::default();
     // Walk from the root, as `build` does, recording links in place.
@@ -1665,28 +1665,28 @@ fn build_full(
     let mut work = vec![root];
     while let Some(dp) = work.pop() {
         let Some(entries) = nodes[dp].entries().cloned() else {
-            return Err(corrupt("directory is missing"));
+            return Err(Error::corrupt("directory is missing"));
         };
         let d = inos[dp];
         let mut subdirs = 0u32;
         for (name, e) in entries.iter() {
             let Some(cp) = pos(e.ino) else {
-                return Err(corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "entry {name:?} in directory {d} names missing inode {}",
                     e.ino
                 )));
             };
             if nodes[cp].kind() != e.kind {
-                return Err(corrupt(format!("entry {name:?} has the wrong kind")));
+                return Err(Error::corrupt(format!("entry {name:?} has the wrong kind")));
             }
             Arc::make_mut(&mut nodes[cp]).links.push((d, name.clone()));
             add(&mut counters.charged, entry_charge(name))?;
             if e.kind == FileType::Dir {
                 subdirs = subdirs
                     .checked_add(1)
-                    .ok_or_else(|| corrupt("too many subdirectories"))?;
+                    .ok_or_else(|| Error::corrupt("too many subdirectories"))?;
                 if visited[cp] {
-                    return Err(corrupt(format!(
+                    return Err(Error::corrupt(format!(
                         "directory {} is named twice or in a cycle",
                         e.ino
                     )));
@@ -1700,11 +1700,14 @@ fn build_full(
     for (i, node) in nodes.iter_mut().enumerate() {
         if node.kind() == FileType::Dir {
             if !visited[i] {
-                return Err(corrupt(format!("directory {} is unreachable", inos[i])));
+                return Err(Error::corrupt(format!(
+                    "directory {} is unreachable",
+                    inos[i]
+                )));
             }
         } else {
             if node.links.is_empty() {
-                return Err(corrupt(format!("inode {} is unreachable", inos[i])));
+                return Err(Error::corrupt(format!("inode {} is unreachable", inos[i])));
             }
             let nlink = link_count(node.links.len())?;
             Arc::make_mut(node).nlink = nlink;
@@ -1713,7 +1716,7 @@ fn build_full(
     }
     let max_ino = inos.last().copied().unwrap_or(0);
     if m.next_ino <= max_ino {
-        return Err(corrupt(format!(
+        return Err(Error::corrupt(format!(
             "next inode number {} is not above inode {max_ino}",
             m.next_ino
         )));
@@ -1727,7 +1730,7 @@ fn build_full(
 fn add(total: &mut u64, n: u64) -> Result<()> {
     *total = total
         .checked_add(n)
-        .ok_or_else(|| corrupt("the checkpoint's sizes add up past 2^64"))?;
+        .ok_or_else(|| Error::corrupt("the checkpoint's sizes add up past 2^64"))?;
     Ok(())
 }
 
@@ -1811,7 +1814,7 @@ fn finish(
     }
     let got = tree.root_hash_parallel();
     if got != h.root_hash {
-        return Err(corrupt(format!(
+        return Err(Error::corrupt(format!(
             "tree hashes to {} but the header says {}",
             hex(&got),
             hex(&h.root_hash)
@@ -1847,13 +1850,13 @@ fn build(
             BlobRef::Zeros => None,
         };
         got.cloned()
-            .ok_or_else(|| corrupt("chunk reference out of range"))
+            .ok_or_else(|| Error::corrupt("chunk reference out of range"))
     };
     let mut inodes: OrdMap<Ino, Arc<Inode>> = parent.tree.inodes.clone();
     let mut prev = 0;
     for &ino in &m.removed {
         if ino <= prev || ino == ROOT || inodes.remove(&ino).is_none() {
-            return Err(corrupt(format!("bad removal of inode {ino}")));
+            return Err(Error::corrupt(format!("bad removal of inode {ino}")));
         }
         prev = ino;
     }
@@ -1861,7 +1864,7 @@ fn build(
     let mut prev = 0;
     for rec in m.inodes {
         if rec.ino <= prev {
-            return Err(corrupt("inode records out of order"));
+            return Err(Error::corrupt("inode records out of order"));
         }
         prev = rec.ino;
         let ino = rec.ino;
@@ -1875,7 +1878,7 @@ fn build(
     // names), and the names give each inode its links.
     match inodes.get(&ROOT) {
         Some(r) if r.kind() == FileType::Dir => {}
-        _ => return Err(corrupt("no root directory")),
+        _ => return Err(Error::corrupt("no root directory")),
     }
     let mut counters = Counters::default();
     let mut links: Vec<(Ino, Ino, Name)> = Vec::with_capacity(inodes.len());
@@ -1885,27 +1888,27 @@ fn build(
     let mut work = vec![ROOT];
     while let Some(d) = work.pop() {
         let Some(entries) = inodes.get(&d).and_then(|i| i.entries()) else {
-            return Err(corrupt(format!("directory {d} is missing")));
+            return Err(Error::corrupt(format!("directory {d} is missing")));
         };
         let mut subdirs = 0u32;
         for (name, e) in entries.iter() {
             let Some(child) = inodes.get(&e.ino) else {
-                return Err(corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "entry {name:?} in directory {d} names missing inode {}",
                     e.ino
                 )));
             };
             if child.kind() != e.kind {
-                return Err(corrupt(format!("entry {name:?} has the wrong kind")));
+                return Err(Error::corrupt(format!("entry {name:?} has the wrong kind")));
             }
             links.push((e.ino, d, name.clone()));
             add(&mut counters.charged, entry_charge(name))?;
             if e.kind == FileType::Dir {
                 subdirs = subdirs
                     .checked_add(1)
-                    .ok_or_else(|| corrupt("too many subdirectories"))?;
+                    .ok_or_else(|| Error::corrupt("too many subdirectories"))?;
                 if !seen_dirs.insert(e.ino) {
-                    return Err(corrupt(format!(
+                    return Err(Error::corrupt(format!(
                         "directory {} is named twice or in a cycle",
                         e.ino
                     )));
@@ -1937,11 +1940,11 @@ fn build(
                 di += 1;
                 dir_nlink[di - 1].1
             } else {
-                return Err(corrupt(format!("directory {ino} is unreachable")));
+                return Err(Error::corrupt(format!("directory {ino} is unreachable")));
             }
         } else {
             if mine.is_empty() {
-                return Err(corrupt(format!("inode {ino} is unreachable")));
+                return Err(Error::corrupt(format!("inode {ino} is unreachable")));
             }
             link_count(mine.len())?
         };
@@ -1964,7 +1967,7 @@ fn build(
     }
     drop(links);
     if m.next_ino <= max_ino {
-        return Err(corrupt(format!(
+        return Err(Error::corrupt(format!(
             "next inode number {} is not above inode {max_ino}",
             m.next_ino
         )));
@@ -2052,7 +2055,7 @@ pub fn verify(path: impl AsRef<Path>, parents: &[PathBuf]) -> Result<Header> {
     let path = path.as_ref();
     let snap = load_chain(path, parents)?;
     snap.check_invariants()
-        .map_err(|e| corrupt(format!("{}: invariant violated: {e}", path.display())))?;
+        .map_err(|e| Error::corrupt(format!("{}: invariant violated: {e}", path.display())))?;
     read_header(path)
 }
 
@@ -2086,12 +2089,12 @@ pub struct Info {
 /// metadata hash) and counts what it holds. Does not read the data.
 pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(path_err(path))?;
-    let len = file.metadata().map_err(path_err(path))?.len();
+    let file = File::open(path).map_err(|e| Error::io_at(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io_at(path, e))?.len();
     let res = (|| {
         let h = Header::decode(&mut &file)?;
         if h.file_len() != Some(len) {
-            return Err(corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "file is {len} bytes but its header describes {}",
                 h.file_len().unwrap_or(u64::MAX)
             )));
@@ -2118,7 +2121,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
                     info.logical_bytes = info
                         .logical_bytes
                         .checked_add(*size)
-                        .ok_or_else(|| corrupt("the sum of file sizes overflows"))?;
+                        .ok_or_else(|| Error::corrupt("the sum of file sizes overflows"))?;
                 }
                 NodeRec::Dir { .. } | NodeRec::DirPatch { .. } => info.dirs += 1,
                 NodeRec::Symlink { .. } => info.symlinks += 1,
@@ -2160,12 +2163,12 @@ fn decode_meta(bytes: &[u8]) -> Result<(Header, Manifest<'_>)> {
     let mut r = bytes;
     let h = Header::decode(&mut r)?;
     if h.is_delta() || h.compressed {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             "store metadata must describe a full, uncompressed tree",
         ));
     }
     if r.len() as u64 != h.meta_len {
-        return Err(corrupt("metadata length disagrees with the header"));
+        return Err(Error::corrupt("metadata length disagrees with the header"));
     }
     let m = decode_manifest(&h, r)?;
     Ok((h, m))

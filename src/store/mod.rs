@@ -112,10 +112,9 @@ pub(crate) fn oversized(what: &str, len: Option<u64>, bound: u64) -> Error {
         Some(n) => format!("{n} bytes"),
         None => "too big".to_string(),
     };
-    Error::with(
-        ErrorKind::Corrupt,
-        format!("{what}: {size}, more than the {bound} bytes an object of its kind may hold"),
-    )
+    Error::corrupt(format!(
+        "{what}: {size}, more than the {bound} bytes an object of its kind may hold"
+    ))
 }
 
 /// The object name of a chunk under a store's root.
@@ -407,7 +406,7 @@ fn fetch_manifest(store: &dyn BlobStore, root: &blake3::Hash) -> Result<Fetched>
         return Err(in_manifest(
             store,
             root,
-            Error::with(ErrorKind::Corrupt, "it describes another tree"),
+            Error::corrupt("it describes another tree"),
         ));
     }
     Ok((meta.to_vec(), chunks, bytes.len() as u64))
@@ -440,14 +439,11 @@ fn check_chunk(
         )));
     };
     if bytes.len() != len as usize || blake3::hash(&bytes) != *addr {
-        return Err(Error::with(
-            ErrorKind::Corrupt,
-            format!(
-                "{}: chunk {} is corrupt (its bytes do not match its address)",
-                store.location(),
-                addr.to_hex()
-            ),
-        ));
+        return Err(Error::corrupt(format!(
+            "{}: chunk {} is corrupt (its bytes do not match its address)",
+            store.location(),
+            addr.to_hex()
+        )));
     }
     Ok(bytes)
 }
