@@ -64,16 +64,16 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::{self, FileOptions};
 use crate::blob::{Blob, Chunk, ChunkSource};
 use crate::chunkmap::ChunkMap;
 use crate::content::{CHUNK_SIZE, Content, chunk_charge};
@@ -846,70 +846,26 @@ impl<W: Write> Write for FailAfter<W> {
     }
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// A checkpoint file: a fresh temporary named after it, synced with its
+/// directory before the save returns.
+const CHECKPOINT_FILE: FileOptions = FileOptions {
+    named: true,
+    mode: 0o644,
+    exclusive: true,
+    create_dir: false,
+    sync_dir: true,
+};
 
-/// Writes a file atomically: a temporary file in the same directory,
-/// fsync, rename over `path`, fsync the directory. On any failure the
-/// temporary file is removed and whatever was at `path` is untouched.
-pub(crate) fn write_atomic<T>(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> Result<T>,
-) -> Result<T> {
-    let Some(name) = path.file_name() else {
-        return Err(Error::with(
-            ErrorKind::InvalidInput,
-            format!("{}: not a file name", path.display()),
-        ));
-    };
-    if path.is_dir() {
-        return Err(Error::with(
-            ErrorKind::IsADirectory,
-            format!("{}: is a directory", path.display()),
-        ));
+/// Writes `enc` to `w`, failing after `opts.fail_after` bytes if set.
+fn write_with(enc: &Encoded, w: &mut dyn Write, opts: &mut SaveOptions<'_>) -> Result<()> {
+    match opts.fail_after {
+        Some(n) => write_encoded(
+            enc,
+            &mut FailAfter { inner: w, left: n },
+            &mut opts.progress,
+        ),
+        None => write_encoded(enc, w, &mut opts.progress),
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(|e| Error::io_at(&tmp, e))?;
-    let res = (|| -> Result<T> {
-        let mut w = BufWriter::with_capacity(1 << 20, &file);
-        let t = fill(&mut w)?;
-        w.flush()?;
-        drop(w);
-        file.sync_all()?;
-        Ok(t)
-    })();
-    drop(file);
-    let t = match res {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.or_context(|| path.display().to_string()));
-        }
-    };
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io_at(path, e));
-    }
-    // The rename is durable only once the directory is.
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io_at(&dir, e))?;
-    Ok(t)
 }
 
 impl Snapshot {
@@ -941,15 +897,10 @@ impl Snapshot {
             .entered();
         tracing::info!(compress = opts.compress, "saving");
         let enc = encode(self, opts.parent, opts.compress)?;
-        write_atomic(path, |w| {
-            match opts.fail_after {
-                Some(n) => write_encoded(
-                    &enc,
-                    &mut FailAfter { inner: w, left: n },
-                    &mut opts.progress,
-                )?,
-                None => write_encoded(&enc, w, &mut opts.progress)?,
-            }
+        atomic::write_file(path, CHECKPOINT_FILE, |file| {
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            write_with(&enc, &mut w, &mut opts)?;
+            w.flush()?;
             Ok(enc.stats)
         })
     }
@@ -974,17 +925,7 @@ impl Snapshot {
     /// Writes a checkpoint to `w` with options.
     pub fn save_to_with(&self, mut w: impl Write, mut opts: SaveOptions<'_>) -> Result<SaveStats> {
         let enc = encode(self, opts.parent, opts.compress)?;
-        match opts.fail_after {
-            Some(n) => write_encoded(
-                &enc,
-                &mut FailAfter {
-                    inner: &mut w,
-                    left: n,
-                },
-                &mut opts.progress,
-            )?,
-            None => write_encoded(&enc, &mut w, &mut opts.progress)?,
-        }
+        write_with(&enc, &mut w, &mut opts)?;
         w.flush()?;
         Ok(enc.stats)
     }

@@ -20,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::atomic::{Staging, Unique};
 use crate::content::CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::path;
@@ -738,34 +739,27 @@ pub fn export_dir_opts(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io_at(host, e)),
     }
-    let Some(name) = host.file_name() else {
+    let Some(staging) = Staging::named(host, "cowvfs-export", Unique::PerProcess) else {
         return Err(Error::with(
             ErrorKind::InvalidInput,
             format!("{}: needs a final name", host.display()),
         ));
     };
-    let parent = match host.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".cowvfs-export-{}", std::process::id()));
-    let tmp = parent.join(tmp_name);
+    let tmp = &staging.temp;
     fs::DirBuilder::new()
         .mode(0o700)
-        .create(&tmp)
-        .map_err(|e| Error::io_at(&tmp, e))?;
+        .create(tmp)
+        .map_err(|e| Error::io_at(tmp, e))?;
     let res = (|| {
-        let root = rustix::fs::open(&tmp, dir_flags(), rustix::fs::Mode::empty())
-            .map_err(|e| Error::io_at(&tmp, e))?;
+        let root = rustix::fs::open(tmp, dir_flags(), rustix::fs::Mode::empty())
+            .map_err(|e| Error::io_at(tmp, e))?;
         let out = Out {
             root: &root,
-            top: &tmp,
+            top: tmp,
             opts,
         };
         let stats = write_tree(snap, top, &out, progress)?;
-        fs::rename(&tmp, host).map_err(|e| Error::io_at(host, e))?;
+        staging.commit(host)?;
         // The top directory's own mode and times go on after the rename,
         // which may touch them, through the descriptor (still the same
         // directory).
@@ -773,7 +767,7 @@ pub fn export_dir_opts(
         Ok(stats)
     })();
     if res.is_err() {
-        remove_partial(&tmp);
+        remove_partial(tmp);
     }
     res
 }

@@ -7,10 +7,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
+use crate::atomic::{self, FileOptions, sync_dir};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A store rooted at a directory.
@@ -18,8 +18,6 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct DirStore {
     root: PathBuf,
 }
-
-static TMP: AtomicU64 = AtomicU64::new(0);
 
 impl DirStore {
     /// Opens (creating if needed) the store at `root`.
@@ -83,26 +81,21 @@ impl DirStore {
     /// Writes `bytes` to `path` atomically; the directory entry is made
     /// durable by the caller (one directory sync per batch).
     fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, e))?;
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            TMP.fetch_add(1, Ordering::Relaxed)
-        ));
-        let res = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)
-        })();
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io_at(path, e));
-        }
-        Ok(())
+        atomic::write_file(path, OBJECT_FILE, |mut f| {
+            f.write_all(bytes).map_err(|e| Error::io_at(path, e))
+        })
     }
 }
+
+/// A store object: its temporary is `.tmp-…` (what a prune looks for), in
+/// a directory made on demand and synced by the caller, once per batch.
+const OBJECT_FILE: FileOptions = FileOptions {
+    named: false,
+    mode: 0o666,
+    exclusive: false,
+    create_dir: true,
+    sync_dir: false,
+};
 
 /// What [`DirStore::prune_chunks`] found and removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -184,12 +177,6 @@ impl DirStore {
         }
         Ok(stats)
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io_at(dir, e))
 }
 
 impl BlobStore for DirStore {
