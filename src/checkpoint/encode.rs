@@ -11,7 +11,7 @@ use super::SaveOptions;
 use super::SaveStats;
 use super::format::{
     BlobRec, BlobRef, CODEC_RAW, CODEC_ZSTD, ChunkRec, EntryRec, FORMAT_VERSION, Header, InodeRec,
-    LimitsRec, Manifest, NodeRec, compress, kind_code,
+    LimitsRec, NodeRec, TreeRecord, compress, kind_code,
 };
 use crate::blob::Chunk;
 use crate::error::{Error, ErrorKind, Result};
@@ -260,7 +260,7 @@ pub(super) fn encode(
             removed.sort_unstable();
         }
     }
-    let manifest = Manifest {
+    let record = TreeRecord {
         next_ino: tree.next_ino,
         limits: LimitsRec::from(&tree.limits),
         blobs: enc.blob_recs,
@@ -268,12 +268,12 @@ pub(super) fn encode(
         inodes,
         removed,
     };
-    let meta = postcard::to_stdvec(&manifest)
+    let meta = postcard::to_stdvec(&record)
         .map_err(|e| Error::with(ErrorKind::Io, format!("encoding metadata: {e}")))?;
-    let data_len: u64 = manifest.blobs.iter().map(|b| b.stored_len as u64).sum();
+    let data_len: u64 = record.blobs.iter().map(|b| b.stored_len as u64).sum();
     let header = Header {
         version: FORMAT_VERSION,
-        compressed: manifest.blobs.iter().any(|b| b.codec == CODEC_ZSTD),
+        compressed: record.blobs.iter().any(|b| b.codec == CODEC_ZSTD),
         root_hash,
         parent_hash,
         meta_len: meta.len() as u64,
@@ -282,9 +282,9 @@ pub(super) fn encode(
     };
     let stats = SaveStats {
         file_len: header.file_len().unwrap_or(u64::MAX),
-        inodes: manifest.inodes.len() as u64,
-        chunks: manifest.blobs.len() as u64,
-        chunk_bytes: manifest.blobs.iter().map(|b| b.raw_len as u64).sum(),
+        inodes: record.inodes.len() as u64,
+        chunks: record.blobs.len() as u64,
+        chunk_bytes: record.blobs.iter().map(|b| b.raw_len as u64).sum(),
         stored_bytes: data_len,
     };
     Ok(Encoded {

@@ -5,8 +5,8 @@
 //! magic "cowvfs\0ck" [9] | version u16 | flags u16 | root hash [32]
 //! | parent root hash [32]  (delta only)
 //! | meta length u64 | data length u64 | blake3 of meta [32]
-//! | meta: postcard-encoded Manifest
-//! | data: the stored chunks, back to back, in manifest order
+//! | meta: postcard-encoded TreeRecord
+//! | data: the stored chunks, back to back, in record order
 //! | blake3 of everything before [32]
 //! ```
 //!
@@ -51,8 +51,11 @@ pub(super) const CODEC_ZSTD: u8 = 1;
 // -------------------------------------------------------------------------
 // Wire types (postcard). Field order is the format: append, never reorder.
 
+/// The metadata section: the whole tree (or, in a delta, what changed),
+/// with the chunks it stores. The fleet store keeps this same record, with
+/// the header, inside its own manifest objects.
 #[derive(Serialize, Deserialize, Debug)]
-pub(super) struct Manifest<'a> {
+pub(super) struct TreeRecord<'a> {
     pub(super) next_ino: u64,
     pub(super) limits: LimitsRec,
     /// Chunks stored in this file, in data order.
@@ -152,9 +155,9 @@ pub(super) struct ChunkRec {
 pub(super) enum BlobRef {
     /// Reads as zeros; nothing stored.
     Zeros,
-    /// Index into `Manifest::blobs`.
+    /// Index into `TreeRecord::blobs`.
     Own(u32),
-    /// Index into `Manifest::parent_blobs`.
+    /// Index into `TreeRecord::parent_blobs`.
     Parent(u32),
 }
 

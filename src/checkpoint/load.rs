@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    BlobRec, CODEC_RAW, CODEC_ZSTD, Header, Manifest, decompress, hex, read_exact,
+    BlobRec, CODEC_RAW, CODEC_ZSTD, Header, TreeRecord, decompress, hex, read_exact,
 };
 use super::in_file;
 use super::rebuild::{RootCheck, build};
@@ -68,8 +68,8 @@ fn check_parent(h: &Header, parent: Option<&Snapshot>) -> Result<()> {
     }
 }
 
-pub(super) fn decode_manifest<'m>(h: &Header, meta: &'m [u8]) -> Result<Manifest<'m>> {
-    let decode = || postcard::take_from_bytes::<Manifest>(meta);
+pub(super) fn decode_tree_record<'m>(h: &Header, meta: &'m [u8]) -> Result<TreeRecord<'m>> {
+    let decode = || postcard::take_from_bytes::<TreeRecord>(meta);
     // Large metadata is hashed on a second thread while it decodes (the
     // decoder is safe on any bytes; its result is dropped on a mismatch).
     let (hash, decoded) = if meta.len() >= 1 << 20 {
@@ -182,7 +182,7 @@ pub(super) fn load_stream(
     }
     check_parent(&h, parent)?;
     let meta = read_meta(&mut hr, &h, limits)?;
-    let m = decode_manifest(&h, &meta)?;
+    let m = decode_tree_record(&h, &meta)?;
     // Every chunk stored is held once decoded, and a compressed one can be
     // a thousand times its stored size: what they will cost is checked
     // against the loader's byte limit before any is decompressed (a tree
@@ -302,7 +302,7 @@ pub(super) fn open_path(
         // The header was read from the start of `file`, so the metadata
         // follows at the file's position.
         let meta = read_meta(&mut &file, &h, limits)?;
-        let m = decode_manifest(&h, &meta)?;
+        let m = decode_tree_record(&h, &meta)?;
         let mut off = h.data_offset();
         let mut table = Vec::with_capacity(m.blobs.len());
         for rec in &m.blobs {
@@ -324,7 +324,7 @@ pub(super) fn open_path(
 // Store metadata: a full checkpoint's header and metadata with no data
 // section, its chunks kept elsewhere by address (see `encode_meta`).
 
-fn decode_meta(bytes: &[u8]) -> Result<(Header, Manifest<'_>)> {
+fn decode_meta(bytes: &[u8]) -> Result<(Header, TreeRecord<'_>)> {
     let mut r = bytes;
     let h = Header::decode(&mut r)?;
     if h.is_delta() || h.compressed {
@@ -335,7 +335,7 @@ fn decode_meta(bytes: &[u8]) -> Result<(Header, Manifest<'_>)> {
     if r.len() as u64 != h.meta_len {
         return Err(Error::corrupt("metadata length disagrees with the header"));
     }
-    let m = decode_manifest(&h, r)?;
+    let m = decode_tree_record(&h, r)?;
     Ok((h, m))
 }
 

@@ -69,7 +69,7 @@ pub(crate) use encode::encode_meta;
 use encode::{encode, write_with};
 pub use format::{FORMAT_VERSION, Header, seal_for_fuzzing, split_for_fuzzing};
 use format::{NodeRec, hex};
-use load::{decode_manifest, load_path, load_stream, open_path, read_meta};
+use load::{decode_tree_record, load_path, load_stream, open_path, read_meta};
 pub(crate) use load::{meta_chunks, open_meta};
 
 /// Reads the header of the checkpoint at `path`: version, root hash,
@@ -401,7 +401,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
         let h = Header::decode(&mut &file)?;
         h.check_file_len(len)?;
         let meta = read_meta(&mut &file, &h, &Limits::default())?;
-        let m = decode_manifest(&h, &meta)?;
+        let m = decode_tree_record(&h, &meta)?;
         let mut info = Info {
             header: h.clone(),
             file_len: len,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 
 use super::format::{
-    BlobRef, ChunkRec, EntryRec, Header, InodeRec, Manifest, NAME_LIMIT, NodeRec, hex, kind_of,
+    BlobRef, ChunkRec, EntryRec, Header, InodeRec, NAME_LIMIT, NodeRec, TreeRecord, hex, kind_of,
 };
 use crate::blob::{Blob, Chunk};
 use crate::chunkmap::ChunkMap;
@@ -240,7 +240,7 @@ fn inode_from_rec(
 /// what makes a lazy open of 100,000 files fast.
 fn build_full(
     h: &Header,
-    m: Manifest<'_>,
+    m: TreeRecord<'_>,
     blobs: Vec<Arc<Blob>>,
     check: RootCheck,
     limits: &Limits,
@@ -460,12 +460,12 @@ fn finish(
     Ok(Snapshot::from_tree(tree))
 }
 
-/// Builds the tree from a verified manifest, checks every invariant and,
+/// Builds the tree from a verified tree record, checks every invariant and,
 /// per `check`, the root hash. `blobs` are the stored chunks (loaded or
 /// lazy).
 pub(super) fn build(
     h: &Header,
-    m: Manifest<'_>,
+    m: TreeRecord<'_>,
     blobs: Vec<Arc<Blob>>,
     parent: Option<&Snapshot>,
     check: RootCheck,
