@@ -268,14 +268,17 @@ mod tests {
         store.corrupt_chunk(&addr, b"the fake bytes".to_vec());
 
         let out = dir.path().join("out.ck");
-        let e = pull(
-            &*store,
-            &pushed.root,
-            &out,
-            None,
-            &TransferOptions::default(),
-        )
-        .unwrap_err();
+        let pull_fails = || {
+            pull(
+                &*store,
+                &pushed.root,
+                &out,
+                None,
+                &TransferOptions::default(),
+            )
+            .unwrap_err()
+        };
+        let e = pull_fails();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         assert!(e.to_string().contains(&addr.to_hex().to_string()), "{e}");
         assert!(!out.exists(), "no output from a failed pull");
@@ -290,14 +293,7 @@ mod tests {
         store.corrupt_chunk(&addr, b"the real bytes".to_vec());
         let gone = blake3::hash(b"other");
         assert!(store.remove_chunk(&gone), "/g's chunk was in the store");
-        let e = pull(
-            &*store,
-            &pushed.root,
-            &out,
-            None,
-            &TransferOptions::default(),
-        )
-        .unwrap_err();
+        let e = pull_fails();
         assert!(
             matches!(
                 e.kind(),
