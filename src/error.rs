@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::path::Path;
 
 /// What went wrong, as a POSIX errno would say it.
 ///
@@ -237,6 +238,21 @@ impl Error {
             kind,
             context: Some(context.into()),
         }
+    }
+
+    /// Stored data that fails a check (`EBADMSG`), saying which.
+    pub(crate) fn corrupt(what: impl Into<Cow<'static, str>>) -> Error {
+        Error::with(ErrorKind::Corrupt, what)
+    }
+
+    /// A host I/O error about `path`: the kind [`ErrorKind::from_io`]
+    /// gives, and a context naming the path before the OS's message.
+    pub(crate) fn io_at(path: &Path, err: impl Into<std::io::Error>) -> Error {
+        let err = err.into();
+        Error::with(
+            ErrorKind::from_io(&err),
+            format!("{}: {err}", path.display()),
+        )
     }
 
     /// What went wrong.

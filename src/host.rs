@@ -20,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::atomic::{Staging, Unique};
 use crate::content::CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::path;
@@ -43,11 +44,6 @@ pub struct ImportStats {
 
 /// What an export wrote; the same counts as an import.
 pub type ExportStats = ImportStats;
-
-/// Errors about a host path name the path, so a user can find it.
-fn host_err(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::with(ErrorKind::from_io(&e), format!("{}: {e}", p.display()))
-}
 
 fn guest_err(p: &str) -> impl FnOnce(Error) -> Error + '_ {
     move |e| match e.context() {
@@ -147,7 +143,7 @@ pub fn import_dir_with(
 /// directory's metadata, for the top of the walk, and the counts with the
 /// top directory in them.
 fn start_walk(vfs: &mut Vfs, host: &Path, guest: &str) -> Result<(fs::Metadata, ImportStats)> {
-    let top = fs::metadata(host).map_err(host_err(host))?;
+    let top = fs::metadata(host).map_err(|e| Error::io_at(host, e))?;
     if !top.is_dir() {
         return Err(Error::with(
             ErrorKind::NotADirectory,
@@ -229,7 +225,7 @@ fn walk_host(
                 for name in names {
                     let hp = h.join(&name);
                     let gp = path::join(&g, &utf8_name(&h, &name)?);
-                    let meta = fs::symlink_metadata(&hp).map_err(host_err(&hp))?;
+                    let meta = fs::symlink_metadata(&hp).map_err(|e| Error::io_at(&hp, e))?;
                     let is_dir = meta.file_type().is_dir();
                     if !is_dir && meta.nlink() > 1 {
                         if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
@@ -305,9 +301,9 @@ fn open_checked(
             {
                 changed(hp)
             }
-            _ => host_err(hp)(e),
+            _ => Error::io_at(hp, e),
         })?;
-    let m = f.metadata().map_err(host_err(hp))?;
+    let m = f.metadata().map_err(|e| Error::io_at(hp, e))?;
     let kind_ok = if dir { m.is_dir() } else { m.is_file() };
     if !kind_ok || (m.dev(), m.ino()) != id {
         return Err(changed(hp));
@@ -319,7 +315,7 @@ fn open_checked(
 /// directory the walk met (never through a symlink swapped in for it).
 fn list_dir(h: &Path, id: (u64, u64), follow: bool) -> Result<Vec<std::ffi::OsString>> {
     let (f, _) = open_checked(h, id, true, follow)?;
-    let io = |e: rustix::io::Errno| host_err(h)(e.into());
+    let io = |e: rustix::io::Errno| Error::io_at(h, e);
     let mut names = Vec::new();
     for e in rustix::fs::Dir::read_from(&f).map_err(io)? {
         let e = e.map_err(io)?;
@@ -351,7 +347,7 @@ fn open_host_file(vfs: &Vfs, hp: &Path, meta: &fs::Metadata) -> Result<(fs::File
 
 /// A host symlink's target, which the engine stores as UTF-8.
 fn link_target(hp: &Path) -> Result<String> {
-    let target = fs::read_link(hp).map_err(host_err(hp))?;
+    let target = fs::read_link(hp).map_err(|e| Error::io_at(hp, e))?;
     target.into_os_string().into_string().map_err(|_| {
         Error::with(
             ErrorKind::InvalidInput,
@@ -379,7 +375,7 @@ fn read_full(f: &mut impl Read, buf: &mut [u8], hp: &Path) -> Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(host_err(hp)(e)),
+            Err(e) => return Err(Error::io_at(hp, e)),
         }
     }
     Ok(n)
@@ -723,7 +719,11 @@ pub fn export_dir_opts(
     }
     match fs::symlink_metadata(host) {
         Ok(m) if m.is_dir() => {
-            if fs::read_dir(host).map_err(host_err(host))?.next().is_some() {
+            if fs::read_dir(host)
+                .map_err(|e| Error::io_at(host, e))?
+                .next()
+                .is_some()
+            {
                 return Err(Error::with(
                     ErrorKind::AlreadyExists,
                     format!("{}: exists and is not empty", host.display()),
@@ -737,36 +737,29 @@ pub fn export_dir_opts(
             ));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(host_err(host)(e)),
+        Err(e) => return Err(Error::io_at(host, e)),
     }
-    let Some(name) = host.file_name() else {
+    let Some(staging) = Staging::named(host, "cowvfs-export", Unique::PerProcess) else {
         return Err(Error::with(
             ErrorKind::InvalidInput,
             format!("{}: needs a final name", host.display()),
         ));
     };
-    let parent = match host.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".cowvfs-export-{}", std::process::id()));
-    let tmp = parent.join(tmp_name);
+    let tmp = &staging.temp;
     fs::DirBuilder::new()
         .mode(0o700)
-        .create(&tmp)
-        .map_err(host_err(&tmp))?;
+        .create(tmp)
+        .map_err(|e| Error::io_at(tmp, e))?;
     let res = (|| {
-        let root =
-            rustix::fs::open(&tmp, dir_flags(), rustix::fs::Mode::empty()).map_err(rx_err(&tmp))?;
+        let root = rustix::fs::open(tmp, dir_flags(), rustix::fs::Mode::empty())
+            .map_err(|e| Error::io_at(tmp, e))?;
         let out = Out {
             root: &root,
-            top: &tmp,
+            top: tmp,
             opts,
         };
         let stats = write_tree(snap, top, &out, progress)?;
-        fs::rename(&tmp, host).map_err(host_err(host))?;
+        staging.commit(host)?;
         // The top directory's own mode and times go on after the rename,
         // which may touch them, through the descriptor (still the same
         // directory).
@@ -774,7 +767,7 @@ pub fn export_dir_opts(
         Ok(stats)
     })();
     if res.is_err() {
-        remove_partial(&tmp);
+        remove_partial(tmp);
     }
     res
 }
@@ -790,10 +783,6 @@ struct Out<'a> {
 fn dir_flags() -> rustix::fs::OFlags {
     use rustix::fs::OFlags;
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-}
-
-fn rx_err(p: &Path) -> impl FnOnce(rustix::io::Errno) -> Error + '_ {
-    move |e| host_err(p)(e.into())
 }
 
 impl Out<'_> {
@@ -813,7 +802,7 @@ impl Out<'_> {
             rustix::fs::Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
         )
-        .map_err(rx_err(&self.top.join(rel)))
+        .map_err(|e| Error::io_at(&self.top.join(rel), e))
     }
 
     fn mode(&self, mode: u32) -> rustix::fs::Mode {
@@ -876,7 +865,7 @@ fn write_tree(
                         if let Some((first_dir, first_name)) = first_path.get(&e.ino) {
                             let from = out.dir(first_dir)?;
                             rustix::fs::linkat(&from, first_name, &dir, os_name, AtFlags::empty())
-                                .map_err(rx_err(&hp))?;
+                                .map_err(|e| Error::io_at(&hp, e))?;
                             stats.hard_links += 1;
                             progress(&stats);
                             continue;
@@ -886,21 +875,22 @@ fn write_tree(
                     match &inode.node {
                         Node::Dir(_) => {
                             rustix::fs::mkdirat(&dir, os_name, Mode::from_raw_mode(0o700))
-                                .map_err(rx_err(&hp))?;
+                                .map_err(|e| Error::io_at(&hp, e))?;
                             stats.dirs += 1;
                             let sub = rel.join(os_name);
                             work.push(Step::Finish(e.ino, sub.clone()));
                             work.push(Step::Enter(e.ino, sub));
                         }
                         Node::Symlink(target) => {
-                            rustix::fs::symlinkat(&**target, &dir, os_name).map_err(rx_err(&hp))?;
+                            rustix::fs::symlinkat(&**target, &dir, os_name)
+                                .map_err(|e| Error::io_at(&hp, e))?;
                             rustix::fs::utimensat(
                                 &dir,
                                 os_name,
                                 &timestamps(inode.atime, inode.mtime),
                                 AtFlags::SYMLINK_NOFOLLOW,
                             )
-                            .map_err(rx_err(&hp))?;
+                            .map_err(|e| Error::io_at(&hp, e))?;
                             stats.symlinks += 1;
                         }
                         Node::File(content) => {
@@ -914,7 +904,7 @@ fn write_tree(
                                     | OFlags::CLOEXEC,
                                 Mode::from_raw_mode(0o600),
                             )
-                            .map_err(rx_err(&hp))?;
+                            .map_err(|e| Error::io_at(&hp, e))?;
                             let f = fs::File::from(fd);
                             for (idx, chunk) in content.chunks() {
                                 // A lazily opened checkpoint may fail here.
@@ -924,14 +914,16 @@ fn write_tree(
                                 let data = crate::blob::trimmed(bytes);
                                 if !data.is_empty() {
                                     f.write_all_at(data, idx * CHUNK_SIZE as u64)
-                                        .map_err(host_err(&hp))?;
+                                        .map_err(|e| Error::io_at(&hp, e))?;
                                 }
                             }
                             // Zeros after the last stored byte become a hole.
-                            f.set_len(content.size()).map_err(host_err(&hp))?;
-                            rustix::fs::fchmod(&f, out.mode(inode.mode)).map_err(rx_err(&hp))?;
+                            f.set_len(content.size())
+                                .map_err(|e| Error::io_at(&hp, e))?;
+                            rustix::fs::fchmod(&f, out.mode(inode.mode))
+                                .map_err(|e| Error::io_at(&hp, e))?;
                             rustix::fs::futimens(&f, &timestamps(inode.atime, inode.mtime))
-                                .map_err(rx_err(&hp))?;
+                                .map_err(|e| Error::io_at(&hp, e))?;
                             stats.files += 1;
                             stats.bytes += content.size();
                         }
@@ -953,8 +945,8 @@ fn finish_dir(
     p: &Path,
 ) -> Result<()> {
     let inode = snap.tree.get(ino)?;
-    rustix::fs::fchmod(fd, out.mode(inode.mode)).map_err(rx_err(p))?;
-    rustix::fs::futimens(fd, &timestamps(inode.atime, inode.mtime)).map_err(rx_err(p))
+    rustix::fs::fchmod(fd, out.mode(inode.mode)).map_err(|e| Error::io_at(p, e))?;
+    rustix::fs::futimens(fd, &timestamps(inode.atime, inode.mtime)).map_err(|e| Error::io_at(p, e))
 }
 
 /// Best-effort removal of a failed export. Directories may already carry a

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod atomic;
 mod blob;
 pub mod checkpoint;
 mod chunkmap;

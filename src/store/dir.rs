@@ -7,10 +7,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
+use crate::atomic::{self, FileOptions, sync_dir};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A store rooted at a directory.
@@ -19,19 +19,13 @@ pub struct DirStore {
     root: PathBuf,
 }
 
-static TMP: AtomicU64 = AtomicU64::new(0);
-
-fn path_err(p: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |e| Error::with(ErrorKind::from_io(&e), format!("{}: {e}", p.display()))
-}
-
 impl DirStore {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<DirStore> {
         let root = root.into();
         for sub in ["chunks", "manifests"] {
             let d = root.join(sub);
-            fs::create_dir_all(&d).map_err(path_err(&d))?;
+            fs::create_dir_all(&d).map_err(|e| Error::io_at(&d, e))?;
         }
         Ok(DirStore { root })
     }
@@ -56,22 +50,19 @@ impl DirStore {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                return Err(Error::with(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "{}: a symlink; a store object must be a regular file",
-                        path.display()
-                    ),
-                ));
+                return Err(Error::corrupt(format!(
+                    "{}: a symlink; a store object must be a regular file",
+                    path.display()
+                )));
             }
-            Err(e) => return Err(path_err(path)(e)),
+            Err(e) => return Err(Error::io_at(path, e)),
         };
-        let m = f.metadata().map_err(path_err(path))?;
+        let m = f.metadata().map_err(|e| Error::io_at(path, e))?;
         if !m.is_file() {
-            return Err(Error::with(
-                ErrorKind::Corrupt,
-                format!("{}: not a regular file", path.display()),
-            ));
+            return Err(Error::corrupt(format!(
+                "{}: not a regular file",
+                path.display()
+            )));
         }
         let what = path.display().to_string();
         if m.len() > bound {
@@ -80,7 +71,7 @@ impl DirStore {
         let mut buf = Vec::with_capacity(m.len() as usize);
         (&f).take(bound + 1)
             .read_to_end(&mut buf)
-            .map_err(path_err(path))?;
+            .map_err(|e| Error::io_at(path, e))?;
         if buf.len() as u64 > bound {
             return Err(oversized(&what, None, bound));
         }
@@ -90,26 +81,21 @@ impl DirStore {
     /// Writes `bytes` to `path` atomically; the directory entry is made
     /// durable by the caller (one directory sync per batch).
     fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(path_err(dir))?;
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            TMP.fetch_add(1, Ordering::Relaxed)
-        ));
-        let res = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)
-        })();
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(path_err(path)(e));
-        }
-        Ok(())
+        atomic::write_file(path, OBJECT_FILE, |mut f| {
+            f.write_all(bytes).map_err(|e| Error::io_at(path, e))
+        })
     }
 }
+
+/// A store object: its temporary is `.tmp-…` (what a prune looks for), in
+/// a directory made on demand and synced by the caller, once per batch.
+const OBJECT_FILE: FileOptions = FileOptions {
+    named: false,
+    mode: 0o666,
+    exclusive: false,
+    create_dir: true,
+    sync_dir: false,
+};
 
 /// What [`DirStore::prune_chunks`] found and removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,8 +127,8 @@ impl DirStore {
         let now = SystemTime::now();
         let mut found: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
         let mut stats = PruneStats::default();
-        for fan in fs::read_dir(&top).map_err(path_err(&top))? {
-            let fan = fan.map_err(path_err(&top))?;
+        for fan in fs::read_dir(&top).map_err(|e| Error::io_at(&top, e))? {
+            let fan = fan.map_err(|e| Error::io_at(&top, e))?;
             if !fan.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
@@ -185,18 +171,12 @@ impl DirStore {
                         held -= len;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => held -= len,
-                    Err(e) => return Err(path_err(&path)(e)),
+                    Err(e) => return Err(Error::io_at(&path, e)),
                 }
             }
         }
         Ok(stats)
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(path_err(dir))
 }
 
 impl BlobStore for DirStore {
@@ -208,7 +188,7 @@ impl BlobStore for DirStore {
                 match fs::symlink_metadata(&p) {
                     Ok(m) => Ok(m.is_file()),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(path_err(&p)(e)),
+                    Err(e) => Err(Error::io_at(&p, e)),
                 }
             })
             .collect()

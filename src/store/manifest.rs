@@ -22,10 +22,6 @@ pub(crate) const VERSION: u16 = 1;
 const MAGIC: [u8; 9] = *b"cowvfs\0mf";
 const HEAD_LEN: usize = 9 + 2 + 32 + 8;
 
-fn corrupt(msg: impl Into<String>) -> Error {
-    Error::with(ErrorKind::Corrupt, msg.into())
-}
-
 /// The manifest object for `root` holding `body`.
 pub(crate) fn encode(root: &blake3::Hash, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEAD_LEN + body.len() + 32);
@@ -42,10 +38,10 @@ pub(crate) fn encode(root: &blake3::Hash, body: &[u8]) -> Vec<u8> {
 /// The body of a manifest object that claims to be `root`'s, checked.
 pub(crate) fn decode<'a>(root: &blake3::Hash, bytes: &'a [u8]) -> Result<&'a [u8]> {
     if bytes.len() < 9 || bytes[..9] != MAGIC {
-        return Err(corrupt("not a cowvfs manifest (bad magic)"));
+        return Err(Error::corrupt("not a cowvfs manifest (bad magic)"));
     }
     if bytes.len() < HEAD_LEN + 32 {
-        return Err(corrupt("manifest is truncated"));
+        return Err(Error::corrupt("manifest is truncated"));
     }
     let version = u16::from_le_bytes([bytes[9], bytes[10]]);
     if version != VERSION {
@@ -58,16 +54,18 @@ pub(crate) fn decode<'a>(root: &blake3::Hash, bytes: &'a [u8]) -> Result<&'a [u8
     }
     let (before, trailer) = bytes.split_at(bytes.len() - 32);
     if blake3::hash(before).as_bytes() != trailer {
-        return Err(corrupt("manifest does not match its trailing hash"));
+        return Err(Error::corrupt("manifest does not match its trailing hash"));
     }
     if &bytes[11..43] != root.as_bytes() {
-        return Err(corrupt("manifest is stored under another tree's name"));
+        return Err(Error::corrupt(
+            "manifest is stored under another tree's name",
+        ));
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[43..51]);
     let body = &before[HEAD_LEN..];
     if u64::from_le_bytes(len) != body.len() as u64 {
-        return Err(corrupt("manifest body length disagrees"));
+        return Err(Error::corrupt("manifest body length disagrees"));
     }
     Ok(body)
 }

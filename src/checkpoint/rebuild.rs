@@ -1,0 +1,621 @@
+//! Rebuilding: checked records to a tree. Every record is checked on its
+//! own (modes, times, names, chunk placement, the loader's limits), then
+//! the tree as a whole must satisfy the engine invariants (links, nlink,
+//! reachability, counters, next inode number) and, unless deferred,
+//! hash to the root hash in the header. Nothing is returned half-built.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use imbl::OrdMap;
+
+use super::format::{
+    BlobRef, ChunkRec, EntryRec, Header, InodeRec, NAME_LIMIT, NodeRec, TreeRecord, hex, kind_of,
+};
+use crate::blob::{Blob, Chunk};
+use crate::chunkmap::ChunkMap;
+use crate::content::{CHUNK_SIZE, Content};
+use crate::error::{Error, ErrorKind, Result};
+use crate::path;
+use crate::tree::{
+    Counters, Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Timestamp, Tree,
+    entry_charge,
+};
+use crate::vfs::{Limits, Snapshot};
+
+fn check_time(t: Timestamp) -> Result<()> {
+    if t.nanos >= 1_000_000_000 {
+        return Err(Error::corrupt("timestamp with nanoseconds out of range"));
+    }
+    Ok(())
+}
+
+fn content_from(
+    size: u64,
+    mut chunks: ChunkMap,
+    set: Vec<ChunkRec>,
+    clear: &[u64],
+    blob_of: &dyn Fn(BlobRef) -> Result<Arc<Blob>>,
+    limits: &Limits,
+) -> Result<Content> {
+    if size > limits.max_file_size {
+        return Err(Error::with(
+            ErrorKind::FileTooLarge,
+            format!(
+                "checkpoint holds a file of {size} bytes, over the loader's file size limit ({})",
+                limits.max_file_size
+            ),
+        ));
+    }
+    let patched = !chunks.is_empty();
+    for i in clear {
+        if chunks.remove(i).is_none() {
+            return Err(Error::corrupt("patch clears a chunk the parent lacks"));
+        }
+    }
+    let mut prev: Option<u64> = None;
+    for r in set {
+        if prev.is_some_and(|p| r.idx <= p) {
+            return Err(Error::corrupt("chunk records out of order"));
+        }
+        prev = Some(r.idx);
+        if r.len == 0 || r.len as usize > CHUNK_SIZE {
+            return Err(Error::corrupt(format!("chunk of length {}", r.len)));
+        }
+        let end = r
+            .idx
+            .checked_mul(CHUNK_SIZE as u64)
+            .and_then(|s| s.checked_add(r.len as u64));
+        if end.is_none_or(|e| e > size) {
+            return Err(Error::corrupt("chunk reaches past the end of its file"));
+        }
+        let chunk = match r.blob {
+            BlobRef::Zeros => Chunk::zeros(r.len),
+            b => {
+                let blob = blob_of(b)?;
+                if blob.len() > r.len {
+                    return Err(Error::corrupt("chunk is longer than its place in the file"));
+                }
+                Chunk::from_blob(blob, r.len)
+            }
+        };
+        chunks.insert(r.idx, chunk);
+    }
+    let c = Content::from_parts(size, chunks);
+    if patched {
+        // A patch may leave parent chunks past a shrunken size; new chunks
+        // were checked one by one above.
+        c.check().map_err(Error::corrupt)?;
+    }
+    Ok(c)
+}
+
+fn entries_from(
+    mut entries: OrdMap<Name, Entry>,
+    set: Vec<EntryRec<'_>>,
+    remove: Vec<&str>,
+    patch: bool,
+    limits: &Limits,
+) -> Result<OrdMap<Name, Entry>> {
+    for n in remove {
+        if entries.remove(n).is_none() {
+            return Err(Error::corrupt("patch removes an entry the parent lacks"));
+        }
+    }
+    for e in set {
+        if path::check_name(e.name, NAME_LIMIT).is_err() {
+            return Err(Error::corrupt(format!("bad entry name {:?}", e.name)));
+        }
+        if e.name.len() > limits.max_name_len as usize {
+            return Err(Error::with(
+                ErrorKind::NameTooLong,
+                format!(
+                    "checkpoint holds a name of {} bytes, over the loader's limit ({})",
+                    e.name.len(),
+                    limits.max_name_len
+                ),
+            ));
+        }
+        let entry = Entry {
+            ino: e.ino,
+            kind: kind_of(e.kind)?,
+        };
+        if entries.insert(Name::from(e.name), entry).is_some() && !patch {
+            return Err(Error::corrupt("directory names an entry twice"));
+        }
+    }
+    Ok(entries)
+}
+
+fn parent_blob_index(tree: &Tree, wanted: &[[u8; 32]]) -> Result<Vec<Arc<Blob>>> {
+    let want: HashSet<blake3::Hash> = wanted
+        .iter()
+        .map(|a| blake3::Hash::from_bytes(*a))
+        .collect();
+    let mut found: HashMap<blake3::Hash, Arc<Blob>> = HashMap::new();
+    'outer: for inode in tree.inodes.values() {
+        let Node::File(c) = &inode.node else { continue };
+        for (_, ch) in c.chunks() {
+            let Some(a) = ch.addr() else { continue };
+            if !want.contains(&a) || found.contains_key(&a) {
+                continue;
+            }
+            let blob = match ch.blob() {
+                Some(b) => b.clone(),
+                None => Arc::new(Blob::loaded(ch.trimmed()?.to_vec(), a)),
+            };
+            found.insert(a, blob);
+            if found.len() == want.len() {
+                break 'outer;
+            }
+        }
+    }
+    wanted
+        .iter()
+        .map(|a| {
+            let a = blake3::Hash::from_bytes(*a);
+            found.get(&a).cloned().ok_or_else(|| {
+                Error::corrupt(format!(
+                    "delta reuses chunk {} that its parent lacks",
+                    hex(&a)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// One inode from its record; `old` is the parent's node at the same
+/// number (patches apply to it). Links and nlink are left for the caller.
+fn inode_from_rec(
+    rec: InodeRec<'_>,
+    old: Option<&Node>,
+    blob_of: &dyn Fn(BlobRef) -> Result<Arc<Blob>>,
+    limits: &Limits,
+) -> Result<Inode> {
+    if rec.mode & !0o7777 != 0 {
+        return Err(Error::corrupt(format!(
+            "inode {} has mode {:o}",
+            rec.ino, rec.mode
+        )));
+    }
+    for t in [rec.atime, rec.mtime, rec.ctime] {
+        check_time(t)?;
+    }
+    let node = match (rec.node, old) {
+        (NodeRec::File { size, chunks }, _) => Node::File(content_from(
+            size,
+            ChunkMap::default(),
+            chunks,
+            &[],
+            blob_of,
+            limits,
+        )?),
+        (NodeRec::FilePatch { size, set, clear }, Some(Node::File(oc))) => Node::File(
+            content_from(size, oc.chunk_map().clone(), set, &clear, blob_of, limits)?,
+        ),
+        (NodeRec::Dir { entries }, _) => Node::Dir(entries_from(
+            OrdMap::new(),
+            entries,
+            Vec::new(),
+            false,
+            limits,
+        )?),
+        (NodeRec::DirPatch { set, remove }, Some(Node::Dir(oe))) => {
+            Node::Dir(entries_from(oe.clone(), set, remove, true, limits)?)
+        }
+        (NodeRec::Symlink { target }, _) => {
+            if target.is_empty() || target.contains('\0') {
+                return Err(Error::corrupt("bad symlink target"));
+            }
+            // As for a symlink a sandbox makes.
+            path::check_path(target, limits.max_path_len as usize).map_err(|e| {
+                Error::with(
+                    e.kind(),
+                    format!(
+                        "checkpoint holds a symlink target of {} bytes, over the loader's limit ({})",
+                        target.len(),
+                        limits.max_path_len
+                    ),
+                )
+            })?;
+            Node::Symlink(Name::from(target))
+        }
+        (NodeRec::FilePatch { .. } | NodeRec::DirPatch { .. }, _) => {
+            return Err(Error::corrupt(format!(
+                "patch for inode {} that the parent lacks or holds as another kind",
+                rec.ino
+            )));
+        }
+    };
+    let mut inode = Inode::new(node, rec.mode, rec.mtime);
+    inode.atime = rec.atime;
+    inode.ctime = rec.ctime;
+    inode.nlink = 0;
+    Ok(inode)
+}
+
+/// [`build`] for a full checkpoint: the same checks, but inodes sit in a
+/// sorted vector until they are complete, so links and nlink are set
+/// before anything is shared and the map is built once. This is most of
+/// what makes a lazy open of 100,000 files fast.
+fn build_full(
+    h: &Header,
+    m: TreeRecord<'_>,
+    blobs: Vec<Arc<Blob>>,
+    check: RootCheck,
+    limits: &Limits,
+) -> Result<Snapshot> {
+    let blob_of = |b: BlobRef| -> Result<Arc<Blob>> {
+        match b {
+            BlobRef::Own(i) => blobs.get(i as usize).cloned(),
+            _ => None,
+        }
+        .ok_or_else(|| Error::corrupt("chunk reference out of range"))
+    };
+    let mut recs = m.inodes;
+    let inos: Vec<Ino> = recs.iter().map(|r| r.ino).collect();
+    if inos.first() == Some(&0) || inos.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::corrupt("inode records out of order"));
+    }
+    // Records are independent: build them on two threads when there are
+    // many (half the cost of a lazy open of 100,000 files). Each is put in
+    // its `Arc` there too; it stays unique, so setting links below is free.
+    let convert = |recs: Vec<InodeRec<'_>>| -> Result<Vec<Arc<Inode>>> {
+        recs.into_iter()
+            .map(|r| inode_from_rec(r, None, &blob_of, limits).map(Arc::new))
+            .collect()
+    };
+    let mut nodes: Vec<Arc<Inode>> = if recs.len() >= 20_000 {
+        let second = recs.split_off(recs.len() / 2);
+        let (a, b) = std::thread::scope(|s| {
+            let h = s.spawn(|| convert(second));
+            let a = convert(recs);
+            let b = h
+                .join()
+                .unwrap_or_else(|_| Err(Error::with(ErrorKind::Io, "decoding thread failed")));
+            (a, b)
+        });
+        let mut nodes = a?;
+        nodes.extend(b?);
+        nodes
+    } else {
+        convert(recs)?
+    };
+    // Numbers are usually dense, so try the direct index before searching
+    // (`inos` is strictly increasing, so a hit there is the only one).
+    let first = inos.first().copied().unwrap_or(0);
+    let pos = |ino: Ino| {
+        let guess = usize::try_from(ino.wrapping_sub(first)).unwrap_or(usize::MAX);
+        match inos.get(guess) {
+            Some(&i) if i == ino => Some(guess),
+            _ => inos.binary_search(&ino).ok(),
+        }
+    };
+    let root = match pos(ROOT) {
+        Some(r) if nodes[r].kind() == FileType::Dir => r,
+        _ => return Err(Error::corrupt("no root directory")),
+    };
+    let mut counters = Counters::default();
+    // Walk from the root, as `build` does, recording links in place.
+    let mut visited = vec![false; nodes.len()];
+    visited[root] = true;
+    let mut work = vec![root];
+    while let Some(dp) = work.pop() {
+        let Some(entries) = nodes[dp].entries().cloned() else {
+            return Err(Error::corrupt("directory is missing"));
+        };
+        let d = inos[dp];
+        let mut subdirs = 0u32;
+        for (name, e) in entries.iter() {
+            let Some(cp) = pos(e.ino) else {
+                return Err(Error::corrupt(format!(
+                    "entry {name:?} in directory {d} names missing inode {}",
+                    e.ino
+                )));
+            };
+            if nodes[cp].kind() != e.kind {
+                return Err(Error::corrupt(format!("entry {name:?} has the wrong kind")));
+            }
+            Arc::make_mut(&mut nodes[cp]).links.push((d, name.clone()));
+            add(&mut counters.charged, entry_charge(name))?;
+            if e.kind == FileType::Dir {
+                subdirs = subdirs
+                    .checked_add(1)
+                    .ok_or_else(|| Error::corrupt("too many subdirectories"))?;
+                if visited[cp] {
+                    return Err(Error::corrupt(format!(
+                        "directory {} is named twice or in a cycle",
+                        e.ino
+                    )));
+                }
+                visited[cp] = true;
+                work.push(cp);
+            }
+        }
+        Arc::make_mut(&mut nodes[dp]).nlink = subdirs.saturating_add(2);
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if node.kind() == FileType::Dir {
+            if !visited[i] {
+                return Err(Error::corrupt(format!(
+                    "directory {} is unreachable",
+                    inos[i]
+                )));
+            }
+        } else {
+            if node.links.is_empty() {
+                return Err(Error::corrupt(format!("inode {} is unreachable", inos[i])));
+            }
+            let nlink = link_count(node.links.len())?;
+            Arc::make_mut(node).nlink = nlink;
+        }
+        count(&mut counters, node)?;
+    }
+    let max_ino = inos.last().copied().unwrap_or(0);
+    if m.next_ino <= max_ino {
+        return Err(Error::corrupt(format!(
+            "next inode number {} is not above inode {max_ino}",
+            m.next_ino
+        )));
+    }
+    let inodes: OrdMap<Ino, Arc<Inode>> = inos.into_iter().zip(nodes).collect();
+    finish(h, inodes, m.next_ino, counters, limits, &[], check)
+}
+
+/// `*total += n`, or an error if the sum overflows (only a crafted file's
+/// sizes can get there).
+fn add(total: &mut u64, n: u64) -> Result<()> {
+    *total = total
+        .checked_add(n)
+        .ok_or_else(|| Error::corrupt("the checkpoint's sizes add up past 2^64"))?;
+    Ok(())
+}
+
+/// Adds one inode to the counters, with checked sums.
+fn count(c: &mut Counters, inode: &Inode) -> Result<()> {
+    add(&mut c.inodes, 1)?;
+    add(&mut c.held, inode.held())?;
+    add(&mut c.logical, inode.content().map_or(0, Content::size))?;
+    add(&mut c.charged, inode.charge())
+}
+
+/// The link count of a non-directory named `n` times: at most
+/// `MAX_LINKS`, as for links a sandbox makes.
+fn link_count(n: usize) -> Result<u32> {
+    match u32::try_from(n) {
+        Ok(n) if n <= MAX_LINKS => Ok(n),
+        _ => Err(Error::with(
+            ErrorKind::TooManyLinks,
+            format!("checkpoint names a file {n} times, over the limit ({MAX_LINKS})"),
+        )),
+    }
+}
+
+/// Whether building a tree recomputes its root hash to compare with the
+/// header's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum RootCheck {
+    /// Yes: `load`, and trees named by their root hash (the blob store).
+    Verify,
+    /// No, for a lazy open, whose cost should follow what is read. The
+    /// metadata is still checked against its hash and every structural
+    /// rule, each chunk against its address when read, and the snapshot's
+    /// own `root_hash()` is always computed from the tree, never taken from
+    /// the header; `load` and `verify` compare the two.
+    Defer,
+}
+
+/// Assembles the tree, forgets stale inherited hashes above `touched`,
+/// and checks the root hash against the header if asked to.
+fn finish(
+    h: &Header,
+    inodes: OrdMap<Ino, Arc<Inode>>,
+    next_ino: Ino,
+    counters: Counters,
+    limits: &Limits,
+    touched: &[Ino],
+    check: RootCheck,
+) -> Result<Snapshot> {
+    // The tree must fit the loader's quotas, as if a sandbox had made it.
+    if counters.inodes > limits.max_inodes {
+        return Err(Error::with(
+            ErrorKind::QuotaExceeded,
+            format!(
+                "checkpoint holds {} inodes, over the loader's limit ({})",
+                counters.inodes, limits.max_inodes
+            ),
+        ));
+    }
+    if counters.charged > limits.max_bytes {
+        return Err(Error::with(
+            ErrorKind::NoSpace,
+            format!(
+                "checkpoint's tree costs {} bytes, over the loader's byte limit ({})",
+                counters.charged, limits.max_bytes
+            ),
+        ));
+    }
+    // The limits are the loader's; the file's own record of the limits it
+    // was saved under is ignored.
+    let mut tree = Tree {
+        inodes,
+        next_ino,
+        counters,
+        limits: limits.clone(),
+    };
+    for &ino in touched {
+        tree.invalidate_up(ino);
+    }
+    if check == RootCheck::Defer {
+        return Ok(Snapshot::from_tree(tree));
+    }
+    let got = tree.root_hash_parallel();
+    if got != h.root_hash {
+        return Err(Error::corrupt(format!(
+            "tree hashes to {} but the header says {}",
+            hex(&got),
+            hex(&h.root_hash)
+        )));
+    }
+    Ok(Snapshot::from_tree(tree))
+}
+
+/// Builds the tree from a verified tree record, checks every invariant and,
+/// per `check`, the root hash. `blobs` are the stored chunks (loaded or
+/// lazy).
+pub(super) fn build(
+    h: &Header,
+    m: TreeRecord<'_>,
+    blobs: Vec<Arc<Blob>>,
+    parent: Option<&Snapshot>,
+    check: RootCheck,
+    limits: &Limits,
+) -> Result<Snapshot> {
+    let Some(parent) = parent else {
+        return build_full(h, m, blobs, check, limits);
+    };
+    // A delta: start from the parent's inodes and apply the records.
+    let pblobs = if m.parent_blobs.is_empty() {
+        Vec::new()
+    } else {
+        parent_blob_index(&parent.tree, &m.parent_blobs)?
+    };
+    let blob_of = |b: BlobRef| -> Result<Arc<Blob>> {
+        let got = match b {
+            BlobRef::Own(i) => blobs.get(i as usize),
+            BlobRef::Parent(i) => pblobs.get(i as usize),
+            BlobRef::Zeros => None,
+        };
+        got.cloned()
+            .ok_or_else(|| Error::corrupt("chunk reference out of range"))
+    };
+    let mut inodes: OrdMap<Ino, Arc<Inode>> = parent.tree.inodes.clone();
+    let mut prev = 0;
+    for &ino in &m.removed {
+        if ino <= prev || ino == ROOT || inodes.remove(&ino).is_none() {
+            return Err(Error::corrupt(format!("bad removal of inode {ino}")));
+        }
+        prev = ino;
+    }
+    let mut touched = Vec::with_capacity(m.inodes.len());
+    let mut prev = 0;
+    for rec in m.inodes {
+        if rec.ino <= prev {
+            return Err(Error::corrupt("inode records out of order"));
+        }
+        prev = rec.ino;
+        let ino = rec.ino;
+        let inode = inode_from_rec(rec, inodes.get(&ino).map(|i| &i.node), &blob_of, limits)?;
+        inodes.insert(ino, Arc::new(inode));
+        touched.push(ino);
+    }
+
+    // Walk from the root: every entry must name a live inode of its kind,
+    // every directory must be reached exactly once (no cycles, no second
+    // names), and the names give each inode its links.
+    match inodes.get(&ROOT) {
+        Some(r) if r.kind() == FileType::Dir => {}
+        _ => return Err(Error::corrupt("no root directory")),
+    }
+    let mut counters = Counters::default();
+    let mut links: Vec<(Ino, Ino, Name)> = Vec::with_capacity(inodes.len());
+    let mut dir_nlink: Vec<(Ino, u32)> = Vec::new();
+    let mut seen_dirs: HashSet<Ino> = HashSet::new();
+    seen_dirs.insert(ROOT);
+    let mut work = vec![ROOT];
+    while let Some(d) = work.pop() {
+        let Some(entries) = inodes.get(&d).and_then(|i| i.entries()) else {
+            return Err(Error::corrupt(format!("directory {d} is missing")));
+        };
+        let mut subdirs = 0u32;
+        for (name, e) in entries.iter() {
+            let Some(child) = inodes.get(&e.ino) else {
+                return Err(Error::corrupt(format!(
+                    "entry {name:?} in directory {d} names missing inode {}",
+                    e.ino
+                )));
+            };
+            if child.kind() != e.kind {
+                return Err(Error::corrupt(format!("entry {name:?} has the wrong kind")));
+            }
+            links.push((e.ino, d, name.clone()));
+            add(&mut counters.charged, entry_charge(name))?;
+            if e.kind == FileType::Dir {
+                subdirs = subdirs
+                    .checked_add(1)
+                    .ok_or_else(|| Error::corrupt("too many subdirectories"))?;
+                if !seen_dirs.insert(e.ino) {
+                    return Err(Error::corrupt(format!(
+                        "directory {} is named twice or in a cycle",
+                        e.ino
+                    )));
+                }
+                work.push(e.ino);
+            }
+        }
+        dir_nlink.push((d, subdirs.saturating_add(2)));
+    }
+    drop(seen_dirs);
+    links.sort_unstable();
+    dir_nlink.sort_unstable();
+
+    // (inode, nlink, links) for inodes whose derived fields must change.
+    type Fix = (Ino, u32, Vec<(Ino, Name)>);
+    let mut fixes: Vec<Fix> = Vec::new();
+    let (mut li, mut di) = (0usize, 0usize);
+    let mut max_ino = 0;
+    for (&ino, inode) in inodes.iter() {
+        max_ino = ino;
+        count(&mut counters, inode)?;
+        let start = li;
+        while li < links.len() && links[li].0 == ino {
+            li += 1;
+        }
+        let mine = &links[start..li];
+        let nlink = if inode.kind() == FileType::Dir {
+            if di < dir_nlink.len() && dir_nlink[di].0 == ino {
+                di += 1;
+                dir_nlink[di - 1].1
+            } else {
+                return Err(Error::corrupt(format!("directory {ino} is unreachable")));
+            }
+        } else {
+            if mine.is_empty() {
+                return Err(Error::corrupt(format!("inode {ino} is unreachable")));
+            }
+            link_count(mine.len())?
+        };
+        let same = inode.nlink == nlink
+            && inode.links.len() == mine.len()
+            && if mine.len() == 1 {
+                inode.links[0].0 == mine[0].1 && inode.links[0].1 == mine[0].2
+            } else {
+                let mut have = inode.links.clone();
+                have.sort_unstable();
+                have.iter().zip(mine).all(|(a, b)| a.0 == b.1 && a.1 == b.2)
+            };
+        if !same {
+            fixes.push((
+                ino,
+                nlink,
+                mine.iter().map(|(_, p, n)| (*p, n.clone())).collect(),
+            ));
+        }
+    }
+    drop(links);
+    if m.next_ino <= max_ino {
+        return Err(Error::corrupt(format!(
+            "next inode number {} is not above inode {max_ino}",
+            m.next_ino
+        )));
+    }
+    for (ino, nlink, l) in fixes {
+        if let Some(arc) = inodes.get_mut(&ino) {
+            let i = Arc::make_mut(arc);
+            i.nlink = nlink;
+            i.links = l;
+        }
+        touched.push(ino);
+    }
+    finish(h, inodes, m.next_ino, counters, limits, &touched, check)
+}

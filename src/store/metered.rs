@@ -1,0 +1,107 @@
+//! A store wrapper that counts the requests and bytes crossing it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::BlobStore;
+use crate::error::Result;
+
+/// Requests and bytes that went through a [`Metered`] store.
+#[derive(Debug, Default)]
+pub struct Meter {
+    /// Chunk and manifest objects read (found or not).
+    pub gets: AtomicU64,
+    /// Bytes of the objects read.
+    pub bytes_in: AtomicU64,
+    /// Objects written.
+    pub puts: AtomicU64,
+    /// Bytes written.
+    pub bytes_out: AtomicU64,
+    /// Existence checks.
+    pub heads: AtomicU64,
+}
+
+impl Meter {
+    /// (gets, bytes in, puts, bytes out, existence checks) so far.
+    pub fn totals(&self) -> (u64, u64, u64, u64, u64) {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (
+            l(&self.gets),
+            l(&self.bytes_in),
+            l(&self.puts),
+            l(&self.bytes_out),
+            l(&self.heads),
+        )
+    }
+}
+
+/// A store that counts the requests and bytes going through it: what a
+/// push, pull or lazy read really moved.
+#[derive(Debug)]
+pub struct Metered<S> {
+    inner: S,
+    meter: Arc<Meter>,
+}
+
+impl<S: BlobStore> Metered<S> {
+    /// Wraps `inner`; read the counts from [`Metered::meter`].
+    pub fn new(inner: S) -> Metered<S> {
+        Metered {
+            inner,
+            meter: Arc::new(Meter::default()),
+        }
+    }
+
+    /// The counters, shared.
+    pub fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+}
+
+impl<S: BlobStore> BlobStore for Metered<S> {
+    fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
+        self.meter
+            .heads
+            .fetch_add(addrs.len() as u64, Ordering::Relaxed);
+        self.inner.has_chunks(addrs)
+    }
+
+    fn get_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<Option<Vec<u8>>>> {
+        let got = self.inner.get_chunks(addrs)?;
+        let m = &self.meter;
+        m.gets.fetch_add(addrs.len() as u64, Ordering::Relaxed);
+        let bytes: usize = got.iter().flatten().map(Vec::len).sum();
+        m.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()> {
+        self.inner.put_chunks(chunks)?;
+        let m = &self.meter;
+        m.puts.fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        let bytes: usize = chunks.iter().map(|(_, b)| b.len()).sum();
+        m.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>> {
+        let got = self.inner.get_manifest(root)?;
+        self.meter.gets.fetch_add(1, Ordering::Relaxed);
+        let n = got.as_ref().map_or(0, Vec::len);
+        self.meter.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn put_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<()> {
+        self.inner.put_manifest(root, bytes)?;
+        self.meter.puts.fetch_add(1, Ordering::Relaxed);
+        self.meter
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
