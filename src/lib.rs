@@ -36,7 +36,7 @@ pub mod checkpoint;
 mod chunkmap;
 mod content;
 mod error;
-pub mod host;
+pub mod hostdir;
 mod path;
 pub mod store;
 mod tree;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cowvfs::host::{self, ExportOptions};
+use cowvfs::hostdir::{self, ExportOptions};
 use cowvfs::{ErrorKind, Limits, Vfs};
 
 /// Runs `f` on its own thread and fails the test if it takes longer than
@@ -34,7 +34,7 @@ fn a_directory_swapped_for_a_symlink_mid_import_is_refused() {
     let mut vfs = Vfs::new();
     let mut swapped = false;
     // `d` is met (and made in the tree) before it is listed: swap it then.
-    let res = host::import_dir_with(&mut vfs, src.path(), "/in", &mut |s| {
+    let res = hostdir::import_dir_with(&mut vfs, src.path(), "/in", &mut |s| {
         if s.dirs == 2 && !swapped {
             swapped = true;
             std::fs::rename(&d, d.with_file_name("d.moved")).unwrap();
@@ -60,7 +60,7 @@ fn a_huge_sparse_file_is_refused_at_once() {
     let dir = src.path().to_path_buf();
     let err = within(20, move || {
         let mut vfs = Vfs::new();
-        host::import_dir(&mut vfs, &dir, "/in").unwrap_err()
+        hostdir::import_dir(&mut vfs, &dir, "/in").unwrap_err()
     });
     assert_eq!(err.kind(), ErrorKind::FileTooLarge, "{err}");
     assert!(err.to_string().contains("file-size limit"), "{err}");
@@ -79,7 +79,7 @@ fn a_sparse_file_within_limits_reads_only_its_data() {
     let dir = src.path().to_path_buf();
     let vfs = within(30, move || {
         let mut vfs = Vfs::new();
-        host::import_dir(&mut vfs, &dir, "/in").unwrap();
+        hostdir::import_dir(&mut vfs, &dir, "/in").unwrap();
         vfs
     });
     let m = vfs.metadata("/in/sparse").unwrap();
@@ -108,7 +108,7 @@ fn export_drops_setuid_setgid_and_sticky_unless_asked() {
     let snap = vfs.snapshot();
     let out = tempfile::tempdir().unwrap();
     let plain = out.path().join("plain");
-    host::export_dir(&snap, "/", &plain).unwrap();
+    hostdir::export_dir(&snap, "/", &plain).unwrap();
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
     assert_eq!(mode(&plain.join("suid")), 0o755);
     assert_eq!(mode(&plain.join("sticky")), 0o777);
@@ -116,7 +116,7 @@ fn export_drops_setuid_setgid_and_sticky_unless_asked() {
     let opts = ExportOptions {
         keep_special_bits: true,
     };
-    host::export_dir_opts(&snap, "/", &kept, opts, &mut |_| {}).unwrap();
+    hostdir::export_dir_opts(&snap, "/", &kept, opts, &mut |_| {}).unwrap();
     assert_eq!(mode(&kept.join("suid")), 0o4755);
     assert_eq!(mode(&kept.join("sticky")), 0o1777);
 }
@@ -138,7 +138,7 @@ fn a_symlink_planted_in_an_export_redirects_nothing() {
     let mut planted = false;
     // `d` is made before it is filled: a racing process swaps it for a
     // symlink to a victim directory in between.
-    let res = host::export_dir_with(&snap, "/", &dest, &mut |s| {
+    let res = hostdir::export_dir_with(&snap, "/", &dest, &mut |s| {
         if s.dirs == 2 && !planted {
             planted = true;
             std::fs::remove_dir(tmp.join("d")).unwrap();
@@ -169,7 +169,7 @@ fn export_writes_the_tree_through_descriptors() {
     let snap = vfs.snapshot();
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("x");
-    let stats = host::export_dir(&snap, "/", &dest).unwrap();
+    let stats = hostdir::export_dir(&snap, "/", &dest).unwrap();
     assert_eq!((stats.files, stats.hard_links, stats.symlinks), (1, 1, 2));
     assert_eq!(std::fs::read(dest.join("a/g")).unwrap(), b"data");
     assert_eq!(
@@ -208,7 +208,7 @@ fn sync_removes_a_5000_deep_tree_on_a_small_stack() {
     let vfs = std::thread::Builder::new()
         .stack_size(256 << 10)
         .spawn(move || {
-            host::sync_dir(&mut vfs, &dir, "/").unwrap();
+            hostdir::sync_dir(&mut vfs, &dir, "/").unwrap();
             vfs
         })
         .unwrap()

@@ -1,6 +1,6 @@
 //! `cowvfs checkpoint ...`: make, inspect and unpack checkpoint files.
 //! Every command is a few calls into `cowvfs::checkpoint` and
-//! `cowvfs::host`; outputs are written atomically by the library.
+//! `cowvfs::hostdir`; outputs are written atomically by the library.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use cowvfs::checkpoint::{self, SaveOptions};
-use cowvfs::{FileType, Limits, Metadata, Snapshot, Vfs, host};
+use cowvfs::{FileType, Limits, Metadata, Snapshot, Vfs, hostdir};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
@@ -117,9 +117,9 @@ fn run(args: CheckpointArgs) -> Result<ExitCode> {
         } => {
             let snap = load(&ck, &parents.parent)?;
             let bar = Progress::spinner("exporting");
-            let opts = host::ExportOptions { keep_special_bits };
+            let opts = hostdir::ExportOptions { keep_special_bits };
             let stats =
-                host::export_dir_opts(&snap, "/", &dir, opts, &mut |s| bar.set(s.bytes, None))
+                hostdir::export_dir_opts(&snap, "/", &dir, opts, &mut |s| bar.set(s.bytes, None))
                     .with_context(|| format!("exporting to {}", dir.display()))?;
             bar.done();
             eprintln!(
@@ -190,13 +190,14 @@ fn import(dir: PathBuf, out: PathBuf, parents: &[PathBuf], compress: bool) -> Re
         // so the delta holds only what changed.
         Some(p) => {
             let mut vfs = p.fork_with_limits(Limits::unlimited());
-            let stats = host::sync_dir_with(&mut vfs, &dir, "/", &mut |s| bar.set(s.bytes, None))?;
+            let stats =
+                hostdir::sync_dir_with(&mut vfs, &dir, "/", &mut |s| bar.set(s.bytes, None))?;
             (vfs, stats)
         }
         None => {
             let mut vfs = Vfs::with_limits(Limits::unlimited());
             let stats =
-                host::import_dir_with(&mut vfs, &dir, "/", &mut |s| bar.set(s.bytes, None))?;
+                hostdir::import_dir_with(&mut vfs, &dir, "/", &mut |s| bar.set(s.bytes, None))?;
             (vfs, stats)
         }
     };

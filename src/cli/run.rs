@@ -157,7 +157,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => Vfs::with_limits(plan.limits.clone()),
     };
     for (host, guest) in &plan.dirs {
-        cowvfs::host::import_dir(&mut vfs, host, guest)
+        cowvfs::hostdir::import_dir(&mut vfs, host, guest)
             .with_context(|| format!("cannot import --dir {}", host.display()))?;
     }
     // Mount points exist in the tree too, so listing a parent shows them;

@@ -82,9 +82,9 @@ fn times_of(m: &fs::Metadata) -> (Timestamp, Timestamp) {
 /// stored as holes, so sparse host files stay cheap.
 ///
 /// ```no_run
-/// # use cowvfs::{Vfs, host};
+/// # use cowvfs::{Vfs, hostdir};
 /// let mut vfs = Vfs::new();
-/// let stats = host::import_dir(&mut vfs, "/usr/lib/python3.11".as_ref(), "/lib/python")?;
+/// let stats = hostdir::import_dir(&mut vfs, "/usr/lib/python3.11".as_ref(), "/lib/python")?;
 /// println!("{} files, {} bytes", stats.files, stats.bytes);
 /// # Ok::<(), cowvfs::Error>(())
 /// ```
