@@ -78,12 +78,11 @@ use crate::blob::{Blob, Chunk, ChunkSource};
 use crate::chunkmap::ChunkMap;
 use crate::content::{CHUNK_SIZE, Content, chunk_charge};
 use crate::error::{Error, ErrorKind, Result};
+use crate::limits::{Counters, Limits};
 use crate::path;
-use crate::tree::{
-    Counters, Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Timestamp, Tree,
-    entry_charge,
-};
-use crate::vfs::{Limits, Snapshot};
+use crate::time::Timestamp;
+use crate::tree::{Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Tree, entry_charge};
+use crate::vfs::Snapshot;
 
 /// The format version this build writes. It reads this one only so far;
 /// a later format bumps it and keeps reading the old ones.

@@ -38,8 +38,10 @@ mod content;
 pub mod demo;
 mod error;
 pub mod host;
+mod limits;
 mod path;
 pub mod store;
+mod time;
 mod tree;
 mod vfs;
 #[cfg(feature = "wasi")]
@@ -47,12 +49,11 @@ pub mod wasi;
 
 pub use content::CHUNK_SIZE;
 pub use error::{Error, ErrorKind, Result};
+pub use limits::{Limits, Usage, parse_size};
 pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
-pub use tree::{Change, ChangeKind, FileType, Timestamp};
-pub use vfs::{
-    Clock, DirEntry, Fd, FdInfo, Limits, ManualClock, Metadata, OpenOptions, SetTime, Snapshot,
-    SystemClock, Usage, Vfs, parse_size,
-};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use tree::{Change, ChangeKind, FileType};
+pub use vfs::{DirEntry, Fd, FdInfo, Metadata, OpenOptions, SetTime, Snapshot, Vfs};
 
 // The README's examples are doctests too.
 #[cfg(doctest)]

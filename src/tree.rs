@@ -25,8 +25,9 @@ use imbl::ordmap::DiffItem;
 
 use crate::content::Content;
 use crate::error::{ErrorKind, Result, err};
+use crate::limits::{Counters, Limits};
 use crate::path::{self, check_path, components, wants_dir};
-use crate::vfs::Limits;
+use crate::time::Timestamp;
 
 pub(crate) type Ino = u64;
 pub(crate) type Name = Arc<str>;
@@ -49,78 +50,6 @@ pub(crate) const ENTRY_CHARGE: u64 = 160;
 /// The charge of one directory entry called `name`.
 pub(crate) fn entry_charge(name: &str) -> u64 {
     ENTRY_CHARGE + name.len() as u64
-}
-
-/// A point in time: seconds since the Unix epoch and nanoseconds (< 1e9).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-pub struct Timestamp {
-    /// Seconds since 1970-01-01T00:00:00Z; negative before it.
-    pub secs: i64,
-    /// Nanoseconds within the second, below 1,000,000,000.
-    pub nanos: u32,
-}
-
-impl Timestamp {
-    /// A timestamp, or `EINVAL` when `nanos` is 1e9 or more.
-    pub fn new(secs: i64, nanos: u32) -> Result<Timestamp> {
-        if nanos >= 1_000_000_000 {
-            return err(ErrorKind::InvalidInput);
-        }
-        Ok(Timestamp { secs, nanos })
-    }
-
-    /// Nanoseconds since the epoch, saturating at the ends of `i128`'s
-    /// range (which `i64` seconds never reach).
-    pub fn as_nanos(self) -> i128 {
-        self.secs as i128 * 1_000_000_000 + self.nanos as i128
-    }
-
-    /// The current system time (the epoch if the clock is before it).
-    pub fn now() -> Timestamp {
-        Timestamp::from(std::time::SystemTime::now())
-    }
-
-    pub(crate) fn is_valid(self) -> bool {
-        self.nanos < 1_000_000_000
-    }
-}
-
-impl From<std::time::SystemTime> for Timestamp {
-    fn from(t: std::time::SystemTime) -> Timestamp {
-        match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => Timestamp {
-                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                nanos: d.subsec_nanos(),
-            },
-            Err(e) => {
-                let d = e.duration();
-                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-                if d.subsec_nanos() == 0 {
-                    Timestamp {
-                        secs: -secs,
-                        nanos: 0,
-                    }
-                } else {
-                    Timestamp {
-                        secs: (-secs).saturating_sub(1),
-                        nanos: 1_000_000_000 - d.subsec_nanos(),
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// What kind of object an inode is.
@@ -302,16 +231,6 @@ pub(crate) struct Resolved<'p> {
     pub kind: Option<FileType>,
     /// The path ended in a slash: the final object must be a directory.
     pub must_dir: bool,
-}
-
-/// Counters kept up to date on every change (invariant 5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Counters {
-    pub held: u64,
-    pub logical: u64,
-    pub inodes: u64,
-    /// What `max_bytes` limits: every inode's and entry's charge.
-    pub charged: u64,
 }
 
 /// A whole filesystem tree as a value.

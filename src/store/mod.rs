@@ -54,7 +54,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::blob::ChunkSource;
 use crate::checkpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::vfs::{Limits, Snapshot};
+use crate::limits::Limits;
+use crate::vfs::Snapshot;
 
 mod dir;
 mod manifest;
