@@ -1,0 +1,133 @@
+//! The persistent inode table and everything that changes it: creating,
+//! linking, unlinking and freeing inodes, with the usage counters kept in
+//! step. Resolution, hashing, diff, the walk from the root and the
+//! invariant check live in the submodules.
+//!
+//! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
+//! behind `Arc` in an `imbl::OrdMap`, so a change copies one inode and the
+//! O(log n) map nodes above it, never the tree.
+//!
+//! Invariants (numbered as in DESIGN.md; `Tree::check` verifies them):
+//! 1. Every directory entry names a live inode of the entry's kind; every
+//!    live inode but the root is named by an entry or is an orphan held open;
+//!    a non-directory's `nlink` and `links` equal the entries naming it.
+//! 2. A directory is named by exactly one entry (none for the root), its
+//!    `nlink` is 2 plus its subdirectories, and there are no cycles.
+//! 3. (Snapshots never change: they hold a `Tree` nobody can reach mutably.)
+//! 4. Content invariants hold for every file (see `content`).
+//! 5. The usage counters equal what a full walk counts.
+//! 6. A memoized hash equals the hash computed afresh, and an inode without
+//!    a memo has no ancestor with one (so invalidation may stop early).
+
+mod check;
+mod diff;
+mod hash;
+mod inode;
+mod resolve;
+
+use std::sync::{Arc, OnceLock};
+
+use imbl::OrdMap;
+
+use crate::error::{ErrorKind, Result, err};
+use crate::limits::{Counters, Limits};
+use crate::time::Timestamp;
+
+pub use diff::{Change, ChangeKind};
+pub use inode::FileType;
+pub(crate) use inode::{
+    Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT, entry_charge,
+};
+pub(crate) use resolve::{Base, Resolved};
+
+/// A whole filesystem tree as a value.
+#[derive(Clone, Debug)]
+pub(crate) struct Tree {
+    pub inodes: OrdMap<Ino, Arc<Inode>>,
+    pub next_ino: Ino,
+    pub counters: Counters,
+    pub limits: Limits,
+}
+
+impl Tree {
+    pub(crate) fn new(limits: Limits, now: Timestamp) -> Tree {
+        let mut inodes = OrdMap::new();
+        inodes.insert(
+            ROOT,
+            Arc::new(Inode::new(Node::Dir(OrdMap::new()), 0o755, now)),
+        );
+        Tree {
+            inodes,
+            next_ino: ROOT + 1,
+            counters: Counters {
+                held: 0,
+                logical: 0,
+                inodes: 1,
+                charged: INODE_CHARGE,
+            },
+            limits,
+        }
+    }
+
+    /// The longest name the tree accepts: the limit, but never more than
+    /// the root hash can encode (a 16-bit length).
+    pub(crate) fn name_max(&self) -> usize {
+        (self.limits.max_name_len as usize).min(u16::MAX as usize)
+    }
+
+    pub(crate) fn get(&self, ino: Ino) -> Result<&Inode> {
+        match self.inodes.get(&ino) {
+            Some(i) => Ok(i),
+            None => err(ErrorKind::NotFound),
+        }
+    }
+
+    pub(crate) fn entries(&self, ino: Ino) -> Result<&OrdMap<Name, Entry>> {
+        self.get(ino)?
+            .entries()
+            .ok_or_else(|| ErrorKind::NotADirectory.into())
+    }
+
+    /// A mutable inode, copied first if a snapshot shares it. Forgets the
+    /// memoized hashes of the inode and of every ancestor that has one.
+    pub(crate) fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode> {
+        self.invalidate(ino);
+        match self.inodes.get_mut(&ino) {
+            Some(arc) => Ok(Arc::make_mut(arc)),
+            None => err(ErrorKind::NotFound),
+        }
+    }
+
+    /// Forgets the memoized hashes of `ino` and all its ancestors, even
+    /// when `ino` itself has no memo: a checkpoint delta puts fresh inodes
+    /// under parents hashed before, which `invalidate` alone would miss.
+    pub(crate) fn invalidate_up(&mut self, ino: Ino) {
+        let parents: Vec<Ino> = match self.inodes.get(&ino) {
+            Some(i) => i.links.iter().map(|(p, _)| *p).collect(),
+            None => return,
+        };
+        self.invalidate(ino);
+        for p in parents {
+            self.invalidate(p);
+        }
+    }
+
+    fn invalidate(&mut self, ino: Ino) {
+        let mut work = vec![ino];
+        while let Some(i) = work.pop() {
+            let Some(arc) = self.inodes.get_mut(&i) else {
+                continue;
+            };
+            // Invariant 6: no ancestor holds a memo either, so the walk may
+            // stop here, but only if no snapshot shares this inode: hashing
+            // that snapshot later would memoize its children's hash on the
+            // shared inode, and this tree would report it as its own.
+            if arc.memo.get().is_none() && Arc::strong_count(arc) == 1 {
+                continue;
+            }
+            let inode = Arc::make_mut(arc);
+            inode.memo = OnceLock::new();
+            work.extend(inode.links.iter().map(|(p, _)| *p));
+        }
+    }
+}
