@@ -12,8 +12,8 @@ use crate::limits::{Counters, Limits, Usage};
 use crate::path;
 use crate::time::{Clock, SystemClock, Timestamp};
 use crate::tree::{
-    Base, Change, ChangeKind, Entry, FileType, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node,
-    ROOT, Resolved, Tree, entry_charge,
+    Base, Change, ChangeKind, Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Released,
+    Resolved, Tree, entry_charge,
 };
 
 // -------------------------------------------------------------------------
@@ -514,6 +514,21 @@ impl Default for Vfs {
     }
 }
 
+/// Whether a sandbox holding `private` bytes of its own may hold `growth`
+/// more under a limit of `max`.
+fn check_private(private: u64, max: u64, growth: u64) -> Result<()> {
+    if growth == 0 {
+        return Ok(());
+    }
+    match private.checked_add(growth) {
+        Some(n) if n <= max => Ok(()),
+        _ => Err(Error::with(
+            ErrorKind::NoSpace,
+            "over the sandbox's limit on bytes not shared with its base",
+        )),
+    }
+}
+
 /// Rights a WASI-style caller needs on a parent directory.
 fn writable_dir(inode: &Inode) -> Result<()> {
     if inode.mode & 0o200 == 0 {
@@ -594,17 +609,8 @@ impl Vfs {
             orphans = self.orphans.len(),
             "snapshot"
         );
-        let mut tree = self.tree.clone();
-        for &ino in &self.orphans {
-            if let Some(inode) = tree.inodes.remove(&ino) {
-                tree.counters.inodes -= 1;
-                tree.counters.held -= inode.held();
-                tree.counters.logical -= inode.content().map_or(0, Content::size);
-                tree.counters.charged -= inode.charge();
-            }
-        }
         Snapshot {
-            tree: Arc::new(tree),
+            tree: Arc::new(self.tree.without(&self.orphans)),
             clock: self.clock.clone(),
         }
     }
@@ -724,8 +730,10 @@ impl Vfs {
         };
         if last {
             self.open_count.remove(&ino);
-            if self.orphans.remove(&ino) {
-                self.free_inode(ino);
+            if self.orphans.remove(&ino)
+                && let Some(inode) = self.tree.free(ino)
+            {
+                self.forget_private(&inode);
             }
         }
         Ok(())
@@ -743,152 +751,22 @@ impl Vfs {
     // ---------------------------------------------------------------
     // Inode lifecycle
 
-    fn check_inode_quota(&self) -> Result<()> {
-        if self.tree.counters.inodes >= self.tree.limits.max_inodes {
-            return err(ErrorKind::QuotaExceeded);
-        }
-        Ok(())
-    }
-
-    /// Whether the tree may cost `growth` more bytes (`max_bytes`).
-    fn check_bytes(&self, growth: u64) -> Result<()> {
-        if growth == 0 {
-            return Ok(());
-        }
-        match self.tree.counters.charged.checked_add(growth) {
-            Some(n) if n <= self.tree.limits.max_bytes => Ok(()),
-            _ => err(ErrorKind::NoSpace),
-        }
-    }
-
-    /// Whether the sandbox may hold `growth` more private bytes.
-    fn check_private(&self, growth: u64) -> Result<()> {
-        if growth == 0 {
-            return Ok(());
-        }
-        match self.private.checked_add(growth) {
-            Some(n) if n <= self.tree.limits.max_private_bytes => Ok(()),
-            _ => Err(Error::with(
-                ErrorKind::NoSpace,
-                "over the sandbox's limit on bytes not shared with its base",
-            )),
-        }
-    }
-
-    /// Creates an inode and links it as `dir/name`. The caller has checked
-    /// that the name is free and the directory writable.
-    fn create(&mut self, dir: Ino, name: Name, node: Node, mode: u32) -> Result<Ino> {
-        path::check_name(&name, self.tree.name_max())?;
-        self.check_inode_quota()?;
-        let charge = match &node {
-            Node::Symlink(t) => INODE_CHARGE + t.len() as u64,
-            _ => INODE_CHARGE,
-        };
-        self.check_bytes(charge + entry_charge(&name))?;
-        let now = self.now();
-        let ino = self.tree.next_ino;
-        self.tree.next_ino += 1;
-        let kind = match node {
-            Node::File(_) => FileType::File,
-            Node::Dir(_) => FileType::Dir,
-            Node::Symlink(_) => FileType::Symlink,
-        };
-        self.tree
-            .inodes
-            .insert(ino, Arc::new(Inode::new(node, mode, now)));
-        self.tree.counters.inodes += 1;
-        self.tree.counters.charged += charge;
-        self.link(dir, name, ino, kind, now)?;
-        Ok(ino)
-    }
-
-    /// Adds the entry `dir/name -> ino`.
-    fn link(
-        &mut self,
-        dir: Ino,
-        name: Name,
-        ino: Ino,
-        kind: FileType,
-        now: Timestamp,
-    ) -> Result<()> {
-        {
-            let d = self.tree.inode_mut(dir)?;
-            let Node::Dir(entries) = &mut d.node else {
-                return err(ErrorKind::NotADirectory);
-            };
-            entries.insert(name.clone(), Entry { ino, kind });
-            if kind == FileType::Dir {
-                d.nlink += 1;
-            }
-            d.mtime = now;
-            d.ctime = now;
-        }
-        self.tree.counters.charged += entry_charge(&name);
-        let t = self.tree.inode_mut(ino)?;
-        t.links.push((dir, name));
-        if kind != FileType::Dir {
-            t.nlink += 1;
-        }
-        t.ctime = now;
-        Ok(())
-    }
-
-    /// Removes the entry `dir/name` and returns the inode it named, which
-    /// the caller frees or relinks.
-    fn unlink(&mut self, dir: Ino, name: &str, now: Timestamp) -> Result<(Ino, FileType)> {
-        let e = {
-            let d = self.tree.inode_mut(dir)?;
-            let Node::Dir(entries) = &mut d.node else {
-                return err(ErrorKind::NotADirectory);
-            };
-            let Some(e) = entries.remove(name) else {
-                return err(ErrorKind::NotFound);
-            };
-            if e.kind == FileType::Dir {
-                d.nlink -= 1;
-            }
-            d.mtime = now;
-            d.ctime = now;
-            e
-        };
-        self.tree.counters.charged -= entry_charge(name);
-        let t = self.tree.inode_mut(e.ino)?;
-        if let Some(pos) = t.links.iter().position(|(p, n)| *p == dir && &**n == name) {
-            t.links.swap_remove(pos);
-        }
-        if e.kind != FileType::Dir {
-            t.nlink -= 1;
-        }
-        t.ctime = now;
-        Ok((e.ino, e.kind))
-    }
-
-    /// Frees an inode with no names left, unless a descriptor holds it.
+    /// Lets go of an inode `unlink` returned: freed, or kept as an orphan
+    /// while a descriptor holds it.
     fn release(&mut self, ino: Ino, kind: FileType) {
-        let unnamed = self
-            .tree
-            .inodes
-            .get(&ino)
-            .is_some_and(|i| i.links.is_empty());
-        if !unnamed {
-            return;
-        }
-        if kind != FileType::Dir && self.open_count.contains_key(&ino) {
-            self.orphans.insert(ino);
-        } else {
-            self.free_inode(ino);
+        let open = &self.open_count;
+        match self.tree.release(ino, kind, |i| open.contains_key(&i)) {
+            Released::Named => {}
+            Released::Orphaned => {
+                self.orphans.insert(ino);
+            }
+            Released::Freed(inode) => self.forget_private(&inode),
         }
     }
 
-    fn free_inode(&mut self, ino: Ino) {
-        if let Some(inode) = self.tree.inodes.remove(&ino) {
-            let c = &mut self.tree.counters;
-            c.inodes -= 1;
-            c.held -= inode.held();
-            c.logical -= inode.content().map_or(0, Content::size);
-            c.charged -= inode.charge();
-            self.private -= inode.content().map_or(0, |c| c.private_charge(self.origin));
-        }
+    /// Takes a freed inode's chunks of this sandbox off `private`.
+    fn forget_private(&mut self, inode: &Inode) {
+        self.private -= inode.content().map_or(0, |c| c.private_charge(self.origin));
     }
 
     fn resolve<'p>(&self, base: Base, path: &'p str, follow: bool) -> Result<Resolved<'p>> {
@@ -918,7 +796,13 @@ impl Vfs {
             return err(ErrorKind::AlreadyExists);
         }
         writable_dir(self.tree.get(r.dir)?)?;
-        self.create(r.dir, name.to_name(), Node::Dir(OrdMap::new()), mode)?;
+        self.tree.create(
+            r.dir,
+            name.to_name(),
+            Node::Dir(OrdMap::new()),
+            mode,
+            &*self.clock,
+        )?;
         Ok(())
     }
 
@@ -980,7 +864,7 @@ impl Vfs {
         }
         writable_dir(self.tree.get(r.dir)?)?;
         let now = self.now();
-        let (ino, kind) = self.unlink(r.dir, name.as_str(), now)?;
+        let (ino, kind) = self.tree.unlink(r.dir, name.as_str(), now)?;
         self.release(ino, kind);
         Ok(())
     }
@@ -1008,7 +892,7 @@ impl Vfs {
         }
         writable_dir(self.tree.get(r.dir)?)?;
         let now = self.now();
-        let (ino, kind) = self.unlink(r.dir, name.as_str(), now)?;
+        let (ino, kind) = self.tree.unlink(r.dir, name.as_str(), now)?;
         self.release(ino, kind);
         Ok(())
     }
@@ -1093,11 +977,12 @@ impl Vfs {
                     return err(ErrorKind::IsADirectory);
                 }
                 writable_dir(self.tree.get(r.dir)?)?;
-                let ino = self.create(
+                let ino = self.tree.create(
                     r.dir,
                     name.to_name(),
                     Node::File(Content::default()),
                     o.mode,
+                    &*self.clock,
                 )?;
                 (ino, FileType::File)
             }
@@ -1148,56 +1033,16 @@ impl Vfs {
     }
 
     fn write_ino(&mut self, ino: Ino, data: &[u8], offset: u64) -> Result<usize> {
-        let (old_size, cost) = match &self.tree.get(ino)?.node {
-            Node::File(c) => {
-                if data.is_empty() {
-                    return Ok(0);
-                }
-                let end = offset.checked_add(data.len() as u64);
-                match end {
-                    Some(e) if e <= self.tree.limits.max_file_size => {}
-                    _ => return err(ErrorKind::FileTooLarge),
-                }
-                // A lazily loaded chunk that cannot be read fails the write
-                // here, before anything changes.
-                c.prepare_write(offset, data.len())?;
-                (c.size(), c.write_cost(offset, data.len(), self.origin))
-            }
-            _ => return err(ErrorKind::IsADirectory),
-        };
-        self.check_bytes(cost.charge)?;
-        self.check_private(cost.private)?;
-        let new_end = offset + data.len() as u64;
-        let logical = self.grown_logical(old_size, new_end.max(old_size))?;
-        let now = self.now();
-        let inode = self.tree.inode_mut(ino)?;
-        let Node::File(c) = &mut inode.node else {
-            return err(ErrorKind::IsADirectory);
-        };
-        let allocated = c.write_at(data, offset, self.origin)?;
-        inode.mtime = now;
-        inode.ctime = now;
-        let counters = &mut self.tree.counters;
-        counters.held += cost.held;
-        counters.charged += cost.charge;
-        counters.logical = logical;
+        let private = self.private;
+        let max_private = self.tree.limits.max_private_bytes;
+        let (cost, allocated) =
+            self.tree
+                .write(ino, data, offset, self.origin, &*self.clock, |cost| {
+                    check_private(private, max_private, cost.private)
+                })?;
         self.private += cost.private;
         self.allocated = self.allocated.saturating_add(allocated);
         Ok(data.len())
-    }
-
-    /// The sum of file sizes once a file grows from `old` to `new` bytes,
-    /// or `EFBIG` if it would not fit in a u64 (possible only with very
-    /// high `max_file_size`s, as in [`Limits::unlimited`]).
-    fn grown_logical(&self, old: u64, new: u64) -> Result<u64> {
-        (self.tree.counters.logical - old)
-            .checked_add(new)
-            .ok_or_else(|| {
-                Error::with(
-                    ErrorKind::FileTooLarge,
-                    "the sum of file sizes would overflow",
-                )
-            })
     }
 
     /// Sets a file's length through a descriptor open for writing.
@@ -1228,34 +1073,11 @@ impl Vfs {
     }
 
     fn truncate_ino(&mut self, ino: Ino, len: u64, now: Timestamp) -> Result<()> {
-        if len > self.tree.limits.max_file_size {
-            return err(ErrorKind::FileTooLarge);
-        }
-        let (old_size, (freed, added)) = match &self.tree.get(ino)?.node {
-            Node::File(c) => {
-                c.prepare_set_len(len)?;
-                (c.size(), c.shrink_cost(len, self.origin))
-            }
-            Node::Dir(_) => return err(ErrorKind::IsADirectory),
-            Node::Symlink(_) => return err(ErrorKind::InvalidInput),
-        };
-        if old_size == len {
-            return Ok(());
-        }
-        // Cutting a chunk of the base copies what is kept of it.
-        self.check_private(added.saturating_sub(freed.private))?;
-        let logical = self.grown_logical(old_size, len)?;
-        let origin = self.origin;
-        let inode = self.tree.inode_mut(ino)?;
-        if let Node::File(c) = &mut inode.node {
-            c.set_len(len, origin)?;
-        }
-        inode.mtime = now;
-        inode.ctime = now;
-        let c = &mut self.tree.counters;
-        c.held -= freed.held;
-        c.charged -= freed.charge;
-        c.logical = logical;
+        let private = self.private;
+        let max_private = self.tree.limits.max_private_bytes;
+        let (freed, added) = self.tree.set_len(ino, len, self.origin, now, |growth| {
+            check_private(private, max_private, growth)
+        })?;
         self.private = self.private + added - freed.private;
         Ok(())
     }
@@ -1466,16 +1288,16 @@ impl Vfs {
         if dst.ino.is_none() {
             // The entry moves; only a longer name costs more.
             let longer = dname.as_str().len().saturating_sub(sname.as_str().len());
-            self.check_bytes(longer as u64)?;
+            self.tree.check_bytes(longer as u64)?;
         }
         let now = self.now();
         let dname = dname.to_name();
         if dst.ino.is_some() {
-            let (old, kind) = self.unlink(dst.dir, &dname, now)?;
+            let (old, kind) = self.tree.unlink(dst.dir, &dname, now)?;
             self.release(old, kind);
         }
-        let (ino, kind) = self.unlink(src.dir, sname.as_str(), now)?;
-        self.link(dst.dir, dname, ino, kind, now)?;
+        let (ino, kind) = self.tree.unlink(src.dir, sname.as_str(), now)?;
+        self.tree.link(dst.dir, dname, ino, kind, now)?;
         Ok(())
     }
 
@@ -1504,11 +1326,12 @@ impl Vfs {
             return err(ErrorKind::NotFound);
         }
         writable_dir(self.tree.get(r.dir)?)?;
-        self.create(
+        self.tree.create(
             r.dir,
             name.to_name(),
             Node::Symlink(Name::from(target)),
             0o777,
+            &*self.clock,
         )?;
         Ok(())
     }
@@ -1569,8 +1392,8 @@ impl Vfs {
         }
         writable_dir(self.tree.get(d.dir)?)?;
         path::check_name(dname.as_str(), self.tree.name_max())?;
-        self.check_bytes(entry_charge(dname.as_str()))?;
+        self.tree.check_bytes(entry_charge(dname.as_str()))?;
         let now = self.now();
-        self.link(d.dir, dname.to_name(), sino, skind, now)
+        self.tree.link(d.dir, dname.to_name(), sino, skind, now)
     }
 }

@@ -21,6 +21,7 @@
 
 mod check;
 mod diff;
+mod edit;
 mod hash;
 mod inode;
 mod resolve;
@@ -34,6 +35,7 @@ use crate::limits::{Counters, Limits};
 use crate::time::Timestamp;
 
 pub use diff::{Change, ChangeKind};
+pub(crate) use edit::Released;
 pub use inode::FileType;
 pub(crate) use inode::{
     Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT, entry_charge,
