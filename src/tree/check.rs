@@ -1,10 +1,12 @@
-//! `Tree::check`: verifies invariants 1, 2, 4, 5 and 6 by a full walk.
+//! `Tree::check`: verifies invariants 1, 2, 4, 5 and 6 by the walk from
+//! the root (`walk`) and a pass over every inode.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::limits::Counters;
 use crate::path;
 
+use super::walk::{MapTable, Step, WalkError, walk_from_root};
 use super::{FileType, Ino, Name, Node, ROOT, Tree, entry_charge};
 
 impl Tree {
@@ -18,41 +20,37 @@ impl Tree {
         let mut c = Counters::default();
         // Count entries naming each inode, walking from the root.
         let mut named: HashMap<Ino, Vec<(Ino, Name)>> = HashMap::new();
-        let mut seen_dirs: HashSet<Ino> = HashSet::new();
-        let mut work = vec![ROOT];
-        seen_dirs.insert(ROOT);
-        while let Some(d) = work.pop() {
-            let inode = self
-                .inodes
-                .get(&d)
-                .ok_or_else(|| format!("dir {d} missing"))?;
-            let entries = inode.entries().ok_or_else(|| format!("{d} is not a dir"))?;
-            let mut subdirs = 0u32;
-            for (name, e) in entries.iter() {
-                if path::check_name(name, usize::MAX).is_err() {
-                    return Err(format!("bad name {name:?} in {d}"));
-                }
-                let child = self
-                    .inodes
-                    .get(&e.ino)
-                    .ok_or_else(|| format!("entry {name} in {d} names missing inode {}", e.ino))?;
-                if child.kind() != e.kind {
-                    return Err(format!("entry {name} kind differs from inode {}", e.ino));
-                }
-                named.entry(e.ino).or_default().push((d, name.clone()));
-                c.charged += entry_charge(name);
-                if e.kind == FileType::Dir {
-                    subdirs += 1;
-                    if !seen_dirs.insert(e.ino) {
-                        return Err(format!("directory {} named twice or in a cycle", e.ino));
+        let mut table = MapTable::new(&self.inodes);
+        walk_from_root(&mut table, |t, step| {
+            match step {
+                Step::Entry { dir, name, ino, .. } => {
+                    if path::check_name(name, usize::MAX).is_err() {
+                        return Err(format!("bad name {name:?} in {dir}"));
                     }
-                    work.push(e.ino);
+                    named.entry(ino).or_default().push((dir, name.clone()));
+                    c.charged += entry_charge(name);
+                }
+                Step::DirDone { dir, subdirs, .. } => {
+                    let nlink = t.map.get(&dir).map_or(0, |i| i.nlink);
+                    if nlink != 2 + subdirs {
+                        return Err(format!("dir {dir} nlink {nlink} != 2 + {subdirs}"));
+                    }
                 }
             }
-            if inode.nlink != 2 + subdirs {
-                return Err(format!("dir {d} nlink {} != 2 + {subdirs}", inode.nlink));
+            Ok(())
+        })
+        .map_err(|e| match e {
+            WalkError::Visit(e) => e,
+            WalkError::NoDir(d) => format!("dir {d} missing or not a dir"),
+            WalkError::Missing { dir, name, ino } => {
+                format!("entry {name} in {dir} names missing inode {ino}")
             }
-        }
+            WalkError::WrongKind { name, ino, .. } => {
+                format!("entry {name} kind differs from inode {ino}")
+            }
+            WalkError::Twice(ino) => format!("directory {ino} named twice or in a cycle"),
+            WalkError::TooManySubdirs(d) => format!("dir {d} has too many subdirectories"),
+        })?;
         for (&ino, inode) in self.inodes.iter() {
             c.charged += inode.charge();
             if ino >= self.next_ino {

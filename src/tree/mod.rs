@@ -25,6 +25,7 @@ mod edit;
 mod hash;
 mod inode;
 mod resolve;
+mod walk;
 
 use std::sync::{Arc, OnceLock};
 
@@ -41,6 +42,8 @@ pub(crate) use inode::{
     Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT, entry_charge,
 };
 pub(crate) use resolve::{Base, Resolved};
+#[allow(unused_imports)] // for the checkpoint rebuilders, which the lead moves onto it
+pub(crate) use walk::{InodeTable, MapTable, Step, WalkError, walk_from_root};
 
 /// A whole filesystem tree as a value.
 #[derive(Clone, Debug)]
