@@ -30,6 +30,7 @@ mod walk;
 use std::sync::{Arc, OnceLock};
 
 use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 
 use crate::error::{ErrorKind, Result, err};
 use crate::limits::{Counters, Limits};
@@ -45,13 +46,36 @@ pub(crate) use resolve::{Base, Resolved};
 #[allow(unused_imports)] // for the checkpoint rebuilders, which the lead moves onto it
 pub(crate) use walk::{InodeTable, MapTable, Step, WalkError, walk_from_root};
 
-/// A whole filesystem tree as a value.
+/// A whole filesystem tree as a value. Only the tree's own methods change
+/// it, so invariants 1, 2 and 5 hold after every one of them.
 #[derive(Clone, Debug)]
 pub(crate) struct Tree {
-    pub inodes: OrdMap<Ino, Arc<Inode>>,
-    pub next_ino: Ino,
-    pub counters: Counters,
-    pub limits: Limits,
+    // read directly by checkpoint until it uses `Tree::inodes`,
+    // `Tree::inode_map`, `Tree::inode_changes` and `Tree::from_parts`
+    pub(crate) inodes: OrdMap<Ino, Arc<Inode>>,
+    // read directly by checkpoint until it uses `Tree::next_ino` and
+    // `Tree::from_parts`
+    pub(crate) next_ino: Ino,
+    // set directly by checkpoint until it uses `Tree::from_parts`
+    pub(crate) counters: Counters,
+    // read directly by checkpoint until it uses `Tree::limits` and
+    // `Tree::from_parts`
+    pub(crate) limits: Limits,
+}
+
+/// How one inode differs between two trees ([`Tree::inode_changes`]).
+#[allow(dead_code)] // for the checkpoint encoder, which the lead moves onto it
+pub(crate) enum InodeChange<'a> {
+    /// Only in the newer tree.
+    Added(Ino, &'a Inode),
+    /// In both, not the same shared inode.
+    Changed {
+        ino: Ino,
+        old: &'a Inode,
+        new: &'a Inode,
+    },
+    /// Only in the older tree.
+    Removed(Ino),
 }
 
 impl Tree {
@@ -72,6 +96,78 @@ impl Tree {
             },
             limits,
         }
+    }
+
+    /// A tree from a loader's parts. The loader has proved invariants 1,
+    /// 2 and 5 (see `walk`) and fitted the counters to `limits`.
+    #[allow(dead_code)] // for the checkpoint rebuilders
+    pub(crate) fn from_parts(
+        inodes: OrdMap<Ino, Arc<Inode>>,
+        next_ino: Ino,
+        counters: Counters,
+        limits: Limits,
+    ) -> Tree {
+        Tree {
+            inodes,
+            next_ino,
+            counters,
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Changes the limits; lower ones stop growth, nothing is removed.
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// What the tree holds (invariant 5).
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The number the next inode created gets.
+    #[allow(dead_code)] // for the checkpoint encoder
+    pub(crate) fn next_ino(&self) -> Ino {
+        self.next_ino
+    }
+
+    /// Every inode, by number.
+    pub(crate) fn inodes(&self) -> impl Iterator<Item = (Ino, &Inode)> {
+        self.inodes.iter().map(|(&ino, i)| (ino, &**i))
+    }
+
+    /// The inode map itself, to start a checkpoint delta's rebuild from
+    /// (an O(1) clone); read-only, so the tree's invariants stay its own.
+    #[allow(dead_code)] // for the checkpoint rebuilders
+    pub(crate) fn inode_map(&self) -> &OrdMap<Ino, Arc<Inode>> {
+        &self.inodes
+    }
+
+    /// The inodes that differ from `self` (older) to `newer`, by number.
+    /// Pointer-pruned: the cost follows the change, not the tree.
+    #[allow(dead_code)] // for the checkpoint encoder
+    pub(crate) fn inode_changes<'a>(
+        &'a self,
+        newer: &'a Tree,
+    ) -> impl Iterator<Item = InodeChange<'a>> {
+        self.inodes.diff(&newer.inodes).map(|d| match d {
+            DiffItem::Add(&ino, i) => InodeChange::Added(ino, i),
+            DiffItem::Update {
+                old: (_, old),
+                new: (&ino, new),
+            } => InodeChange::Changed { ino, old, new },
+            DiffItem::Remove(&ino, _) => InodeChange::Removed(ino),
+        })
+    }
+
+    /// Whether both trees hold the very same inode map (O(1)).
+    pub(crate) fn same_inodes(&self, other: &Tree) -> bool {
+        self.inodes.ptr_eq(&other.inodes)
     }
 
     /// The longest name the tree accepts: the limit, but never more than

@@ -67,7 +67,7 @@ impl Vfs {
     }
 
     pub(super) fn alloc_fd(&mut self, info: FdInfo) -> Result<Fd> {
-        if self.open_total >= self.tree.limits.max_open_files as u64 {
+        if self.open_total >= self.tree.limits().max_open_files as u64 {
             return err(ErrorKind::TooManyOpenFiles);
         }
         let slot = match self.free_slots.pop() {

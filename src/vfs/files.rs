@@ -38,7 +38,7 @@ impl Vfs {
     }
 
     fn open_impl(&mut self, base: Base, path: &str, o: &OpenOptions) -> Result<Fd> {
-        if self.open_total >= self.tree.limits.max_open_files as u64 {
+        if self.open_total >= self.tree.limits().max_open_files as u64 {
             return err(ErrorKind::TooManyOpenFiles);
         }
         let creating = o.create || o.create_new;
@@ -147,7 +147,7 @@ impl Vfs {
 
     fn write_ino(&mut self, ino: Ino, data: &[u8], offset: u64) -> Result<usize> {
         let private = self.private;
-        let max_private = self.tree.limits.max_private_bytes;
+        let max_private = self.tree.limits().max_private_bytes;
         let (cost, allocated) =
             self.tree
                 .write(ino, data, offset, self.origin, &*self.clock, |cost| {
@@ -187,7 +187,7 @@ impl Vfs {
 
     fn truncate_ino(&mut self, ino: Ino, len: u64, now: Timestamp) -> Result<()> {
         let private = self.private;
-        let max_private = self.tree.limits.max_private_bytes;
+        let max_private = self.tree.limits().max_private_bytes;
         let (freed, added) = self.tree.set_len(ino, len, self.origin, now, |growth| {
             check_private(private, max_private, growth)
         })?;

@@ -9,6 +9,8 @@
 //! - `fds`: the descriptor table.
 //! - `read`: what reads report, shared with `Snapshot`.
 //! - `options`: [`OpenOptions`] and [`SetTime`].
+//! - `visit`: the crate's read access to a snapshot (host export,
+//!   checkpoint encoder).
 
 mod fds;
 mod files;
@@ -16,6 +18,7 @@ mod names;
 mod options;
 mod read;
 mod snapshot;
+mod visit;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -31,6 +34,8 @@ pub use fds::{Fd, FdInfo};
 pub use options::{OpenOptions, SetTime};
 pub use read::{DirEntry, Metadata};
 pub use snapshot::Snapshot;
+#[allow(unused_imports)] // for the host export, which the lead moves onto it
+pub(crate) use visit::Visitor;
 
 /// Origins of sandboxes (see `blob`): each `Vfs` gets its own, never 0.
 static NEXT_ORIGIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -123,8 +128,8 @@ impl Vfs {
 
     fn from_tree(tree: Tree, clock: Arc<dyn Clock>) -> Vfs {
         Vfs {
-            floor: tree.counters,
-            base_held: tree.counters.held,
+            floor: tree.counters(),
+            base_held: tree.counters().held,
             tree,
             files: Vec::new(),
             free_slots: Vec::new(),
@@ -147,19 +152,19 @@ impl Vfs {
 
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
-        &self.tree.limits
+        self.tree.limits()
     }
 
     /// Changes the limits. Lower limits stop growth; nothing is removed.
     pub fn set_limits(&mut self, limits: Limits) {
-        self.floor = self.tree.counters;
+        self.floor = self.tree.counters();
         self.private_floor = self.private;
-        self.tree.limits = limits;
+        self.tree.set_limits(limits);
     }
 
     /// What the sandbox holds, and what it added since its fork.
     pub fn usage(&self) -> Usage {
-        self.tree.counters.usage(
+        self.tree.counters().usage(
             self.open_total,
             self.base_held,
             self.allocated,
@@ -172,7 +177,7 @@ impl Vfs {
     /// open here are not part of it.
     pub fn snapshot(&self) -> Snapshot {
         tracing::trace!(
-            inodes = self.tree.counters.inodes,
+            inodes = self.tree.counters().inodes,
             orphans = self.orphans.len(),
             "snapshot"
         );
@@ -205,15 +210,15 @@ impl Vfs {
             return Err("open counts differ from the descriptor table".into());
         }
         for &o in &self.orphans {
-            let Some(i) = self.tree.inodes.get(&o) else {
+            let Ok(i) = self.tree.get(o) else {
                 return Err(format!("orphan {o} is gone"));
             };
             if i.nlink != 0 || !self.open_count.contains_key(&o) {
                 return Err(format!("orphan {o} is linked or not open"));
             }
         }
-        let c = self.tree.counters;
-        let l = &self.tree.limits;
+        let c = self.tree.counters();
+        let l = self.tree.limits();
         if c.charged > l.max_bytes.max(self.floor.charged)
             || c.inodes > l.max_inodes.max(self.floor.inodes)
         {
@@ -221,9 +226,8 @@ impl Vfs {
         }
         let private: u64 = self
             .tree
-            .inodes
-            .values()
-            .filter_map(|i| i.content())
+            .inodes()
+            .filter_map(|(_, i)| i.content())
             .map(|c| c.private_charge(self.origin))
             .sum();
         if private != self.private {

@@ -45,7 +45,7 @@ impl Vfs {
     /// Creates a directory and any missing parents; existing directories
     /// (or symlinks to them) are fine.
     pub fn create_dir_all(&mut self, path: &str) -> Result<()> {
-        path::check_path(path, self.tree.limits.max_path_len as usize).map_err(ctx(path))?;
+        path::check_path(path, self.tree.limits().max_path_len as usize).map_err(ctx(path))?;
         let mut prefix = String::with_capacity(path.len());
         if path.starts_with('/') {
             prefix.push('/');
@@ -228,7 +228,7 @@ impl Vfs {
     }
 
     fn symlink_impl(&mut self, target: &str, base: Base, link: &str) -> Result<()> {
-        path::check_path(target, self.tree.limits.max_path_len as usize)?;
+        path::check_path(target, self.tree.limits().max_path_len as usize)?;
         let r = self.resolve(base, link, false)?;
         let Some(name) = r.name else {
             return err(ErrorKind::AlreadyExists);

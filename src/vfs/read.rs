@@ -86,7 +86,7 @@ pub(super) fn read_file(tree: &Tree, base: Base, path: &str) -> Result<Vec<u8>> 
     if inode.mode & 0o400 == 0 {
         return err(ErrorKind::PermissionDenied);
     }
-    read_content(content, tree.limits.max_bytes)
+    read_content(content, tree.limits().max_bytes)
 }
 
 /// The whole content as bytes, refusing sizes that would allocate more than

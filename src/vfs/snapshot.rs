@@ -29,6 +29,9 @@ use super::{Vfs, ctx};
 /// ```
 #[derive(Clone)]
 pub struct Snapshot {
+    // read directly by checkpoint and host until they use the methods of
+    // `vfs::visit` (`Snapshot::visit`, `lookup`, `inode`, `inodes`,
+    // `inode_changes`, `next_ino`, `inode_map`)
     pub(crate) tree: Arc<Tree>,
     pub(super) clock: Arc<dyn Clock>,
 }
@@ -36,8 +39,8 @@ pub struct Snapshot {
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")
-            .field("inodes", &self.tree.counters.inodes)
-            .field("held_bytes", &self.tree.counters.held)
+            .field("inodes", &self.tree.counters().inodes)
+            .field("held_bytes", &self.tree.counters().held)
             .finish()
     }
 }
@@ -52,7 +55,7 @@ impl Snapshot {
 
     /// A writable sandbox starting from this tree, with its limits. O(1).
     pub fn fork(&self) -> Vfs {
-        tracing::trace!(inodes = self.tree.counters.inodes, "fork");
+        tracing::trace!(inodes = self.tree.counters().inodes, "fork");
         Vfs::from_tree((*self.tree).clone(), self.clock.clone())
     }
 
@@ -60,12 +63,12 @@ impl Snapshot {
     /// Limits below what the tree already holds stop it from growing.
     pub fn fork_with_limits(&self, limits: Limits) -> Vfs {
         tracing::trace!(
-            inodes = self.tree.counters.inodes,
+            inodes = self.tree.counters().inodes,
             ?limits,
             "fork with limits"
         );
         let mut tree = (*self.tree).clone();
-        tree.limits = limits;
+        tree.set_limits(limits);
         Vfs::from_tree(tree, self.clock.clone())
     }
 
@@ -117,17 +120,18 @@ impl Snapshot {
 
     /// Whether both handles hold the very same tree (O(1)).
     pub fn ptr_eq(&self, other: &Snapshot) -> bool {
-        Arc::ptr_eq(&self.tree, &other.tree) || self.tree.inodes.ptr_eq(&other.tree.inodes)
+        Arc::ptr_eq(&self.tree, &other.tree) || self.tree.same_inodes(&other.tree)
     }
 
     /// The limits forks inherit.
     pub fn limits(&self) -> &Limits {
-        &self.tree.limits
+        self.tree.limits()
     }
 
     /// What the tree holds.
     pub fn usage(&self) -> Usage {
-        self.tree.counters.usage(0, self.tree.counters.held, 0, 0)
+        let c = self.tree.counters();
+        c.usage(0, c.held, 0, 0)
     }
 
     /// Reads a whole file (symlinks followed).
