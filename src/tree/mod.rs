@@ -1,7 +1,14 @@
-//! The persistent inode table and everything that changes it: creating,
-//! linking, unlinking and freeing inodes, with the usage counters kept in
-//! step. Resolution, hashing, diff, the walk from the root and the
-//! invariant check live in the submodules.
+//! The persistent inode table, `Tree`, which owns its invariants: only its
+//! own methods change it. This file holds the type and its accessors; the
+//! rest is in one file per idea:
+//! - `inode`: inodes, entries, kinds and charges.
+//! - `edit`: creating, linking, unlinking, releasing and freeing inodes,
+//!   writing and resizing files, with the counters kept in step.
+//! - `resolve`: path resolution.
+//! - `hash`: the memoized Merkle root hash.
+//! - `diff`: the changed paths between two trees.
+//! - `walk`: the walk from the root that proves the tree's shape.
+//! - `check`: `Tree::check`, every invariant at once.
 //!
 //! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
 //! behind `Arc` in an `imbl::OrdMap`, so a change copies one inode and the
