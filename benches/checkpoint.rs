@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cowvfs::{OpenOptions, Snapshot, Vfs, host};
+use cowvfs::{OpenOptions, Snapshot, Vfs, hostdir};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn scratch() -> PathBuf {
@@ -255,7 +255,7 @@ fn real_tree(c: &mut Criterion) {
     let tar = dir.join("tree.tar");
     let out = dir.join("out");
     let mut v = Vfs::with_limits(cowvfs::Limits::unlimited());
-    let stats = host::import_dir(&mut v, &tree, "/lib").unwrap();
+    let stats = hostdir::import_dir(&mut v, &tree, "/lib").unwrap();
     eprintln!(
         "real tree {}: {} files, {} dirs, {} symlinks, {} MiB",
         src.display(),
@@ -271,14 +271,14 @@ fn real_tree(c: &mut Criterion) {
     g.bench_function("import", |b| {
         b.iter(|| {
             let mut v = Vfs::with_limits(cowvfs::Limits::unlimited());
-            host::import_dir(&mut v, &tree, "/lib").unwrap();
+            hostdir::import_dir(&mut v, &tree, "/lib").unwrap();
             black_box(v.snapshot())
         })
     });
     g.bench_function("import_and_save", |b| {
         b.iter(|| {
             let mut v = Vfs::with_limits(cowvfs::Limits::unlimited());
-            host::import_dir(&mut v, &tree, "/lib").unwrap();
+            hostdir::import_dir(&mut v, &tree, "/lib").unwrap();
             v.snapshot().save(&ck).unwrap()
         })
     });
@@ -305,7 +305,7 @@ fn real_tree(c: &mut Criterion) {
                 let _ = std::fs::remove_dir_all(&out);
                 let start = Instant::now();
                 let s = Snapshot::load(&ck).unwrap();
-                host::export_dir(&s, "/lib", &out).unwrap();
+                hostdir::export_dir(&s, "/lib", &out).unwrap();
                 t += start.elapsed();
             }
             t

@@ -24,7 +24,8 @@ use crate::atomic::{Staging, Unique};
 use crate::content::CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::path;
-use crate::tree::{Base, Ino, Node, Timestamp};
+use crate::time::Timestamp;
+use crate::tree::{Base, Ino, Node};
 use crate::vfs::{OpenOptions, SetTime, Snapshot, Vfs};
 
 /// What an import or export moved.

@@ -37,8 +37,10 @@ mod chunkmap;
 mod content;
 mod error;
 pub mod hostdir;
+mod limits;
 mod path;
 pub mod store;
+mod time;
 mod tree;
 mod vfs;
 #[cfg(feature = "wasi")]
@@ -46,12 +48,11 @@ pub mod wasi;
 
 pub use content::CHUNK_SIZE;
 pub use error::{Error, ErrorKind, Result};
+pub use limits::{Limits, Usage, parse_size};
 pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
-pub use tree::{Change, ChangeKind, FileType, Timestamp};
-pub use vfs::{
-    Clock, DirEntry, Fd, FdInfo, Limits, ManualClock, Metadata, OpenOptions, SetTime, Snapshot,
-    SystemClock, Usage, Vfs, parse_size,
-};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use tree::{Change, ChangeKind, FileType};
+pub use vfs::{DirEntry, Fd, FdInfo, Metadata, OpenOptions, SetTime, Snapshot, Vfs};
 
 // The README's examples are doctests too.
 #[cfg(doctest)]

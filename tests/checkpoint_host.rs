@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
-use cowvfs::{ErrorKind, Vfs, host};
+use cowvfs::{ErrorKind, Vfs, hostdir};
 
 fn set_mtime(p: &Path, secs: i64, nanos: i64) {
     let t = rustix::fs::Timespec {
@@ -136,7 +136,7 @@ fn import_export_round_trip() {
     let before = describe(&src);
 
     let mut vfs = Vfs::new();
-    let stats = host::import_dir(&mut vfs, &src, "/imported").unwrap();
+    let stats = hostdir::import_dir(&mut vfs, &src, "/imported").unwrap();
     assert_eq!(stats.files, 7);
     assert_eq!(stats.hard_links, 1);
     assert_eq!(stats.symlinks, 2);
@@ -160,7 +160,7 @@ fn import_export_round_trip() {
     assert_eq!(snap.metadata("/imported/locked").unwrap().mode, 0o555);
 
     let out = tmp.path().join("out");
-    let estats = host::export_dir(&snap, "/imported", &out).unwrap();
+    let estats = hostdir::export_dir(&snap, "/imported", &out).unwrap();
     assert_eq!(estats, stats);
     assert_eq!(describe(&out), before);
     assert_same_on_disk(&src, &out);
@@ -171,7 +171,7 @@ fn import_export_round_trip() {
 
     // Re-importing the export gives the same root hash.
     let mut again = Vfs::new();
-    host::import_dir(&mut again, &out, "/imported").unwrap();
+    hostdir::import_dir(&mut again, &out, "/imported").unwrap();
     assert_eq!(again.root_hash(), vfs.root_hash());
     // Read-only directories would stop the test's cleanup.
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
@@ -189,7 +189,7 @@ fn export_refuses_non_empty_target_and_leaves_nothing_on_error() {
     let full = tmp.path().join("full");
     fs::create_dir(&full).unwrap();
     fs::write(full.join("keep"), b"mine").unwrap();
-    let e = host::export_dir(&snap, "/d", &full).unwrap_err();
+    let e = hostdir::export_dir(&snap, "/d", &full).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     assert!(e.to_string().contains("not empty"), "{e}");
     assert_eq!(fs::read(full.join("keep")).unwrap(), b"mine");
@@ -197,18 +197,18 @@ fn export_refuses_non_empty_target_and_leaves_nothing_on_error() {
     let file = tmp.path().join("file");
     fs::write(&file, b"x").unwrap();
     assert_eq!(
-        host::export_dir(&snap, "/d", &file).unwrap_err().kind(),
+        hostdir::export_dir(&snap, "/d", &file).unwrap_err().kind(),
         ErrorKind::AlreadyExists
     );
 
     // An empty directory is fine.
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
-    host::export_dir(&snap, "/d", &empty).unwrap();
+    hostdir::export_dir(&snap, "/d", &empty).unwrap();
     assert_eq!(fs::read(empty.join("e/f")).unwrap(), b"data");
 
     // A guest path that is not a directory.
-    let e = host::export_dir(&snap, "/d/e/f", &tmp.path().join("x")).unwrap_err();
+    let e = hostdir::export_dir(&snap, "/d/e/f", &tmp.path().join("x")).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotADirectory);
     assert!(!tmp.path().join("x").exists());
     // Nothing temporary left behind.
@@ -223,12 +223,12 @@ fn export_refuses_non_empty_target_and_leaves_nothing_on_error() {
 fn import_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let mut vfs = Vfs::new();
-    let e = host::import_dir(&mut vfs, &tmp.path().join("missing"), "/x").unwrap_err();
+    let e = hostdir::import_dir(&mut vfs, &tmp.path().join("missing"), "/x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(e.to_string().contains("missing"), "{e}");
     let f = tmp.path().join("file");
     fs::write(&f, b"x").unwrap();
-    let e = host::import_dir(&mut vfs, &f, "/x").unwrap_err();
+    let e = hostdir::import_dir(&mut vfs, &f, "/x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotADirectory);
 
     // A FIFO is refused by name.
@@ -242,7 +242,7 @@ fn import_errors_are_clear() {
         0,
     )
     .unwrap();
-    let e = host::import_dir(&mut vfs, &d, "/y").unwrap_err();
+    let e = hostdir::import_dir(&mut vfs, &d, "/y").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains("pipe"), "{e}");
 
@@ -255,7 +255,7 @@ fn import_errors_are_clear() {
     fs::create_dir(&d2).unwrap();
     fs::write(d2.join("f"), vec![1u8; 5000]).unwrap();
     assert_eq!(
-        host::import_dir(&mut small, &d2, "/").unwrap_err().kind(),
+        hostdir::import_dir(&mut small, &d2, "/").unwrap_err().kind(),
         ErrorKind::NoSpace
     );
 }
@@ -267,12 +267,12 @@ fn sync_keeps_unchanged_objects_shared() {
     fs::create_dir(&src).unwrap();
     sample_tree(&src);
     let mut vfs = Vfs::new();
-    host::import_dir(&mut vfs, &src, "/").unwrap();
+    hostdir::import_dir(&mut vfs, &src, "/").unwrap();
     let base = vfs.snapshot();
 
     // Nothing changed: syncing changes nothing at all.
     let mut same = base.fork();
-    host::sync_dir(&mut same, &src, "/").unwrap();
+    hostdir::sync_dir(&mut same, &src, "/").unwrap();
     assert!(base.diff(&same.snapshot()).is_empty());
     assert_eq!(same.root_hash(), base.root_hash());
 
@@ -290,7 +290,7 @@ fn sync_keeps_unchanged_objects_shared() {
     f.write_all_at(b"patch", 100_000).unwrap();
     drop(f);
     let mut v = base.fork();
-    host::sync_dir(&mut v, &src, "/").unwrap();
+    hostdir::sync_dir(&mut v, &src, "/").unwrap();
     v.check_invariants().unwrap();
     let changed: Vec<String> = base
         .diff(&v.snapshot())
@@ -312,7 +312,7 @@ fn sync_keeps_unchanged_objects_shared() {
     assert!(v.usage().allocated_bytes < 200_000, "{:?}", v.usage());
     // And the result equals a fresh import.
     let mut fresh = Vfs::new();
-    host::import_dir(&mut fresh, &src, "/").unwrap();
+    hostdir::import_dir(&mut fresh, &src, "/").unwrap();
     assert_eq!(fresh.root_hash(), v.root_hash());
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -351,7 +351,7 @@ fn python_stdlib_round_trip() {
     let src = python_stdlib();
     let tmp = tempfile::tempdir().unwrap();
     let mut vfs = Vfs::with_limits(cowvfs::Limits::unlimited());
-    let stats = host::import_dir(&mut vfs, &src, "/lib")
+    let stats = hostdir::import_dir(&mut vfs, &src, "/lib")
         .unwrap_or_else(|e| panic!("cannot import {}: {e}", src.display()));
     assert!(stats.files > 100, "{stats:?}");
     let snap = vfs.snapshot();
@@ -362,7 +362,7 @@ fn python_stdlib_round_trip() {
     loaded.check_invariants().unwrap();
     let lazy = cowvfs::Snapshot::open(&ck).unwrap();
     let out = tmp.path().join("out");
-    host::export_dir(&lazy, "/lib", &out).unwrap();
+    hostdir::export_dir(&lazy, "/lib", &out).unwrap();
     assert_same_on_disk(&src, &out);
     assert_eq!(describe(&src), describe(&out));
 }

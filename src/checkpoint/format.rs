@@ -26,8 +26,9 @@ use std::io::{self, Read};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::tree::{FileType, Timestamp};
-use crate::vfs::Limits;
+use crate::limits::Limits;
+use crate::time::Timestamp;
+use crate::tree::FileType;
 
 /// The format version this build writes. It reads this one only so far;
 /// a later format bumps it and keeps reading the old ones.

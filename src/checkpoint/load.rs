@@ -20,7 +20,8 @@ use super::rebuild::{RootCheck, build};
 use crate::blob::{Blob, ChunkSource};
 use crate::content::{CHUNK_SIZE, chunk_charge};
 use crate::error::{Error, ErrorKind, Result};
-use crate::vfs::{Limits, Snapshot};
+use crate::limits::Limits;
+use crate::vfs::Snapshot;
 
 /// Hashes everything read through it (for the trailing hash).
 struct HashRead<'a> {

@@ -58,7 +58,8 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, FileOptions};
 use crate::error::{Error, ErrorKind, Result};
-use crate::vfs::{Limits, Snapshot};
+use crate::limits::Limits;
+use crate::vfs::Snapshot;
 
 mod encode;
 mod format;

@@ -16,12 +16,11 @@ use crate::blob::{Blob, Chunk};
 use crate::chunkmap::ChunkMap;
 use crate::content::{CHUNK_SIZE, Content};
 use crate::error::{Error, ErrorKind, Result};
+use crate::limits::{Counters, Limits};
 use crate::path;
-use crate::tree::{
-    Counters, Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Timestamp, Tree,
-    entry_charge,
-};
-use crate::vfs::{Limits, Snapshot};
+use crate::time::Timestamp;
+use crate::tree::{Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Tree, entry_charge};
+use crate::vfs::Snapshot;
 
 fn check_time(t: Timestamp) -> Result<()> {
     if t.nanos >= 1_000_000_000 {

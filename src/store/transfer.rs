@@ -12,7 +12,8 @@ use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversize
 use crate::blob::ChunkSource;
 use crate::checkpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::vfs::{Limits, Snapshot};
+use crate::limits::Limits;
+use crate::vfs::Snapshot;
 
 /// How a transfer runs.
 pub struct TransferOptions<'a> {

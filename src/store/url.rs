@@ -11,7 +11,8 @@ use std::sync::Arc;
 use super::S3Store;
 use super::{BlobStore, DirStore, open_lazy_with_limits};
 use crate::error::{Error, ErrorKind, Result};
-use crate::vfs::{Limits, Snapshot};
+use crate::limits::Limits;
+use crate::vfs::Snapshot;
 
 /// Splits `URL/ROOT` (what `cowvfs pull` and `run --from` take) into the
 /// store URL and the root hash: the last path component, 64 hex digits.

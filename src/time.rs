@@ -1,0 +1,126 @@
+//! Time: the [`Timestamp`] every inode carries and the clocks that make
+//! them ([`SystemClock`] by default, [`ManualClock`] for deterministic
+//! tests).
+
+use std::fmt;
+
+use crate::error::{ErrorKind, Result, err};
+
+/// A point in time: seconds since the Unix epoch and nanoseconds (< 1e9).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Timestamp {
+    /// Seconds since 1970-01-01T00:00:00Z; negative before it.
+    pub secs: i64,
+    /// Nanoseconds within the second, below 1,000,000,000.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// A timestamp, or `EINVAL` when `nanos` is 1e9 or more.
+    pub fn new(secs: i64, nanos: u32) -> Result<Timestamp> {
+        if nanos >= 1_000_000_000 {
+            return err(ErrorKind::InvalidInput);
+        }
+        Ok(Timestamp { secs, nanos })
+    }
+
+    /// Nanoseconds since the epoch, saturating at the ends of `i128`'s
+    /// range (which `i64` seconds never reach).
+    pub fn as_nanos(self) -> i128 {
+        self.secs as i128 * 1_000_000_000 + self.nanos as i128
+    }
+
+    /// The current system time (the epoch if the clock is before it).
+    pub fn now() -> Timestamp {
+        Timestamp::from(std::time::SystemTime::now())
+    }
+
+    pub(crate) fn is_valid(self) -> bool {
+        self.nanos < 1_000_000_000
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    fn from(t: std::time::SystemTime) -> Timestamp {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                if d.subsec_nanos() == 0 {
+                    Timestamp {
+                        secs: -secs,
+                        nanos: 0,
+                    }
+                } else {
+                    Timestamp {
+                        secs: (-secs).saturating_sub(1),
+                        nanos: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A source of timestamps, so tests can make time deterministic.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock (the default).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that stands still until told otherwise.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::Mutex<Timestamp>);
+
+impl ManualClock {
+    /// A clock showing `t`.
+    pub fn new(t: Timestamp) -> ManualClock {
+        ManualClock(std::sync::Mutex::new(t))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, t: Timestamp) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = t;
+        }
+    }
+
+    /// Moves the time forward by `secs` seconds.
+    pub fn advance(&self, secs: i64) {
+        if let Ok(mut g) = self.0.lock() {
+            g.secs = g.secs.saturating_add(secs);
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        self.0.lock().map(|g| *g).unwrap_or_default()
+    }
+}

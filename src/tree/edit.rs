@@ -1,0 +1,356 @@
+//! Every change to the tree's shape and size: creating, linking, unlinking,
+//! releasing and freeing inodes, writing and resizing files, each keeping
+//! invariants 1, 2 and 5 (links, `nlink` and the usage counters move in
+//! step with the entries and data).
+//!
+//! Each method is all or nothing: it checks what the tree can check itself
+//! (names, `max_inodes`, `max_bytes`, `max_file_size`), lets the caller
+//! refuse through an `admit` closure where the caller keeps a limit of its
+//! own (a sandbox's private bytes), and only then changes anything. The
+//! caller checks what is policy rather than structure: permissions, POSIX
+//! errno order, that a name is free.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::content::{Content, Cost};
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::path;
+use crate::time::{Clock, Timestamp};
+
+use super::{Entry, FileType, INODE_CHARGE, Ino, Inode, Name, Node, Tree, entry_charge};
+
+/// What [`Tree::release`] did with an inode whose entry went.
+#[derive(Debug)]
+pub(crate) enum Released {
+    /// It still has a name (or is gone already): nothing to do.
+    Named,
+    /// It has no name left but a descriptor holds it: the caller keeps it
+    /// as an orphan and frees it with [`Tree::free`] on the last close.
+    Orphaned,
+    /// It was freed; here it is, for the caller's own accounting.
+    Freed(Arc<Inode>),
+}
+
+impl Tree {
+    /// `EDQUOT` if one more inode would go over `max_inodes`.
+    fn check_inode_quota(&self) -> Result<()> {
+        if self.counters.inodes >= self.limits.max_inodes {
+            return err(ErrorKind::QuotaExceeded);
+        }
+        Ok(())
+    }
+
+    /// Whether the tree may cost `growth` more bytes (`max_bytes`).
+    pub(crate) fn check_bytes(&self, growth: u64) -> Result<()> {
+        if growth == 0 {
+            return Ok(());
+        }
+        match self.counters.charged.checked_add(growth) {
+            Some(n) if n <= self.limits.max_bytes => Ok(()),
+            _ => err(ErrorKind::NoSpace),
+        }
+    }
+
+    /// The sum of file sizes once a file grows from `old` to `new` bytes,
+    /// or `EFBIG` if it would not fit in a u64 (possible only with very
+    /// high `max_file_size`s, as in [`Limits::unlimited`](crate::Limits::unlimited)).
+    fn grown_logical(&self, old: u64, new: u64) -> Result<u64> {
+        (self.counters.logical - old)
+            .checked_add(new)
+            .ok_or_else(|| {
+                Error::with(
+                    ErrorKind::FileTooLarge,
+                    "the sum of file sizes would overflow",
+                )
+            })
+    }
+
+    /// Creates an inode holding `node` and links it as `dir/name`, its
+    /// times read from `clock` once the limits allow it. The caller has
+    /// checked that the name is free and the directory writable; if `dir`
+    /// is no directory after all, nothing changes.
+    pub(crate) fn create(
+        &mut self,
+        dir: Ino,
+        name: Name,
+        node: Node,
+        mode: u32,
+        clock: &dyn Clock,
+    ) -> Result<Ino> {
+        path::check_name(&name, self.name_max())?;
+        self.check_inode_quota()?;
+        let charge = match &node {
+            Node::Symlink(t) => INODE_CHARGE + t.len() as u64,
+            _ => INODE_CHARGE,
+        };
+        self.check_bytes(charge + entry_charge(&name))?;
+        let now = clock.now();
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let kind = match node {
+            Node::File(_) => FileType::File,
+            Node::Dir(_) => FileType::Dir,
+            Node::Symlink(_) => FileType::Symlink,
+        };
+        self.inodes
+            .insert(ino, Arc::new(Inode::new(node, mode, now)));
+        self.counters.inodes += 1;
+        self.counters.charged += charge;
+        if let Err(e) = self.link(dir, name, ino, kind, now) {
+            // Only a `dir` that is missing or no directory gets here.
+            self.inodes.remove(&ino);
+            self.counters.inodes -= 1;
+            self.counters.charged -= charge;
+            self.next_ino -= 1;
+            return Err(e);
+        }
+        Ok(ino)
+    }
+
+    /// Adds the entry `dir/name -> ino` (of `kind`, which must be the
+    /// inode's): the directory's `nlink` for a subdirectory, the inode's
+    /// `links` and, for a non-directory, its `nlink`; the entry's charge.
+    /// The caller has checked the name and `max_bytes`.
+    pub(crate) fn link(
+        &mut self,
+        dir: Ino,
+        name: Name,
+        ino: Ino,
+        kind: FileType,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (old_mtime, old_ctime) = {
+            let d = self.inode_mut(dir)?;
+            let Node::Dir(entries) = &mut d.node else {
+                return err(ErrorKind::NotADirectory);
+            };
+            entries.insert(name.clone(), Entry { ino, kind });
+            if kind == FileType::Dir {
+                d.nlink += 1;
+            }
+            let old = (d.mtime, d.ctime);
+            d.mtime = now;
+            d.ctime = now;
+            old
+        };
+        self.counters.charged += entry_charge(&name);
+        let t = match self.inode_mut(ino) {
+            Ok(t) => t,
+            Err(e) => {
+                // A missing inode: take the entry back out.
+                self.counters.charged -= entry_charge(&name);
+                if let Ok(d) = self.inode_mut(dir)
+                    && let Node::Dir(entries) = &mut d.node
+                {
+                    entries.remove(&name);
+                    if kind == FileType::Dir {
+                        d.nlink -= 1;
+                    }
+                    d.mtime = old_mtime;
+                    d.ctime = old_ctime;
+                }
+                return Err(e);
+            }
+        };
+        t.links.push((dir, name));
+        if kind != FileType::Dir {
+            t.nlink += 1;
+        }
+        t.ctime = now;
+        Ok(())
+    }
+
+    /// Removes the entry `dir/name` and returns the inode it named, which
+    /// the caller relinks ([`Tree::link`]) or lets go ([`Tree::release`]).
+    pub(crate) fn unlink(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<(Ino, FileType)> {
+        let (e, old_mtime, old_ctime) = {
+            let d = self.inode_mut(dir)?;
+            let Node::Dir(entries) = &mut d.node else {
+                return err(ErrorKind::NotADirectory);
+            };
+            let Some(e) = entries.remove(name) else {
+                return err(ErrorKind::NotFound);
+            };
+            if e.kind == FileType::Dir {
+                d.nlink -= 1;
+            }
+            let old = (d.mtime, d.ctime);
+            d.mtime = now;
+            d.ctime = now;
+            (e, old.0, old.1)
+        };
+        self.counters.charged -= entry_charge(name);
+        let t = match self.inode_mut(e.ino) {
+            Ok(t) => t,
+            Err(err) => {
+                // An entry naming a missing inode (a broken tree): put it
+                // back as it was.
+                self.counters.charged += entry_charge(name);
+                if let Ok(d) = self.inode_mut(dir)
+                    && let Node::Dir(entries) = &mut d.node
+                {
+                    entries.insert(Name::from(name), e);
+                    if e.kind == FileType::Dir {
+                        d.nlink += 1;
+                    }
+                    d.mtime = old_mtime;
+                    d.ctime = old_ctime;
+                }
+                return Err(err);
+            }
+        };
+        if let Some(pos) = t.links.iter().position(|(p, n)| *p == dir && &**n == name) {
+            t.links.swap_remove(pos);
+        }
+        if e.kind != FileType::Dir {
+            t.nlink -= 1;
+        }
+        t.ctime = now;
+        Ok((e.ino, e.kind))
+    }
+
+    /// Lets go of an inode [`Tree::unlink`] returned: frees it if no name
+    /// is left, unless it is a non-directory `held_open` says a descriptor
+    /// holds (asked only then), which the caller keeps as an orphan.
+    pub(crate) fn release(
+        &mut self,
+        ino: Ino,
+        kind: FileType,
+        held_open: impl FnOnce(Ino) -> bool,
+    ) -> Released {
+        let unnamed = self.inodes.get(&ino).is_some_and(|i| i.links.is_empty());
+        if !unnamed {
+            return Released::Named;
+        }
+        if kind != FileType::Dir && held_open(ino) {
+            return Released::Orphaned;
+        }
+        match self.free(ino) {
+            Some(inode) => Released::Freed(inode),
+            None => Released::Named,
+        }
+    }
+
+    /// Removes an inode that no entry names (an orphan on its last close,
+    /// or what [`Tree::release`] lets go), taking its data and charge off
+    /// the counters. Returns it, if it was there.
+    pub(crate) fn free(&mut self, ino: Ino) -> Option<Arc<Inode>> {
+        let inode = self.inodes.remove(&ino)?;
+        let c = &mut self.counters;
+        c.inodes -= 1;
+        c.held -= inode.held();
+        c.logical -= inode.content().map_or(0, Content::size);
+        c.charged -= inode.charge();
+        Some(inode)
+    }
+
+    /// A copy of the tree without `orphans` (unnamed inodes a sandbox's
+    /// descriptors hold), as a snapshot must be: O(1) plus O(log n) per
+    /// orphan.
+    pub(crate) fn without(&self, orphans: &BTreeSet<Ino>) -> Tree {
+        let mut tree = self.clone();
+        for &ino in orphans {
+            tree.free(ino);
+        }
+        tree
+    }
+
+    /// Writes `data` at `offset` of file `ino` for sandbox `origin` (whose
+    /// chunks it makes), keeping the counters. Checks `max_file_size` and
+    /// `max_bytes`, then lets `admit` refuse the write's cost, before
+    /// anything changes; the times come from `clock` after that. Returns
+    /// the cost and the chunk bytes allocated (both zero for no data).
+    pub(crate) fn write(
+        &mut self,
+        ino: Ino,
+        data: &[u8],
+        offset: u64,
+        origin: u64,
+        clock: &dyn Clock,
+        admit: impl FnOnce(&Cost) -> Result<()>,
+    ) -> Result<(Cost, u64)> {
+        let (old_size, cost) = match &self.get(ino)?.node {
+            Node::File(c) => {
+                if data.is_empty() {
+                    return Ok((Cost::default(), 0));
+                }
+                let end = offset.checked_add(data.len() as u64);
+                match end {
+                    Some(e) if e <= self.limits.max_file_size => {}
+                    _ => return err(ErrorKind::FileTooLarge),
+                }
+                // A lazily loaded chunk that cannot be read fails the write
+                // here, before anything changes.
+                c.prepare_write(offset, data.len())?;
+                (c.size(), c.write_cost(offset, data.len(), origin))
+            }
+            _ => return err(ErrorKind::IsADirectory),
+        };
+        self.check_bytes(cost.charge)?;
+        admit(&cost)?;
+        let new_end = offset + data.len() as u64;
+        let logical = self.grown_logical(old_size, new_end.max(old_size))?;
+        let now = clock.now();
+        let inode = self.inode_mut(ino)?;
+        let Node::File(c) = &mut inode.node else {
+            return err(ErrorKind::IsADirectory);
+        };
+        let allocated = c.write_at(data, offset, origin)?;
+        inode.mtime = now;
+        inode.ctime = now;
+        let counters = &mut self.counters;
+        counters.held += cost.held;
+        counters.charged += cost.charge;
+        counters.logical = logical;
+        Ok((cost, allocated))
+    }
+
+    /// Sets the length of file `ino` for sandbox `origin`, keeping the
+    /// counters. Checks `max_file_size`, then lets `admit` refuse the
+    /// private bytes the cut would copy (net of what it frees), before
+    /// anything changes. Returns what it freed and the private bytes it
+    /// added (both zero when the length stays).
+    pub(crate) fn set_len(
+        &mut self,
+        ino: Ino,
+        len: u64,
+        origin: u64,
+        now: Timestamp,
+        admit: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<(Cost, u64)> {
+        if len > self.limits.max_file_size {
+            return err(ErrorKind::FileTooLarge);
+        }
+        let (old_size, (freed, added)) = match &self.get(ino)?.node {
+            Node::File(c) => {
+                c.prepare_set_len(len)?;
+                (c.size(), c.shrink_cost(len, origin))
+            }
+            Node::Dir(_) => return err(ErrorKind::IsADirectory),
+            Node::Symlink(_) => return err(ErrorKind::InvalidInput),
+        };
+        if old_size == len {
+            return Ok((Cost::default(), 0));
+        }
+        // Cutting a chunk of the base copies what is kept of it.
+        admit(added.saturating_sub(freed.private))?;
+        let logical = self.grown_logical(old_size, len)?;
+        let inode = self.inode_mut(ino)?;
+        if let Node::File(c) = &mut inode.node {
+            c.set_len(len, origin)?;
+        }
+        inode.mtime = now;
+        inode.ctime = now;
+        let c = &mut self.counters;
+        c.held -= freed.held;
+        c.charged -= freed.charge;
+        c.logical = logical;
+        Ok((freed, added))
+    }
+}

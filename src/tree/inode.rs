@@ -1,0 +1,163 @@
+//! Inodes: what one file, directory or symlink holds, its kind and what
+//! it costs toward `max_bytes`.
+
+use std::sync::{Arc, OnceLock};
+
+use imbl::OrdMap;
+
+use crate::content::Content;
+use crate::time::Timestamp;
+
+pub(crate) type Ino = u64;
+pub(crate) type Name = Arc<str>;
+
+/// The root directory's inode number.
+pub(crate) const ROOT: Ino = 1;
+/// The most hard links one file may have.
+pub(crate) const MAX_LINKS: u32 = 65_000;
+
+/// What one inode costs toward `max_bytes` beyond its data: the inode
+/// itself (about 200 bytes behind its `Arc`), its slot in the inode map,
+/// the first allocation of its list of names, and for a directory the
+/// first node of its entry map. Rounded up from measurements.
+pub(crate) const INODE_CHARGE: u64 = 384;
+/// What one directory entry costs toward `max_bytes` beyond its name's
+/// bytes: its slot in the directory's map, the name's shared header and
+/// the `(directory, name)` back link in the inode it names.
+pub(crate) const ENTRY_CHARGE: u64 = 160;
+
+/// The charge of one directory entry called `name`.
+pub(crate) fn entry_charge(name: &str) -> u64 {
+    ENTRY_CHARGE + name.len() as u64
+}
+
+/// What kind of object an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// A directory entry as stored: the inode and its kind (kinds never change,
+/// so keeping it here makes listing a directory need no inode lookups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub ino: Ino,
+    pub kind: FileType,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Node {
+    File(Content),
+    Dir(OrdMap<Name, Entry>),
+    Symlink(Name),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Inode {
+    pub node: Node,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Entries naming a non-directory; 2 + subdirectories for a directory.
+    pub nlink: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    /// `(directory, name)` of every entry naming this inode.
+    pub links: Vec<(Ino, Name)>,
+    pub(super) memo: OnceLock<blake3::Hash>,
+}
+
+impl PartialEq for Inode {
+    fn eq(&self, o: &Inode) -> bool {
+        self.mode == o.mode
+            && self.nlink == o.nlink
+            && self.atime == o.atime
+            && self.mtime == o.mtime
+            && self.ctime == o.ctime
+            && self.links == o.links
+            && self.node == o.node
+    }
+}
+impl Eq for Inode {}
+
+impl Inode {
+    pub(crate) fn new(node: Node, mode: u32, now: Timestamp) -> Inode {
+        let nlink = if matches!(node, Node::Dir(_)) { 2 } else { 0 };
+        Inode {
+            node,
+            mode: mode & 0o7777,
+            nlink,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            links: Vec::new(),
+            memo: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> FileType {
+        match self.node {
+            Node::File(_) => FileType::File,
+            Node::Dir(_) => FileType::Dir,
+            Node::Symlink(_) => FileType::Symlink,
+        }
+    }
+
+    pub(crate) fn entries(&self) -> Option<&OrdMap<Name, Entry>> {
+        match &self.node {
+            Node::Dir(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn content(&self) -> Option<&Content> {
+        match &self.node {
+            Node::File(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Logical size as `stat` reports it.
+    pub(crate) fn size(&self) -> u64 {
+        match &self.node {
+            Node::File(c) => c.size(),
+            Node::Dir(e) => e.len() as u64,
+            Node::Symlink(t) => t.len() as u64,
+        }
+    }
+
+    pub(crate) fn held(&self) -> u64 {
+        self.content().map_or(0, Content::held)
+    }
+
+    /// What the inode costs toward `max_bytes`, its entries (charged to
+    /// the entries themselves) aside: the fixed charge, plus its chunks
+    /// or its symlink target.
+    pub(crate) fn charge(&self) -> u64 {
+        INODE_CHARGE
+            + match &self.node {
+                Node::File(c) => c.charge(),
+                Node::Symlink(t) => t.len() as u64,
+                Node::Dir(_) => 0,
+            }
+    }
+
+    /// Whether what the root hash covers (kind, permissions, content, link
+    /// count, target) differs; timestamps and inode numbers do not count.
+    pub(crate) fn same_payload(&self, o: &Inode) -> bool {
+        if self.mode != o.mode {
+            return false;
+        }
+        match (&self.node, &o.node) {
+            (Node::File(a), Node::File(b)) => self.nlink == o.nlink && a.same_bytes(b),
+            (Node::Symlink(a), Node::Symlink(b)) => a == b,
+            (Node::Dir(_), Node::Dir(_)) => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The persistent inode table, `Tree`, which owns its invariants: only its
+//! own methods change it. This file holds the type and its accessors; the
+//! rest is in one file per idea:
+//! - `inode`: inodes, entries, kinds and charges.
+//! - `edit`: creating, linking, unlinking, releasing and freeing inodes,
+//!   writing and resizing files, with the counters kept in step.
+//! - `resolve`: path resolution.
+//! - `hash`: the memoized Merkle root hash.
+//! - `diff`: the changed paths between two trees.
+//! - `walk`: the walk from the root that proves the tree's shape.
+//! - `check`: `Tree::check`, every invariant at once.
+//!
+//! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
+//! behind `Arc` in an `imbl::OrdMap`, so a change copies one inode and the
+//! O(log n) map nodes above it, never the tree.
+//!
+//! Invariants (numbered as in DESIGN.md; `Tree::check` verifies them):
+//! 1. Every directory entry names a live inode of the entry's kind; every
+//!    live inode but the root is named by an entry or is an orphan held open;
+//!    a non-directory's `nlink` and `links` equal the entries naming it.
+//! 2. A directory is named by exactly one entry (none for the root), its
+//!    `nlink` is 2 plus its subdirectories, and there are no cycles.
+//! 3. (Snapshots never change: they hold a `Tree` nobody can reach mutably.)
+//! 4. Content invariants hold for every file (see `content`).
+//! 5. The usage counters equal what a full walk counts.
+//! 6. A memoized hash equals the hash computed afresh, and an inode without
+//!    a memo has no ancestor with one (so invalidation may stop early).
+
+mod check;
+mod diff;
+mod edit;
+mod hash;
+mod inode;
+mod resolve;
+mod walk;
+
+use std::sync::{Arc, OnceLock};
+
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
+
+use crate::error::{ErrorKind, Result, err};
+use crate::limits::{Counters, Limits};
+use crate::time::Timestamp;
+
+pub use diff::{Change, ChangeKind};
+pub(crate) use edit::Released;
+pub use inode::FileType;
+pub(crate) use inode::{
+    Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT, entry_charge,
+};
+pub(crate) use resolve::{Base, Resolved};
+#[allow(unused_imports)] // for the checkpoint rebuilders, which the lead moves onto it
+pub(crate) use walk::{InodeTable, MapTable, Step, WalkError, walk_from_root};
+
+/// A whole filesystem tree as a value. Only the tree's own methods change
+/// it, so invariants 1, 2 and 5 hold after every one of them.
+#[derive(Clone, Debug)]
+pub(crate) struct Tree {
+    // read directly by checkpoint until it uses `Tree::inodes`,
+    // `Tree::inode_map`, `Tree::inode_changes` and `Tree::from_parts`
+    pub(crate) inodes: OrdMap<Ino, Arc<Inode>>,
+    // read directly by checkpoint until it uses `Tree::next_ino` and
+    // `Tree::from_parts`
+    pub(crate) next_ino: Ino,
+    // set directly by checkpoint until it uses `Tree::from_parts`
+    pub(crate) counters: Counters,
+    // read directly by checkpoint until it uses `Tree::limits` and
+    // `Tree::from_parts`
+    pub(crate) limits: Limits,
+}
+
+/// How one inode differs between two trees ([`Tree::inode_changes`]).
+#[allow(dead_code)] // for the checkpoint encoder, which the lead moves onto it
+pub(crate) enum InodeChange<'a> {
+    /// Only in the newer tree.
+    Added(Ino, &'a Inode),
+    /// In both, not the same shared inode.
+    Changed {
+        ino: Ino,
+        old: &'a Inode,
+        new: &'a Inode,
+    },
+    /// Only in the older tree.
+    Removed(Ino),
+}
+
+impl Tree {
+    pub(crate) fn new(limits: Limits, now: Timestamp) -> Tree {
+        let mut inodes = OrdMap::new();
+        inodes.insert(
+            ROOT,
+            Arc::new(Inode::new(Node::Dir(OrdMap::new()), 0o755, now)),
+        );
+        Tree {
+            inodes,
+            next_ino: ROOT + 1,
+            counters: Counters {
+                held: 0,
+                logical: 0,
+                inodes: 1,
+                charged: INODE_CHARGE,
+            },
+            limits,
+        }
+    }
+
+    /// A tree from a loader's parts. The loader has proved invariants 1,
+    /// 2 and 5 (see `walk`) and fitted the counters to `limits`.
+    #[allow(dead_code)] // for the checkpoint rebuilders
+    pub(crate) fn from_parts(
+        inodes: OrdMap<Ino, Arc<Inode>>,
+        next_ino: Ino,
+        counters: Counters,
+        limits: Limits,
+    ) -> Tree {
+        Tree {
+            inodes,
+            next_ino,
+            counters,
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Changes the limits; lower ones stop growth, nothing is removed.
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// What the tree holds (invariant 5).
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The number the next inode created gets.
+    #[allow(dead_code)] // for the checkpoint encoder
+    pub(crate) fn next_ino(&self) -> Ino {
+        self.next_ino
+    }
+
+    /// Every inode, by number.
+    pub(crate) fn inodes(&self) -> impl Iterator<Item = (Ino, &Inode)> {
+        self.inodes.iter().map(|(&ino, i)| (ino, &**i))
+    }
+
+    /// The inode map itself, to start a checkpoint delta's rebuild from
+    /// (an O(1) clone); read-only, so the tree's invariants stay its own.
+    #[allow(dead_code)] // for the checkpoint rebuilders
+    pub(crate) fn inode_map(&self) -> &OrdMap<Ino, Arc<Inode>> {
+        &self.inodes
+    }
+
+    /// The inodes that differ from `self` (older) to `newer`, by number.
+    /// Pointer-pruned: the cost follows the change, not the tree.
+    #[allow(dead_code)] // for the checkpoint encoder
+    pub(crate) fn inode_changes<'a>(
+        &'a self,
+        newer: &'a Tree,
+    ) -> impl Iterator<Item = InodeChange<'a>> {
+        self.inodes.diff(&newer.inodes).map(|d| match d {
+            DiffItem::Add(&ino, i) => InodeChange::Added(ino, i),
+            DiffItem::Update {
+                old: (_, old),
+                new: (&ino, new),
+            } => InodeChange::Changed { ino, old, new },
+            DiffItem::Remove(&ino, _) => InodeChange::Removed(ino),
+        })
+    }
+
+    /// Whether both trees hold the very same inode map (O(1)).
+    pub(crate) fn same_inodes(&self, other: &Tree) -> bool {
+        self.inodes.ptr_eq(&other.inodes)
+    }
+
+    /// The longest name the tree accepts: the limit, but never more than
+    /// the root hash can encode (a 16-bit length).
+    pub(crate) fn name_max(&self) -> usize {
+        (self.limits.max_name_len as usize).min(u16::MAX as usize)
+    }
+
+    pub(crate) fn get(&self, ino: Ino) -> Result<&Inode> {
+        match self.inodes.get(&ino) {
+            Some(i) => Ok(i),
+            None => err(ErrorKind::NotFound),
+        }
+    }
+
+    pub(crate) fn entries(&self, ino: Ino) -> Result<&OrdMap<Name, Entry>> {
+        self.get(ino)?
+            .entries()
+            .ok_or_else(|| ErrorKind::NotADirectory.into())
+    }
+
+    /// A mutable inode, copied first if a snapshot shares it. Forgets the
+    /// memoized hashes of the inode and of every ancestor that has one.
+    pub(crate) fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode> {
+        self.invalidate(ino);
+        match self.inodes.get_mut(&ino) {
+            Some(arc) => Ok(Arc::make_mut(arc)),
+            None => err(ErrorKind::NotFound),
+        }
+    }
+
+    /// Forgets the memoized hashes of `ino` and all its ancestors, even
+    /// when `ino` itself has no memo: a checkpoint delta puts fresh inodes
+    /// under parents hashed before, which `invalidate` alone would miss.
+    pub(crate) fn invalidate_up(&mut self, ino: Ino) {
+        let parents: Vec<Ino> = match self.inodes.get(&ino) {
+            Some(i) => i.links.iter().map(|(p, _)| *p).collect(),
+            None => return,
+        };
+        self.invalidate(ino);
+        for p in parents {
+            self.invalidate(p);
+        }
+    }
+
+    fn invalidate(&mut self, ino: Ino) {
+        let mut work = vec![ino];
+        while let Some(i) = work.pop() {
+            let Some(arc) = self.inodes.get_mut(&i) else {
+                continue;
+            };
+            // Invariant 6: no ancestor holds a memo either, so the walk may
+            // stop here, but only if no snapshot shares this inode: hashing
+            // that snapshot later would memoize its children's hash on the
+            // shared inode, and this tree would report it as its own.
+            if arc.memo.get().is_none() && Arc::strong_count(arc) == 1 {
+                continue;
+            }
+            let inode = Arc::make_mut(arc);
+            inode.memo = OnceLock::new();
+            work.extend(inode.links.iter().map(|(p, _)| *p));
+        }
+    }
+}

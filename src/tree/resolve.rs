@@ -1,0 +1,190 @@
+//! Path resolution: walking names from the root or strictly beneath a
+//! directory, following symlinks within the hop limit.
+
+use crate::error::{ErrorKind, Result, err};
+use crate::path::{check_path, components, wants_dir};
+
+use super::{FileType, Ino, Name, Node, ROOT, Tree};
+
+/// Where a resolution starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// The sandbox root, as a chroot: `..` at the root stays there and
+    /// absolute symlinks restart from the root.
+    Root,
+    /// A directory, strictly beneath: absolute paths, absolute symlinks and
+    /// `..` above it are `EPERM`.
+    Beneath(Ino),
+}
+
+/// One path component, borrowed from the caller's path or from a symlink
+/// target (shared, so following a link allocates nothing).
+#[derive(Clone, Debug)]
+pub(crate) enum Comp<'p> {
+    Borrowed(&'p str),
+    Shared(Name, usize, usize),
+}
+
+impl Comp<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Comp::Borrowed(s) => s,
+            Comp::Shared(s, a, b) => &s[*a..*b],
+        }
+    }
+
+    pub(crate) fn to_name(&self) -> Name {
+        match self {
+            Comp::Shared(s, 0, b) if *b == s.len() => s.clone(),
+            _ => Name::from(self.as_str()),
+        }
+    }
+}
+
+/// The outcome of resolving a path.
+#[derive(Debug)]
+pub(crate) struct Resolved<'p> {
+    /// The directory holding the final name (or the final directory itself
+    /// when the path ends in `.`, `..` or the root).
+    pub dir: Ino,
+    /// The final name; `None` when the path ends at a directory as above.
+    pub name: Option<Comp<'p>>,
+    /// What the final component names, if it exists.
+    pub ino: Option<Ino>,
+    pub kind: Option<FileType>,
+    /// The path ended in a slash: the final object must be a directory.
+    pub must_dir: bool,
+}
+
+impl Tree {
+    /// Resolves `path` from `base`. Every component but the last must exist;
+    /// intermediate symlinks are always followed, the last one only if
+    /// `follow` (or the path ends in a slash).
+    pub(crate) fn resolve<'p>(
+        &self,
+        base: Base,
+        path: &'p str,
+        follow: bool,
+    ) -> Result<Resolved<'p>> {
+        let lim = &self.limits;
+        check_path(path, lim.max_path_len as usize)?;
+        let (start, beneath) = match base {
+            Base::Root => (ROOT, false),
+            Base::Beneath(ino) => (ino, true),
+        };
+        if beneath && path.starts_with('/') {
+            return err(ErrorKind::NotPermitted);
+        }
+        // Directories walked so far; `..` pops. stack[0] is the floor.
+        let mut stack: Vec<Ino> = vec![start];
+        self.entries(start)?;
+        let mut pending: Vec<Comp<'p>> = components(path).rev().map(Comp::Borrowed).collect();
+        let mut must_dir = wants_dir(path);
+        let mut hops = 0u32;
+        while let Some(comp) = pending.pop() {
+            let last = pending.is_empty();
+            let name = comp.as_str();
+            if name == "." {
+                continue;
+            }
+            if name == ".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                } else if beneath {
+                    return err(ErrorKind::NotPermitted);
+                }
+                continue;
+            }
+            if name.len() > self.name_max() {
+                return err(ErrorKind::NameTooLong);
+            }
+            let cur = *stack.last().unwrap_or(&start);
+            let entry = self.entries(cur)?.get(name).copied();
+            let Some(entry) = entry else {
+                if last {
+                    return Ok(Resolved {
+                        dir: cur,
+                        name: Some(comp),
+                        ino: None,
+                        kind: None,
+                        must_dir,
+                    });
+                }
+                return err(ErrorKind::NotFound);
+            };
+            match entry.kind {
+                FileType::Symlink if !last || follow || must_dir => {
+                    hops = hops.saturating_add(1);
+                    if hops > lim.max_symlink_hops {
+                        return err(ErrorKind::Loop);
+                    }
+                    let Node::Symlink(target) = &self.get(entry.ino)?.node else {
+                        return err(ErrorKind::Corrupt);
+                    };
+                    if target.starts_with('/') {
+                        if beneath {
+                            return err(ErrorKind::NotPermitted);
+                        }
+                        stack.truncate(1);
+                    }
+                    if last && wants_dir(target) {
+                        must_dir = true;
+                    }
+                    let mut offs = 0usize;
+                    let mut parts = Vec::new();
+                    for piece in target.split('/') {
+                        if !piece.is_empty() {
+                            parts.push(Comp::Shared(target.clone(), offs, offs + piece.len()));
+                        }
+                        offs += piece.len() + 1;
+                    }
+                    pending.extend(parts.into_iter().rev());
+                }
+                FileType::Dir if !last => stack.push(entry.ino),
+                _ if !last => return err(ErrorKind::NotADirectory),
+                kind => {
+                    if must_dir && kind != FileType::Dir {
+                        return err(ErrorKind::NotADirectory);
+                    }
+                    return Ok(Resolved {
+                        dir: cur,
+                        name: Some(comp),
+                        ino: Some(entry.ino),
+                        kind: Some(kind),
+                        must_dir,
+                    });
+                }
+            }
+        }
+        let dir = *stack.last().unwrap_or(&start);
+        Ok(Resolved {
+            dir,
+            name: None,
+            ino: Some(dir),
+            kind: Some(FileType::Dir),
+            must_dir,
+        })
+    }
+
+    /// Resolves to an existing inode.
+    pub(crate) fn lookup(&self, base: Base, path: &str, follow: bool) -> Result<Ino> {
+        self.resolve(base, path, follow)?
+            .ino
+            .ok_or_else(|| ErrorKind::NotFound.into())
+    }
+
+    /// Whether `ino` is `anc` or lies below it.
+    pub(crate) fn is_within(&self, mut ino: Ino, anc: Ino) -> bool {
+        // Bounded by the inode count, so a corrupt tree cannot loop forever.
+        for _ in 0..=self.inodes.len() {
+            if ino == anc {
+                return true;
+            }
+            match self.inodes.get(&ino).and_then(|i| i.links.first()) {
+                Some((parent, _)) => ino = *parent,
+                None => return false,
+            }
+        }
+        false
+    }
+}

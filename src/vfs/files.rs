@@ -1,0 +1,334 @@
+//! Operations on files and their metadata: open, read, write, truncate,
+//! stat, times, permissions and directory listings.
+
+use crate::content::Content;
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::time::Timestamp;
+use crate::tree::{Base, FileType, Ino, Node};
+
+use super::read::{DirEntry, Metadata, dir_page, read_dir, read_file, stat};
+use super::{Fd, FdInfo, OpenOptions, SetTime, Vfs, check_private, ctx, writable_dir};
+
+impl Vfs {
+    /// Creates or truncates a file and writes `data` into it.
+    pub fn write_file(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        let fd = self.open(
+            path,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )?;
+        let res = self.write_at(fd, data, 0).map_err(ctx(path));
+        self.close(fd)?;
+        res.map(|_| ())
+    }
+
+    /// Reads a whole file (symlinks followed).
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        read_file(&self.tree, Base::Root, path).map_err(ctx(path))
+    }
+
+    /// Opens a file or directory from the root.
+    pub fn open(&mut self, path: &str, opts: &OpenOptions) -> Result<Fd> {
+        self.open_impl(Base::Root, path, opts).map_err(ctx(path))
+    }
+
+    /// Opens a file or directory beneath `dir`.
+    pub fn open_at(&mut self, dir: Fd, path: &str, opts: &OpenOptions) -> Result<Fd> {
+        let base = self.base_of(dir)?;
+        self.open_impl(base, path, opts).map_err(ctx(path))
+    }
+
+    fn open_impl(&mut self, base: Base, path: &str, o: &OpenOptions) -> Result<Fd> {
+        if self.open_total >= self.tree.limits().max_open_files as u64 {
+            return err(ErrorKind::TooManyOpenFiles);
+        }
+        let creating = o.create || o.create_new;
+        // O_CREAT|O_EXCL never follows a final symlink: the name is taken.
+        let follow = o.follow && !o.create_new;
+        let r = self.resolve(base, path, follow)?;
+        let now = self.now();
+        let (ino, kind) = match (r.ino, r.kind) {
+            (Some(ino), Some(kind)) => {
+                if o.create_new {
+                    return err(ErrorKind::AlreadyExists);
+                }
+                match kind {
+                    FileType::Symlink => return err(ErrorKind::Loop),
+                    FileType::Dir => {
+                        if o.write || o.append || o.truncate || creating {
+                            return err(ErrorKind::IsADirectory);
+                        }
+                        if o.read && self.tree.get(ino)?.mode & 0o400 == 0 {
+                            return err(ErrorKind::PermissionDenied);
+                        }
+                    }
+                    FileType::File => {
+                        if o.directory {
+                            return err(ErrorKind::NotADirectory);
+                        }
+                        let mode = self.tree.get(ino)?.mode;
+                        if o.read && mode & 0o400 == 0 {
+                            return err(ErrorKind::PermissionDenied);
+                        }
+                        if (o.write || o.append || o.truncate) && mode & 0o200 == 0 {
+                            return err(ErrorKind::PermissionDenied);
+                        }
+                        if o.truncate {
+                            self.truncate_ino(ino, 0, now)?;
+                        }
+                    }
+                }
+                (ino, kind)
+            }
+            _ => {
+                if !creating {
+                    return err(ErrorKind::NotFound);
+                }
+                let Some(name) = r.name else {
+                    return err(ErrorKind::IsADirectory);
+                };
+                if r.must_dir || o.directory {
+                    return err(ErrorKind::IsADirectory);
+                }
+                writable_dir(self.tree.get(r.dir)?)?;
+                let ino = self.tree.create(
+                    r.dir,
+                    name.to_name(),
+                    Node::File(Content::default()),
+                    o.mode,
+                    &*self.clock,
+                )?;
+                (ino, FileType::File)
+            }
+        };
+        self.alloc_fd(FdInfo {
+            ino,
+            kind,
+            read: o.read,
+            write: o.write || o.append,
+            append: o.append,
+        })
+    }
+
+    /// Reads at `offset` into `buf`; returns the byte count (0 at EOF).
+    pub fn read_at(&self, fd: Fd, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let f = self.file(fd)?.info;
+        if !f.read {
+            return err(ErrorKind::BadDescriptor);
+        }
+        match &self.tree.get(f.ino)?.node {
+            Node::File(c) => c.read_at(buf, offset),
+            _ => err(ErrorKind::IsADirectory),
+        }
+    }
+
+    /// Writes `data` at `offset` (past EOF extends; the gap reads as zeros).
+    /// All or nothing: over a limit, nothing is written.
+    pub fn write_at(&mut self, fd: Fd, data: &[u8], offset: u64) -> Result<usize> {
+        let f = self.file(fd)?.info;
+        if !f.write {
+            return err(ErrorKind::BadDescriptor);
+        }
+        self.write_ino(f.ino, data, offset)
+    }
+
+    /// Writes `data` at the end of the file; returns the offset it went to.
+    pub fn append(&mut self, fd: Fd, data: &[u8]) -> Result<u64> {
+        let f = self.file(fd)?.info;
+        if !f.write {
+            return err(ErrorKind::BadDescriptor);
+        }
+        let offset = match &self.tree.get(f.ino)?.node {
+            Node::File(c) => c.size(),
+            _ => return err(ErrorKind::IsADirectory),
+        };
+        self.write_ino(f.ino, data, offset)?;
+        Ok(offset)
+    }
+
+    fn write_ino(&mut self, ino: Ino, data: &[u8], offset: u64) -> Result<usize> {
+        let private = self.private;
+        let max_private = self.tree.limits().max_private_bytes;
+        let (cost, allocated) =
+            self.tree
+                .write(ino, data, offset, self.origin, &*self.clock, |cost| {
+                    check_private(private, max_private, cost.private)
+                })?;
+        self.private += cost.private;
+        self.allocated = self.allocated.saturating_add(allocated);
+        Ok(data.len())
+    }
+
+    /// Sets a file's length through a descriptor open for writing.
+    pub fn set_len(&mut self, fd: Fd, len: u64) -> Result<()> {
+        let f = self.file(fd)?.info;
+        if !f.write {
+            return err(ErrorKind::BadDescriptor);
+        }
+        let now = self.now();
+        self.truncate_ino(f.ino, len, now)
+    }
+
+    /// Sets the length of the file at `path` (needs write permission).
+    pub fn truncate(&mut self, path: &str, len: u64) -> Result<()> {
+        let ino = self
+            .tree
+            .lookup(Base::Root, path, true)
+            .map_err(ctx(path))?;
+        let inode = self.tree.get(ino)?;
+        if inode.kind() == FileType::Dir {
+            return Err(Error::with(ErrorKind::IsADirectory, path.to_string()));
+        }
+        if inode.mode & 0o200 == 0 {
+            return Err(Error::with(ErrorKind::PermissionDenied, path.to_string()));
+        }
+        let now = self.now();
+        self.truncate_ino(ino, len, now).map_err(ctx(path))
+    }
+
+    fn truncate_ino(&mut self, ino: Ino, len: u64, now: Timestamp) -> Result<()> {
+        let private = self.private;
+        let max_private = self.tree.limits().max_private_bytes;
+        let (freed, added) = self.tree.set_len(ino, len, self.origin, now, |growth| {
+            check_private(private, max_private, growth)
+        })?;
+        self.private = self.private + added - freed.private;
+        Ok(())
+    }
+
+    /// Metadata, following a final symlink.
+    pub fn metadata(&self, path: &str) -> Result<Metadata> {
+        stat(&self.tree, Base::Root, path, true).map_err(ctx(path))
+    }
+
+    /// Metadata of the path itself (a symlink is not followed).
+    pub fn symlink_metadata(&self, path: &str) -> Result<Metadata> {
+        stat(&self.tree, Base::Root, path, false).map_err(ctx(path))
+    }
+
+    /// Metadata beneath `dir`; `follow` decides for a final symlink.
+    pub fn metadata_at(&self, dir: Fd, path: &str, follow: bool) -> Result<Metadata> {
+        let base = self.base_of(dir)?;
+        stat(&self.tree, base, path, follow).map_err(ctx(path))
+    }
+
+    /// Metadata of an open descriptor (an unlinked file has `nlink` 0).
+    pub fn fd_metadata(&self, fd: Fd) -> Result<Metadata> {
+        let ino = self.file(fd)?.info.ino;
+        Ok(Metadata::of(ino, self.tree.get(ino)?))
+    }
+
+    /// Whether the path exists (symlinks followed).
+    pub fn exists(&self, path: &str) -> bool {
+        self.metadata(path).is_ok()
+    }
+
+    /// Sets access and modification times (symlinks followed).
+    pub fn set_times(&mut self, path: &str, atime: SetTime, mtime: SetTime) -> Result<()> {
+        self.set_times_impl(Base::Root, path, true, atime, mtime)
+            .map_err(ctx(path))
+    }
+
+    /// Sets the times of a symlink itself.
+    pub fn set_symlink_times(&mut self, path: &str, atime: SetTime, mtime: SetTime) -> Result<()> {
+        self.set_times_impl(Base::Root, path, false, atime, mtime)
+            .map_err(ctx(path))
+    }
+
+    /// Sets times beneath `dir`; `follow` decides for a final symlink.
+    pub fn set_times_at(
+        &mut self,
+        dir: Fd,
+        path: &str,
+        follow: bool,
+        atime: SetTime,
+        mtime: SetTime,
+    ) -> Result<()> {
+        let base = self.base_of(dir)?;
+        self.set_times_impl(base, path, follow, atime, mtime)
+            .map_err(ctx(path))
+    }
+
+    /// Sets the times of an open descriptor's object.
+    pub fn fd_set_times(&mut self, fd: Fd, atime: SetTime, mtime: SetTime) -> Result<()> {
+        let ino = self.file(fd)?.info.ino;
+        self.set_times_ino(ino, atime, mtime)
+    }
+
+    fn set_times_impl(
+        &mut self,
+        base: Base,
+        path: &str,
+        follow: bool,
+        a: SetTime,
+        m: SetTime,
+    ) -> Result<()> {
+        let ino = self.tree.lookup(base, path, follow)?;
+        self.set_times_ino(ino, a, m)
+    }
+
+    fn set_times_ino(&mut self, ino: Ino, a: SetTime, m: SetTime) -> Result<()> {
+        for t in [a, m] {
+            if let SetTime::At(ts) = t
+                && !ts.is_valid()
+            {
+                return err(ErrorKind::InvalidInput);
+            }
+        }
+        self.tree.get(ino)?;
+        let now = self.now();
+        let pick = |s: SetTime, old: Timestamp| match s {
+            SetTime::Omit => old,
+            SetTime::Now => now,
+            SetTime::At(t) => t,
+        };
+        let inode = self.tree.inode_mut(ino)?;
+        inode.atime = pick(a, inode.atime);
+        inode.mtime = pick(m, inode.mtime);
+        inode.ctime = now;
+        Ok(())
+    }
+
+    /// Sets permission bits (`0o7777`; symlinks followed).
+    pub fn set_permissions(&mut self, path: &str, mode: u32) -> Result<()> {
+        let ino = self
+            .tree
+            .lookup(Base::Root, path, true)
+            .map_err(ctx(path))?;
+        self.chmod_ino(ino, mode)
+    }
+
+    /// Sets permission bits through a descriptor.
+    pub fn fd_set_permissions(&mut self, fd: Fd, mode: u32) -> Result<()> {
+        let ino = self.file(fd)?.info.ino;
+        self.chmod_ino(ino, mode)
+    }
+
+    fn chmod_ino(&mut self, ino: Ino, mode: u32) -> Result<()> {
+        if mode & !0o7777 != 0 {
+            return err(ErrorKind::InvalidInput);
+        }
+        let now = self.now();
+        let inode = self.tree.inode_mut(ino)?;
+        inode.mode = mode;
+        inode.ctime = now;
+        Ok(())
+    }
+
+    /// A directory's entries in name order.
+    pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        read_dir(&self.tree, Base::Root, path).map_err(ctx(path))
+    }
+
+    /// Up to `max` entries of an open directory that sort after `after`
+    /// (`None`: from the start). Costs O(log n + max). The name of the last
+    /// entry returned is the cursor for the next page; it stays valid while
+    /// the directory changes: entries present throughout are returned
+    /// exactly once.
+    pub fn read_dir_page(&self, dir: Fd, after: Option<&str>, max: usize) -> Result<Vec<DirEntry>> {
+        let f = self.file(dir)?.info;
+        if f.kind != FileType::Dir {
+            return err(ErrorKind::NotADirectory);
+        }
+        dir_page(&self.tree, f.ino, after, max)
+    }
+}
