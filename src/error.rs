@@ -245,6 +245,11 @@ impl Error {
         Error::with(ErrorKind::Corrupt, what)
     }
 
+    /// A broken engine invariant, found by `check_invariants`.
+    pub(crate) fn invariant(what: String) -> Error {
+        Error::corrupt(format!("invariant violated: {what}"))
+    }
+
     /// A host I/O error about `path`: the kind [`ErrorKind::from_io`]
     /// gives, and a context naming the path before the OS's message.
     pub(crate) fn io_at(path: &Path, err: impl Into<std::io::Error>) -> Error {

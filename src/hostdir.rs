@@ -614,7 +614,7 @@ fn sync_file(
                 break;
             }
         }
-        if vfs.fd_metadata(fd)?.len != off {
+        if vfs.file_metadata(fd)?.len != off {
             vfs.set_len(fd, off).map_err(guest_err(gp))?;
         }
         Ok(off)

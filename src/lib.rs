@@ -52,7 +52,7 @@ pub use limits::{Limits, Usage, parse_size};
 pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tree::{Change, ChangeKind, FileType};
-pub use vfs::{DirEntry, Fd, FdInfo, Metadata, OpenOptions, SetTime, Snapshot, Vfs};
+pub use vfs::{DirEntry, Fd, FdInfo, Metadata, OpenOptions, SetTime, Snapshot, Symlinks, Vfs};
 
 // The README's examples are doctests too.
 #[cfg(doctest)]

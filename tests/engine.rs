@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use cowvfs::{
-    ChangeKind, ErrorKind, FileType, Limits, ManualClock, OpenOptions, SetTime, Snapshot,
+    ChangeKind, ErrorKind, FileType, Limits, ManualClock, OpenOptions, SetTime, Snapshot, Symlinks,
     Timestamp, Vfs,
 };
 
@@ -97,7 +97,7 @@ fn open_options() {
     assert_eq!(v.read_at(fd, &mut buf, 100).unwrap(), 0);
     v.close(fd).unwrap();
     let fd = v.open("/f", &o(|o| o.write(true).truncate(true))).unwrap();
-    assert_eq!(v.fd_metadata(fd).unwrap().len, 0);
+    assert_eq!(v.file_metadata(fd).unwrap().len, 0);
     v.close(fd).unwrap();
     let fd = v.open("/f", &o(|o| o.append(true))).unwrap();
     assert_eq!(v.append(fd, b"12").unwrap(), 0);
@@ -135,14 +135,14 @@ fn write_past_eof_and_holes() {
         .open("/f", OpenOptions::new().read(true).write(true).create(true))
         .unwrap();
     v.write_at(fd, b"Z", 100_000).unwrap();
-    let m = v.fd_metadata(fd).unwrap();
+    let m = v.file_metadata(fd).unwrap();
     assert_eq!(m.len, 100_001);
     assert!(m.held < 65_536, "a hole costs nothing: held {}", m.held);
     let data = v.read_file("/f").unwrap();
     assert!(data[..100_000].iter().all(|&b| b == 0));
     assert_eq!(data[100_000], b'Z');
     v.set_len(fd, 10).unwrap();
-    assert_eq!(v.fd_metadata(fd).unwrap().len, 10);
+    assert_eq!(v.file_metadata(fd).unwrap().len, 10);
     v.set_len(fd, 1 << 20).unwrap();
     assert_eq!(v.usage().logical_bytes, 1 << 20);
     v.write_at(fd, b"x", 1 << 40).unwrap();
@@ -285,7 +285,7 @@ fn beneath_mode() {
     let dir = v
         .open("/sb", OpenOptions::new().read(true).directory(true))
         .unwrap();
-    let follow = true;
+    let follow = Symlinks::Follow;
     assert_eq!(v.metadata_at(dir, "ok", follow).unwrap().len, 1);
     assert_eq!(v.metadata_at(dir, "inner/back", follow).unwrap().len, 1);
     assert_eq!(v.metadata_at(dir, "inner/../ok", follow).unwrap().len, 1);
@@ -305,7 +305,11 @@ fn beneath_mode() {
         kind(v.metadata_at(dir, "up", follow)),
         ErrorKind::NotPermitted
     );
-    assert!(v.metadata_at(dir, "abs", false).unwrap().is_symlink());
+    assert!(
+        v.metadata_at(dir, "abs", Symlinks::NoFollow)
+            .unwrap()
+            .is_symlink()
+    );
     assert_eq!(
         kind(v.open_at(dir, "../secret", OpenOptions::new().read(true))),
         ErrorKind::NotPermitted
@@ -388,7 +392,7 @@ fn hard_links_and_open_unlinked() {
     assert_eq!(v.read_at(fd, &mut buf, 0).unwrap(), 4);
     assert_eq!(&buf, b"DAta");
     v.write_at(fd, b"!", 4).unwrap();
-    assert_eq!(v.fd_metadata(fd).unwrap().nlink, 0);
+    assert_eq!(v.file_metadata(fd).unwrap().nlink, 0);
     ok(&v);
     v.close(fd).unwrap();
     assert_eq!(v.usage().inodes, before - 1);
@@ -452,7 +456,7 @@ fn timestamps() {
     clock.advance(10);
     let fd = v.open("/d/f", OpenOptions::new().write(true)).unwrap();
     v.write_at(fd, b"y", 0).unwrap();
-    assert_eq!(v.fd_metadata(fd).unwrap().mtime.secs, 1020);
+    assert_eq!(v.file_metadata(fd).unwrap().mtime.secs, 1020);
     assert_eq!(
         v.metadata("/d").unwrap().mtime.secs,
         1010,
@@ -681,7 +685,7 @@ fn stale_descriptors() {
         ErrorKind::BadDescriptor
     );
     assert_eq!(
-        kind(v.fd_metadata(cowvfs::Fd::from_raw(12345))),
+        kind(v.file_metadata(cowvfs::Fd::from_raw(12345))),
         ErrorKind::BadDescriptor
     );
     v.create_dir("/d").unwrap();

@@ -30,7 +30,7 @@ fn read_at_the_end_of_the_offset_space() {
         .open("/f", OpenOptions::new().read(true).write(true).create(true))
         .unwrap();
     v.write_at(fd, b"x", u64::MAX - 1).unwrap();
-    assert_eq!(v.fd_metadata(fd).unwrap().len, u64::MAX);
+    assert_eq!(v.file_metadata(fd).unwrap().len, u64::MAX);
     let mut buf = [7u8; 10];
     assert_eq!(v.read_at(fd, &mut buf, u64::MAX - 10).unwrap(), 10);
     assert_eq!(buf, [0, 0, 0, 0, 0, 0, 0, 0, 0, b'x']);

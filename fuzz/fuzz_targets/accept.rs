@@ -31,7 +31,7 @@ pub fn accept(s: Snapshot) {
                 // Lazy chunks may fail verification: an error, never a panic.
                 FileType::File => {
                     let Ok(fd) = reader.open(&p, &OpenOptions::new()) else { continue };
-                    let size = reader.fd_metadata(fd).map(|m| m.len).unwrap_or(0);
+                    let size = reader.file_metadata(fd).map(|m| m.len).unwrap_or(0);
                     for at in [0, size / 2, size.saturating_sub(buf.len() as u64)] {
                         let _ = reader.read_at(fd, &mut buf, at);
                     }

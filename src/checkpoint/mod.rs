@@ -362,7 +362,7 @@ pub fn verify(path: impl AsRef<Path>, parents: &[PathBuf]) -> Result<Header> {
     let path = path.as_ref();
     let snap = load_chain(path, parents)?;
     snap.check_invariants()
-        .map_err(|e| Error::corrupt(format!("{}: invariant violated: {e}", path.display())))?;
+        .map_err(|e| Error::corrupt(format!("{}: {e}", path.display())))?;
     read_header(path)
 }
 

@@ -62,7 +62,7 @@ impl Vfs {
     }
 
     /// What a descriptor allows and refers to.
-    pub fn fd_info(&self, fd: Fd) -> Result<FdInfo> {
+    pub fn file_info(&self, fd: Fd) -> Result<FdInfo> {
         Ok(self.file(fd)?.info)
     }
 

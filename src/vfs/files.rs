@@ -7,7 +7,7 @@ use crate::time::Timestamp;
 use crate::tree::{Base, FileType, Ino, Node};
 
 use super::read::{DirEntry, Metadata, dir_page, read_dir, read_file, stat};
-use super::{Fd, FdInfo, OpenOptions, SetTime, Vfs, check_private, ctx, writable_dir};
+use super::{Fd, FdInfo, OpenOptions, SetTime, Symlinks, Vfs, check_private, ctx, writable_dir};
 
 impl Vfs {
     /// Creates or truncates a file and writes `data` into it.
@@ -205,14 +205,14 @@ impl Vfs {
         stat(&self.tree, Base::Root, path, false).map_err(ctx(path))
     }
 
-    /// Metadata beneath `dir`; `follow` decides for a final symlink.
-    pub fn metadata_at(&self, dir: Fd, path: &str, follow: bool) -> Result<Metadata> {
+    /// Metadata beneath `dir`, of a final symlink or of what it points to.
+    pub fn metadata_at(&self, dir: Fd, path: &str, symlinks: Symlinks) -> Result<Metadata> {
         let base = self.base_of(dir)?;
-        stat(&self.tree, base, path, follow).map_err(ctx(path))
+        stat(&self.tree, base, path, symlinks.follow()).map_err(ctx(path))
     }
 
     /// Metadata of an open descriptor (an unlinked file has `nlink` 0).
-    pub fn fd_metadata(&self, fd: Fd) -> Result<Metadata> {
+    pub fn file_metadata(&self, fd: Fd) -> Result<Metadata> {
         let ino = self.file(fd)?.info.ino;
         Ok(Metadata::of(ino, self.tree.get(ino)?))
     }
@@ -239,17 +239,17 @@ impl Vfs {
         &mut self,
         dir: Fd,
         path: &str,
-        follow: bool,
+        symlinks: Symlinks,
         atime: SetTime,
         mtime: SetTime,
     ) -> Result<()> {
         let base = self.base_of(dir)?;
-        self.set_times_impl(base, path, follow, atime, mtime)
+        self.set_times_impl(base, path, symlinks.follow(), atime, mtime)
             .map_err(ctx(path))
     }
 
     /// Sets the times of an open descriptor's object.
-    pub fn fd_set_times(&mut self, fd: Fd, atime: SetTime, mtime: SetTime) -> Result<()> {
+    pub fn set_file_times(&mut self, fd: Fd, atime: SetTime, mtime: SetTime) -> Result<()> {
         let ino = self.file(fd)?.info.ino;
         self.set_times_ino(ino, atime, mtime)
     }
@@ -298,7 +298,7 @@ impl Vfs {
     }
 
     /// Sets permission bits through a descriptor.
-    pub fn fd_set_permissions(&mut self, fd: Fd, mode: u32) -> Result<()> {
+    pub fn set_file_permissions(&mut self, fd: Fd, mode: u32) -> Result<()> {
         let ino = self.file(fd)?.info.ino;
         self.chmod_ino(ino, mode)
     }

@@ -31,7 +31,7 @@ use crate::tree::{Base, FileType, Ino, Inode, Released, Resolved, Tree};
 
 use fds::OpenFile;
 pub use fds::{Fd, FdInfo};
-pub use options::{OpenOptions, SetTime};
+pub use options::{OpenOptions, SetTime, Symlinks};
 pub use read::{DirEntry, Metadata};
 pub use snapshot::Snapshot;
 #[allow(unused_imports)] // for the host export, which the lead moves onto it
@@ -192,8 +192,14 @@ impl Vfs {
         self.tree.root_hash()
     }
 
-    /// Checks every invariant of the tree and the descriptor table.
-    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+    /// Checks every invariant of the tree (see `docs/DESIGN.md`) and of the
+    /// descriptor table; a violation is an [`ErrorKind::Corrupt`] error that
+    /// describes the first one found.
+    pub fn check_invariants(&self) -> Result<()> {
+        self.check_all().map_err(Error::invariant)
+    }
+
+    fn check_all(&self) -> std::result::Result<(), String> {
         self.tree.check(&self.open_count)?;
         let open = self.files.iter().flatten().count() as u64;
         if open != self.open_total {

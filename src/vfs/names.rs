@@ -9,7 +9,7 @@ use crate::path;
 use crate::tree::{Base, FileType, MAX_LINKS, Name, Node, ROOT, entry_charge};
 
 use super::read::{read_link, stat};
-use super::{Fd, Vfs, ctx, writable_dir};
+use super::{Fd, Symlinks, Vfs, ctx, writable_dir};
 
 impl Vfs {
     /// Creates a directory (mode `0o755`).
@@ -268,17 +268,19 @@ impl Vfs {
             .map_err(|e| e.or_context(|| format!("{src} -> {dst}")))
     }
 
-    /// Hard link between two directories' subtrees (beneath mode).
+    /// Hard link between two directories' subtrees (beneath mode);
+    /// `symlinks` says whether a final symlink in `src` is linked itself or
+    /// what it points to.
     pub fn hard_link_at(
         &mut self,
         src_dir: Fd,
         src: &str,
-        follow: bool,
+        symlinks: Symlinks,
         dst_dir: Fd,
         dst: &str,
     ) -> Result<()> {
         let (b1, b2) = (self.base_of(src_dir)?, self.base_of(dst_dir)?);
-        self.link_impl(b1, src, follow, b2, dst)
+        self.link_impl(b1, src, symlinks.follow(), b2, dst)
             .map_err(|e| e.or_context(|| format!("{src} -> {dst}")))
     }
 

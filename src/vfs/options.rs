@@ -1,5 +1,6 @@
-//! How callers ask for things: [`OpenOptions`] for `open` and [`SetTime`]
-//! for `set_times`.
+//! How callers ask for things: [`OpenOptions`] for `open`, [`SetTime`]
+//! for `set_times` and [`Symlinks`] for the `*_at` calls that may or may
+//! not follow a final symlink.
 
 use crate::time::Timestamp;
 
@@ -12,6 +13,22 @@ pub enum SetTime {
     Now,
     /// Set it to this time (`EINVAL` if its nanoseconds are 1e9 or more).
     At(Timestamp),
+}
+
+/// What a call does with a symlink named by the last component of its
+/// path (symlinks before it are always followed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Act on what the symlink points to.
+    Follow,
+    /// Act on the symlink itself.
+    NoFollow,
+}
+
+impl Symlinks {
+    pub(crate) fn follow(self) -> bool {
+        self == Symlinks::Follow
+    }
 }
 
 /// How to open a file, in the style of `std::fs::OpenOptions`.

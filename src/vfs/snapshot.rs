@@ -164,8 +164,12 @@ impl Snapshot {
         self.metadata(path).is_ok()
     }
 
-    /// Checks every tree invariant; the error describes the first violation.
-    pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        self.tree.check(&HashMap::new())
+    /// Checks every tree invariant (see `docs/DESIGN.md`); a violation is
+    /// an [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) error that
+    /// describes the first one found.
+    pub fn check_invariants(&self) -> Result<()> {
+        self.tree
+            .check(&HashMap::new())
+            .map_err(crate::error::Error::invariant)
     }
 }

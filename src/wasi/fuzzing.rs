@@ -210,7 +210,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         host("drop", types::HostDescriptor::drop(&mut d.v(), fd))?;
     }
     let vfs = d.ctx.into_vfs();
-    vfs.check_invariants()?;
+    vfs.check_invariants().map_err(|e| e.to_string())?;
     if vfs.usage().open_files != 0 {
         return Err(format!(
             "{} engine descriptors left open",

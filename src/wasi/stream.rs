@@ -67,11 +67,11 @@ impl MemInput {
     /// Bytes available at the position, capped at `max`; an error if the
     /// descriptor is closed or may not read.
     fn available(&self, v: &Vfs, max: usize) -> StreamResult<usize> {
-        let info = v.fd_info(self.fd).map_err(failed)?;
+        let info = v.file_info(self.fd).map_err(failed)?;
         if !info.read {
             return Err(failed(crate::ErrorKind::BadDescriptor.into()));
         }
-        let size = v.fd_metadata(self.fd).map_err(failed)?.len;
+        let size = v.file_metadata(self.fd).map_err(failed)?.len;
         let left = size.saturating_sub(self.pos);
         Ok(usize::try_from(left).unwrap_or(usize::MAX).min(max))
     }

@@ -574,7 +574,7 @@ pub fn run(ops: Vec<Op>) -> Result<(), String> {
         check_eq(&s.root_hash(), h, "snapshot hash")?;
         check_eq(&dump_engine(s), d, "snapshot contents")?;
         check_eq(&sm.dump(), d, "snapshot model")?;
-        s.check_invariants()?;
+        s.check_invariants().map_err(|e| e.to_string())?;
     }
     // Equal trees hash equal however they were built, and diff sees nothing.
     let rebuilt = rebuild(&m);

@@ -8,7 +8,7 @@ use super::{Buffers, DirectoryStream, Kind, Listing, OpenRequest, Stat};
 use crate::wasi::bindings::types::{ErrorCode, NewTimestamp};
 use crate::wasi::shared::{Held, SharedVfs, on_tree, with_vfs};
 use crate::wasi::stream::{MemInput, MemOutput, WriteMode};
-use crate::{Fd, FileType, Metadata, OpenOptions, SetTime, Timestamp};
+use crate::{Fd, FileType, Metadata, OpenOptions, SetTime, Symlinks, Timestamp};
 
 /// An engine descriptor of the sandbox's tree.
 pub(super) struct MemBackend {
@@ -75,7 +75,7 @@ impl MemBackend {
         offset: u64,
     ) -> Result<Vec<u8>, ErrorCode> {
         with_vfs(vfs, |v| {
-            let size = v.fd_metadata(self.fd)?.len;
+            let size = v.file_metadata(self.fd)?.len;
             let n = want.min(usize::try_from(size.saturating_sub(offset)).unwrap_or(want));
             let mut buf = vec![0; n];
             let got = v.read_at(self.fd, &mut buf, offset)?;
@@ -147,7 +147,7 @@ impl MemBackend {
                 }
             }
             if append && n == 0 {
-                end = v.fd_metadata(self.fd).map_err(ErrorCode::from)?.len;
+                end = v.file_metadata(self.fd).map_err(ErrorCode::from)?.len;
             }
             Ok((total, end))
         })
@@ -158,19 +158,19 @@ impl MemBackend {
     }
 
     pub(super) fn check_open(&self, vfs: &SharedVfs) -> Result<(), ErrorCode> {
-        with_vfs(vfs, |v| v.fd_info(self.fd).map(drop))
+        with_vfs(vfs, |v| v.file_info(self.fd).map(drop))
     }
 
     pub(super) fn kind(&self, vfs: &SharedVfs) -> Result<Kind, ErrorCode> {
-        with_vfs(vfs, |v| Ok(kind_of(v.fd_info(self.fd)?.kind)))
+        with_vfs(vfs, |v| Ok(kind_of(v.file_info(self.fd)?.kind)))
     }
 
     pub(super) fn ino(&self, vfs: &SharedVfs) -> Result<u64, ErrorCode> {
-        with_vfs(vfs, |v| Ok(v.fd_info(self.fd)?.ino))
+        with_vfs(vfs, |v| Ok(v.file_info(self.fd)?.ino))
     }
 
     pub(super) fn stat(&self, vfs: &SharedVfs) -> Result<Stat, ErrorCode> {
-        with_vfs(vfs, |v| v.fd_metadata(self.fd)).map(|m| stat_of(&m))
+        with_vfs(vfs, |v| v.file_metadata(self.fd)).map(|m| stat_of(&m))
     }
 
     pub(super) fn set_times(
@@ -180,7 +180,7 @@ impl MemBackend {
         mtime: NewTimestamp,
     ) -> Result<(), ErrorCode> {
         let (a, m) = (set_time(atime)?, set_time(mtime)?);
-        with_vfs(vfs, |v| v.fd_set_times(self.fd, a, m))
+        with_vfs(vfs, |v| v.set_file_times(self.fd, a, m))
     }
 
     pub(super) fn read_directory(
@@ -231,7 +231,7 @@ impl MemBackend {
         follow: bool,
         path: &str,
     ) -> Result<Stat, ErrorCode> {
-        with_vfs(vfs, |v| v.metadata_at(self.fd, path, follow)).map(|m| stat_of(&m))
+        with_vfs(vfs, |v| v.metadata_at(self.fd, path, symlinks(follow))).map(|m| stat_of(&m))
     }
 
     pub(super) fn set_times_at(
@@ -243,7 +243,9 @@ impl MemBackend {
         mtime: NewTimestamp,
     ) -> Result<(), ErrorCode> {
         let (a, m) = (set_time(atime)?, set_time(mtime)?);
-        with_vfs(vfs, |v| v.set_times_at(self.fd, path, follow, a, m))
+        with_vfs(vfs, |v| {
+            v.set_times_at(self.fd, path, symlinks(follow), a, m)
+        })
     }
 
     pub(super) fn link_at(
@@ -255,7 +257,7 @@ impl MemBackend {
         new_path: &str,
     ) -> Result<(), ErrorCode> {
         with_vfs(vfs, |v| {
-            v.hard_link_at(self.fd, old_path, follow, new_dir.fd, new_path)
+            v.hard_link_at(self.fd, old_path, symlinks(follow), new_dir.fd, new_path)
         })
     }
 
@@ -288,7 +290,7 @@ impl MemBackend {
             .follow(req.follow);
         let (fd, kind) = with_vfs(vfs, |v| {
             let new = v.open_at(self.fd, path, &o)?;
-            Ok((new, v.fd_info(new)?.kind))
+            Ok((new, v.file_info(new)?.kind))
         })?;
         Ok((MemBackend { fd }, kind == FileType::Dir))
     }
@@ -318,5 +320,14 @@ impl MemBackend {
         path: &str,
     ) -> Result<(), ErrorCode> {
         with_vfs(vfs, |v| v.symlink_at(target, self.fd, path))
+    }
+}
+
+/// The engine's name for a WASI `symlink-follow` flag.
+fn symlinks(follow: bool) -> Symlinks {
+    if follow {
+        Symlinks::Follow
+    } else {
+        Symlinks::NoFollow
     }
 }
