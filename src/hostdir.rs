@@ -912,7 +912,7 @@ fn write_tree(
                                 let bytes = chunk.bytes().map_err(|e| {
                                     e.or_context(|| format!("{}: chunk {idx}", hp.display()))
                                 })?;
-                                let data = crate::blob::trimmed(bytes);
+                                let data = crate::chunk::trimmed(bytes);
                                 if !data.is_empty() {
                                     f.write_all_at(data, idx * CHUNK_SIZE as u64)
                                         .map_err(|e| Error::io_at(&hp, e))?;

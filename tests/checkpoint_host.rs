@@ -255,7 +255,9 @@ fn import_errors_are_clear() {
     fs::create_dir(&d2).unwrap();
     fs::write(d2.join("f"), vec![1u8; 5000]).unwrap();
     assert_eq!(
-        hostdir::import_dir(&mut small, &d2, "/").unwrap_err().kind(),
+        hostdir::import_dir(&mut small, &d2, "/")
+            .unwrap_err()
+            .kind(),
         ErrorKind::NoSpace
     );
 }

@@ -13,7 +13,7 @@ use super::format::{
     BlobRec, BlobRef, CODEC_RAW, CODEC_ZSTD, ChunkRec, EntryRec, FORMAT_VERSION, Header, InodeRec,
     LimitsRec, NodeRec, TreeRecord, compress, kind_code,
 };
-use crate::blob::Chunk;
+use crate::chunk::Chunk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::tree::{Entry, Ino, Inode, Name, Node, Tree};
 use crate::vfs::Snapshot;

@@ -12,7 +12,7 @@ use imbl::OrdMap;
 use super::format::{
     BlobRef, ChunkRec, EntryRec, Header, InodeRec, NAME_LIMIT, NodeRec, TreeRecord, hex, kind_of,
 };
-use crate::blob::{Blob, Chunk};
+use crate::chunk::{Blob, Chunk};
 use crate::chunkmap::ChunkMap;
 use crate::content::{CHUNK_SIZE, Content};
 use crate::error::{Error, ErrorKind, Result};
