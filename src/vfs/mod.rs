@@ -34,7 +34,6 @@ pub use fds::{Fd, FdInfo};
 pub use options::{OpenOptions, SetTime};
 pub use read::{DirEntry, Metadata};
 pub use snapshot::Snapshot;
-#[allow(unused_imports)] // for the host export, which the lead moves onto it
 pub(crate) use visit::Visitor;
 
 /// Origins of sandboxes (see `chunk`): each `Vfs` gets its own, never 0.
