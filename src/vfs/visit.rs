@@ -1,7 +1,7 @@
 //! The crate's read access to a [`Snapshot`]: the host export visits a
-//! subtree through [`Visitor`], and the checkpoint encoder reads inodes
-//! and their changes through the methods here, so neither reaches into
-//! the snapshot's tree.
+//! subtree through [`Visitor`], and the checkpoint encoder and delta
+//! rebuilder read inodes, their changes and the inode map through the
+//! methods here, so none of them reaches into the snapshot's tree.
 
 use imbl::OrdMap;
 use std::sync::Arc;
