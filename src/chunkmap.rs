@@ -10,7 +10,7 @@ use std::ops::RangeBounds;
 
 use imbl::OrdMap;
 
-use crate::blob::Chunk;
+use crate::chunk::Chunk;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) enum ChunkMap {

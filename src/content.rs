@@ -10,7 +10,7 @@
 //! Cloning is O(1). A write copies only the chunks it touches, and only if a
 //! snapshot or another fork still shares them.
 
-use crate::blob::Chunk;
+use crate::chunk::Chunk;
 use crate::chunkmap::ChunkMap;
 use crate::error::{ErrorKind, Result};
 

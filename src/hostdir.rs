@@ -25,8 +25,8 @@ use crate::content::CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::path;
 use crate::time::Timestamp;
-use crate::tree::{Base, Ino, Node};
-use crate::vfs::{OpenOptions, SetTime, Snapshot, Vfs};
+use crate::tree::{Ino, Inode, Name, Node};
+use crate::vfs::{OpenOptions, SetTime, Snapshot, Vfs, Visitor};
 
 /// What an import or export moved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -708,11 +708,8 @@ pub fn export_dir_opts(
     opts: ExportOptions,
     progress: &mut dyn FnMut(&ExportStats),
 ) -> Result<ExportStats> {
-    let tree = &snap.tree;
-    let top = tree
-        .lookup(Base::Root, guest, true)
-        .map_err(guest_err(guest))?;
-    if tree.get(top)?.entries().is_none() {
+    let top = snap.lookup(guest, true).map_err(guest_err(guest))?;
+    if snap.inode(top)?.entries().is_none() {
         return Err(Error::with(
             ErrorKind::NotADirectory,
             format!("{guest}: not a directory"),
@@ -764,7 +761,7 @@ pub fn export_dir_opts(
         // The top directory's own mode and times go on after the rename,
         // which may touch them, through the descriptor (still the same
         // directory).
-        finish_dir(snap, top, &out, &root, host)?;
+        finish_dir(snap.inode(top)?, &out, &root, host)?;
         Ok(stats)
     })();
     if res.is_err() {
@@ -833,119 +830,137 @@ fn write_tree(
     out: &Out<'_>,
     progress: &mut dyn FnMut(&ExportStats),
 ) -> Result<ExportStats> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
-    let tree = &snap.tree;
-    let mut stats = ExportStats {
-        dirs: 1,
-        ..ExportStats::default()
+    let mut export = Export {
+        out,
+        progress,
+        stats: ExportStats {
+            dirs: 1,
+            ..ExportStats::default()
+        },
+        first_path: HashMap::new(),
+        dir: None,
     };
-    // First name of each multiply linked file: its directory (relative to
-    // the top) and its name there.
-    let mut first_path: HashMap<Ino, (PathBuf, std::ffi::OsString)> = HashMap::new();
-    enum Step {
-        Enter(Ino, PathBuf),
-        Finish(Ino, PathBuf),
+    snap.visit(top, PathBuf::new(), &mut export)?;
+    Ok(export.stats)
+}
+
+/// The export as a [`Visitor`] of the snapshot: each directory is kept as
+/// its path relative to the top, and reopened from the top (never through
+/// a symlink) when its entries are made and when it is finished.
+struct Export<'a, 'p> {
+    out: &'a Out<'a>,
+    progress: &'p mut dyn FnMut(&ExportStats),
+    stats: ExportStats,
+    /// First name of each multiply linked file: its directory (relative
+    /// to the top) and its name there.
+    first_path: HashMap<Ino, (PathBuf, std::ffi::OsString)>,
+    /// The directory whose entries are being made.
+    dir: Option<rustix::fd::OwnedFd>,
+}
+
+impl Visitor for Export<'_, '_> {
+    type Dir = PathBuf;
+
+    fn enter(&mut self, _: Ino, rel: &PathBuf) -> Result<()> {
+        self.dir = Some(self.out.dir(rel)?);
+        Ok(())
     }
-    let mut work = vec![Step::Enter(top, PathBuf::new())];
-    while let Some(step) = work.pop() {
-        match step {
-            Step::Finish(ino, rel) => {
-                let fd = out.dir(&rel)?;
-                finish_dir(snap, ino, out, &fd, &out.top.join(&rel))?
+
+    fn entry(
+        &mut self,
+        rel: &PathBuf,
+        name: &Name,
+        ino: Ino,
+        inode: &Inode,
+    ) -> Result<Option<PathBuf>> {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        let Some(dir) = &self.dir else {
+            return Err(Error::with(
+                ErrorKind::Io,
+                "export: entry outside a directory",
+            ));
+        };
+        let out = self.out;
+        let stats = &mut self.stats;
+        let os_name = std::ffi::OsStr::from_bytes(name.as_bytes());
+        let hp = out.top.join(rel).join(os_name);
+        if inode.nlink > 1 && inode.entries().is_none() {
+            if let Some((first_dir, first_name)) = self.first_path.get(&ino) {
+                let from = out.dir(first_dir)?;
+                rustix::fs::linkat(&from, first_name, dir, os_name, AtFlags::empty())
+                    .map_err(|e| Error::io_at(&hp, e))?;
+                stats.hard_links += 1;
+                (self.progress)(stats);
+                return Ok(None);
             }
-            Step::Enter(ino, rel) => {
-                let Some(entries) = tree.get(ino)?.entries() else {
-                    continue;
-                };
-                let dir = out.dir(&rel)?;
-                for (name, e) in entries.iter() {
-                    let os_name = std::ffi::OsStr::from_bytes(name.as_bytes());
-                    let hp = out.top.join(&rel).join(os_name);
-                    let inode = tree.get(e.ino)?;
-                    if inode.nlink > 1 && inode.entries().is_none() {
-                        if let Some((first_dir, first_name)) = first_path.get(&e.ino) {
-                            let from = out.dir(first_dir)?;
-                            rustix::fs::linkat(&from, first_name, &dir, os_name, AtFlags::empty())
-                                .map_err(|e| Error::io_at(&hp, e))?;
-                            stats.hard_links += 1;
-                            progress(&stats);
-                            continue;
-                        }
-                        first_path.insert(e.ino, (rel.clone(), os_name.to_os_string()));
-                    }
-                    match &inode.node {
-                        Node::Dir(_) => {
-                            rustix::fs::mkdirat(&dir, os_name, Mode::from_raw_mode(0o700))
-                                .map_err(|e| Error::io_at(&hp, e))?;
-                            stats.dirs += 1;
-                            let sub = rel.join(os_name);
-                            work.push(Step::Finish(e.ino, sub.clone()));
-                            work.push(Step::Enter(e.ino, sub));
-                        }
-                        Node::Symlink(target) => {
-                            rustix::fs::symlinkat(&**target, &dir, os_name)
-                                .map_err(|e| Error::io_at(&hp, e))?;
-                            rustix::fs::utimensat(
-                                &dir,
-                                os_name,
-                                &timestamps(inode.atime, inode.mtime),
-                                AtFlags::SYMLINK_NOFOLLOW,
-                            )
+            self.first_path
+                .insert(ino, (rel.clone(), os_name.to_os_string()));
+        }
+        let mut sub = None;
+        match &inode.node {
+            Node::Dir(_) => {
+                rustix::fs::mkdirat(dir, os_name, Mode::from_raw_mode(0o700))
+                    .map_err(|e| Error::io_at(&hp, e))?;
+                stats.dirs += 1;
+                sub = Some(rel.join(os_name));
+            }
+            Node::Symlink(target) => {
+                rustix::fs::symlinkat(&**target, dir, os_name).map_err(|e| Error::io_at(&hp, e))?;
+                rustix::fs::utimensat(
+                    dir,
+                    os_name,
+                    &timestamps(inode.atime, inode.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| Error::io_at(&hp, e))?;
+                stats.symlinks += 1;
+            }
+            Node::File(content) => {
+                let fd = rustix::fs::openat(
+                    dir,
+                    os_name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| Error::io_at(&hp, e))?;
+                let f = fs::File::from(fd);
+                for (idx, chunk) in content.chunks() {
+                    // A lazily opened checkpoint may fail here.
+                    let bytes = chunk
+                        .bytes()
+                        .map_err(|e| e.or_context(|| format!("{}: chunk {idx}", hp.display())))?;
+                    let data = crate::chunk::trimmed(bytes);
+                    if !data.is_empty() {
+                        f.write_all_at(data, idx * CHUNK_SIZE as u64)
                             .map_err(|e| Error::io_at(&hp, e))?;
-                            stats.symlinks += 1;
-                        }
-                        Node::File(content) => {
-                            let fd = rustix::fs::openat(
-                                &dir,
-                                os_name,
-                                OFlags::WRONLY
-                                    | OFlags::CREATE
-                                    | OFlags::EXCL
-                                    | OFlags::NOFOLLOW
-                                    | OFlags::CLOEXEC,
-                                Mode::from_raw_mode(0o600),
-                            )
-                            .map_err(|e| Error::io_at(&hp, e))?;
-                            let f = fs::File::from(fd);
-                            for (idx, chunk) in content.chunks() {
-                                // A lazily opened checkpoint may fail here.
-                                let bytes = chunk.bytes().map_err(|e| {
-                                    e.or_context(|| format!("{}: chunk {idx}", hp.display()))
-                                })?;
-                                let data = crate::blob::trimmed(bytes);
-                                if !data.is_empty() {
-                                    f.write_all_at(data, idx * CHUNK_SIZE as u64)
-                                        .map_err(|e| Error::io_at(&hp, e))?;
-                                }
-                            }
-                            // Zeros after the last stored byte become a hole.
-                            f.set_len(content.size())
-                                .map_err(|e| Error::io_at(&hp, e))?;
-                            rustix::fs::fchmod(&f, out.mode(inode.mode))
-                                .map_err(|e| Error::io_at(&hp, e))?;
-                            rustix::fs::futimens(&f, &timestamps(inode.atime, inode.mtime))
-                                .map_err(|e| Error::io_at(&hp, e))?;
-                            stats.files += 1;
-                            stats.bytes += content.size();
-                        }
                     }
-                    progress(&stats);
                 }
+                // Zeros after the last stored byte become a hole.
+                f.set_len(content.size())
+                    .map_err(|e| Error::io_at(&hp, e))?;
+                rustix::fs::fchmod(&f, out.mode(inode.mode)).map_err(|e| Error::io_at(&hp, e))?;
+                rustix::fs::futimens(&f, &timestamps(inode.atime, inode.mtime))
+                    .map_err(|e| Error::io_at(&hp, e))?;
+                stats.files += 1;
+                stats.bytes += content.size();
             }
         }
+        (self.progress)(stats);
+        Ok(sub)
     }
-    Ok(stats)
+
+    fn leave(&mut self, _: Ino, inode: &Inode, rel: PathBuf) -> Result<()> {
+        let fd = self.out.dir(&rel)?;
+        finish_dir(inode, self.out, &fd, &self.out.top.join(&rel))
+    }
 }
 
 /// A directory's mode and times, through its descriptor.
-fn finish_dir(
-    snap: &Snapshot,
-    ino: Ino,
-    out: &Out<'_>,
-    fd: &rustix::fd::OwnedFd,
-    p: &Path,
-) -> Result<()> {
-    let inode = snap.tree.get(ino)?;
+fn finish_dir(inode: &Inode, out: &Out<'_>, fd: &rustix::fd::OwnedFd, p: &Path) -> Result<()> {
     rustix::fs::fchmod(fd, out.mode(inode.mode)).map_err(|e| Error::io_at(p, e))?;
     rustix::fs::futimens(fd, &timestamps(inode.atime, inode.mtime)).map_err(|e| Error::io_at(p, e))
 }

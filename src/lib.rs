@@ -31,8 +31,8 @@
 #![warn(missing_docs)]
 
 mod atomic;
-mod blob;
 pub mod checkpoint;
+mod chunk;
 mod chunkmap;
 mod content;
 mod error;

@@ -13,9 +13,9 @@ use super::format::{
     BlobRec, BlobRef, CODEC_RAW, CODEC_ZSTD, ChunkRec, EntryRec, FORMAT_VERSION, Header, InodeRec,
     LimitsRec, NodeRec, TreeRecord, compress, kind_code,
 };
-use crate::blob::Chunk;
+use crate::chunk::Chunk;
 use crate::error::{Error, ErrorKind, Result};
-use crate::tree::{Entry, Ino, Inode, Name, Node, Tree};
+use crate::tree::{Entry, Ino, Inode, InodeChange, Name, Node};
 use crate::vfs::Snapshot;
 
 enum BlobOut {
@@ -31,7 +31,7 @@ pub(super) struct Encoded {
 }
 
 struct Encoder<'a> {
-    parent: Option<&'a Tree>,
+    parent: Option<&'a Snapshot>,
     parent_addrs: Option<HashSet<blake3::Hash>>,
     own: HashMap<blake3::Hash, u32>,
     blob_recs: Vec<BlobRec>,
@@ -96,7 +96,7 @@ impl Encoder<'_> {
         self.parent_addrs
             .get_or_insert_with(|| {
                 let mut set = HashSet::new();
-                for inode in p.inodes.values() {
+                for (_, inode) in p.inodes() {
                     if let Node::File(c) = &inode.node {
                         set.extend(c.chunks().filter_map(|(_, ch)| ch.addr()));
                     }
@@ -218,12 +218,11 @@ pub(super) fn encode(
             "compression needs cowvfs built with the `zstd` feature",
         ));
     }
-    let tree = &*snap.tree;
     // Hashing first memoizes every chunk address the encoder needs.
     let root_hash = snap.root_hash();
     let parent_hash = parent.map(Snapshot::root_hash);
     let mut enc = Encoder {
-        parent: parent.map(|p| &*p.tree),
+        parent,
         parent_addrs: None,
         own: HashMap::new(),
         blob_recs: Vec::new(),
@@ -236,24 +235,20 @@ pub(super) fn encode(
     let mut removed = Vec::new();
     match parent {
         None => {
-            for (&ino, inode) in tree.inodes.iter() {
+            for (ino, inode) in snap.inodes() {
                 inodes.push(enc.inode_rec(ino, inode, None)?);
             }
         }
         Some(p) => {
-            use imbl::ordmap::DiffItem;
             // Pointer-pruned: the cost follows the change, not the tree.
-            for d in p.tree.inodes.diff(&tree.inodes) {
+            for d in p.inode_changes(snap) {
                 match d {
-                    DiffItem::Add(&ino, inode) => inodes.push(enc.inode_rec(ino, inode, None)?),
-                    DiffItem::Update {
-                        old: (_, old),
-                        new: (&ino, inode),
-                    } => {
-                        let same_kind = old.kind() == inode.kind();
-                        inodes.push(enc.inode_rec(ino, inode, same_kind.then_some(&**old))?);
+                    InodeChange::Added(ino, inode) => inodes.push(enc.inode_rec(ino, inode, None)?),
+                    InodeChange::Changed { ino, old, new } => {
+                        let same_kind = old.kind() == new.kind();
+                        inodes.push(enc.inode_rec(ino, new, same_kind.then_some(old))?);
                     }
-                    DiffItem::Remove(&ino, _) => removed.push(ino),
+                    InodeChange::Removed(ino) => removed.push(ino),
                 }
             }
             inodes.sort_by_key(|r| r.ino);
@@ -261,8 +256,8 @@ pub(super) fn encode(
         }
     }
     let record = TreeRecord {
-        next_ino: tree.next_ino,
-        limits: LimitsRec::from(&tree.limits),
+        next_ino: snap.next_ino(),
+        limits: LimitsRec::from(snap.limits()),
         blobs: enc.blob_recs,
         parent_blobs: enc.parent_list,
         inodes,

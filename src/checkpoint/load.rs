@@ -17,7 +17,7 @@ use super::format::{
 };
 use super::in_file;
 use super::rebuild::{RootCheck, build};
-use crate::blob::{Blob, ChunkSource};
+use crate::chunk::{Blob, ChunkSource};
 use crate::content::{CHUNK_SIZE, chunk_charge};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;

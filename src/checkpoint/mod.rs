@@ -9,7 +9,7 @@
 //! (records to a tree, with every engine invariant checked).
 //!
 //! Chunks are stored once per address (blake3 of the chunk without trailing
-//! zeros, see `blob`), with those trailing zeros dropped; a file refers to
+//! zeros, see `chunk`), with those trailing zeros dropped; a file refers to
 //! them by index and records each chunk's own length, so `held` survives a
 //! round trip. A delta stores only the inodes that differ from its parent
 //! (files and directories as patches against the parent's version) and only

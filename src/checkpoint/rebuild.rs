@@ -3,6 +3,10 @@
 //! the tree as a whole must satisfy the engine invariants (links, nlink,
 //! reachability, counters, next inode number) and, unless deferred,
 //! hash to the root hash in the header. Nothing is returned half-built.
+//!
+//! Links, nlink and reachability come from the tree's own walk from the
+//! root (`tree::walk_from_root`), over a vector of fresh inodes for a
+//! full checkpoint and over the patched inode map for a delta.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,14 +16,17 @@ use imbl::OrdMap;
 use super::format::{
     BlobRef, ChunkRec, EntryRec, Header, InodeRec, NAME_LIMIT, NodeRec, TreeRecord, hex, kind_of,
 };
-use crate::blob::{Blob, Chunk};
+use crate::chunk::{Blob, Chunk};
 use crate::chunkmap::ChunkMap;
 use crate::content::{CHUNK_SIZE, Content};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::{Counters, Limits};
 use crate::path;
 use crate::time::Timestamp;
-use crate::tree::{Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, ROOT, Tree, entry_charge};
+use crate::tree::{
+    Entry, FileType, Ino, Inode, MAX_LINKS, MapTable, Name, Node, ROOT, Step, Tree, VecTable,
+    WalkError, entry_charge, walk_from_root,
+};
 use crate::vfs::Snapshot;
 
 fn check_time(t: Timestamp) -> Result<()> {
@@ -126,13 +133,13 @@ fn entries_from(
     Ok(entries)
 }
 
-fn parent_blob_index(tree: &Tree, wanted: &[[u8; 32]]) -> Result<Vec<Arc<Blob>>> {
+fn parent_blob_index(parent: &Snapshot, wanted: &[[u8; 32]]) -> Result<Vec<Arc<Blob>>> {
     let want: HashSet<blake3::Hash> = wanted
         .iter()
         .map(|a| blake3::Hash::from_bytes(*a))
         .collect();
     let mut found: HashMap<blake3::Hash, Arc<Blob>> = HashMap::new();
-    'outer: for inode in tree.inodes.values() {
+    'outer: for (_, inode) in parent.inodes() {
         let Node::File(c) = &inode.node else { continue };
         for (_, ch) in c.chunks() {
             let Some(a) = ch.addr() else { continue };
@@ -264,7 +271,7 @@ fn build_full(
             .map(|r| inode_from_rec(r, None, &blob_of, limits).map(Arc::new))
             .collect()
     };
-    let mut nodes: Vec<Arc<Inode>> = if recs.len() >= 20_000 {
+    let nodes: Vec<Arc<Inode>> = if recs.len() >= 20_000 {
         let second = recs.split_off(recs.len() / 2);
         let (a, b) = std::thread::scope(|s| {
             let h = s.spawn(|| convert(second));
@@ -280,59 +287,28 @@ fn build_full(
     } else {
         convert(recs)?
     };
-    // Numbers are usually dense, so try the direct index before searching
-    // (`inos` is strictly increasing, so a hit there is the only one).
-    let first = inos.first().copied().unwrap_or(0);
-    let pos = |ino: Ino| {
-        let guess = usize::try_from(ino.wrapping_sub(first)).unwrap_or(usize::MAX);
-        match inos.get(guess) {
-            Some(&i) if i == ino => Some(guess),
-            _ => inos.binary_search(&ino).ok(),
-        }
-    };
-    let root = match pos(ROOT) {
-        Some(r) if nodes[r].kind() == FileType::Dir => r,
-        _ => return Err(Error::corrupt("no root directory")),
-    };
     let mut counters = Counters::default();
-    // Walk from the root, as `build` does, recording links in place.
-    let mut visited = vec![false; nodes.len()];
-    visited[root] = true;
-    let mut work = vec![root];
-    while let Some(dp) = work.pop() {
-        let Some(entries) = nodes[dp].entries().cloned() else {
-            return Err(Error::corrupt("directory is missing"));
-        };
-        let d = inos[dp];
-        let mut subdirs = 0u32;
-        for (name, e) in entries.iter() {
-            let Some(cp) = pos(e.ino) else {
-                return Err(Error::corrupt(format!(
-                    "entry {name:?} in directory {d} names missing inode {}",
-                    e.ino
-                )));
-            };
-            if nodes[cp].kind() != e.kind {
-                return Err(Error::corrupt(format!("entry {name:?} has the wrong kind")));
-            }
-            Arc::make_mut(&mut nodes[cp]).links.push((d, name.clone()));
-            add(&mut counters.charged, entry_charge(name))?;
-            if e.kind == FileType::Dir {
-                subdirs = subdirs
-                    .checked_add(1)
-                    .ok_or_else(|| Error::corrupt("too many subdirectories"))?;
-                if visited[cp] {
-                    return Err(Error::corrupt(format!(
-                        "directory {} is named twice or in a cycle",
-                        e.ino
-                    )));
-                }
-                visited[cp] = true;
-                work.push(cp);
-            }
+    // Walk from the root, recording links in place.
+    let mut table = VecTable::new(inos, nodes);
+    walk_from_root(&mut table, |t, step| match step {
+        Step::Entry { dir, name, at, .. } => {
+            Arc::make_mut(&mut t.nodes[at])
+                .links
+                .push((dir, name.clone()));
+            add(&mut counters.charged, entry_charge(name))
         }
-        Arc::make_mut(&mut nodes[dp]).nlink = subdirs.saturating_add(2);
-    }
+        Step::DirDone { at, subdirs, .. } => {
+            Arc::make_mut(&mut t.nodes[at]).nlink = subdirs.saturating_add(2);
+            Ok(())
+        }
+    })
+    .map_err(walk_error)?;
+    let VecTable {
+        inos,
+        mut nodes,
+        seen: visited,
+        ..
+    } = table;
     for (i, node) in nodes.iter_mut().enumerate() {
         if node.kind() == FileType::Dir {
             if !visited[i] {
@@ -359,6 +335,26 @@ fn build_full(
     }
     let inodes: OrdMap<Ino, Arc<Inode>> = inos.into_iter().zip(nodes).collect();
     finish(h, inodes, m.next_ino, counters, limits, &[], check)
+}
+
+/// A failed walk from the root as a load error: the visitor's own, or a
+/// corrupt checkpoint.
+fn walk_error(e: WalkError<Error>) -> Error {
+    match e {
+        WalkError::Visit(e) => e,
+        WalkError::NoDir(ROOT) => Error::corrupt("no root directory"),
+        WalkError::NoDir(d) => Error::corrupt(format!("directory {d} is missing")),
+        WalkError::Missing { dir, name, ino } => Error::corrupt(format!(
+            "entry {name:?} in directory {dir} names missing inode {ino}"
+        )),
+        WalkError::WrongKind { name, .. } => {
+            Error::corrupt(format!("entry {name:?} has the wrong kind"))
+        }
+        WalkError::Twice(ino) => {
+            Error::corrupt(format!("directory {ino} is named twice or in a cycle"))
+        }
+        WalkError::TooManySubdirs(_) => Error::corrupt("too many subdirectories"),
+    }
 }
 
 /// `*total += n`, or an error if the sum overflows (only a crafted file's
@@ -436,12 +432,7 @@ fn finish(
     }
     // The limits are the loader's; the file's own record of the limits it
     // was saved under is ignored.
-    let mut tree = Tree {
-        inodes,
-        next_ino,
-        counters,
-        limits: limits.clone(),
-    };
+    let mut tree = Tree::from_parts(inodes, next_ino, counters, limits.clone());
     for &ino in touched {
         tree.invalidate_up(ino);
     }
@@ -477,7 +468,7 @@ pub(super) fn build(
     let pblobs = if m.parent_blobs.is_empty() {
         Vec::new()
     } else {
-        parent_blob_index(&parent.tree, &m.parent_blobs)?
+        parent_blob_index(parent, &m.parent_blobs)?
     };
     let blob_of = |b: BlobRef| -> Result<Arc<Blob>> {
         let got = match b {
@@ -488,7 +479,7 @@ pub(super) fn build(
         got.cloned()
             .ok_or_else(|| Error::corrupt("chunk reference out of range"))
     };
-    let mut inodes: OrdMap<Ino, Arc<Inode>> = parent.tree.inodes.clone();
+    let mut inodes: OrdMap<Ino, Arc<Inode>> = parent.inode_map().clone();
     let mut prev = 0;
     for &ino in &m.removed {
         if ino <= prev || ino == ROOT || inodes.remove(&ino).is_none() {
@@ -512,49 +503,20 @@ pub(super) fn build(
     // Walk from the root: every entry must name a live inode of its kind,
     // every directory must be reached exactly once (no cycles, no second
     // names), and the names give each inode its links.
-    match inodes.get(&ROOT) {
-        Some(r) if r.kind() == FileType::Dir => {}
-        _ => return Err(Error::corrupt("no root directory")),
-    }
     let mut counters = Counters::default();
     let mut links: Vec<(Ino, Ino, Name)> = Vec::with_capacity(inodes.len());
     let mut dir_nlink: Vec<(Ino, u32)> = Vec::new();
-    let mut seen_dirs: HashSet<Ino> = HashSet::new();
-    seen_dirs.insert(ROOT);
-    let mut work = vec![ROOT];
-    while let Some(d) = work.pop() {
-        let Some(entries) = inodes.get(&d).and_then(|i| i.entries()) else {
-            return Err(Error::corrupt(format!("directory {d} is missing")));
-        };
-        let mut subdirs = 0u32;
-        for (name, e) in entries.iter() {
-            let Some(child) = inodes.get(&e.ino) else {
-                return Err(Error::corrupt(format!(
-                    "entry {name:?} in directory {d} names missing inode {}",
-                    e.ino
-                )));
-            };
-            if child.kind() != e.kind {
-                return Err(Error::corrupt(format!("entry {name:?} has the wrong kind")));
-            }
-            links.push((e.ino, d, name.clone()));
-            add(&mut counters.charged, entry_charge(name))?;
-            if e.kind == FileType::Dir {
-                subdirs = subdirs
-                    .checked_add(1)
-                    .ok_or_else(|| Error::corrupt("too many subdirectories"))?;
-                if !seen_dirs.insert(e.ino) {
-                    return Err(Error::corrupt(format!(
-                        "directory {} is named twice or in a cycle",
-                        e.ino
-                    )));
-                }
-                work.push(e.ino);
-            }
+    walk_from_root(&mut MapTable::new(&inodes), |_, step| match step {
+        Step::Entry { dir, name, ino, .. } => {
+            links.push((ino, dir, name.clone()));
+            add(&mut counters.charged, entry_charge(name))
         }
-        dir_nlink.push((d, subdirs.saturating_add(2)));
-    }
-    drop(seen_dirs);
+        Step::DirDone { dir, subdirs, .. } => {
+            dir_nlink.push((dir, subdirs.saturating_add(2)));
+            Ok(())
+        }
+    })
+    .map_err(walk_error)?;
     links.sort_unstable();
     dir_nlink.sort_unstable();
 

@@ -8,7 +8,7 @@
 //! manifests/<root hash hex>                  a tree: see `manifest`
 //! ```
 //!
-//! Chunks are named by their content address (see `blob`), so a chunk is
+//! Chunks are named by their content address (see `chunk`), so a chunk is
 //! stored once however many trees and hosts use it, and [`push`] uploads
 //! only the chunks the store lacks. The manifest goes up last, after every
 //! chunk it names, so a reader that finds a manifest finds its chunks.

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
-use crate::blob::ChunkSource;
 use crate::checkpoint;
+use crate::chunk::ChunkSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::vfs::Snapshot;

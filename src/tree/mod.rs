@@ -50,28 +50,19 @@ pub(crate) use inode::{
     Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT, entry_charge,
 };
 pub(crate) use resolve::{Base, Resolved};
-#[allow(unused_imports)] // for the checkpoint rebuilders, which the lead moves onto it
-pub(crate) use walk::{InodeTable, MapTable, Step, WalkError, walk_from_root};
+pub(crate) use walk::{MapTable, Step, VecTable, WalkError, walk_from_root};
 
 /// A whole filesystem tree as a value. Only the tree's own methods change
 /// it, so invariants 1, 2 and 5 hold after every one of them.
 #[derive(Clone, Debug)]
 pub(crate) struct Tree {
-    // read directly by checkpoint until it uses `Tree::inodes`,
-    // `Tree::inode_map`, `Tree::inode_changes` and `Tree::from_parts`
-    pub(crate) inodes: OrdMap<Ino, Arc<Inode>>,
-    // read directly by checkpoint until it uses `Tree::next_ino` and
-    // `Tree::from_parts`
-    pub(crate) next_ino: Ino,
-    // set directly by checkpoint until it uses `Tree::from_parts`
-    pub(crate) counters: Counters,
-    // read directly by checkpoint until it uses `Tree::limits` and
-    // `Tree::from_parts`
-    pub(crate) limits: Limits,
+    inodes: OrdMap<Ino, Arc<Inode>>,
+    next_ino: Ino,
+    counters: Counters,
+    limits: Limits,
 }
 
 /// How one inode differs between two trees ([`Tree::inode_changes`]).
-#[allow(dead_code)] // for the checkpoint encoder, which the lead moves onto it
 pub(crate) enum InodeChange<'a> {
     /// Only in the newer tree.
     Added(Ino, &'a Inode),
@@ -107,7 +98,6 @@ impl Tree {
 
     /// A tree from a loader's parts. The loader has proved invariants 1,
     /// 2 and 5 (see `walk`) and fitted the counters to `limits`.
-    #[allow(dead_code)] // for the checkpoint rebuilders
     pub(crate) fn from_parts(
         inodes: OrdMap<Ino, Arc<Inode>>,
         next_ino: Ino,
@@ -138,7 +128,6 @@ impl Tree {
     }
 
     /// The number the next inode created gets.
-    #[allow(dead_code)] // for the checkpoint encoder
     pub(crate) fn next_ino(&self) -> Ino {
         self.next_ino
     }
@@ -150,14 +139,12 @@ impl Tree {
 
     /// The inode map itself, to start a checkpoint delta's rebuild from
     /// (an O(1) clone); read-only, so the tree's invariants stay its own.
-    #[allow(dead_code)] // for the checkpoint rebuilders
     pub(crate) fn inode_map(&self) -> &OrdMap<Ino, Arc<Inode>> {
         &self.inodes
     }
 
     /// The inodes that differ from `self` (older) to `newer`, by number.
     /// Pointer-pruned: the cost follows the change, not the tree.
-    #[allow(dead_code)] // for the checkpoint encoder
     pub(crate) fn inode_changes<'a>(
         &'a self,
         newer: &'a Tree,

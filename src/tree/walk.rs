@@ -1,8 +1,10 @@
 //! The walk from the root that proves a tree's shape (invariants 1 and 2):
 //! every entry names a live inode of the entry's kind, and every directory
-//! is reached exactly once (no second names, no cycles). `Tree::check`
-//! uses it on a finished tree; a checkpoint loader uses it on the inodes
-//! it is about to make a tree of, to derive `links` and `nlink`.
+//! is reached exactly once (no second names, no cycles). Its three users:
+//! `Tree::check` on a finished tree, and the checkpoint loader's two
+//! rebuilders (a full checkpoint's, over a [`VecTable`], and a delta's,
+//! over a [`MapTable`]), which derive `links` and `nlink` from it for the
+//! inodes they are about to make a tree of.
 //!
 //! The walk is depth first with an explicit stack (a guest controls the
 //! depth), directories popped last-in first-out and entries in name order.
@@ -66,17 +68,71 @@ impl InodeTable for MapTable<'_> {
     }
 }
 
+/// A loader's inodes before they make a map: `nodes[i]` is inode
+/// `inos[i]`, numbers strictly increasing, and `seen[i]` says whether the
+/// walk reached it (for directories). The visitor records links straight
+/// into `nodes`, which are still unshared, so that costs no copy.
+pub(crate) struct VecTable {
+    pub(crate) inos: Vec<Ino>,
+    pub(crate) nodes: Vec<Arc<Inode>>,
+    pub(crate) seen: Vec<bool>,
+    /// The lowest number, where the direct index starts.
+    first: Ino,
+}
+
+impl VecTable {
+    /// The table of `nodes` numbered `inos` (strictly increasing, one
+    /// number per node; the caller has checked both).
+    pub(crate) fn new(inos: Vec<Ino>, nodes: Vec<Arc<Inode>>) -> VecTable {
+        let seen = vec![false; nodes.len()];
+        let first = inos.first().copied().unwrap_or(0);
+        VecTable {
+            inos,
+            nodes,
+            seen,
+            first,
+        }
+    }
+
+    /// Where inode `ino` sits. Numbers are usually dense, so the direct
+    /// index is tried before a search (`inos` is strictly increasing, so
+    /// a hit there is the only one).
+    fn position(&self, ino: Ino) -> Option<usize> {
+        let guess = usize::try_from(ino.wrapping_sub(self.first)).unwrap_or(usize::MAX);
+        match self.inos.get(guess) {
+            Some(&i) if i == ino => Some(guess),
+            _ => self.inos.binary_search(&ino).ok(),
+        }
+    }
+}
+
+impl InodeTable for VecTable {
+    type At = usize;
+
+    fn find(&self, ino: Ino) -> Option<(usize, FileType)> {
+        let at = self.position(ino)?;
+        Some((at, self.nodes[at].kind()))
+    }
+
+    fn entries(&self, at: usize) -> Option<OrdMap<Name, Entry>> {
+        self.nodes[at].entries().cloned()
+    }
+
+    fn first_visit(&mut self, at: usize) -> bool {
+        !std::mem::replace(&mut self.seen[at], true)
+    }
+}
+
 /// What the walk shows its visitor.
-#[allow(dead_code)] // `at` and `kind` are for the checkpoint rebuilders
 pub(crate) enum Step<'n, At> {
     /// Entry `name` of directory `dir` names `ino` (at `at`), which exists
-    /// and is of `kind`. Comes before the walk looks at `ino` any further.
+    /// and is of the entry's kind. Comes before the walk looks at `ino`
+    /// any further.
     Entry {
         dir: Ino,
         name: &'n Name,
         ino: Ino,
         at: At,
-        kind: FileType,
     },
     /// Every entry of directory `dir` (at `at`) has been shown; it has
     /// `subdirs` subdirectories, so its `nlink` should be 2 + `subdirs`.
@@ -85,7 +141,6 @@ pub(crate) enum Step<'n, At> {
 
 /// Why a walk stopped.
 #[derive(Debug)]
-#[allow(dead_code)] // `dir` of `WrongKind` is for the checkpoint rebuilders
 pub(crate) enum WalkError<E> {
     /// The visitor's own error.
     Visit(E),
@@ -94,8 +149,8 @@ pub(crate) enum WalkError<E> {
     NoDir(Ino),
     /// Entry `name` of `dir` names `ino`, which does not exist.
     Missing { dir: Ino, name: Name, ino: Ino },
-    /// Entry `name` of `dir` names `ino`, which is of another kind.
-    WrongKind { dir: Ino, name: Name, ino: Ino },
+    /// An entry `name` names `ino`, which is of another kind.
+    WrongKind { name: Name, ino: Ino },
     /// Directory `ino` is reached a second time: named twice or in a cycle.
     Twice(Ino),
     /// Directory `ino` has more subdirectories than a `u32` counts.
@@ -132,7 +187,6 @@ pub(crate) fn walk_from_root<T: InodeTable, E>(
             };
             if kind != e.kind {
                 return Err(WalkError::WrongKind {
-                    dir,
                     name: name.clone(),
                     ino: e.ino,
                 });
@@ -142,7 +196,6 @@ pub(crate) fn walk_from_root<T: InodeTable, E>(
                 name,
                 ino: e.ino,
                 at,
-                kind,
             };
             visit(table, step).map_err(WalkError::Visit)?;
             if kind == FileType::Dir {
@@ -173,28 +226,6 @@ mod tests {
     use crate::time::{SystemClock, Timestamp};
     use crate::tree::{Node, Tree};
 
-    /// A loader's table: inodes in a vector by ascending number, links
-    /// recorded into them as the walk goes (as `build_full` does).
-    struct VecTable {
-        inos: Vec<Ino>,
-        nodes: Vec<Arc<Inode>>,
-        seen: Vec<bool>,
-    }
-
-    impl InodeTable for VecTable {
-        type At = usize;
-        fn find(&self, ino: Ino) -> Option<(usize, FileType)> {
-            let at = self.inos.binary_search(&ino).ok()?;
-            Some((at, self.nodes[at].kind()))
-        }
-        fn entries(&self, at: usize) -> Option<OrdMap<Name, Entry>> {
-            self.nodes[at].entries().cloned()
-        }
-        fn first_visit(&mut self, at: usize) -> bool {
-            !std::mem::replace(&mut self.seen[at], true)
-        }
-    }
-
     #[test]
     fn a_vector_table_rebuilds_links_and_nlink() {
         let clock = SystemClock;
@@ -214,8 +245,7 @@ mod tests {
             n.links.clear();
             n.nlink = 0;
         }
-        let seen = vec![false; nodes.len()];
-        let mut table = VecTable { inos, nodes, seen };
+        let mut table = VecTable::new(inos, nodes);
         walk_from_root(&mut table, |t, step| {
             match step {
                 Step::Entry { dir, name, at, .. } => {

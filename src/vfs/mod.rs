@@ -34,10 +34,9 @@ pub use fds::{Fd, FdInfo};
 pub use options::{OpenOptions, SetTime, Symlinks};
 pub use read::{DirEntry, Metadata};
 pub use snapshot::Snapshot;
-#[allow(unused_imports)] // for the host export, which the lead moves onto it
 pub(crate) use visit::Visitor;
 
-/// Origins of sandboxes (see `blob`): each `Vfs` gets its own, never 0.
+/// Origins of sandboxes (see `chunk`): each `Vfs` gets its own, never 0.
 static NEXT_ORIGIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn ctx(path: &str) -> impl FnOnce(Error) -> Error + '_ {

@@ -29,10 +29,7 @@ use super::{Vfs, ctx};
 /// ```
 #[derive(Clone)]
 pub struct Snapshot {
-    // read directly by checkpoint and host until they use the methods of
-    // `vfs::visit` (`Snapshot::visit`, `lookup`, `inode`, `inodes`,
-    // `inode_changes`, `next_ino`, `inode_map`)
-    pub(crate) tree: Arc<Tree>,
+    pub(super) tree: Arc<Tree>,
     pub(super) clock: Arc<dyn Clock>,
 }
 

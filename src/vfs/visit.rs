@@ -1,7 +1,7 @@
 //! The crate's read access to a [`Snapshot`]: the host export visits a
-//! subtree through [`Visitor`], and the checkpoint encoder reads inodes
-//! and their changes through the methods here, so neither reaches into
-//! the snapshot's tree.
+//! subtree through [`Visitor`], and the checkpoint encoder and delta
+//! rebuilder read inodes, their changes and the inode map through the
+//! methods here, so none of them reaches into the snapshot's tree.
 
 use imbl::OrdMap;
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use super::Snapshot;
 /// together, in name order, between its `enter` and the next `enter`;
 /// subdirectories are entered after all their siblings, the last one
 /// first (a stack, so a guest-made depth never recurses).
-#[allow(dead_code)] // for the host export, which the lead moves onto it
 pub(crate) trait Visitor {
     /// What the visitor keeps per directory (e.g. its path relative to the
     /// top); cloned once per subdirectory, for `leave`.
@@ -41,7 +40,6 @@ pub(crate) trait Visitor {
     fn leave(&mut self, ino: Ino, inode: &Inode, dir: Self::Dir) -> Result<()>;
 }
 
-#[allow(dead_code)] // for the host export and the checkpoint encoder
 impl Snapshot {
     /// What `path` names (from the root, `follow` deciding for a final
     /// symlink).
