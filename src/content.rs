@@ -375,7 +375,7 @@ impl Content {
     }
 
     /// The content hash: size plus the address of every chunk that does not
-    /// read as zeros. Independent of chunk layout (see `blob`).
+    /// read as zeros. Independent of chunk layout (see `chunk`).
     pub(crate) fn hash_into(&self, h: &mut blake3::Hasher) {
         h.update(&self.size.to_le_bytes());
         for (&idx, chunk) in self.chunks.iter() {
