@@ -183,6 +183,30 @@ impl Tree {
         name: &str,
         now: Timestamp,
     ) -> Result<(Ino, FileType)> {
+        let (ino, kind, _) = self.unlink_entry(dir, name, now)?;
+        Ok((ino, kind))
+    }
+
+    /// [`Tree::unlink`] then [`Tree::release`], without looking the inode
+    /// up again: what was released, and its number.
+    pub(crate) fn unlink_release(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        now: Timestamp,
+        held_open: impl FnOnce(Ino) -> bool,
+    ) -> Result<(Ino, Released)> {
+        let (ino, kind, unnamed) = self.unlink_entry(dir, name, now)?;
+        Ok((ino, self.release_unnamed(ino, kind, unnamed, held_open)))
+    }
+
+    /// [`Tree::unlink`], also telling whether the inode has no name left.
+    fn unlink_entry(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<(Ino, FileType, bool)> {
         let (e, old_mtime, old_ctime) = edit_inode(&mut self.inodes, dir, |d| {
             let Node::Dir(entries) = &mut d.node else {
                 return err(ErrorKind::NotADirectory);
@@ -207,24 +231,28 @@ impl Tree {
                 t.nlink -= 1;
             }
             t.ctime = now;
+            t.links.is_empty()
         });
-        if let Err(err) = unlinked {
-            // An entry naming a missing inode (a broken tree): put it
-            // back as it was.
-            self.counters.charged += entry_charge(name);
-            if let Ok(d) = self.inode_mut(dir)
-                && let Node::Dir(entries) = &mut d.node
-            {
-                entries.insert(Name::from(name), e);
-                if e.kind == FileType::Dir {
-                    d.nlink += 1;
+        let unnamed = match unlinked {
+            Ok(unnamed) => unnamed,
+            Err(err) => {
+                // An entry naming a missing inode (a broken tree): put it
+                // back as it was.
+                self.counters.charged += entry_charge(name);
+                if let Ok(d) = self.inode_mut(dir)
+                    && let Node::Dir(entries) = &mut d.node
+                {
+                    entries.insert(Name::from(name), e);
+                    if e.kind == FileType::Dir {
+                        d.nlink += 1;
+                    }
+                    d.mtime = old_mtime;
+                    d.ctime = old_ctime;
                 }
-                d.mtime = old_mtime;
-                d.ctime = old_ctime;
+                return Err(err);
             }
-            return Err(err);
-        }
-        Ok((e.ino, e.kind))
+        };
+        Ok((e.ino, e.kind, unnamed))
     }
 
     /// Lets go of an inode [`Tree::unlink`] returned: frees it if no name
@@ -237,6 +265,18 @@ impl Tree {
         held_open: impl FnOnce(Ino) -> bool,
     ) -> Released {
         let unnamed = self.inodes.get(&ino).is_some_and(|i| i.links.is_empty());
+        self.release_unnamed(ino, kind, unnamed, held_open)
+    }
+
+    /// [`Tree::release`] once the caller knows whether `ino` has a name
+    /// left (`unnamed` is false for an inode that is gone).
+    fn release_unnamed(
+        &mut self,
+        ino: Ino,
+        kind: FileType,
+        unnamed: bool,
+        held_open: impl FnOnce(Ino) -> bool,
+    ) -> Released {
         if !unnamed {
             return Released::Named;
         }

@@ -256,7 +256,13 @@ impl Vfs {
     /// while a descriptor holds it.
     fn release(&mut self, ino: Ino, kind: FileType) {
         let open = &self.open_count;
-        match self.tree.release(ino, kind, |i| open.contains_key(&i)) {
+        let released = self.tree.release(ino, kind, |i| open.contains_key(&i));
+        self.settle(ino, released);
+    }
+
+    /// Does the sandbox's part of what `Tree::release` did.
+    fn settle(&mut self, ino: Ino, released: Released) {
+        match released {
             Released::Named => {}
             Released::Orphaned => {
                 self.orphans.insert(ino);

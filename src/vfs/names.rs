@@ -128,8 +128,11 @@ impl Vfs {
         }
         self.dir_writable(r.dir, r.dir_mode)?;
         let now = self.now();
-        let (ino, kind) = self.tree.unlink(r.dir, name.as_str(), now)?;
-        self.release(ino, kind);
+        let open = &self.open_count;
+        let (ino, released) = self
+            .tree
+            .unlink_release(r.dir, name.as_str(), now, |i| open.contains_key(&i))?;
+        self.settle(ino, released);
         Ok(())
     }
 
