@@ -152,7 +152,7 @@ impl Content {
         let end = offset + n as u64;
         let last = (end - 1) / CHUNK;
         // Walk the stored chunks in range once; fill gaps with zeros.
-        for (&idx, chunk) in self.chunks.range(first..=last) {
+        let mut copy = |idx: u64, chunk: &Chunk| -> Result<()> {
             let (start, stop) = span(idx);
             let pos = offset + done as u64;
             if start > pos {
@@ -174,9 +174,47 @@ impl Content {
             }
             buf[done + have..done + want].fill(0);
             done += want;
+            Ok(())
+        };
+        if first == last {
+            // One chunk: a lookup by index, no range iterator.
+            if let Some(chunk) = self.chunks.get(&first) {
+                copy(first, chunk)?;
+            }
+        } else {
+            for (&idx, chunk) in self.chunks.range(first..=last) {
+                copy(idx, chunk)?;
+            }
         }
         buf[done..].fill(0);
         Ok(n)
+    }
+
+    /// Appends the whole content to `out` (which the caller has sized for
+    /// it): what [`Content::read_at`] of every byte reads, without zeroing
+    /// what is copied over anyway. Fails as `read_at` does.
+    pub(crate) fn read_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        if self.size == 0 {
+            return Ok(());
+        }
+        let base = out.len();
+        // Fits: the caller holds `size` bytes of capacity.
+        let size = self.size as usize;
+        for (&idx, chunk) in self.chunks.iter() {
+            let (start, _) = span(idx);
+            if start >= self.size {
+                break;
+            }
+            let start = start as usize;
+            if out.len() - base < start {
+                out.resize(base + start, 0);
+            }
+            let bytes = chunk.bytes()?;
+            let have = bytes.len().min(size - start);
+            out.extend_from_slice(&bytes[..have]);
+        }
+        out.resize(base + size, 0);
+        Ok(())
     }
 
     /// Loads every chunk that a write of `len` bytes at `offset` would
@@ -188,15 +226,23 @@ impl Content {
         }
         let end = offset.saturating_add(len as u64);
         let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
-        for (&idx, chunk) in self.chunks.range(first..=last) {
+        let load = |idx: u64, chunk: &Chunk| -> Result<()> {
             if chunk.is_owned() || chunk.is_loaded() {
-                continue;
+                return Ok(());
             }
             let (start, _) = span(idx);
             let covers = offset <= start && end >= start.saturating_add(chunk.len() as u64);
             if !covers {
                 chunk.bytes()?;
             }
+            Ok(())
+        };
+        if first == last {
+            // One chunk: a lookup by index, no range iterator.
+            return self.chunks.get(&first).map_or(Ok(()), |c| load(first, c));
+        }
+        for (&idx, chunk) in self.chunks.range(first..=last) {
+            load(idx, chunk)?;
         }
         Ok(())
     }
@@ -248,14 +294,32 @@ impl Content {
     /// shared chunks included). Fails, changing nothing, if `offset + len`
     /// overflows or a lazily loaded chunk it must keep part of cannot be
     /// loaded.
+    #[allow(dead_code)] // the tree prepares first, then writes prepared
     pub(crate) fn write_at(&mut self, data: &[u8], offset: u64, origin: u64) -> Result<u64> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if offset.checked_add(data.len() as u64).is_none() {
+            return Err(ErrorKind::FileTooLarge.into());
+        }
+        self.prepare_write(offset, data.len())?;
+        self.write_at_prepared(data, offset, origin)
+    }
+
+    /// [`Content::write_at`] once [`Content::prepare_write`] has succeeded
+    /// for the same span (nothing it needs is left to load).
+    pub(crate) fn write_at_prepared(
+        &mut self,
+        data: &[u8],
+        offset: u64,
+        origin: u64,
+    ) -> Result<u64> {
         if data.is_empty() {
             return Ok(0);
         }
         let Some(end) = offset.checked_add(data.len() as u64) else {
             return Err(ErrorKind::FileTooLarge.into());
         };
-        self.prepare_write(offset, data.len())?;
         let mut allocated = 0u64;
         let mut done = 0usize;
         while done < data.len() {

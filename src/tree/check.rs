@@ -7,12 +7,12 @@ use crate::limits::Counters;
 use crate::path;
 
 use super::walk::{MapTable, Step, WalkError, walk_from_root};
-use super::{FileType, Ino, Name, Node, ROOT, Tree, entry_charge};
+use super::{FileType, Ino, InoMap, Name, Node, ROOT, Tree, entry_charge};
 
 impl Tree {
     /// Checks invariants 1, 2, 4, 5 and 6. `open` holds the inodes that
     /// descriptors keep alive.
-    pub(crate) fn check(&self, open: &HashMap<Ino, u32>) -> Result<(), String> {
+    pub(crate) fn check(&self, open: &InoMap<u32>) -> Result<(), String> {
         let root = self.inodes.get(&ROOT).ok_or("no root inode")?;
         if root.kind() != FileType::Dir || !root.links.is_empty() {
             return Err("root is not a detached directory".into());

@@ -18,7 +18,9 @@ use crate::error::{Error, ErrorKind, Result, err};
 use crate::path;
 use crate::time::{Clock, Timestamp};
 
-use super::{Entry, FileType, INODE_CHARGE, Ino, Inode, Name, Node, Tree, entry_charge};
+use super::{
+    Entry, FileType, INODE_CHARGE, Ino, Inode, Name, Node, Tree, edit_inode, entry_charge,
+};
 
 /// What [`Tree::release`] did with an inode whose entry went.
 #[derive(Debug)]
@@ -87,25 +89,51 @@ impl Tree {
         self.check_bytes(charge + entry_charge(&name))?;
         let now = clock.now();
         let ino = self.next_ino;
-        self.next_ino += 1;
         let kind = match node {
             Node::File(_) => FileType::File,
             Node::Dir(_) => FileType::Dir,
             Node::Symlink(_) => FileType::Symlink,
         };
-        self.inodes
-            .insert(ino, Arc::new(Inode::new(node, mode, now)));
-        self.counters.inodes += 1;
-        self.counters.charged += charge;
-        if let Err(e) = self.link(dir, name, ino, kind, now) {
-            // Only a `dir` that is missing or no directory gets here.
-            self.inodes.remove(&ino);
-            self.counters.inodes -= 1;
-            self.counters.charged -= charge;
-            self.next_ino -= 1;
-            return Err(e);
+        // The entry first: a `dir` that is missing or no directory fails
+        // here, before anything changes. The inode is then made with its
+        // link in place, as `link` would leave it.
+        self.add_entry(dir, &name, ino, kind, now)?;
+        let mut inode = Inode::new(node, mode, now);
+        if kind != FileType::Dir {
+            inode.nlink += 1;
         }
+        self.counters.charged += charge + entry_charge(&name);
+        inode.links.push((dir, name));
+        self.next_ino += 1;
+        self.inodes.insert(ino, Arc::new(inode));
+        self.counters.inodes += 1;
         Ok(ino)
+    }
+
+    /// Puts the entry `dir/name -> ino` into directory `dir` with its
+    /// `nlink` and times; the rest of a link is the caller's. Changes
+    /// nothing if `dir` is missing or no directory.
+    fn add_entry(
+        &mut self,
+        dir: Ino,
+        name: &Name,
+        ino: Ino,
+        kind: FileType,
+        now: Timestamp,
+    ) -> Result<(Timestamp, Timestamp)> {
+        edit_inode(&mut self.inodes, dir, |d| {
+            let Node::Dir(entries) = &mut d.node else {
+                return err(ErrorKind::NotADirectory);
+            };
+            entries.insert(name.clone(), Entry { ino, kind });
+            if kind == FileType::Dir {
+                d.nlink += 1;
+            }
+            let old = (d.mtime, d.ctime);
+            d.mtime = now;
+            d.ctime = now;
+            Ok(old)
+        })?
     }
 
     /// Adds the entry `dir/name -> ino` (of `kind`, which must be the
@@ -120,44 +148,30 @@ impl Tree {
         kind: FileType,
         now: Timestamp,
     ) -> Result<()> {
-        let (old_mtime, old_ctime) = {
-            let d = self.inode_mut(dir)?;
-            let Node::Dir(entries) = &mut d.node else {
-                return err(ErrorKind::NotADirectory);
-            };
-            entries.insert(name.clone(), Entry { ino, kind });
-            if kind == FileType::Dir {
-                d.nlink += 1;
-            }
-            let old = (d.mtime, d.ctime);
-            d.mtime = now;
-            d.ctime = now;
-            old
-        };
+        let (old_mtime, old_ctime) = self.add_entry(dir, &name, ino, kind, now)?;
         self.counters.charged += entry_charge(&name);
-        let t = match self.inode_mut(ino) {
-            Ok(t) => t,
-            Err(e) => {
-                // A missing inode: take the entry back out.
-                self.counters.charged -= entry_charge(&name);
-                if let Ok(d) = self.inode_mut(dir)
-                    && let Node::Dir(entries) = &mut d.node
-                {
-                    entries.remove(&name);
-                    if kind == FileType::Dir {
-                        d.nlink -= 1;
-                    }
-                    d.mtime = old_mtime;
-                    d.ctime = old_ctime;
-                }
-                return Err(e);
+        let linked = edit_inode(&mut self.inodes, ino, |t| {
+            t.links.push((dir, name.clone()));
+            if kind != FileType::Dir {
+                t.nlink += 1;
             }
-        };
-        t.links.push((dir, name));
-        if kind != FileType::Dir {
-            t.nlink += 1;
+            t.ctime = now;
+        });
+        if let Err(e) = linked {
+            // A missing inode: take the entry back out.
+            self.counters.charged -= entry_charge(&name);
+            if let Ok(d) = self.inode_mut(dir)
+                && let Node::Dir(entries) = &mut d.node
+            {
+                entries.remove(&name);
+                if kind == FileType::Dir {
+                    d.nlink -= 1;
+                }
+                d.mtime = old_mtime;
+                d.ctime = old_ctime;
+            }
+            return Err(e);
         }
-        t.ctime = now;
         Ok(())
     }
 
@@ -169,8 +183,31 @@ impl Tree {
         name: &str,
         now: Timestamp,
     ) -> Result<(Ino, FileType)> {
-        let (e, old_mtime, old_ctime) = {
-            let d = self.inode_mut(dir)?;
+        let (ino, kind, _) = self.unlink_entry(dir, name, now)?;
+        Ok((ino, kind))
+    }
+
+    /// [`Tree::unlink`] then [`Tree::release`], without looking the inode
+    /// up again: what was released, and its number.
+    pub(crate) fn unlink_release(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        now: Timestamp,
+        held_open: impl FnOnce(Ino) -> bool,
+    ) -> Result<(Ino, Released)> {
+        let (ino, kind, unnamed) = self.unlink_entry(dir, name, now)?;
+        Ok((ino, self.release_unnamed(ino, kind, unnamed, held_open)))
+    }
+
+    /// [`Tree::unlink`], also telling whether the inode has no name left.
+    fn unlink_entry(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<(Ino, FileType, bool)> {
+        let (e, old_mtime, old_ctime) = edit_inode(&mut self.inodes, dir, |d| {
             let Node::Dir(entries) = &mut d.node else {
                 return err(ErrorKind::NotADirectory);
             };
@@ -183,11 +220,21 @@ impl Tree {
             let old = (d.mtime, d.ctime);
             d.mtime = now;
             d.ctime = now;
-            (e, old.0, old.1)
-        };
+            Ok((e, old.0, old.1))
+        })??;
         self.counters.charged -= entry_charge(name);
-        let t = match self.inode_mut(e.ino) {
-            Ok(t) => t,
+        let unlinked = edit_inode(&mut self.inodes, e.ino, |t| {
+            if let Some(pos) = t.links.iter().position(|(p, n)| *p == dir && &**n == name) {
+                t.links.swap_remove(pos);
+            }
+            if e.kind != FileType::Dir {
+                t.nlink -= 1;
+            }
+            t.ctime = now;
+            t.links.is_empty()
+        });
+        let unnamed = match unlinked {
+            Ok(unnamed) => unnamed,
             Err(err) => {
                 // An entry naming a missing inode (a broken tree): put it
                 // back as it was.
@@ -205,14 +252,7 @@ impl Tree {
                 return Err(err);
             }
         };
-        if let Some(pos) = t.links.iter().position(|(p, n)| *p == dir && &**n == name) {
-            t.links.swap_remove(pos);
-        }
-        if e.kind != FileType::Dir {
-            t.nlink -= 1;
-        }
-        t.ctime = now;
-        Ok((e.ino, e.kind))
+        Ok((e.ino, e.kind, unnamed))
     }
 
     /// Lets go of an inode [`Tree::unlink`] returned: frees it if no name
@@ -225,6 +265,18 @@ impl Tree {
         held_open: impl FnOnce(Ino) -> bool,
     ) -> Released {
         let unnamed = self.inodes.get(&ino).is_some_and(|i| i.links.is_empty());
+        self.release_unnamed(ino, kind, unnamed, held_open)
+    }
+
+    /// [`Tree::release`] once the caller knows whether `ino` has a name
+    /// left (`unnamed` is false for an inode that is gone).
+    fn release_unnamed(
+        &mut self,
+        ino: Ino,
+        kind: FileType,
+        unnamed: bool,
+        held_open: impl FnOnce(Ino) -> bool,
+    ) -> Released {
         if !unnamed {
             return Released::Named;
         }
@@ -264,15 +316,16 @@ impl Tree {
     /// Writes `data` at `offset` of file `ino` for sandbox `origin` (whose
     /// chunks it makes), keeping the counters. Checks `max_file_size` and
     /// `max_bytes`, then lets `admit` refuse the write's cost, before
-    /// anything changes; the times come from `clock` after that. Returns
-    /// the cost and the chunk bytes allocated (both zero for no data).
+    /// anything changes; the times come from `now` after that (called
+    /// once, and only then). Returns the cost and the chunk bytes
+    /// allocated (both zero for no data).
     pub(crate) fn write(
         &mut self,
         ino: Ino,
         data: &[u8],
         offset: u64,
         origin: u64,
-        clock: &dyn Clock,
+        now: impl FnOnce() -> Timestamp,
         admit: impl FnOnce(&Cost) -> Result<()>,
     ) -> Result<(Cost, u64)> {
         let (old_size, cost) = match &self.get(ino)?.node {
@@ -296,14 +349,17 @@ impl Tree {
         admit(&cost)?;
         let new_end = offset + data.len() as u64;
         let logical = self.grown_logical(old_size, new_end.max(old_size))?;
-        let now = clock.now();
-        let inode = self.inode_mut(ino)?;
-        let Node::File(c) = &mut inode.node else {
-            return err(ErrorKind::IsADirectory);
-        };
-        let allocated = c.write_at(data, offset, origin)?;
-        inode.mtime = now;
-        inode.ctime = now;
+        let now = now();
+        let allocated = edit_inode(&mut self.inodes, ino, |inode| {
+            let Node::File(c) = &mut inode.node else {
+                return err(ErrorKind::IsADirectory);
+            };
+            // Prepared above: the chunks it keeps part of are loaded.
+            let allocated = c.write_at_prepared(data, offset, origin)?;
+            inode.mtime = now;
+            inode.ctime = now;
+            Ok(allocated)
+        })??;
         let counters = &mut self.counters;
         counters.held += cost.held;
         counters.charged += cost.charge;

@@ -31,6 +31,7 @@ mod diff;
 mod edit;
 mod hash;
 mod inode;
+mod inomap;
 mod resolve;
 mod walk;
 
@@ -49,6 +50,7 @@ pub use inode::FileType;
 pub(crate) use inode::{
     Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT, entry_charge,
 };
+pub(crate) use inomap::InoMap;
 pub(crate) use resolve::{Base, Resolved};
 pub(crate) use walk::{MapTable, Step, VecTable, WalkError, walk_from_root};
 
@@ -186,7 +188,9 @@ impl Tree {
     /// A mutable inode, copied first if a snapshot shares it. Forgets the
     /// memoized hashes of the inode and of every ancestor that has one.
     pub(crate) fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode> {
-        self.invalidate(ino);
+        if !settled(&mut self.inodes, ino)? {
+            invalidate(&mut self.inodes, ino);
+        }
         match self.inodes.get_mut(&ino) {
             Some(arc) => Ok(Arc::make_mut(arc)),
             None => err(ErrorKind::NotFound),
@@ -201,28 +205,69 @@ impl Tree {
             Some(i) => i.links.iter().map(|(p, _)| *p).collect(),
             None => return,
         };
-        self.invalidate(ino);
+        invalidate(&mut self.inodes, ino);
         for p in parents {
-            self.invalidate(p);
+            invalidate(&mut self.inodes, p);
         }
     }
+}
 
-    fn invalidate(&mut self, ino: Ino) {
-        let mut work = vec![ino];
-        while let Some(i) = work.pop() {
-            let Some(arc) = self.inodes.get_mut(&i) else {
-                continue;
-            };
-            // Invariant 6: no ancestor holds a memo either, so the walk may
-            // stop here, but only if no snapshot shares this inode: hashing
-            // that snapshot later would memoize its children's hash on the
-            // shared inode, and this tree would report it as its own.
-            if arc.memo.get().is_none() && Arc::strong_count(arc) == 1 {
-                continue;
-            }
-            let inode = Arc::make_mut(arc);
-            inode.memo = OnceLock::new();
-            work.extend(inode.links.iter().map(|(p, _)| *p));
+/// Whether inode `ino` may change without forgetting anything: it has no
+/// memo and no snapshot shares it. By invariant 6 no ancestor has a memo
+/// then either. Asked after `get_mut` has copied the map's path, so a map
+/// node a snapshot shares counts as sharing the inode.
+fn settled_arc(arc: &Arc<Inode>) -> bool {
+    arc.memo.get().is_none() && Arc::strong_count(arc) == 1
+}
+
+fn settled(inodes: &mut OrdMap<Ino, Arc<Inode>>, ino: Ino) -> Result<bool> {
+    match inodes.get_mut(&ino) {
+        Some(arc) => Ok(settled_arc(arc)),
+        None => err(ErrorKind::NotFound),
+    }
+}
+
+/// Runs `f` on inode `ino` as [`Tree::inode_mut`] would hand it out, on
+/// the map alone, so a caller may keep other fields of the tree borrowed.
+/// The common case (a settled inode) costs one descent.
+pub(super) fn edit_inode<R>(
+    inodes: &mut OrdMap<Ino, Arc<Inode>>,
+    ino: Ino,
+    f: impl FnOnce(&mut Inode) -> R,
+) -> Result<R> {
+    match inodes.get_mut(&ino) {
+        None => return err(ErrorKind::NotFound),
+        Some(arc) if settled_arc(arc) => return Ok(f(Arc::make_mut(arc))),
+        Some(_) => {}
+    }
+    invalidate(inodes, ino);
+    match inodes.get_mut(&ino) {
+        Some(arc) => Ok(f(Arc::make_mut(arc))),
+        None => err(ErrorKind::NotFound),
+    }
+}
+
+/// Forgets the memos of `ino` and of its ancestors up to the first one
+/// that is settled (invariant 6). Allocates only to walk past an inode
+/// with more than one parent.
+fn invalidate(inodes: &mut OrdMap<Ino, Arc<Inode>>, ino: Ino) {
+    let mut work: Vec<Ino> = Vec::new();
+    let mut next = Some(ino);
+    while let Some(i) = next.take().or_else(|| work.pop()) {
+        let Some(arc) = inodes.get_mut(&i) else {
+            continue;
+        };
+        // Invariant 6: no ancestor holds a memo either, so the walk may
+        // stop here, but only if no snapshot shares this inode: hashing
+        // that snapshot later would memoize its children's hash on the
+        // shared inode, and this tree would report it as its own.
+        if settled_arc(arc) {
+            continue;
         }
+        let inode = Arc::make_mut(arc);
+        inode.memo = OnceLock::new();
+        let mut parents = inode.links.iter().map(|(p, _)| *p);
+        next = parents.next();
+        work.extend(parents);
     }
 }

@@ -54,6 +54,69 @@ pub(crate) struct Resolved<'p> {
     pub kind: Option<FileType>,
     /// The path ended in a slash: the final object must be a directory.
     pub must_dir: bool,
+    /// The permission bits of `dir`, when resolution read its inode (it
+    /// does whenever it looked a name up there), so the caller need not
+    /// fetch it again.
+    pub dir_mode: Option<u32>,
+}
+
+/// Directories walked so far, innermost last. The first `INLINE` live in
+/// place, so resolving a usual path allocates nothing.
+struct DirStack {
+    head: [Ino; DirStack::INLINE],
+    len: usize,
+    more: Vec<Ino>,
+}
+
+impl DirStack {
+    const INLINE: usize = 16;
+
+    fn new(floor: Ino) -> DirStack {
+        let mut head = [0; DirStack::INLINE];
+        head[0] = floor;
+        DirStack {
+            head,
+            len: 1,
+            more: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn last(&self) -> Ino {
+        if self.len > DirStack::INLINE {
+            self.more[self.len - DirStack::INLINE - 1]
+        } else {
+            self.head[self.len - 1]
+        }
+    }
+
+    fn push(&mut self, ino: Ino) {
+        if self.len < DirStack::INLINE {
+            self.head[self.len] = ino;
+        } else {
+            self.more.push(ino);
+        }
+        self.len += 1;
+    }
+
+    /// Pops the innermost directory; never the floor.
+    fn pop(&mut self) {
+        if self.len > DirStack::INLINE {
+            self.more.pop();
+        }
+        if self.len > 1 {
+            self.len -= 1;
+        }
+    }
+
+    /// Back to the floor alone.
+    fn reset(&mut self) {
+        self.len = 1;
+        self.more.clear();
+    }
 }
 
 impl Tree {
@@ -75,14 +138,29 @@ impl Tree {
         if beneath && path.starts_with('/') {
             return err(ErrorKind::NotPermitted);
         }
-        // Directories walked so far; `..` pops. stack[0] is the floor.
-        let mut stack: Vec<Ino> = vec![start];
-        self.entries(start)?;
-        let mut pending: Vec<Comp<'p>> = components(path).rev().map(Comp::Borrowed).collect();
+        // Directories walked so far; `..` pops. The floor is `start`.
+        let mut stack = DirStack::new(start);
+        // The inode of the innermost directory, once fetched.
+        let floor = self.get(start)?;
+        if floor.entries().is_none() {
+            return err(ErrorKind::NotADirectory);
+        }
+        let mut cur_inode = Some(floor);
+        // The path's components are read in order as they come; a
+        // symlink's come first, from `pending` (innermost last).
+        let mut rest = components(path).peekable();
+        let mut pending: Vec<Comp<'p>> = Vec::new();
         let mut must_dir = wants_dir(path);
         let mut hops = 0u32;
-        while let Some(comp) = pending.pop() {
-            let last = pending.is_empty();
+        loop {
+            let comp = match pending.pop() {
+                Some(c) => c,
+                None => match rest.next() {
+                    Some(c) => Comp::Borrowed(c),
+                    None => break,
+                },
+            };
+            let last = pending.is_empty() && rest.peek().is_none();
             let name = comp.as_str();
             if name == "." {
                 continue;
@@ -90,6 +168,7 @@ impl Tree {
             if name == ".." {
                 if stack.len() > 1 {
                     stack.pop();
+                    cur_inode = None;
                 } else if beneath {
                     return err(ErrorKind::NotPermitted);
                 }
@@ -98,9 +177,19 @@ impl Tree {
             if name.len() > self.name_max() {
                 return err(ErrorKind::NameTooLong);
             }
-            let cur = *stack.last().unwrap_or(&start);
-            let entry = self.entries(cur)?.get(name).copied();
-            let Some(entry) = entry else {
+            let cur = stack.last();
+            let dir = match cur_inode {
+                Some(i) => i,
+                None => {
+                    let i = self.get(cur)?;
+                    cur_inode = Some(i);
+                    i
+                }
+            };
+            let Some(entries) = dir.entries() else {
+                return err(ErrorKind::NotADirectory);
+            };
+            let Some(entry) = entries.get(name).copied() else {
                 if last {
                     return Ok(Resolved {
                         dir: cur,
@@ -108,6 +197,7 @@ impl Tree {
                         ino: None,
                         kind: None,
                         must_dir,
+                        dir_mode: Some(dir.mode),
                     });
                 }
                 return err(ErrorKind::NotFound);
@@ -125,22 +215,26 @@ impl Tree {
                         if beneath {
                             return err(ErrorKind::NotPermitted);
                         }
-                        stack.truncate(1);
+                        stack.reset();
+                        cur_inode = None;
                     }
                     if last && wants_dir(target) {
                         must_dir = true;
                     }
-                    let mut offs = 0usize;
-                    let mut parts = Vec::new();
-                    for piece in target.split('/') {
+                    // The target's pieces, last first, on top of `pending`.
+                    let mut end = target.len();
+                    for piece in target.rsplit('/') {
+                        let start = end - piece.len();
                         if !piece.is_empty() {
-                            parts.push(Comp::Shared(target.clone(), offs, offs + piece.len()));
+                            pending.push(Comp::Shared(target.clone(), start, end));
                         }
-                        offs += piece.len() + 1;
+                        end = start.saturating_sub(1);
                     }
-                    pending.extend(parts.into_iter().rev());
                 }
-                FileType::Dir if !last => stack.push(entry.ino),
+                FileType::Dir if !last => {
+                    stack.push(entry.ino);
+                    cur_inode = None;
+                }
                 _ if !last => return err(ErrorKind::NotADirectory),
                 kind => {
                     if must_dir && kind != FileType::Dir {
@@ -152,17 +246,19 @@ impl Tree {
                         ino: Some(entry.ino),
                         kind: Some(kind),
                         must_dir,
+                        dir_mode: Some(dir.mode),
                     });
                 }
             }
         }
-        let dir = *stack.last().unwrap_or(&start);
+        let dir = stack.last();
         Ok(Resolved {
             dir,
             name: None,
             ino: Some(dir),
             kind: Some(FileType::Dir),
             must_dir,
+            dir_mode: cur_inode.map(|i| i.mode),
         })
     }
 

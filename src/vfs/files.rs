@@ -3,22 +3,24 @@
 
 use crate::content::Content;
 use crate::error::{Error, ErrorKind, Result, err};
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 use crate::tree::{Base, FileType, Ino, Node};
 
 use super::read::{DirEntry, Metadata, dir_page, read_dir, read_file, stat};
-use super::{Fd, FdInfo, OpenOptions, SetTime, Symlinks, Vfs, check_private, ctx, writable_dir};
+use super::{Fd, FdInfo, OpenOptions, SetTime, Symlinks, Vfs, check_private, ctx};
 
 impl Vfs {
     /// Creates or truncates a file and writes `data` into it.
     pub fn write_file(&mut self, path: &str, data: &[u8]) -> Result<()> {
-        let fd = self.open(
-            path,
-            OpenOptions::new().write(true).create(true).truncate(true),
-        )?;
-        let res = self.write_at(fd, data, 0).map_err(ctx(path));
-        self.close(fd)?;
-        res.map(|_| ())
+        // As `open` for writing, creating and truncating, then `write_at`
+        // and `close`, without a descriptor: nothing but the generation
+        // (which `Fd`s show) would tell them apart.
+        let mut o = OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        let (ino, _, now) = self.open_ino(Base::Root, path, &o).map_err(ctx(path))?;
+        self.generation = self.generation.wrapping_add(1).max(1);
+        self.write_ino(ino, data, 0, now).map_err(ctx(path))?;
+        Ok(())
     }
 
     /// Reads a whole file (symlinks followed).
@@ -38,6 +40,25 @@ impl Vfs {
     }
 
     fn open_impl(&mut self, base: Base, path: &str, o: &OpenOptions) -> Result<Fd> {
+        let (ino, kind, _) = self.open_ino(base, path, o)?;
+        self.alloc_fd(FdInfo {
+            ino,
+            kind,
+            read: o.read,
+            write: o.write || o.append,
+            append: o.append,
+        })
+    }
+
+    /// What `open` does before it hands out a descriptor: the inode opened,
+    /// its kind, and the time read if the open changed anything (the clock
+    /// is read only then).
+    fn open_ino(
+        &mut self,
+        base: Base,
+        path: &str,
+        o: &OpenOptions,
+    ) -> Result<(Ino, FileType, Option<Timestamp>)> {
         if self.open_total >= self.tree.limits().max_open_files as u64 {
             return err(ErrorKind::TooManyOpenFiles);
         }
@@ -45,12 +66,12 @@ impl Vfs {
         // O_CREAT|O_EXCL never follows a final symlink: the name is taken.
         let follow = o.follow && !o.create_new;
         let r = self.resolve(base, path, follow)?;
-        let now = self.now();
-        let (ino, kind) = match (r.ino, r.kind) {
+        match (r.ino, r.kind) {
             (Some(ino), Some(kind)) => {
                 if o.create_new {
                     return err(ErrorKind::AlreadyExists);
                 }
+                let mut now = None;
                 match kind {
                     FileType::Symlink => return err(ErrorKind::Loop),
                     FileType::Dir => {
@@ -73,11 +94,13 @@ impl Vfs {
                             return err(ErrorKind::PermissionDenied);
                         }
                         if o.truncate {
-                            self.truncate_ino(ino, 0, now)?;
+                            let t = self.now();
+                            self.truncate_ino(ino, 0, t)?;
+                            now = Some(t);
                         }
                     }
                 }
-                (ino, kind)
+                Ok((ino, kind, now))
             }
             _ => {
                 if !creating {
@@ -89,24 +112,18 @@ impl Vfs {
                 if r.must_dir || o.directory {
                     return err(ErrorKind::IsADirectory);
                 }
-                writable_dir(self.tree.get(r.dir)?)?;
+                self.dir_writable(r.dir, r.dir_mode)?;
+                let now = self.now();
                 let ino = self.tree.create(
                     r.dir,
                     name.to_name(),
                     Node::File(Content::default()),
                     o.mode,
-                    &*self.clock,
+                    &At(now),
                 )?;
-                (ino, FileType::File)
+                Ok((ino, FileType::File, Some(now)))
             }
-        };
-        self.alloc_fd(FdInfo {
-            ino,
-            kind,
-            read: o.read,
-            write: o.write || o.append,
-            append: o.append,
-        })
+        }
     }
 
     /// Reads at `offset` into `buf`; returns the byte count (0 at EOF).
@@ -128,7 +145,7 @@ impl Vfs {
         if !f.write {
             return err(ErrorKind::BadDescriptor);
         }
-        self.write_ino(f.ino, data, offset)
+        self.write_ino(f.ino, data, offset, None)
     }
 
     /// Writes `data` at the end of the file; returns the offset it went to.
@@ -141,18 +158,29 @@ impl Vfs {
             Node::File(c) => c.size(),
             _ => return err(ErrorKind::IsADirectory),
         };
-        self.write_ino(f.ino, data, offset)?;
+        self.write_ino(f.ino, data, offset, None)?;
         Ok(offset)
     }
 
-    fn write_ino(&mut self, ino: Ino, data: &[u8], offset: u64) -> Result<usize> {
+    /// Writes through to the tree; the times are `now` if the operation
+    /// has read the clock already, else the clock's once the write is
+    /// admitted.
+    fn write_ino(
+        &mut self,
+        ino: Ino,
+        data: &[u8],
+        offset: u64,
+        now: Option<Timestamp>,
+    ) -> Result<usize> {
         let private = self.private;
         let max_private = self.tree.limits().max_private_bytes;
-        let (cost, allocated) =
-            self.tree
-                .write(ino, data, offset, self.origin, &*self.clock, |cost| {
-                    check_private(private, max_private, cost.private)
-                })?;
+        let clock = &*self.clock;
+        let now = || now.unwrap_or_else(|| clock.now());
+        let (cost, allocated) = self
+            .tree
+            .write(ino, data, offset, self.origin, now, |cost| {
+                check_private(private, max_private, cost.private)
+            })?;
         self.private += cost.private;
         self.allocated = self.allocated.saturating_add(allocated);
         Ok(data.len())
@@ -330,5 +358,16 @@ impl Vfs {
             return err(ErrorKind::NotADirectory);
         }
         dir_page(&self.tree, f.ino, after, max)
+    }
+}
+
+/// A clock stopped at the time an operation read once, so every change
+/// it makes carries the same time.
+#[derive(Debug)]
+struct At(Timestamp);
+
+impl Clock for At {
+    fn now(&self) -> Timestamp {
+        self.0
     }
 }

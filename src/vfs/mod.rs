@@ -20,14 +20,14 @@ mod read;
 mod snapshot;
 mod visit;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::limits::{Counters, Limits, Usage};
 use crate::time::{Clock, SystemClock, Timestamp};
-use crate::tree::{Base, FileType, Ino, Inode, Released, Resolved, Tree};
+use crate::tree::{Base, FileType, Ino, InoMap, Inode, Released, Resolved, Tree};
 
 use fds::OpenFile;
 pub use fds::{Fd, FdInfo};
@@ -55,7 +55,7 @@ pub struct Vfs {
     tree: Tree,
     files: Vec<Option<OpenFile>>,
     free_slots: Vec<usize>,
-    open_count: HashMap<Ino, u32>,
+    open_count: InoMap<u32>,
     orphans: BTreeSet<Ino>,
     open_total: u64,
     /// Bumped per open, so a stale `Fd` never matches a reused slot.
@@ -132,7 +132,7 @@ impl Vfs {
             tree,
             files: Vec::new(),
             free_slots: Vec::new(),
-            open_count: HashMap::new(),
+            open_count: InoMap::default(),
             orphans: BTreeSet::new(),
             open_total: 0,
             generation: 0,
@@ -207,7 +207,7 @@ impl Vfs {
                 self.open_total
             ));
         }
-        let mut counts: HashMap<Ino, u32> = HashMap::new();
+        let mut counts: InoMap<u32> = InoMap::default();
         for f in self.files.iter().flatten() {
             *counts.entry(f.info.ino).or_default() += 1;
         }
@@ -261,7 +261,13 @@ impl Vfs {
     /// while a descriptor holds it.
     fn release(&mut self, ino: Ino, kind: FileType) {
         let open = &self.open_count;
-        match self.tree.release(ino, kind, |i| open.contains_key(&i)) {
+        let released = self.tree.release(ino, kind, |i| open.contains_key(&i));
+        self.settle(ino, released);
+    }
+
+    /// Does the sandbox's part of what `Tree::release` did.
+    fn settle(&mut self, ino: Ino, released: Released) {
+        match released {
             Released::Named => {}
             Released::Orphaned => {
                 self.orphans.insert(ino);
@@ -273,6 +279,16 @@ impl Vfs {
     /// Takes a freed inode's chunks of this sandbox off `private`.
     fn forget_private(&mut self, inode: &Inode) {
         self.private -= inode.content().map_or(0, |c| c.private_charge(self.origin));
+    }
+
+    /// `EACCES` unless directory `dir` is writable; `mode` is its mode
+    /// if resolution read it already.
+    fn dir_writable(&self, dir: Ino, mode: Option<u32>) -> Result<()> {
+        match mode {
+            Some(m) if m & 0o200 == 0 => err(ErrorKind::PermissionDenied),
+            Some(_) => Ok(()),
+            None => writable_dir(self.tree.get(dir)?),
+        }
     }
 
     fn resolve<'p>(&self, base: Base, path: &'p str, follow: bool) -> Result<Resolved<'p>> {

@@ -9,7 +9,7 @@ use crate::path;
 use crate::tree::{Base, FileType, MAX_LINKS, Name, Node, ROOT, entry_charge};
 
 use super::read::{read_link, stat};
-use super::{Fd, Symlinks, Vfs, ctx, writable_dir};
+use super::{Fd, Symlinks, Vfs, ctx};
 
 impl Vfs {
     /// Creates a directory (mode `0o755`).
@@ -31,7 +31,7 @@ impl Vfs {
         if r.ino.is_some() {
             return err(ErrorKind::AlreadyExists);
         }
-        writable_dir(self.tree.get(r.dir)?)?;
+        self.dir_writable(r.dir, r.dir_mode)?;
         self.tree.create(
             r.dir,
             name.to_name(),
@@ -98,7 +98,7 @@ impl Vfs {
             Some(e) if !e.is_empty() => return err(ErrorKind::DirectoryNotEmpty),
             Some(_) => {}
         }
-        writable_dir(self.tree.get(r.dir)?)?;
+        self.dir_writable(r.dir, r.dir_mode)?;
         let now = self.now();
         let (ino, kind) = self.tree.unlink(r.dir, name.as_str(), now)?;
         self.release(ino, kind);
@@ -126,10 +126,13 @@ impl Vfs {
             Some(FileType::Dir) => return err(ErrorKind::IsADirectory),
             Some(_) => {}
         }
-        writable_dir(self.tree.get(r.dir)?)?;
+        self.dir_writable(r.dir, r.dir_mode)?;
         let now = self.now();
-        let (ino, kind) = self.tree.unlink(r.dir, name.as_str(), now)?;
-        self.release(ino, kind);
+        let open = &self.open_count;
+        let (ino, released) = self
+            .tree
+            .unlink_release(r.dir, name.as_str(), now, |i| open.contains_key(&i))?;
+        self.settle(ino, released);
         Ok(())
     }
 
@@ -184,8 +187,8 @@ impl Vfs {
         if dst.ino == Some(sino) {
             return Ok(());
         }
-        writable_dir(self.tree.get(src.dir)?)?;
-        writable_dir(self.tree.get(dst.dir)?)?;
+        self.dir_writable(src.dir, src.dir_mode)?;
+        self.dir_writable(dst.dir, dst.dir_mode)?;
         if let (Some(dino), Some(dkind)) = (dst.ino, dst.kind) {
             if skind == FileType::Dir {
                 if dkind != FileType::Dir {
@@ -239,7 +242,7 @@ impl Vfs {
         if r.must_dir {
             return err(ErrorKind::NotFound);
         }
-        writable_dir(self.tree.get(r.dir)?)?;
+        self.dir_writable(r.dir, r.dir_mode)?;
         self.tree.create(
             r.dir,
             name.to_name(),
@@ -306,7 +309,7 @@ impl Vfs {
         if self.tree.get(sino)?.nlink >= MAX_LINKS {
             return err(ErrorKind::TooManyLinks);
         }
-        writable_dir(self.tree.get(d.dir)?)?;
+        self.dir_writable(d.dir, d.dir_mode)?;
         path::check_name(dname.as_str(), self.tree.name_max())?;
         self.tree.check_bytes(entry_charge(dname.as_str()))?;
         let now = self.now();

@@ -99,8 +99,9 @@ fn read_content(content: &Content, max_bytes: u64) -> Result<Vec<u8>> {
             format!("{size} bytes is over the sandbox's byte limit"),
         ));
     }
-    let mut out = vec![0u8; size as usize];
-    content.read_at(&mut out, 0)?;
+    // Copied into place, not zeroed first: only holes are filled.
+    let mut out = Vec::with_capacity(size as usize);
+    content.read_into(&mut out)?;
     Ok(out)
 }
 

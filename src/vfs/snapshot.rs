@@ -2,14 +2,13 @@
 //! side of the `Vfs` API, and the crate's read access to it for the host
 //! export and the checkpoint encoder.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::limits::{Limits, Usage};
 use crate::time::{Clock, SystemClock};
-use crate::tree::{Base, Change, ChangeKind, Tree};
+use crate::tree::{Base, Change, ChangeKind, InoMap, Tree};
 
 use super::read::{DirEntry, Metadata, read_dir, read_file, read_link, stat};
 use super::{Vfs, ctx};
@@ -166,7 +165,7 @@ impl Snapshot {
     /// describes the first one found.
     pub fn check_invariants(&self) -> Result<()> {
         self.tree
-            .check(&HashMap::new())
+            .check(&InoMap::default())
             .map_err(crate::error::Error::invariant)
     }
 }
