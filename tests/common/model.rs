@@ -24,7 +24,8 @@ fn check_eq<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) -> Resu
 enum MNode {
     Dir,
     File(usize),
-    Link(String),
+    /// A symlink: its identity (hard links share it) and its target.
+    Link(usize, String),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -104,7 +105,7 @@ impl Model {
                     });
                 }
                 None => return Err(ErrorKind::NotFound),
-                Some(MNode::Link(t)) if !last || follow => {
+                Some(MNode::Link(_, t)) if !last || follow => {
                     hops += 1;
                     if hops > 40 {
                         return Err(ErrorKind::Loop);
@@ -225,7 +226,7 @@ impl Model {
         match self.node_at(&r) {
             Some((_, MNode::File(id))) => Ok(id),
             Some((_, MNode::Dir)) => Err(ErrorKind::IsADirectory),
-            Some((_, MNode::Link(_))) => unreachable!("followed"),
+            Some((_, MNode::Link(..))) => unreachable!("followed"),
             None if !create => Err(ErrorKind::NotFound),
             None => {
                 let id = self.next_id;
@@ -285,8 +286,10 @@ impl Model {
         if self.get(&r.dir, name).is_some() {
             return Err(ErrorKind::AlreadyExists);
         }
+        let id = self.next_id;
+        self.next_id += 1;
         self.nodes
-            .insert(join(&r.dir, name), MNode::Link(target.into()));
+            .insert(join(&r.dir, name), MNode::Link(id, target.into()));
         Ok(())
     }
 
@@ -339,7 +342,13 @@ impl Model {
             return Err(ErrorKind::DirectoryNotEmpty);
         }
         if let Some(dn) = dn {
-            if dp == sp || matches!((&dn, &sn), (MNode::File(a), MNode::File(b)) if a == b) {
+            // Two names of one file or symlink: POSIX says do nothing.
+            let same = match (&dn, &sn) {
+                (MNode::File(a), MNode::File(b)) => a == b,
+                (MNode::Link(a, _), MNode::Link(b, _)) => a == b,
+                _ => false,
+            };
+            if dp == sp || same {
                 return Ok(());
             }
             if sn == MNode::Dir {
@@ -385,7 +394,7 @@ impl Model {
                 let v = match n {
                     MNode::Dir => "dir".to_string(),
                     MNode::File(id) => format!("file {} {:?}", nlink[id], self.files[id]),
-                    MNode::Link(t) => format!("link {t}"),
+                    MNode::Link(_, t) => format!("link {t}"),
                 };
                 (p.clone(), v)
             })
@@ -447,7 +456,13 @@ fn rebuild(m: &Model) -> Vfs {
                     first_path.insert(*id, p.clone());
                 }
             },
-            MNode::Link(t) => v.symlink(t, p).unwrap(),
+            MNode::Link(id, t) => match first_path.get(id) {
+                Some(first) => v.hard_link(first, p).unwrap(),
+                None => {
+                    v.symlink(t, p).unwrap();
+                    first_path.insert(*id, p.clone());
+                }
+            },
             _ => {}
         }
     }
