@@ -54,7 +54,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{Caller, Extern, Linker, Memory};
 
 pub use self::abi::Errno;
 use self::abi::{Error, Mem, R};
@@ -200,6 +200,10 @@ pub struct WasiP1Ctx {
     rng: Option<Box<dyn rand::Rng + Send>>,
     /// When the run must end, and its timeout (see [`Sandbox::timeout`]).
     deadline: Option<(Instant, std::time::Duration)>,
+    /// The guest's `memory` export, when the one instance this context
+    /// serves is known ([`Sandbox`] sets it after instantiating): saves
+    /// every call a lookup by name. Without it, each call looks it up.
+    memory: Option<Memory>,
 }
 
 impl std::fmt::Debug for WasiP1Ctx {
@@ -229,6 +233,7 @@ impl WasiP1Ctx {
             epoch: Instant::now(),
             rng: None,
             deadline: None,
+            memory: None,
         }
     }
 
@@ -320,6 +325,12 @@ impl WasiP1Ctx {
     /// Runs `f` on the tree, e.g. to look at what the guest did so far.
     pub fn with_vfs<T>(&self, f: impl FnOnce(&mut Vfs) -> T) -> Option<T> {
         self.fs.with_vfs(f)
+    }
+
+    /// Serves every call from `memory`: only for a context whose store
+    /// holds exactly one instance, whose `memory` export this is.
+    pub(crate) fn set_memory(&mut self, memory: Option<Memory>) {
+        self.memory = memory;
     }
 
     /// The sandbox's tree, back from the guest, with every descriptor the
@@ -433,10 +444,16 @@ fn call<T: 'static>(
     get: impl Fn(&mut T) -> &mut WasiP1Ctx,
     f: impl FnOnce(&mut WasiP1Ctx, &mut Mem<'_>) -> R<()>,
 ) -> wasmtime::Result<i32> {
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return Err(wasmtime::Error::msg(
-            "preview1: the module exports no memory named `memory`",
-        ));
+    let memory = match get(caller.data_mut()).memory {
+        Some(memory) => memory,
+        None => match caller.get_export("memory") {
+            Some(Extern::Memory(memory)) => memory,
+            _ => {
+                return Err(wasmtime::Error::msg(
+                    "preview1: the module exports no memory named `memory`",
+                ));
+            }
+        },
     };
     let (bytes, data) = memory.data_and_store_mut(caller);
     let ctx = get(data);

@@ -165,6 +165,10 @@ impl Sandbox {
         let result = limits::arm(&mut store, &limits, |s| &mut s.limiter).and_then(|armed| {
             store.data_mut().ctx.set_deadline(armed.deadline);
             let result = guest.pre.instantiate(&mut store).and_then(|instance| {
+                // The store's only instance: its calls may skip the
+                // lookup of its memory.
+                let memory = instance.get_memory(&mut store, "memory");
+                store.data_mut().ctx.set_memory(memory);
                 instance
                     .get_typed_func::<(), ()>(&mut store, "_start")?
                     .call(&mut store, ())
