@@ -6,7 +6,7 @@
 //! for 100,000 small files was a third of a lazy checkpoint open. A second
 //! chunk moves the map into an `OrdMap`, which shares subtrees across forks.
 
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 
 use imbl::OrdMap;
 
@@ -58,11 +58,17 @@ impl ChunkMap {
         self.iter().map(|(_, c)| c)
     }
 
+    /// The chunks with indices in `r`, in order. A range of one index is a
+    /// lookup (most reads and writes touch one chunk), not a tree
+    /// iterator.
     pub(crate) fn range(&self, r: impl RangeBounds<u64>) -> Iter<'_> {
         match self {
             ChunkMap::Empty => Iter::One(None),
             ChunkMap::One(i, c) => Iter::One(r.contains(i).then_some((i, c))),
-            ChunkMap::Many(m) => Iter::Many(m.range::<_, u64>((r.start_bound(), r.end_bound()))),
+            ChunkMap::Many(m) => match (r.start_bound(), r.end_bound()) {
+                (Bound::Included(a), Bound::Included(b)) if a == b => Iter::One(m.get_key_value(a)),
+                (start, end) => Iter::Many(m.range::<_, u64>((start, end))),
+            },
         }
     }
 

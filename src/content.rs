@@ -152,7 +152,7 @@ impl Content {
         let end = offset + n as u64;
         let last = (end - 1) / CHUNK;
         // Walk the stored chunks in range once; fill gaps with zeros.
-        let mut copy = |idx: u64, chunk: &Chunk| -> Result<()> {
+        for (&idx, chunk) in self.chunks.range(first..=last) {
             let (start, stop) = span(idx);
             let pos = offset + done as u64;
             if start > pos {
@@ -174,17 +174,6 @@ impl Content {
             }
             buf[done + have..done + want].fill(0);
             done += want;
-            Ok(())
-        };
-        if first == last {
-            // One chunk: a lookup by index, no range iterator.
-            if let Some(chunk) = self.chunks.get(&first) {
-                copy(first, chunk)?;
-            }
-        } else {
-            for (&idx, chunk) in self.chunks.range(first..=last) {
-                copy(idx, chunk)?;
-            }
         }
         buf[done..].fill(0);
         Ok(n)
@@ -226,23 +215,15 @@ impl Content {
         }
         let end = offset.saturating_add(len as u64);
         let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
-        let load = |idx: u64, chunk: &Chunk| -> Result<()> {
+        for (&idx, chunk) in self.chunks.range(first..=last) {
             if chunk.is_owned() || chunk.is_loaded() {
-                return Ok(());
+                continue;
             }
             let (start, _) = span(idx);
             let covers = offset <= start && end >= start.saturating_add(chunk.len() as u64);
             if !covers {
                 chunk.bytes()?;
             }
-            Ok(())
-        };
-        if first == last {
-            // One chunk: a lookup by index, no range iterator.
-            return self.chunks.get(&first).map_or(Ok(()), |c| load(first, c));
-        }
-        for (&idx, chunk) in self.chunks.range(first..=last) {
-            load(idx, chunk)?;
         }
         Ok(())
     }
@@ -294,7 +275,7 @@ impl Content {
     /// shared chunks included). Fails, changing nothing, if `offset + len`
     /// overflows or a lazily loaded chunk it must keep part of cannot be
     /// loaded.
-    #[allow(dead_code)] // the tree prepares first, then writes prepared
+    #[cfg(test)] // the tree prepares first (`Tree::write`), then writes prepared
     pub(crate) fn write_at(&mut self, data: &[u8], offset: u64, origin: u64) -> Result<u64> {
         if data.is_empty() {
             return Ok(0);
