@@ -1,6 +1,7 @@
-//! A store in a local directory: `chunks/ab/<hex>` and `manifests/<hex>`
-//! under its root, each object written to a temporary file, fsynced and
-//! renamed into place, so a reader sees a whole object or none. Serves as
+//! A store in a local directory: `chunks/ab/<hex>`, `manifests/<hex>` and
+//! `refs/<name>` under its root, each object written to a temporary file,
+//! fsynced and renamed into place, so a reader sees a whole object or none
+//! (a ref's compare-and-swap also holds a lock file: see `put_ref`). Serves as
 //! a shared store on a network filesystem and as a host's chunk cache.
 
 use std::fs::{self, File};
@@ -9,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::refs::{self, MAX_REF_OBJECT, RefVersion, ref_key};
 use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
 use crate::atomic::{self, FileOptions, sync_dir};
 use crate::error::{Error, ErrorKind, Result};
@@ -242,6 +244,87 @@ impl BlobStore for DirStore {
     fn location(&self) -> String {
         self.root.display().to_string()
     }
+
+    fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        refs::check_name(name)?;
+        let got = self.read(&self.root.join(ref_key(name)), MAX_REF_OBJECT)?;
+        Ok(got.map(|b| {
+            let v = ref_version(&b);
+            (b, v)
+        }))
+    }
+
+    /// Compare and swap under an exclusive `flock` of `refs/.NAME.lock`
+    /// (which the kernel drops when a writer dies, so no lock goes stale):
+    /// read the object, compare its content hash with the version
+    /// expected, write the new one beside it and rename it into place.
+    fn put_ref(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        refs::check_name(name)?;
+        let dir = self.root.join("refs");
+        fs::create_dir_all(&dir).map_err(|e| Error::io_at(&dir, e))?;
+        let lock_path = dir.join(format!(".{name}.lock"));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&lock_path)
+            .map_err(|e| Error::io_at(&lock_path, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io_at(&lock_path, e))?;
+        let path = self.root.join(ref_key(name));
+        let held = self.read(&path, MAX_REF_OBJECT)?.map(|b| ref_version(&b));
+        if held.as_ref() != expected {
+            return Err(refs::conflict(name, "its content is not the one read"));
+        }
+        self.write(&path, bytes)?;
+        sync_dir(&dir)?;
+        // The lock goes with the file handle, after the rename is durable.
+        drop(lock);
+        Ok(ref_version(bytes))
+    }
+
+    fn list_refs(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("refs");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io_at(&dir, e)),
+        };
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| Error::io_at(&dir, e))?;
+            // Lock files, temporaries and anything not named like a ref
+            // are not refs.
+            if let Some(n) = e
+                .file_name()
+                .to_str()
+                .filter(|n| refs::check_name(n).is_ok())
+            {
+                if names.len() >= refs::MAX_REFS {
+                    return Err(Error::corrupt(format!(
+                        "{}: more than {} refs",
+                        dir.display(),
+                        refs::MAX_REFS
+                    )));
+                }
+                names.push(n.to_string());
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// A ref object's version in a directory: the hash of its bytes (two
+/// writes never store the same bytes: each adds a history entry with a
+/// higher sequence number).
+fn ref_version(bytes: &[u8]) -> RefVersion {
+    RefVersion::new(blake3::hash(bytes).to_hex().to_string())
 }
 
 #[cfg(test)]

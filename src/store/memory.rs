@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::BlobStore;
+use super::refs::{self, RefVersion};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Chunks and manifests in memory, shared by whoever holds the store.
@@ -16,6 +17,9 @@ pub struct MemStore {
 struct Inner {
     chunks: HashMap<blake3::Hash, Vec<u8>>,
     manifests: HashMap<blake3::Hash, Vec<u8>>,
+    /// Each ref's bytes and generation (unique across the store).
+    refs: HashMap<String, (Vec<u8>, u64)>,
+    ref_generation: u64,
 }
 
 impl MemStore {
@@ -82,5 +86,39 @@ impl BlobStore for MemStore {
 
     fn location(&self) -> String {
         "memory store".to_string()
+    }
+
+    fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        refs::check_name(name)?;
+        let i = self.lock()?;
+        Ok(i.refs
+            .get(name)
+            .map(|(b, g)| (b.clone(), RefVersion::new(g.to_string()))))
+    }
+
+    /// Compare and swap under the store's mutex.
+    fn put_ref(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        refs::check_name(name)?;
+        let mut i = self.lock()?;
+        let held = i
+            .refs
+            .get(name)
+            .map(|(_, g)| RefVersion::new(g.to_string()));
+        if held.as_ref() != expected {
+            return Err(refs::conflict(name, "its version is not the one read"));
+        }
+        i.ref_generation += 1;
+        let g = i.ref_generation;
+        i.refs.insert(name.to_string(), (bytes.to_vec(), g));
+        Ok(RefVersion::new(g.to_string()))
+    }
+
+    fn list_refs(&self) -> Result<Vec<String>> {
+        Ok(self.lock()?.refs.keys().cloned().collect())
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::BlobStore;
+use super::{BlobStore, RefVersion};
 use crate::error::Result;
 
 /// Requests and bytes that went through a [`Metered`] store.
@@ -103,5 +103,32 @@ impl<S: BlobStore> BlobStore for Metered<S> {
 
     fn location(&self) -> String {
         self.inner.location()
+    }
+
+    fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        let got = self.inner.get_ref(name)?;
+        self.meter.gets.fetch_add(1, Ordering::Relaxed);
+        let n = got.as_ref().map_or(0, |(b, _)| b.len());
+        self.meter.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn put_ref(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        let v = self.inner.put_ref(name, bytes, expected)?;
+        self.meter.puts.fetch_add(1, Ordering::Relaxed);
+        self.meter
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(v)
+    }
+
+    fn list_refs(&self) -> Result<Vec<String>> {
+        self.meter.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_refs()
     }
 }

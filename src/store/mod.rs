@@ -1,11 +1,12 @@
 //! The fleet blob store: push, pull and lazily open snapshots from a store
 //! that many hosts share (an S3-compatible bucket, a directory, memory).
 //!
-//! A store holds two kinds of objects:
+//! A store holds three kinds of objects:
 //!
 //! ```text
 //! chunks/<first 2 hex digits>/<blake3 hex>   a chunk's bytes, trailing zeros removed
 //! manifests/<root hash hex>                  a tree: see `manifest`
+//! refs/<name>                                a named ref and its history: see `refs`
 //! ```
 //!
 //! Chunks are named by their content address (see `chunk`), so a chunk is
@@ -54,6 +55,7 @@ mod dir;
 mod manifest;
 mod memory;
 mod metered;
+pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
 mod transfer;
@@ -62,11 +64,13 @@ mod url;
 pub use dir::{DirStore, PruneStats};
 pub use memory::MemStore;
 pub use metered::{Meter, Metered};
+pub use refs::RefVersion;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
 pub use transfer::{TransferOptions, TransferStats, open_lazy, open_lazy_with_limits, pull, push};
 pub use url::{
-    cache_for, cache_max, default_cache_dir, open_store, open_url, open_url_with_limits, split_root,
+    TreeName, cache_for, cache_max, default_cache_dir, open_store, open_url, open_url_with_limits,
+    resolve, split_root, split_tree,
 };
 
 /// A content-addressed store of chunks and tree manifests.
@@ -98,6 +102,40 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Where the store is, for messages.
     fn location(&self) -> String;
+
+    /// The ref object `name` (see [`refs`]; the name is checked) and the
+    /// store's version of it, if it exists; over
+    /// [`refs::MAX_REF_OBJECT`] it is an error, as for chunks.
+    fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        let _ = name;
+        Err(refs_unsupported(&self.location()))
+    }
+
+    /// Writes the ref object `name` atomically, only if the store holds
+    /// the version `expected` of it (`None`: only if there is none);
+    /// otherwise an error of kind [`ErrorKind::Busy`] and nothing written.
+    /// Returns the version written.
+    fn put_ref(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        let _ = (name, bytes, expected);
+        Err(refs_unsupported(&self.location()))
+    }
+
+    /// The names of the refs the store holds, in no particular order.
+    fn list_refs(&self) -> Result<Vec<String>> {
+        Err(refs_unsupported(&self.location()))
+    }
+}
+
+fn refs_unsupported(location: &str) -> Error {
+    Error::with(
+        ErrorKind::Unsupported,
+        format!("{location}: this kind of store does not keep refs"),
+    )
 }
 
 /// Most bytes a chunk object may hold: one chunk. A store read refuses a
@@ -152,6 +190,20 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn location(&self) -> String {
         (**self).location()
+    }
+    fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        (**self).get_ref(name)
+    }
+    fn put_ref(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        (**self).put_ref(name, bytes, expected)
+    }
+    fn list_refs(&self) -> Result<Vec<String>> {
+        (**self).list_refs()
     }
 }
 

@@ -20,6 +20,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
 
+use super::refs::{self, MAX_REF_OBJECT, RefVersion, ref_key};
+
 use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -32,6 +34,8 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Whether the server was seen to enforce conditional writes.
+    conditions_checked: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -121,6 +125,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             runtime: Some(runtime),
+            conditions_checked: Default::default(),
         })
     }
 
@@ -191,6 +196,80 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Makes sure, once per store, that the server enforces conditional
+    /// writes rather than ignoring the headers (some S3 look-alikes accept
+    /// `If-None-Match` and `If-Match` and overwrite anyway, which would
+    /// make every ref update win): a probe object `refs/.probe-N` is
+    /// created, created again (must fail), replaced under a wrong ETag
+    /// (must fail) and deleted. A server that ignores either condition
+    /// gets an error naming it, and no ref is written through it.
+    ///
+    /// SeaweedFS (4.48, the test server) passes, and the race tests show
+    /// its conditions atomic under concurrent writers. Versions before
+    /// 4.18 checked the condition before the write without a lock
+    /// (seaweedfs issue 8800), so racing writers could all succeed; no
+    /// sequential probe can see that, so use a newer one.
+    fn check_conditions(&self) -> Result<()> {
+        use object_store::{ObjectStore, PutMode, UpdateVersion};
+        use std::sync::atomic::Ordering;
+        if self.conditions_checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let nonce = blake3::hash(
+            format!("{:?} {}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+        );
+        let key = self.key(&format!("refs/.probe-{}", &nonce.to_hex()[..16]));
+        let what = format!("{}/{key}", self.location());
+        let client = self.client.clone();
+        let verdict = self.run(async move {
+            let create = || {
+                client.put_opts(
+                    &key,
+                    PutPayload::from_static(b"probe"),
+                    PutMode::Create.into(),
+                )
+            };
+            create().await?;
+            let again = create().await;
+            let wrong_tag = PutMode::Update(UpdateVersion {
+                e_tag: Some("\"00000000000000000000000000000000\"".to_string()),
+                version: None,
+            });
+            let stale = client
+                .put_opts(&key, PutPayload::from_static(b"probe"), wrong_tag.into())
+                .await;
+            let _ = client.delete(&key).await;
+            use object_store::Error::{AlreadyExists, Precondition};
+            let ignored = match (again, stale) {
+                (Err(AlreadyExists { .. }), Err(Precondition { .. })) => None,
+                (Ok(_), _) => Some("If-None-Match"),
+                (_, Ok(_)) => Some("If-Match"),
+                (Err(AlreadyExists { .. }), Err(e)) | (Err(e), _) => return Err(e),
+            };
+            Ok(ignored)
+        })?;
+        match verdict {
+            Ok(None) => {
+                self.conditions_checked.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Some(header)) => Err(Error::with(
+                ErrorKind::Unsupported,
+                format!(
+                    "{what}: the server ignores {header} on PUT, so a ref update could \
+                     silently overwrite another; refs need an S3 server with conditional writes"
+                ),
+            )),
+            Err(e @ object_store::Error::NotImplemented { .. }) => Err(Error::with(
+                ErrorKind::Unsupported,
+                format!("{what}: conditional writes are off: {e}"),
+            )),
+            Err(e) => Err(s3_err(&format!("{what}: checking conditional writes"), e)),
+        }
+    }
+}
+
 impl BlobStore for S3Store {
     fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
         let keys = addrs.iter().map(|a| self.key(&chunk_key(a))).collect();
@@ -250,6 +329,94 @@ impl BlobStore for S3Store {
         self.put_raw(&manifest_key(root), bytes.to_vec())
     }
 
+    fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        refs::check_name(name)?;
+        let fut = get_versioned(
+            self.client.clone(),
+            self.key(&ref_key(name)),
+            self.location(),
+        );
+        self.run(fut)?
+    }
+
+    /// A conditional PUT: `If-None-Match: *` to create, `If-Match: ETAG`
+    /// to replace (object_store's `PutMode::Create` and `PutMode::Update`);
+    /// a store that refuses the condition makes this fail with a 412,
+    /// which is the lost race.
+    fn put_ref(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        use object_store::{ObjectStore, PutMode, UpdateVersion};
+        refs::check_name(name)?;
+        self.check_conditions()?;
+        let key = self.key(&ref_key(name));
+        let what = format!("{}/{key}", self.location());
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(UpdateVersion {
+                e_tag: Some(v.tag.clone()),
+                version: v.version.clone(),
+            }),
+        };
+        let client = self.client.clone();
+        let payload = PutPayload::from(bytes.to_vec());
+        let res = self.run(async move { client.put_opts(&key, payload, mode.into()).await })?;
+        match res {
+            Ok(r) => Ok(RefVersion {
+                tag: r
+                    .e_tag
+                    .ok_or_else(|| s3_err(&what, "the store gave no ETag"))?,
+                version: r.version,
+            }),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(refs::conflict(name, "it was created meanwhile"))
+            }
+            Err(object_store::Error::Precondition { .. }) => {
+                Err(refs::conflict(name, "its ETag is not the one read"))
+            }
+            Err(e @ object_store::Error::NotImplemented { .. }) => Err(Error::with(
+                ErrorKind::Unsupported,
+                format!("{what}: conditional writes are off: {e}"),
+            )),
+            Err(e) => Err(s3_err(&format!("writing {what}"), e)),
+        }
+    }
+
+    fn list_refs(&self) -> Result<Vec<String>> {
+        use object_store::ObjectStore;
+        let dir = self.key("refs");
+        let strip = format!("{dir}/");
+        let client = self.client.clone();
+        let what = format!("{}/{dir}", self.location());
+        let listed = self.run(async move {
+            let mut names = Vec::new();
+            let mut list = client.list(Some(&dir));
+            while let Some(meta) = list.next().await {
+                let meta = meta.map_err(|e| s3_err(&format!("listing {what}"), e))?;
+                let key = meta.location.to_string();
+                // Only direct children named like refs.
+                let Some(n) = key
+                    .strip_prefix(&strip)
+                    .filter(|n| refs::check_name(n).is_ok())
+                else {
+                    continue;
+                };
+                if names.len() >= refs::MAX_REFS {
+                    return Err(Error::corrupt(format!(
+                        "{what}: more than {} refs",
+                        refs::MAX_REFS
+                    )));
+                }
+                names.push(n.to_string());
+            }
+            Ok(names)
+        })?;
+        listed
+    }
+
     fn location(&self) -> String {
         if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)
@@ -282,4 +449,42 @@ async fn get(c: Arc<AmazonS3>, k: ObjPath, loc: String, bound: u64) -> Result<Op
         buf.extend_from_slice(&piece);
     }
     Ok(Some(buf))
+}
+
+/// Reads a ref object (at most [`MAX_REF_OBJECT`] bytes, bounded like
+/// [`get`]) with the ETag and version id a conditional write names.
+async fn get_versioned(
+    c: Arc<AmazonS3>,
+    k: ObjPath,
+    loc: String,
+) -> Result<Option<(Vec<u8>, RefVersion)>> {
+    let r = match c.get(&k).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(s3_err(&format!("{loc}: reading {k}"), e)),
+    };
+    let what = format!("{loc}/{k}");
+    if r.meta.size > MAX_REF_OBJECT {
+        return Err(oversized(&what, Some(r.meta.size), MAX_REF_OBJECT));
+    }
+    let Some(tag) = r.meta.e_tag.clone() else {
+        return Err(s3_err(
+            &what,
+            "the store gave no ETag, so the ref cannot be updated safely",
+        ));
+    };
+    let version = RefVersion {
+        tag,
+        version: r.meta.version.clone(),
+    };
+    let mut buf = Vec::with_capacity(r.meta.size as usize);
+    let mut body = r.into_stream();
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| s3_err(&format!("{loc}: reading {k}"), e))?;
+        if (buf.len() + piece.len()) as u64 > MAX_REF_OBJECT {
+            return Err(oversized(&what, None, MAX_REF_OBJECT));
+        }
+        buf.extend_from_slice(&piece);
+    }
+    Ok(Some((buf, version)))
 }

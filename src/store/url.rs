@@ -1,6 +1,7 @@
 //! Finding a store and the host's chunk cache: store URLs
-//! (`s3://bucket/prefix`, `file:///dir`, a directory), `URL/ROOT` names of
-//! trees, and the cache that sits in front of a remote store, pruned now
+//! (`s3://bucket/prefix`, `file:///dir`, a directory), `URL/ROOT` and
+//! `URL/NAME` names of trees (a root hash, or a ref resolved to its
+//! current root: [`resolve`]), and the cache that sits in front of a remote store, pruned now
 //! and then to its size limit.
 
 use std::fs;
@@ -37,6 +38,89 @@ pub fn split_root(url_with_root: &str) -> Result<(&str, blake3::Hash)> {
         return Err(bad());
     }
     Ok((url, root))
+}
+
+/// A tree named by the last part of `STORE/ROOT` or `STORE/NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeName {
+    /// A root hash (64 hex digits).
+    Root(blake3::Hash),
+    /// A ref, to be read from the store (see [`refs`](super::refs)).
+    Ref(String),
+}
+
+impl TreeName {
+    /// A root (64 hex digits; no ref may be named so) or a ref name.
+    pub fn parse(s: &str) -> Result<TreeName> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let h = blake3::Hash::from_hex(s)
+                .map_err(|e| Error::with(ErrorKind::InvalidInput, format!("{s}: {e}")))?;
+            return Ok(TreeName::Root(h));
+        }
+        super::refs::check_name(s).map_err(|e| {
+            Error::with(
+                e.kind(),
+                format!(
+                    "{s:?} is neither a 64-digit root hash nor a ref name: {}",
+                    e.context().unwrap_or_default()
+                ),
+            )
+        })?;
+        Ok(TreeName::Ref(s.to_string()))
+    }
+
+    /// The root it names in `store`: itself, or the ref's current root.
+    pub fn resolve(&self, store: &dyn BlobStore) -> Result<blake3::Hash> {
+        match self {
+            TreeName::Root(h) => Ok(*h),
+            TreeName::Ref(name) => match super::refs::read_ref(store, name)? {
+                Some(r) => Ok(r.root()),
+                None => Err(Error::with(
+                    ErrorKind::NotFound,
+                    format!(
+                        "{}: no ref {name} (`cowvfs tags STORE` lists the refs)",
+                        store.location()
+                    ),
+                )),
+            },
+        }
+    }
+}
+
+/// Splits `URL/ROOT` or `URL/NAME` (what `cowvfs pull` and `run --from`
+/// take) into the store URL and what names the tree: the last path
+/// component, a root hash or a ref name.
+pub fn split_tree(target: &str) -> Result<(&str, TreeName)> {
+    let bad = |why: String| {
+        Error::with(
+            ErrorKind::InvalidInput,
+            format!(
+                "{target}: expected STORE/ROOT or STORE/NAME, ROOT being a 64-digit hex root \
+                 hash and NAME a ref ({why})"
+            ),
+        )
+    };
+    let t = target.trim_end_matches('/');
+    let (url, last) = t
+        .rsplit_once('/')
+        .ok_or_else(|| bad("no store named".into()))?;
+    // "/NAME" or "s3://NAME" would lose the store itself.
+    if url.is_empty() || url.ends_with(':') || url.ends_with(":/") || url.ends_with("//") {
+        return Err(bad("no store named".into()));
+    }
+    let name = TreeName::parse(last).map_err(|e| bad(e.context().unwrap_or_default().into()))?;
+    Ok((url, name))
+}
+
+/// Opens the store that `URL/ROOT` or `URL/NAME` is in and finds the
+/// root: the one place a ref name on a command line becomes a tree, so
+/// `pull`, `run --from` and `tag` all read it the same way. Returns the
+/// store's URL, the store and the root.
+pub fn resolve(target: &str) -> Result<(&str, Arc<dyn BlobStore>, blake3::Hash)> {
+    let (url, name) = split_tree(target)?;
+    let store = open_store(url, false)?;
+    let root = name.resolve(&*store)?;
+    Ok((url, store, root))
 }
 
 /// Opens the store at `url`: `s3://bucket/prefix` (needs the `s3`
@@ -166,16 +250,16 @@ pub fn cache_for(url: &str) -> Option<Arc<dyn BlobStore>> {
     }
 }
 
-/// Opens `URL/ROOT` lazily (see [`open_lazy`](super::open_lazy)) with the default cache:
-/// what `cowvfs run --from URL/ROOT` uses.
+/// Opens `URL/ROOT` (or `URL/NAME`, a ref: its current root) lazily (see
+/// [`open_lazy`](super::open_lazy)) with the default cache: what
+/// `cowvfs run --from` uses.
 pub fn open_url(url_with_root: &str) -> Result<Snapshot> {
     open_url_with_limits(url_with_root, &Limits::default())
 }
 
 /// [`open_url`] under `limits` (see [`open_lazy_with_limits`]).
 pub fn open_url_with_limits(url_with_root: &str, limits: &Limits) -> Result<Snapshot> {
-    let (url, root) = split_root(url_with_root)?;
-    let store = open_store(url, false)?;
+    let (url, store, root) = resolve(url_with_root)?;
     open_lazy_with_limits(store, &root, cache_for(url), limits)
 }
 
@@ -211,6 +295,29 @@ mod tests {
         assert!(split_root("s3://bucket/prefix").is_err());
         assert!(split_root(&format!("s3://{hex}")).is_err());
         assert!(split_root(&hex).is_err());
+        assert_eq!(
+            split_tree(&format!("s3://bucket/p/{hex}")).unwrap(),
+            ("s3://bucket/p", TreeName::Root(root))
+        );
+        assert_eq!(
+            split_tree("s3://bucket/p/base").unwrap(),
+            ("s3://bucket/p", TreeName::Ref("base".into()))
+        );
+        assert_eq!(
+            split_tree("/var/store/base-2/").unwrap(),
+            ("/var/store", TreeName::Ref("base-2".into()))
+        );
+        for bad in [
+            "s3://bucket",
+            "base",
+            "/base",
+            "/s/.hidden",
+            "/s/a..b",
+            "s3:///x",
+        ] {
+            let e = split_tree(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");
+        }
         assert!(open_store("gs://bucket", true).is_err());
         assert!(open_store("file://relative", true).is_err());
         assert_eq!(
