@@ -66,8 +66,14 @@ pub enum Command {
     /// Upload a checkpoint to a fleet blob store (only the chunks it lacks);
     /// prints STORE/ROOT for `pull` and `run --from`.
     Push(store::PushArgs),
-    /// Download STORE/ROOT from a fleet blob store into a checkpoint file.
+    /// Download STORE/ROOT (or STORE/NAME, a ref) from a fleet blob store
+    /// into a checkpoint file.
     Pull(store::PullArgs),
+    /// Point the ref NAME of a store at a tree, or roll it back with
+    /// --back; a compare-and-swap, so racing writers never lose an update.
+    Tag(store::TagArgs),
+    /// List a store's refs with their roots, or one ref's history.
+    Tags(store::TagsArgs),
     /// Shrink the host's chunk cache (which `pull` and `run --from s3://`
     /// fill) to its size limit, dropping the least recently used chunks.
     PruneCache(store::PruneCacheArgs),
@@ -110,6 +116,8 @@ pub fn main() -> ExitCode {
         Command::Checkpoint(args) => checkpoint::main(args),
         Command::Push(args) => store::push(args),
         Command::Pull(args) => store::pull(args),
+        Command::Tag(args) => store::tag(args),
+        Command::Tags(args) => store::tags(args),
         Command::PruneCache(args) => store::prune_cache(args),
         Command::Version => {
             println!("cowvfs {}", env!("CARGO_PKG_VERSION"));

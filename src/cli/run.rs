@@ -64,8 +64,9 @@ pub struct RunArgs {
     max_memory: Option<String>,
     /// Start from a saved tree instead of an empty one: a checkpoint file,
     /// or STORE/ROOT in a fleet blob store (s3://bucket/prefix/ROOT,
-    /// file:///dir/ROOT, DIR/ROOT), whose chunks are fetched on first read.
-    #[arg(long, value_name = "CK|STORE/ROOT")]
+    /// file:///dir/ROOT, DIR/ROOT), whose chunks are fetched on first read;
+    /// STORE/NAME starts from the tree the ref NAME names now (`cowvfs tag`).
+    #[arg(long, value_name = "CK|STORE/ROOT|STORE/NAME")]
     from: Option<String>,
     /// A parent of a delta checkpoint given to --from (repeat for a chain).
     #[arg(long = "parent", value_name = "P")]
@@ -350,7 +351,7 @@ pub(crate) fn print_diff(
 }
 
 /// `--from`: a checkpoint file (opened lazily, with its parents if it is a
-/// delta), or STORE/ROOT; checked against the run's own limits, so a tree
+/// delta), or STORE/ROOT or STORE/NAME; checked against the run's own limits, so a tree
 /// over the user's quotas is refused rather than loaded.
 fn open_from(src: &str, parents: &[PathBuf], limits: &Limits) -> anyhow::Result<cowvfs::Snapshot> {
     if std::path::Path::new(src).is_file() {

@@ -1,5 +1,6 @@
 //! `cowvfs push` and `cowvfs pull`: move checkpoints to and from a fleet
-//! blob store (`cowvfs::store`).
+//! blob store (`cowvfs::store`); `cowvfs tag` and `cowvfs tags`: name the
+//! trees in it (`cowvfs::store::refs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use cowvfs::checkpoint;
-use cowvfs::store::{self, BlobStore, TransferOptions, TransferStats};
+use cowvfs::store::refs::{self, Expect};
+use cowvfs::store::{self, BlobStore, TransferOptions, TransferStats, TreeName};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
@@ -22,12 +24,18 @@ pub struct PushArgs {
     /// Parent checkpoint of a delta (repeat for a chain, in any order).
     #[arg(long = "parent", value_name = "P")]
     parent: Vec<PathBuf>,
+    /// Then move the ref NAME to the pushed tree (as `cowvfs tag` does:
+    /// fails, after the push, if another writer moves it meanwhile).
+    #[arg(long, value_name = "NAME")]
+    tag: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
     /// STORE/ROOT: the store URL and the hex root hash that
-    /// `cowvfs checkpoint info` (or `cowvfs push`) prints.
+    /// `cowvfs checkpoint info` (or `cowvfs push`) prints; or STORE/NAME,
+    /// the tree the ref NAME names now.
+    #[arg(value_name = "STORE/ROOT|STORE/NAME")]
     from: String,
     /// Checkpoint file to write (atomically).
     out: PathBuf,
@@ -71,6 +79,9 @@ pub fn prune_cache(args: PruneCacheArgs) -> Result<ExitCode> {
 }
 
 pub fn push(args: PushArgs) -> Result<ExitCode> {
+    if let Some(name) = &args.tag {
+        refs::check_name(name)?;
+    }
     // Lazily opened: a chunk is read from the file only if the store lacks it.
     let snap = checkpoint::open_chain(&args.ck, &args.parent)?;
     let store = store::open_store(&args.url, true)?;
@@ -85,12 +96,16 @@ pub fn push(args: PushArgs) -> Result<ExitCode> {
     drop(bar);
     report("uploaded", &stats);
     outln!("{}/{}", args.url.trim_end_matches('/'), stats.root.to_hex());
+    if let Some(name) = &args.tag {
+        let u = refs::update(&*store, name, &stats.root, Expect::Any, "push")
+            .with_context(|| format!("pushed, but the ref {name} was not moved"))?;
+        eprintln!("{}", moved(&u));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn pull(args: PullArgs) -> Result<ExitCode> {
-    let (url, root) = store::split_root(&args.from)?;
-    let store = store::open_store(url, false)?;
+    let (url, store, root) = store::resolve(&args.from)?;
     let cache: Option<Arc<dyn BlobStore>> = if args.no_cache {
         None
     } else {
@@ -107,6 +122,140 @@ pub fn pull(args: PullArgs) -> Result<ExitCode> {
     drop(bar);
     report("downloaded", &stats);
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  cowvfs tag s3://fleet/images base 5f3a...e1      set (or create) the ref base
+  cowvfs tag s3://fleet/images prod staging        prod := what staging names now
+  cowvfs tag s3://fleet/images base --back         roll base back one update
+  cowvfs tag s3://fleet/images base --back 3       ... or to the root it held 3 updates ago
+  cowvfs tags s3://fleet/images base               the history --back counts in
+
+Every update is a compare-and-swap: if another writer moves the ref between \
+this command's read and its write, it fails (nothing written) and can simply \
+be run again. A rollback is an update too, so it can itself be rolled back.")]
+pub struct TagArgs {
+    /// Store: s3://bucket/prefix, file:///dir or a directory.
+    url: String,
+    /// The ref: letters, digits, '.', '_' and '-', at most 128 bytes.
+    name: String,
+    /// The tree to name: a 64-digit root hash (what `cowvfs push`
+    /// prints) or another ref of the store (its current root).
+    #[arg(required_unless_present = "back", conflicts_with = "back")]
+    root: Option<String>,
+    /// Roll back instead: set NAME to the root it held N updates ago (1,
+    /// the default, is the one before now), as `cowvfs tags STORE NAME`
+    /// numbers them.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    back: Option<usize>,
+    /// Only if NAME is at this root now (`none`: only if NAME is new).
+    #[arg(long, value_name = "OLDROOT")]
+    expect: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagsArgs {
+    /// Store: s3://bucket/prefix, file:///dir or a directory.
+    url: String,
+    /// Show this ref's history (newest first, numbered for
+    /// `cowvfs tag STORE NAME --back N`) instead of every ref.
+    name: Option<String>,
+}
+
+pub fn tag(args: TagArgs) -> Result<ExitCode> {
+    refs::check_name(&args.name)?;
+    let expect = match args.expect.as_deref() {
+        None => Expect::Any,
+        Some("none") => Expect::Absent,
+        Some(hex) => match TreeName::parse(hex)? {
+            TreeName::Root(h) => Expect::Root(h),
+            TreeName::Ref(_) => bail!("--expect {hex}: expected a 64-digit root hash or `none`"),
+        },
+    };
+    let store = store::open_store(&args.url, false)?;
+    let updated = match (&args.root, args.back) {
+        (Some(root), None) => {
+            let root = TreeName::parse(root)?.resolve(&*store)?;
+            if store.get_manifest(&root)?.is_none() {
+                bail!(
+                    "{}: no tree {} in the store (push it first)",
+                    args.url,
+                    root.to_hex()
+                );
+            }
+            refs::update(&*store, &args.name, &root, expect, "tag")?
+        }
+        (None, Some(steps)) => refs::roll_back(&*store, &args.name, steps, expect, "rollback")?,
+        _ => bail!("give either ROOT or --back"),
+    };
+    outln!("{}", moved(&updated));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `NAME: OLD -> NEW`, or that nothing changed.
+fn moved(u: &refs::Updated) -> String {
+    let new = u.new.root().to_hex();
+    match (u.old, u.changed) {
+        (_, false) => format!("{}: already at {new}", u.new.name),
+        (Some(old), true) => format!("{}: {} -> {new}", u.new.name, old.to_hex()),
+        (None, true) => format!("{}: (new) -> {new}", u.new.name),
+    }
+}
+
+pub fn tags(args: TagsArgs) -> Result<ExitCode> {
+    let store = store::open_store(&args.url, false)?;
+    let Some(name) = &args.name else {
+        let all = refs::list(&*store)?;
+        if all.is_empty() {
+            eprintln!(
+                "{}: no refs (`cowvfs tag STORE NAME ROOT` makes one)",
+                args.url
+            );
+        }
+        let w = all.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        for r in &all {
+            let e = r.current();
+            outln!(
+                "{:<w$}  {}  {:>8}  {}",
+                r.name,
+                e.root.to_hex(),
+                ago(e.time),
+                e.by
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(r) = refs::read_ref(&*store, name)? else {
+        bail!("{}: no ref {name}", args.url);
+    };
+    outln!("back  {:<64}  {:>8}  {:<5}  by (via)", "root", "set", "seq");
+    for (i, e) in r.history.iter().enumerate() {
+        outln!(
+            "{i:>4}  {}  {:>8}  {:<5}  {} ({})",
+            e.root.to_hex(),
+            ago(e.time),
+            e.seq,
+            e.by,
+            e.via
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long ago `t` was, briefly: `42s ago`, `5m ago`, `3h ago`, `2d ago`.
+fn ago(t: std::time::SystemTime) -> String {
+    let Ok(d) = t.elapsed() else {
+        return "future".to_string();
+    };
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
 }
 
 fn report(verb: &str, s: &TransferStats) {

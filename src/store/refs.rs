@@ -439,44 +439,60 @@ pub fn update(
     via: &str,
 ) -> Result<Updated> {
     let current = read_ref(store, name)?;
-    match (expect, &current) {
-        (Expect::Any, _) | (Expect::Absent, None) => {}
-        (Expect::Absent, Some(r)) => {
-            return Err(conflict(
-                name,
-                format!("it exists already, at {}", r.root().to_hex()),
-            ));
-        }
-        (Expect::Root(want), Some(r)) if r.root() == want => {}
-        (Expect::Root(want), Some(r)) => {
-            return Err(conflict(
-                name,
-                format!(
-                    "it is at {}, not the expected {}",
-                    r.root().to_hex(),
-                    want.to_hex()
-                ),
-            ));
-        }
-        (Expect::Root(want), None) => {
-            return Err(Error::with(
-                ErrorKind::NotFound,
-                format!(
-                    "{}: no ref {name} (expected it at {})",
-                    store.location(),
-                    want.to_hex()
-                ),
-            ));
-        }
-    }
+    check_expect(store, name, expect, current.as_ref())?;
     set(store, name, root, current, via)
+}
+
+/// Whether `current` (the ref as read, if any) is what `expect` says.
+fn check_expect(
+    store: &dyn BlobStore,
+    name: &str,
+    expect: Expect,
+    current: Option<&Ref>,
+) -> Result<()> {
+    match (expect, current) {
+        (Expect::Any, _) | (Expect::Absent, None) => Ok(()),
+        (Expect::Absent, Some(r)) => Err(Error::with(
+            ErrorKind::Busy,
+            format!(
+                "ref {name} exists already, at {}; nothing was written",
+                r.root().to_hex()
+            ),
+        )),
+        (Expect::Root(want), Some(r)) if r.root() == want => Ok(()),
+        (Expect::Root(want), Some(r)) => Err(Error::with(
+            ErrorKind::Busy,
+            format!(
+                "ref {name} is at {}, not the expected {}; nothing was written",
+                r.root().to_hex(),
+                want.to_hex()
+            ),
+        )),
+        (Expect::Root(want), None) => Err(Error::with(
+            ErrorKind::NotFound,
+            format!(
+                "{}: no ref {name} (expected it at {})",
+                store.location(),
+                want.to_hex()
+            ),
+        )),
+    }
 }
 
 /// Moves the ref `name` back to the root it held `steps` updates ago
 /// (1: the one before the current), as a new update on top, so the
-/// rollback is in the history too and can itself be undone.
-pub fn roll_back(store: &dyn BlobStore, name: &str, steps: usize, via: &str) -> Result<Updated> {
-    let Some(current) = read_ref(store, name)? else {
+/// rollback is in the history too and can itself be undone. `expect`
+/// applies to the current root, as for [`update`].
+pub fn roll_back(
+    store: &dyn BlobStore,
+    name: &str,
+    steps: usize,
+    expect: Expect,
+    via: &str,
+) -> Result<Updated> {
+    let current = read_ref(store, name)?;
+    check_expect(store, name, expect, current.as_ref())?;
+    let Some(current) = current else {
         return Err(Error::with(
             ErrorKind::NotFound,
             format!("{}: no ref {name}", store.location()),
@@ -641,12 +657,12 @@ mod tests {
         assert_eq!(r.current().seq, HISTORY_KEPT as u64 + 5);
         let same = update(&s, "base", &r.root(), Expect::Root(r.root()), "tag").unwrap();
         assert!(!same.changed);
-        let back = roll_back(&s, "base", 2, "rollback").unwrap();
+        let back = roll_back(&s, "base", 2, Expect::Root(r.root()), "rollback").unwrap();
         assert_eq!(back.new.root(), r.history[2].root);
         assert_eq!(back.new.history[1].root, r.root());
         let e = update(&s, "base", &h("x"), Expect::Root(h("nope")), "tag").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Busy);
-        assert!(roll_back(&s, "base", HISTORY_KEPT, "rollback").is_err());
+        assert!(roll_back(&s, "base", HISTORY_KEPT, Expect::Any, "rollback").is_err());
         assert_eq!(reachable_roots(&s).unwrap().len(), HISTORY_KEPT);
     }
 }
