@@ -215,9 +215,11 @@ fn hostile(s: &dyn BlobStore, write: &dyn Fn(&str, Vec<u8>)) {
             "{name} untouched"
         );
     }
-    // The listing names them; reading them all fails on the first bad one.
+    // The listing names them; reading them all (what garbage collection
+    // does) fails rather than skip one.
     assert!(s.list_refs().unwrap().contains(&"huge".to_string()));
     assert!(refs::list(s).is_err());
+    assert!(refs::reachable_roots(s).is_err());
 }
 
 /// Bad names are refused by the library and by every store method.
@@ -537,6 +539,22 @@ fn tag_tags_rollback_and_refs_as_roots_through_the_cli() {
         .unwrap()
         .unwrap();
     assert_eq!(after.current().seq - before.current().seq, moved);
+
+    // A damaged ref: `tags` lists the others, names it and fails; `tag`
+    // refuses to write over it.
+    let bad = Path::new(store).join("refs/broken");
+    std::fs::write(&bad, b"not a ref").unwrap();
+    let out = cowvfs(&["tags", store], &[]);
+    assert!(!out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken") && err.contains("bad magic"), "{err}");
+    fails(
+        &cowvfs(&["tag", store, "broken", &roots[0]], &[]),
+        "bad magic",
+    );
+    assert_eq!(std::fs::read(&bad).unwrap(), b"not a ref");
 }
 
 #[test]

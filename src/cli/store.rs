@@ -207,25 +207,31 @@ fn moved(u: &refs::Updated) -> String {
 pub fn tags(args: TagsArgs) -> Result<ExitCode> {
     let store = store::open_store(&args.url, false)?;
     let Some(name) = &args.name else {
-        let all = refs::list(&*store)?;
-        if all.is_empty() {
+        let mut names = store.list_refs()?;
+        names.sort();
+        if names.is_empty() {
             eprintln!(
                 "{}: no refs (`cowvfs tag STORE NAME ROOT` makes one)",
                 args.url
             );
         }
-        let w = all.iter().map(|r| r.name.len()).max().unwrap_or(0);
-        for r in &all {
-            let e = r.current();
-            outln!(
-                "{:<w$}  {}  {:>8}  {}",
-                r.name,
-                e.root.to_hex(),
-                ago(e.time),
-                e.by
-            );
+        let w = names.iter().map(String::len).max().unwrap_or(0);
+        let mut code = ExitCode::SUCCESS;
+        for n in &names {
+            // A damaged ref is reported, and the others still listed.
+            match refs::read_ref(&*store, n) {
+                Ok(Some(r)) => {
+                    let e = r.current();
+                    outln!("{n:<w$}  {}  {:>8}  {}", e.root.to_hex(), ago(e.time), e.by);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("cowvfs: {n}: {e}");
+                    code = ExitCode::FAILURE;
+                }
+            }
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     };
     let Some(r) = refs::read_ref(&*store, name)? else {
         bail!("{}: no ref {name}", args.url);

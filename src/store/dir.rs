@@ -272,7 +272,9 @@ impl BlobStore for DirStore {
             .create(true)
             .truncate(false)
             .write(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(&lock_path)
             .map_err(|e| Error::io_at(&lock_path, e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)

@@ -13,7 +13,8 @@
 //! (integers little-endian). The history is newest first: entry 0 is the
 //! current root. Each entry carries the root, a sequence number one above
 //! the previous entry's, when it was written (Unix milliseconds), who
-//! wrote it (`user@host`) and by which command. At most [`HISTORY_KEPT`]
+//! wrote it (`user@host`), by which command, and a nonce unique to the
+//! write (so no two writes store the same bytes). At most [`HISTORY_KEPT`]
 //! entries are kept; older ones fall off. Every root in the history stays
 //! reachable for garbage collection ([`reachable_roots`]).
 //!
@@ -24,7 +25,9 @@
 //! an error of kind [`ErrorKind::Busy`] saying the ref moved; nothing is
 //! ever overwritten unseen. Every store implements the condition its own
 //! way: a mutex in memory, a lock file under `flock` in a directory,
-//! conditional PUTs (`If-None-Match` / `If-Match`) on S3.
+//! conditional PUTs (`If-None-Match` / `If-Match`) on S3, on a server
+//! checked once to enforce them (see `S3Store::check_conditions` and
+//! DESIGN.md "Named refs" for what SeaweedFS does).
 //!
 //! Nothing read is trusted: the object is bounded ([`MAX_REF_OBJECT`])
 //! before it is read, checked against its trailing hash and version, and
@@ -566,14 +569,6 @@ fn set(
         },
         changed: true,
     })
-}
-
-/// Writes raw bytes as the ref object `name`, unconditionally and
-/// unchecked (for tests of hostile objects).
-#[doc(hidden)]
-pub fn put_raw(store: &dyn BlobStore, name: &str, bytes: &[u8]) -> Result<()> {
-    let current = store.get_ref(name).ok().flatten().map(|(_, v)| v);
-    store.put_ref(name, bytes, current.as_ref()).map(|_| ())
 }
 
 #[cfg(test)]
