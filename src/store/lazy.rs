@@ -3,9 +3,9 @@
 //!
 //! A checkpoint's chunk table lists each file's chunks in order, and a
 //! push packs them in that order, so the chunks after a missed one are
-//! most likely the same file's next chunks, stored next to it in one pack.
-//! On a miss the source fetches a window of the following chunks too, in
-//! one coalesced ranged read; a miss right where the last window ended
+//! the same file's next chunks, stored next to it in one pack. On a miss
+//! the source fetches a window of the file's following chunks too (never
+//! past the file's run in the table), in one coalesced ranged read; a miss right where the last window ended
 //! means the reader is going sequentially, and the window doubles (8
 //! chunks, 512 KiB, up to 256, 16 MiB), so a guest reading a big file from
 //! start to end waits for a handful of round trips, not one per 64 KiB.
@@ -38,6 +38,8 @@ pub(crate) struct StoreSource {
     cache: Option<Arc<dyn BlobStore>>,
     /// Address and length of chunk `key`.
     table: Vec<(blake3::Hash, u32)>,
+    /// One past the last key of the file run each key is in.
+    run_end: Vec<u64>,
     ahead: Mutex<Ahead>,
 }
 
@@ -92,12 +94,14 @@ impl StoreSource {
         catalog: Option<Arc<Catalog>>,
         cache: Option<Arc<dyn BlobStore>>,
         table: Vec<(blake3::Hash, u32)>,
+        run_end: Vec<u64>,
     ) -> StoreSource {
         StoreSource {
             remote,
             catalog,
             cache,
             table,
+            run_end,
             ahead: Mutex::new(Ahead::default()),
         }
     }
@@ -114,7 +118,10 @@ impl StoreSource {
         } else {
             FIRST_WINDOW
         };
-        let end = (key + a.window as u64).min(self.table.len() as u64);
+        let run_end = self.run_end.get(key as usize).copied().unwrap_or(key + 1);
+        let end = (key + a.window as u64)
+            .min(run_end)
+            .min(self.table.len() as u64);
         a.next = end;
         Ok((key..end)
             .filter(|k| *k == key || !a.held.contains_key(k))

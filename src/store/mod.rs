@@ -1,17 +1,21 @@
 //! The fleet blob store: push, pull and lazily open snapshots from a store
 //! that many hosts share (an S3-compatible bucket, a directory, memory).
 //!
-//! A store holds two kinds of objects:
+//! A store holds these objects (docs/DESIGN.md, "Fleet store"):
 //!
 //! ```text
-//! chunks/<first 2 hex digits>/<blake3 hex>   a chunk's bytes, trailing zeros removed
+//! cowvfs-store                               the store format version (see `catalog`)
 //! manifests/<root hash hex>                  a tree: see `manifest`
+//! packs/<name hex>                           chunks and their own index: see `pack`
+//! index/<hex>                                which packs hold which chunks
+//! chunks/<first 2 hex digits>/<blake3 hex>   format 1: a chunk per object
 //! ```
 //!
 //! Chunks are named by their content address (see `chunk`), so a chunk is
 //! stored once however many trees and hosts use it, and [`push`] uploads
-//! only the chunks the store lacks. The manifest goes up last, after every
-//! chunk it names, so a reader that finds a manifest finds its chunks.
+//! only the chunks the store lacks, in packs. The manifest goes up last,
+//! after every pack it needs and their index, so a reader that finds a
+//! manifest finds its chunks.
 //!
 //! Nothing read from a store is trusted: a manifest is checked like a
 //! checkpoint's metadata and must rebuild a tree whose root hash is the one
@@ -60,6 +64,8 @@ mod memory;
 mod metered;
 mod migrate;
 mod pack;
+#[cfg(test)]
+mod pack_tests;
 mod packer;
 #[cfg(feature = "s3")]
 mod s3;

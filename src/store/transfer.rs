@@ -299,6 +299,7 @@ pub fn pull(
         None,
         None,
         chunks.clone(),
+        Vec::new(),
     ));
     checkpoint::open_meta(&meta, unread, &Limits::default())?;
     let local: Arc<dyn BlobStore> = cache.unwrap_or_else(|| Arc::new(MemStore::new()));
@@ -334,7 +335,13 @@ pub fn pull(
     })?;
     flush(&mut pending, &mut done)?;
     // Every chunk is local and verified now; saving reads them from there.
-    let source = Arc::new(StoreSource::new(local, None, None, chunks.clone()));
+    let source = Arc::new(StoreSource::new(
+        local,
+        None,
+        None,
+        chunks.clone(),
+        Vec::new(),
+    ));
     let snap = checkpoint::open_meta(&meta, source, &Limits::default())?;
     snap.save(out)?;
     Ok(TransferStats {
@@ -388,11 +395,13 @@ pub fn open_lazy_with_limits(
     limits: &Limits,
 ) -> Result<Snapshot> {
     let ((meta, chunks, _), catalog) = manifest_and_catalog(&*store, root, &cache)?;
+    let runs = checkpoint::meta_file_runs(&meta)?;
     let source = Arc::new(StoreSource::new(
         store,
         Some(Arc::new(catalog)),
         cache,
         chunks,
+        runs,
     ));
     checkpoint::open_meta(&meta, source, limits)
 }
