@@ -1,11 +1,26 @@
-//! Fleet store transfers against a real S3 server (SeaweedFS on loopback,
-//! started like the tests start it): a full push, a near-identical push,
-//! a pull and a lazy start, each beside the plain alternative: one PUT (or
-//! GET) of the whole checkpoint file through the same object_store client.
-//! Prints a Markdown table for BENCHMARKS.md. Not criterion: each row is a
-//! network transfer of tens of MiB; the median of a few runs is reported.
+//! Fleet store benchmarks against a real S3 server: SeaweedFS on loopback,
+//! started like the tests start it, and the same server behind
+//! object_store's `ThrottledStore` adding 10 ms before every request (a
+//! distant object store's round trip, with requests in flight at once
+//! waiting at once).
 //!
-//!     cargo bench --bench store [-- MIB]
+//! Two parts:
+//! - bulk transfers of a tree of unique data (1 GiB by default): push to
+//!   an empty prefix and pull without a cache, each beside one PUT (GET)
+//!   of the whole checkpoint file through the same client, every request
+//!   counted by `store::Metered`; median of `RUNS` runs, printed as a
+//!   Markdown table. Not criterion samples: criterion needs at least 10
+//!   iterations, and 10 GiB-sized uploads per row would fill the disk.
+//! - criterion benches (10 samples each): a near-identical push of that
+//!   tree, lazy start first byte at 10 ms/request, and a sequential read
+//!   of a 64 MiB file lazily at 10 ms/request beside one plain download
+//!   of the same bytes.
+//!
+//!     cargo bench --bench store                # 1 GiB
+//!     COWVFS_BENCH_MIB=256 cargo bench --bench store
+//!
+//! Under `cargo test --all-targets` (no `--bench`) it runs a 2 MiB smoke
+//! version of everything once.
 
 #[path = "../tests/store_support/mod.rs"]
 mod store_support;
@@ -13,9 +28,12 @@ mod store_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cowvfs::Vfs;
-use cowvfs::store::{self, Metered, TransferOptions};
-use store_support::noise;
+use cowvfs::store::{self, BlobStore, Metered, S3Store, TransferOptions};
+use cowvfs::{OpenOptions, Snapshot, Vfs};
+use criterion::Criterion;
+use store_support::{Weed, noise};
+
+const DELAY: Duration = Duration::from_millis(10);
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -37,215 +55,201 @@ fn mib(b: u64) -> String {
     }
 }
 
-fn main() {
-    // `cargo test --all-targets` runs this too, without `--bench`: then a
-    // 1 MiB smoke run keeps CI short.
-    let bench = std::env::args().any(|a| a == "--bench");
-    let total_mib: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if bench { 64 } else { 1 });
-    #[allow(non_snake_case)]
-    let RUNS: usize = if bench { 3 } else { 1 };
-    let weed = store_support::Weed::start();
-    let dir = tempfile::tempdir().unwrap();
-
-    // 256 KiB files of unique data, plus one small file a guest reads.
-    let files = total_mib * 4;
+/// `total_mib` of unique data: one `big_mib` file and 1 MiB files, plus a
+/// small file a guest reads.
+fn tree(total_mib: usize, big_mib: usize) -> Vfs {
     let mut v = Vfs::new();
     v.create_dir_all("/data").unwrap();
-    for i in 0..files {
-        v.write_file(&format!("/data/f{i:05}"), &noise(i as u64, 256 << 10))
+    v.write_file("/data/big", &noise(1_000_000, big_mib << 20))
+        .unwrap();
+    for i in 0..total_mib - big_mib {
+        v.write_file(&format!("/data/f{i:05}"), &noise(i as u64, 1 << 20))
             .unwrap();
     }
     v.write_file("/data/small.txt", b"hello\n").unwrap();
+    v
+}
+
+/// Reads `/data/big` front to back in 64 KiB reads, as a guest would.
+fn read_big(snap: &Snapshot) -> u64 {
+    let mut sandbox = snap.fork();
+    let fd = sandbox
+        .open("/data/big", OpenOptions::new().read(true))
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = 0u64;
+    loop {
+        let n = sandbox.read_at(fd, &mut buf, at).unwrap();
+        if n == 0 {
+            return at;
+        }
+        at += n as u64;
+    }
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let total_mib: usize = std::env::var("COWVFS_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if bench { 1024 } else { 2 });
+    let big_mib = if total_mib >= 128 { 64 } else { 1 };
+    let runs: usize = if bench { 3 } else { 1 };
+    let weed = Weed::start_sized(1024, 24);
+    let dir = tempfile::tempdir().unwrap();
+    let v = tree(total_mib, big_mib);
     let a = v.snapshot();
-    let mut f = v.read_file("/data/f00001").unwrap();
-    f[1000] ^= 1;
-    v.write_file("/data/f00001", &f).unwrap();
-    let b = v.snapshot();
-    let (ck_a, ck_b) = (dir.path().join("a.ck"), dir.path().join("b.ck"));
-    a.save(&ck_a).unwrap();
-    b.save(&ck_b).unwrap();
-    let file_a = std::fs::read(&ck_a).unwrap();
-    let file_b = std::fs::read(&ck_b).unwrap();
+    let ck = dir.path().join("a.ck");
+    a.save(&ck).unwrap();
+    let file = std::fs::read(&ck).unwrap();
+    let big_bytes = v.read_file("/data/big").unwrap();
     let opts = TransferOptions::default();
 
-    // Every request counts (GETs, PUTs and HEADs alike). What a real
-    // object store's round trip would add: at 10 ms a request, with as
-    // many in flight as a transfer keeps (`opts.batch`), and one at a time.
-    let rtt = |reqs: u64| {
-        let waves = reqs.div_ceil(opts.batch as u64);
-        format!(
-            "+{:.2} s / +{:.1} s",
-            waves as f64 * 0.010,
-            reqs as f64 * 0.010
-        )
-    };
-    let mut rows: Vec<[String; 6]> = Vec::new();
-    let mut row = |what: &str, d: Duration, bytes: u64, reqs: u64, base: &str| {
-        rows.push([
-            what.to_string(),
-            format!("{:.0} ms", d.as_secs_f64() * 1000.0),
-            mib(bytes),
-            reqs.to_string(),
-            rtt(reqs),
-            base.to_string(),
-        ]);
-    };
-
-    // Full push of A to an empty prefix, and the whole-file PUT.
-    let (mut t_push, mut t_put, mut t_near, mut t_put_b) = (vec![], vec![], vec![], vec![]);
-    let (mut pushed, mut near) = (None, None);
-    for r in 0..RUNS {
+    // Part 1: bulk push and pull beside one whole-object PUT and GET.
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let (mut t_push, mut t_put, mut t_pull, mut t_get) = (vec![], vec![], vec![], vec![]);
+    let (mut push_reqs, mut pull_reqs, mut pushed) = (0, 0, None);
+    for r in 0..runs {
         let s3 = Arc::new(Metered::new(weed.store("bench", &format!("run{r}"))));
         let t = Instant::now();
         let st = store::push(&a, &*s3, &opts).unwrap();
         t_push.push(t.elapsed());
-        let full = s3.meter().totals();
-        let t = Instant::now();
-        let st_b = store::push(&b, &*s3, &opts).unwrap();
-        t_near.push(t.elapsed());
-        let after = s3.meter().totals();
-        pushed = Some((st, full));
-        near = Some((
-            st_b,
-            (after.2 - full.2 + after.4 - full.4, after.3 - full.3),
-        ));
-
+        push_reqs = s3.meter().requests();
         let raw = weed.store("bench", &format!("whole{r}"));
         let t = Instant::now();
-        raw.put_raw("a.ck", file_a.clone()).unwrap();
+        raw.put_raw("a.ck", file.clone()).unwrap();
         t_put.push(t.elapsed());
-        let t = Instant::now();
-        raw.put_raw("b.ck", file_b.clone()).unwrap();
-        t_put_b.push(t.elapsed());
-    }
-    let (st, full) = pushed.unwrap();
-    let (_, (near_reqs, near_bytes)) = near.unwrap();
-    let d = median(t_push);
-    let base = median(t_put);
-    row(
-        "push, full (empty store)",
-        d,
-        full.3,
-        full.2 + full.4,
-        &format!(
-            "{} ({} for one PUT of the file)",
-            rate(full.3, d),
-            rate(file_a.len() as u64, base)
-        ),
-    );
-    row(
-        "  baseline: PUT whole checkpoint",
-        base,
-        file_a.len() as u64,
-        1,
-        &rate(file_a.len() as u64, base),
-    );
-    let d = median(t_near);
-    let base_b = median(t_put_b);
-    row(
-        "push, one file changed",
-        d,
-        near_bytes,
-        near_reqs,
-        &format!(
-            "{:.0}x fewer bytes than the PUT",
-            file_b.len() as f64 / near_bytes as f64
-        ),
-    );
-    row(
-        "  baseline: PUT whole new checkpoint",
-        base_b,
-        file_b.len() as u64,
-        1,
-        &rate(file_b.len() as u64, base_b),
-    );
 
-    // Pull without a cache, and the whole-file GET.
-    let s3 = Arc::new(Metered::new(weed.store("bench", "run0")));
-    let raw = weed.store("bench", "whole0");
-    let (mut t_pull, mut t_get) = (vec![], vec![]);
-    let mut pulled = (0, 0);
-    for r in 0..RUNS {
-        let before = s3.meter().totals();
+        let before = s3.meter().requests();
+        let out = dir.path().join("pulled.ck");
         let t = Instant::now();
-        store::pull(
-            &*s3,
-            &st.root,
-            dir.path().join(format!("p{r}.ck")),
-            None,
-            &opts,
-        )
-        .unwrap();
+        store::pull(&*s3, &st.root, &out, None, &opts).unwrap();
         t_pull.push(t.elapsed());
-        let after = s3.meter().totals();
-        pulled = (after.1 - before.1, after.0 - before.0 + after.4 - before.4);
+        pull_reqs = s3.meter().requests() - before;
+        std::fs::remove_file(&out).unwrap();
         let t = Instant::now();
         let got = raw.get_raw("a.ck").unwrap().unwrap();
         t_get.push(t.elapsed());
-        assert_eq!(got.len(), file_a.len());
+        assert_eq!(got.len(), file.len());
+        pushed = Some(st);
     }
-    let d = median(t_pull);
-    let base = median(t_get);
-    row(
-        "pull to a checkpoint file (no cache)",
-        d,
-        pulled.0,
-        pulled.1,
-        &format!(
-            "{} ({} for one GET of the file)",
-            rate(pulled.0, d),
-            rate(file_a.len() as u64, base)
+    let st = pushed.unwrap();
+    let n = file.len() as u64;
+    for (what, times, bytes, reqs) in [
+        ("push (empty store)", t_push, st.chunk_bytes, push_reqs),
+        ("  baseline: one PUT of the checkpoint file", t_put, n, 1),
+        (
+            "pull to a checkpoint file (no cache)",
+            t_pull,
+            st.chunk_bytes,
+            pull_reqs,
         ),
-    );
-    row(
-        "  baseline: GET whole checkpoint",
-        base,
-        file_a.len() as u64,
-        1,
-        &rate(file_a.len() as u64, base),
-    );
-
-    // Lazy start: open, then read one small file.
-    let mut t_lazy = vec![];
-    let mut lazy_moved = (0, 0);
-    for _ in 0..RUNS {
-        let before = s3.meter().totals();
-        let t = Instant::now();
-        let snap = store::open_lazy(s3.clone(), &st.root, None).unwrap();
-        assert_eq!(
-            snap.fork().read_file("/data/small.txt").unwrap(),
-            b"hello\n"
-        );
-        t_lazy.push(t.elapsed());
-        let after = s3.meter().totals();
-        lazy_moved = (after.1 - before.1, after.0 - before.0 + after.4 - before.4);
+        ("  baseline: one GET of the checkpoint file", t_get, n, 1),
+    ] {
+        let d = median(times);
+        rows.push([
+            what.to_string(),
+            format!("{:.2} s", d.as_secs_f64()),
+            rate(bytes, d),
+            reqs.to_string(),
+            format!("+{:.2} s", reqs as f64 * DELAY.as_secs_f64()),
+        ]);
     }
-    row(
-        "lazy start + read one small file",
-        median(t_lazy),
-        lazy_moved.0,
-        lazy_moved.1,
-        "manifest + one chunk",
-    );
-
     println!(
-        "Tree: {files} files of 256 KiB unique data + 1 small file ({}); checkpoint file {}; \
-         SeaweedFS weed server -s3 on loopback, median of {RUNS} runs.\n",
+        "Tree: {} of unique data ({} chunks; one {big_mib} MiB file, the rest 1 MiB files); \
+         checkpoint file {}; pack size {}; median of {runs} runs.\n",
         mib(st.chunk_bytes),
-        mib(file_a.len() as u64),
+        st.chunks,
+        mib(n),
+        mib(opts.pack_size)
     );
-    println!(
-        "| transfer | time | bytes moved | requests | at 10 ms/request ({} in flight / one at a time) | rate / note |",
-        opts.batch
-    );
-    println!("|---|---:|---:|---:|---:|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {} | {} | {} | {} |",
-            r[0], r[1], r[2], r[3], r[4], r[5]
-        );
+    println!("| transfer | time | rate | requests | at 10 ms/request, one at a time |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!("| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
     }
+
+    // Part 2: criterion.
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    let s3 = Arc::new(Metered::new(weed.store("bench", "run0")));
+
+    // Near-identical push: each iteration changes one byte of a 1 MiB file
+    // (a different byte each time, so each push has one new chunk).
+    let mut near = (0u64, 0u64, 0u64);
+    let mut flip = 0usize;
+    c.bench_function("store/near_identical_push", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut w = a.fork();
+                let path = "/data/big";
+                let mut f = big_bytes.clone();
+                flip += 1;
+                f[(flip * 4099) % f.len()] ^= 0x5a;
+                w.write_file(path, &f).unwrap();
+                let snap = w.snapshot();
+                let m = s3.meter();
+                let (r0, o0, i0) = (m.requests(), m.totals().3, m.totals().1);
+                let t = Instant::now();
+                let st = store::push(&snap, &*s3, &opts).unwrap();
+                total += t.elapsed();
+                assert_eq!(st.moved_chunks, 1);
+                near = (m.requests() - r0, m.totals().3 - o0, m.totals().1 - i0);
+            }
+            total
+        })
+    });
+    println!(
+        "near-identical push: {} requests, {} up, {} down (the index objects read)",
+        near.0,
+        mib(near.1),
+        mib(near.2)
+    );
+
+    // Lazy start at 10 ms per request: open, then the first byte of a file.
+    let slow: Arc<dyn BlobStore> = Arc::new(
+        S3Store::with_config("bench", "run0", weed.env())
+            .unwrap()
+            .with_request_delay(DELAY),
+    );
+    c.bench_function("store/lazy_first_byte_10ms", |b| {
+        b.iter(|| {
+            let snap = store::open_lazy(slow.clone(), &st.root, None).unwrap();
+            let mut sandbox = snap.fork();
+            let fd = sandbox
+                .open("/data/small.txt", OpenOptions::new().read(true))
+                .unwrap();
+            let mut one = [0u8; 1];
+            assert_eq!(sandbox.read_at(fd, &mut one, 0).unwrap(), 1);
+        })
+    });
+
+    // A 64 MiB file read front to back lazily at 10 ms per request,
+    // beside one plain GET of the same bytes through the same client.
+    let slow_raw = S3Store::with_config("bench", "plain", weed.env())
+        .unwrap()
+        .with_request_delay(DELAY);
+    weed.store("bench", "plain")
+        .put_raw("big", big_bytes.clone())
+        .unwrap();
+    let mut g = c.benchmark_group("store/sequential_read_10ms");
+    g.throughput(criterion::Throughput::Bytes(big_bytes.len() as u64));
+    g.bench_function("lazy", |b| {
+        b.iter(|| {
+            let snap = store::open_lazy(slow.clone(), &st.root, None).unwrap();
+            assert_eq!(read_big(&snap), big_bytes.len() as u64);
+        })
+    });
+    g.bench_function("plain_get", |b| {
+        b.iter(|| {
+            let got = slow_raw.get_raw("big").unwrap().unwrap();
+            assert_eq!(got.len(), big_bytes.len());
+        })
+    });
+    g.finish();
+    c.final_summary();
 }

@@ -137,11 +137,16 @@ fn a_near_identical_push_uploads_only_new_chunks() {
     v.write_file("/data/many/f0007", &f).unwrap();
     let snap = v.snapshot();
     let (.., out_before, _) = meter.totals();
+    let reqs_before = meter.requests();
     let second = store::push(&snap, &*s3, &TransferOptions::default()).unwrap();
     let (.., out_after, _) = meter.totals();
     let moved = out_after - out_before;
-    assert_eq!(second.moved_chunks, 1);
+    let reqs = meter.requests() - reqs_before;
+    assert_eq!((second.moved_chunks, second.packs), (1, 1));
     assert!(moved < 1 << 20, "moved {moved} bytes");
+    // The version object, listings of index/, chunks/ and packs/, the one
+    // index object, then one pack, one index object and the manifest.
+    assert!(reqs <= 10, "{reqs} requests");
     eprintln!(
         "near-identical push: {} of {} bytes moved (chunk {} + manifest {})",
         moved, second.chunk_bytes, second.moved_bytes, second.manifest_bytes
@@ -169,9 +174,11 @@ fn a_lazy_start_fetches_only_what_is_read() {
     assert_eq!(sandbox.read_dir("/data/many").unwrap().len(), 32);
     sandbox.write_file("/data/new", b"x").unwrap();
     let (gets, bytes_in, ..) = meter.totals();
-    assert_eq!(gets - gets0, 2, "the manifest and one chunk");
+    // The manifest, the version object, the one index object (32 files
+    // of 8 chunks: about 12 KiB), and one ranged read for the chunk.
+    assert_eq!(gets - gets0, 4, "manifest, version, index, one chunk");
     assert!(
-        bytes_in - in0 < pushed.manifest_bytes + 100,
+        bytes_in - in0 < pushed.manifest_bytes + 16_000,
         "{} bytes fetched",
         bytes_in - in0
     );
@@ -273,8 +280,10 @@ fn a_push_cut_off_by_the_server_fails_clearly_and_a_retry_completes() {
             w.stop();
         }
     };
+    // 4 MiB packs: 12 of them, uploaded 4 at a time.
     let opts = TransferOptions {
         progress: Some(&progress),
+        pack_size: 4 << 20,
         ..TransferOptions::default()
     };
     let e = store::push(&snap, &s3, &opts).unwrap_err();
@@ -312,12 +321,17 @@ fn a_push_cut_off_by_the_server_fails_clearly_and_a_retry_completes() {
             }
             seen
         });
-        let stats = store::push(&snap, &s3, &TransferOptions::default()).unwrap();
+        let opts = TransferOptions {
+            pack_size: 4 << 20,
+            ..TransferOptions::default()
+        };
+        let stats = store::push(&snap, &s3, &opts).unwrap();
         done.store(true, Ordering::SeqCst);
         assert!(watcher.join().unwrap() || reader.get_manifest(&root).unwrap().is_some());
         stats
     });
     assert!(stats.moved_chunks < stats.chunks, "the retry resumes");
+    assert!(stats.packs < 12, "packs already up are not sent again");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("back.ck");
     store::pull(&s3, &root, &out, None, &TransferOptions::default()).unwrap();
@@ -337,18 +351,22 @@ fn a_corrupt_object_is_caught_on_pull_and_on_lazy_read() {
     let snap = v.snapshot();
     let pushed = store::push(&snap, &s3, &TransferOptions::default()).unwrap();
 
-    // Flip one byte of the victim's first chunk, in the bucket.
+    // Flip one byte of the victim's first chunk, in its pack in the bucket.
     let addr = blake3::hash(&victim[..cowvfs::CHUNK_SIZE]);
     let hex = addr.to_hex();
-    let mut bytes = victim[..cowvfs::CHUNK_SIZE].to_vec();
-    bytes[1234] ^= 1;
-    s3.put_raw(&format!("chunks/{}/{}", &hex[..2], hex), bytes)
+    let at = store::Catalog::load(&s3, None)
+        .unwrap()
+        .locate(&addr)
         .unwrap();
+    let mut pack = s3.get_raw(&at.pack_key()).unwrap().unwrap();
+    pack[at.offset as usize + 1234] ^= 1;
+    s3.put_raw(&at.pack_key(), pack).unwrap();
 
     let out = dir.path().join("out.ck");
     let e = store::pull(&s3, &pushed.root, &out, None, &TransferOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt);
     assert!(e.to_string().contains(&hex.to_string()), "{e}");
+    assert!(e.to_string().contains(&at.pack_key()), "{e}");
     assert!(!out.exists());
 
     let url = format!("s3://fleet/bad/{}", pushed.root.to_hex());
@@ -391,4 +409,161 @@ fn oversized_objects_are_refused_while_streaming() {
     s3.put_raw(&format!("chunks/{}/{}", &hex[..2], hex), ok.clone())
         .unwrap();
     assert_eq!(s3.get_chunks(&[addr]).unwrap(), [Some(ok)]);
+}
+
+#[test]
+fn packs_make_push_and_pull_cost_requests_per_pack_not_per_chunk() {
+    let weed = Weed::start();
+    let s3 = Arc::new(Metered::new(weed.store("fleet", "packs")));
+    let meter = s3.meter();
+    // 64 MiB of unique data: 1,025 chunks.
+    let snap = tree(64, 1 << 20).snapshot();
+    let pushed = store::push(&snap, &*s3, &TransferOptions::default()).unwrap();
+    let push_reqs = meter.requests();
+    assert_eq!(pushed.moved_chunks, pushed.chunks);
+    assert_eq!(pushed.packs, 5, "4 full packs of 16 MiB and a small one");
+    // Version read and write, three listings, 5 packs, index, manifest.
+    assert!(push_reqs <= 12, "{push_reqs} requests to push 1,025 chunks");
+    assert_eq!(meter.heads.load(Ordering::Relaxed), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.ck");
+    let r0 = meter.requests();
+    let pulled = store::pull(&*s3, &pushed.root, &out, None, &TransferOptions::default()).unwrap();
+    let pull_reqs = meter.requests() - r0;
+    assert_eq!(pulled.moved_chunks, pushed.chunks);
+    // Manifest, version, listing, index object, then a ranged read per
+    // 16 MiB span.
+    assert!(
+        pull_reqs <= 4 + 6,
+        "{pull_reqs} requests to pull 1,025 chunks"
+    );
+    assert_eq!(Snapshot::load(&out).unwrap().root_hash(), snap.root_hash());
+    eprintln!("64 MiB: push {push_reqs} requests, pull {pull_reqs}");
+
+    // A lazy reader of one whole 1 MiB file: a few ranged reads.
+    let lazy = store::open_lazy(s3.clone(), &pushed.root, None).unwrap();
+    let g0 = meter.gets.load(Ordering::Relaxed);
+    assert_eq!(
+        lazy.read_file("/data/many/f0009").unwrap(),
+        noise(9, 1 << 20)
+    );
+    let gets = meter.gets.load(Ordering::Relaxed) - g0;
+    assert!(gets <= 2, "{gets} ranged reads for one 1 MiB file");
+}
+
+#[test]
+fn an_old_format_store_stays_readable_and_migrates_through_the_cli() {
+    let weed = Weed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = Arc::new(weed.store("fleet", "old"));
+    let mut v = tree(8, 300_000);
+    let old = v.snapshot();
+    let first = store::push_loose(&old, &*s3, &TransferOptions::default()).unwrap();
+    assert_eq!(s3.list("chunks/").unwrap().len() as u64, first.chunks);
+    let out = dir.path().join("o.ck");
+    store::pull(&*s3, &first.root, &out, None, &TransferOptions::default()).unwrap();
+    assert_eq!(Snapshot::load(&out).unwrap().root_hash(), old.root_hash());
+
+    // A new push into it packs only what is new.
+    v.write_file("/data/new", &noise(77, 100_000)).unwrap();
+    let new = v.snapshot();
+    let second = store::push(&new, &*s3, &TransferOptions::default()).unwrap();
+    assert_eq!(second.moved_chunks, 2);
+
+    let url = "s3://fleet/old";
+    let o = cli(
+        &weed,
+        &["migrate-store", url, "--pack-size", "1M"],
+        &dir.path().join("c"),
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        said.contains(&format!(
+            "{} loose chunks; packed {}",
+            first.chunks, first.chunks
+        )),
+        "{said}"
+    );
+    assert!(s3.list("chunks/").unwrap().is_empty());
+    for (root, snap) in [(first.root, &old), (second.root, &new)] {
+        store::pull(&*s3, &root, &out, None, &TransferOptions::default()).unwrap();
+        assert_eq!(Snapshot::load(&out).unwrap().root_hash(), snap.root_hash());
+    }
+    let lazy = store::open_lazy(s3.clone(), &first.root, None).unwrap();
+    assert_eq!(
+        lazy.read_file("/data/many/f0003").unwrap(),
+        noise(3, 300_000)
+    );
+    // A bad pack size changes nothing.
+    let o = cli(
+        &weed,
+        &["migrate-store", url, "--pack-size", "1K"],
+        &dir.path().join("c"),
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pack size"));
+}
+
+#[test]
+fn damaged_truncated_and_oversized_pack_objects_are_refused_on_s3() {
+    let weed = Weed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = Arc::new(weed.store("fleet", "damage"));
+    let snap = tree(4, 200_000).snapshot();
+    let pushed = store::push(&snap, &*s3, &TransferOptions::default()).unwrap();
+    let cat = store::Catalog::load(&*s3, None).unwrap();
+    let addr = blake3::hash(&noise(2, 200_000)[..cowvfs::CHUNK_SIZE]);
+    let at = cat.locate(&addr).unwrap();
+    let key = at.pack_key();
+    let good = s3.get_raw(&key).unwrap().unwrap();
+    let out = dir.path().join("o.ck");
+    let pull = || store::pull(&*s3, &pushed.root, &out, None, &TransferOptions::default());
+
+    // Truncated in the middle of the chunk: named, never short data.
+    s3.put_raw(&key, good[..at.offset as usize + 100].to_vec())
+        .unwrap();
+    let e = pull().unwrap_err();
+    assert!(
+        e.to_string().contains(&key) && e.to_string().contains("truncated"),
+        "{e}"
+    );
+    // Truncated before the chunk starts (the range begins past the end).
+    s3.put_raw(&key, good[..5].to_vec()).unwrap();
+    let e = pull().unwrap_err();
+    assert!(
+        e.to_string().contains(&key) && e.to_string().contains("truncated"),
+        "{e}"
+    );
+    let lazy = store::open_lazy(s3.clone(), &pushed.root, None).unwrap();
+    let le = lazy.read_file("/data/many/f0002").unwrap_err();
+    assert_eq!(le.kind(), ErrorKind::Io, "{le}");
+    assert!(!out.exists());
+
+    // The index object damaged: every read names it.
+    s3.put_raw(&key, good).unwrap();
+    pull().unwrap();
+    let index = s3.list("index/").unwrap().pop().unwrap();
+    let ix = s3.get_raw(&index).unwrap().unwrap();
+    let mut bad = ix.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 4;
+    s3.put_raw(&index, bad).unwrap();
+    let e = pull().unwrap_err();
+    assert!(
+        e.to_string().contains(&index) && e.to_string().contains("missing"),
+        "{e}"
+    );
+    let e = store::read_index(&*s3, &index).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+
+    // Oversized: refused while streaming, naming it.
+    s3.put_raw(&index, vec![7u8; store::MAX_INDEX_OBJECT as usize + 1])
+        .unwrap();
+    let e = store::Catalog::load(&*s3, None).unwrap_err();
+    assert!(e.to_string().contains("more than the"), "{e}");
+    s3.put_raw(&index, ix).unwrap();
+    pull().unwrap();
+    assert_eq!(Snapshot::load(&out).unwrap().root_hash(), snap.root_hash());
 }

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    BlobRec, CODEC_RAW, CODEC_ZSTD, Header, TreeRecord, decompress, hex, read_exact,
+    BlobRec, BlobRef, CODEC_RAW, CODEC_ZSTD, Header, NodeRec, TreeRecord, decompress, hex,
+    read_exact,
 };
 use super::in_file;
 use super::rebuild::{RootCheck, build};
@@ -351,6 +352,37 @@ pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Ha
         .map(|b| (blake3::Hash::from_bytes(b.addr), b.raw_len))
         .collect();
     Ok((h.root_hash, chunks))
+}
+
+/// For each chunk of [`meta_chunks`], the index one past the last chunk
+/// that follows it in the same file (the table lists a file's chunks in
+/// order): how far a lazy reader's read-ahead may go without leaving the
+/// file.
+pub(crate) fn meta_file_runs(bytes: &[u8]) -> Result<Vec<u64>> {
+    let (_, m) = decode_meta(bytes)?;
+    let n = m.blobs.len();
+    let mut linked = vec![false; n];
+    for i in &m.inodes {
+        if let NodeRec::File { chunks, .. } = &i.node {
+            for pair in chunks.windows(2) {
+                if let (BlobRef::Own(a), BlobRef::Own(b)) = (pair[0].blob, pair[1].blob)
+                    && b as u64 == a as u64 + 1
+                    && (b as usize) < n
+                {
+                    linked[a as usize] = true;
+                }
+            }
+        }
+    }
+    let mut end = vec![0u64; n];
+    for k in (0..n).rev() {
+        end[k] = if linked[k] && k + 1 < n {
+            end[k + 1]
+        } else {
+            k as u64 + 1
+        };
+    }
+    Ok(end)
 }
 
 /// The snapshot that bytes from [`encode_meta`](super::encode_meta) describe, with every check

@@ -71,7 +71,7 @@ use encode::{encode, write_with};
 pub use format::{FORMAT_VERSION, Header, seal_for_fuzzing, split_for_fuzzing};
 use format::{NodeRec, hex};
 use load::{decode_tree_record, load_path, load_stream, open_path, read_meta};
-pub(crate) use load::{meta_chunks, open_meta};
+pub(crate) use load::{meta_chunks, meta_file_runs, open_meta};
 
 /// Reads the header of the checkpoint at `path`: version, root hash,
 /// parent hash. Cheap: reads at most 125 bytes.

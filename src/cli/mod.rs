@@ -77,6 +77,9 @@ pub enum Command {
     /// Shrink the host's chunk cache (which `pull` and `run --from s3://`
     /// fill) to its size limit, dropping the least recently used chunks.
     PruneCache(store::PruneCacheArgs),
+    /// Pack the loose chunks of a store written before packs (one object
+    /// per chunk) into pack objects, then remove them.
+    MigrateStore(store::MigrateArgs),
     /// Show what cowvfs does, with numbers measured on this machine: fork
     /// 1,000 sandboxes from a base image, run a guest in each, diff,
     /// checkpoint and roll back. Needs no files.
@@ -119,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Tag(args) => store::tag(args),
         Command::Tags(args) => store::tags(args),
         Command::PruneCache(args) => store::prune_cache(args),
+        Command::MigrateStore(args) => store::migrate(args),
         Command::Version => {
             println!("cowvfs {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -78,6 +78,37 @@ pub fn prune_cache(args: PruneCacheArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Store: s3://bucket/prefix, file:///dir or a directory.
+    url: String,
+    /// Bytes to aim for per pack (e.g. 16M).
+    #[arg(long, value_name = "SIZE", default_value = "16M")]
+    pack_size: String,
+}
+
+/// `cowvfs migrate-store`: packs a store's loose chunks.
+pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+    let pack_size = cowvfs::parse_size(&args.pack_size)
+        .with_context(|| format!("bad --pack-size {:?}", args.pack_size))?;
+    let store = store::open_store(&args.url, false)?;
+    let opts = TransferOptions {
+        pack_size,
+        ..TransferOptions::default()
+    };
+    let s = store::migrate(&*store, &opts).with_context(|| format!("migrating {}", args.url))?;
+    outln!(
+        "{}: {} loose chunks; packed {} ({}) into {} packs; removed {} loose chunks",
+        args.url,
+        s.loose,
+        s.packed_chunks,
+        human(s.packed_bytes),
+        s.packs,
+        s.removed
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn push(args: PushArgs) -> Result<ExitCode> {
     if let Some(name) = &args.tag {
         refs::check_name(name)?;

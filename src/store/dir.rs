@@ -6,12 +6,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::refs::{self, MAX_REF_OBJECT, RefVersion, ref_key};
-use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
+use super::{
+    BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, check_key, check_range, chunk_key,
+    manifest_key, oversized, short_object,
+};
 use crate::atomic::{self, FileOptions, sync_dir};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -46,6 +50,45 @@ impl DirStore {
     /// counts: a symlink is never followed, and a FIFO or device is
     /// refused without blocking on it.
     fn read(&self, path: &Path, bound: u64) -> Result<Option<Vec<u8>>> {
+        let Some((f, len)) = self.open_object(path)? else {
+            return Ok(None);
+        };
+        let what = path.display().to_string();
+        if len > bound {
+            return Err(oversized(&what, Some(len), bound));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        (&f).take(bound + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io_at(path, e))?;
+        if buf.len() as u64 > bound {
+            return Err(oversized(&what, None, bound));
+        }
+        Ok(Some(buf))
+    }
+
+    /// Reads exactly `r` of one object.
+    fn read_range(&self, path: &Path, r: &Range<u64>) -> Result<Option<Vec<u8>>> {
+        let Some((f, len)) = self.open_object(path)? else {
+            return Ok(None);
+        };
+        let what = path.display().to_string();
+        if r.end > len {
+            return Err(short_object(&what, r, len.saturating_sub(r.start)));
+        }
+        let mut buf = vec![0u8; (r.end - r.start) as usize];
+        f.read_exact_at(&mut buf, r.start).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                short_object(&what, r, 0)
+            } else {
+                Error::io_at(path, e)
+            }
+        })?;
+        Ok(Some(buf))
+    }
+
+    /// Opens an object file and its size, if it exists (see `read`).
+    fn open_object(&self, path: &Path) -> Result<Option<(File, u64)>> {
         use rustix::fs::OFlags;
         let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32;
         let f = match File::options().read(true).custom_flags(flags).open(path) {
@@ -66,18 +109,13 @@ impl DirStore {
                 path.display()
             )));
         }
-        let what = path.display().to_string();
-        if m.len() > bound {
-            return Err(oversized(&what, Some(m.len()), bound));
-        }
-        let mut buf = Vec::with_capacity(m.len() as usize);
-        (&f).take(bound + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io_at(path, e))?;
-        if buf.len() as u64 > bound {
-            return Err(oversized(&what, None, bound));
-        }
-        Ok(Some(buf))
+        Ok(Some((f, m.len())))
+    }
+
+    /// Where the object `key` lives, once the name is checked.
+    fn object_path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
     }
 
     /// Writes `bytes` to `path` atomically; the directory entry is made
@@ -245,6 +283,89 @@ impl BlobStore for DirStore {
         self.root.display().to_string()
     }
 
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let top = prefix.trim_end_matches('/');
+        let mut out = Vec::new();
+        let mut stack = vec![(self.object_path(top)?, top.to_string())];
+        while let Some((dir, name)) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io_at(&dir, e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| Error::io_at(&dir, e))?;
+                let Some(n) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let Ok(t) = e.file_type() else { continue };
+                if n.starts_with(".tmp-") {
+                    continue;
+                }
+                if t.is_dir() {
+                    stack.push((e.path(), format!("{name}/{n}")));
+                } else if t.is_file() {
+                    out.push(format!("{name}/{n}"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter()
+            .map(|k| self.read(&self.object_path(k)?, max))
+            .collect()
+    }
+
+    fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
+        reqs.iter()
+            .map(|(k, r)| {
+                check_range(k, r)?;
+                self.read_range(&self.object_path(k)?, r)
+            })
+            .collect()
+    }
+
+    fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
+        let paths: Vec<PathBuf> = objs
+            .iter()
+            .map(|(k, _)| self.object_path(k))
+            .collect::<Result<_>>()?;
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = paths
+                .iter()
+                .zip(objs)
+                .map(|(p, (_, b))| s.spawn(move || self.write(p, b)))
+                .collect();
+            jobs.into_iter().try_for_each(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err(Error::with(ErrorKind::Io, "writer thread failed")))
+            })
+        })?;
+        let mut dirs: Vec<&Path> = paths.iter().filter_map(|p| p.parent()).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
+    fn delete_objects(&self, keys: &[&str]) -> Result<()> {
+        let mut dirs = Vec::new();
+        for k in keys {
+            let p = self.object_path(k)?;
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io_at(&p, e)),
+            }
+            if let Some(d) = p.parent() {
+                dirs.push(d.to_path_buf());
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
     fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
         refs::check_name(name)?;
         let got = self.read(&self.root.join(ref_key(name)), MAX_REF_OBJECT)?;

@@ -1,25 +1,27 @@
 //! A store in memory: for tests, and as the staging area of a pull.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
-use super::BlobStore;
 use super::refs::{self, RefVersion};
+use super::{BlobStore, check_key, check_range, chunk_key, manifest_key, oversized, short_object};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Chunks and manifests in memory, shared by whoever holds the store.
+/// Objects in memory by name (chunks, manifests, packs, index objects),
+/// shared by whoever holds the store.
 #[derive(Debug, Default)]
 pub struct MemStore {
-    inner: Mutex<Inner>,
+    inner: Mutex<BTreeMap<String, Vec<u8>>>,
+    refs: Mutex<Refs>,
 }
 
+/// Refs apart from the objects: each one's bytes and generation (unique
+/// across the store), which is its version for compare-and-swap.
 #[derive(Debug, Default)]
-struct Inner {
-    chunks: HashMap<blake3::Hash, Vec<u8>>,
-    manifests: HashMap<blake3::Hash, Vec<u8>>,
-    /// Each ref's bytes and generation (unique across the store).
-    refs: HashMap<String, (Vec<u8>, u64)>,
-    ref_generation: u64,
+struct Refs {
+    map: HashMap<String, (Vec<u8>, u64)>,
+    generation: u64,
 }
 
 impl MemStore {
@@ -28,15 +30,25 @@ impl MemStore {
         MemStore::default()
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+    fn lock(&self) -> Result<MutexGuard<'_, BTreeMap<String, Vec<u8>>>> {
         self.inner
             .lock()
             .map_err(|_| Error::with(ErrorKind::Io, "memory store poisoned"))
     }
 
-    /// Number of chunks held.
+    fn lock_refs(&self) -> Result<MutexGuard<'_, Refs>> {
+        self.refs
+            .lock()
+            .map_err(|_| Error::with(ErrorKind::Io, "memory store poisoned"))
+    }
+
+    /// Number of loose chunk objects held.
     pub fn chunk_count(&self) -> usize {
-        self.lock().map_or(0, |i| i.chunks.len())
+        self.lock().map_or(0, |i| {
+            i.range("chunks/".to_string()..)
+                .take_while(|(k, _)| k.starts_with("chunks/"))
+                .count()
+        })
     }
 
     /// Replaces a chunk's stored bytes without any check (for tests of
@@ -44,7 +56,7 @@ impl MemStore {
     #[doc(hidden)]
     pub fn corrupt_chunk(&self, addr: &blake3::Hash, bytes: Vec<u8>) {
         if let Ok(mut i) = self.lock() {
-            i.chunks.insert(*addr, bytes);
+            i.insert(chunk_key(addr), bytes);
         }
     }
 
@@ -52,35 +64,55 @@ impl MemStore {
     #[doc(hidden)]
     pub fn remove_chunk(&self, addr: &blake3::Hash) -> bool {
         self.lock()
-            .is_ok_and(|mut i| i.chunks.remove(addr).is_some())
+            .is_ok_and(|mut i| i.remove(&chunk_key(addr)).is_some())
+    }
+
+    /// Replaces any object without a check (for tests of corruption).
+    #[doc(hidden)]
+    pub fn put_raw(&self, key: &str, bytes: Vec<u8>) {
+        if let Ok(mut i) = self.lock() {
+            i.insert(key.to_string(), bytes);
+        }
+    }
+
+    /// Any object, unchecked (for tests).
+    #[doc(hidden)]
+    pub fn get_raw(&self, key: &str) -> Option<Vec<u8>> {
+        self.lock().ok()?.get(key).cloned()
     }
 }
 
 impl BlobStore for MemStore {
     fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
         let i = self.lock()?;
-        Ok(addrs.iter().map(|a| i.chunks.contains_key(a)).collect())
+        Ok(addrs
+            .iter()
+            .map(|a| i.contains_key(&chunk_key(a)))
+            .collect())
     }
 
     fn get_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<Option<Vec<u8>>>> {
         let i = self.lock()?;
-        Ok(addrs.iter().map(|a| i.chunks.get(a).cloned()).collect())
+        Ok(addrs
+            .iter()
+            .map(|a| i.get(&chunk_key(a)).cloned())
+            .collect())
     }
 
     fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()> {
         let mut i = self.lock()?;
         for (a, b) in chunks {
-            i.chunks.entry(*a).or_insert_with(|| b.to_vec());
+            i.entry(chunk_key(a)).or_insert_with(|| b.to_vec());
         }
         Ok(())
     }
 
     fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>> {
-        Ok(self.lock()?.manifests.get(root).cloned())
+        Ok(self.lock()?.get(&manifest_key(root)).cloned())
     }
 
     fn put_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<()> {
-        self.lock()?.manifests.insert(*root, bytes.to_vec());
+        self.lock()?.insert(manifest_key(root), bytes.to_vec());
         Ok(())
     }
 
@@ -90,8 +122,8 @@ impl BlobStore for MemStore {
 
     fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
         refs::check_name(name)?;
-        let i = self.lock()?;
-        Ok(i.refs
+        let i = self.lock_refs()?;
+        Ok(i.map
             .get(name)
             .map(|(b, g)| (b.clone(), RefVersion::new(g.to_string()))))
     }
@@ -104,21 +136,78 @@ impl BlobStore for MemStore {
         expected: Option<&RefVersion>,
     ) -> Result<RefVersion> {
         refs::check_name(name)?;
-        let mut i = self.lock()?;
-        let held = i
-            .refs
-            .get(name)
-            .map(|(_, g)| RefVersion::new(g.to_string()));
+        let mut i = self.lock_refs()?;
+        let held = i.map.get(name).map(|(_, g)| RefVersion::new(g.to_string()));
         if held.as_ref() != expected {
             return Err(refs::conflict(name, "its version is not the one read"));
         }
-        i.ref_generation += 1;
-        let g = i.ref_generation;
-        i.refs.insert(name.to_string(), (bytes.to_vec(), g));
+        i.generation += 1;
+        let g = i.generation;
+        i.map.insert(name.to_string(), (bytes.to_vec(), g));
         Ok(RefVersion::new(g.to_string()))
     }
 
     fn list_refs(&self) -> Result<Vec<String>> {
-        Ok(self.lock()?.refs.keys().cloned().collect())
+        Ok(self.lock_refs()?.map.keys().cloned().collect())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let i = self.lock()?;
+        Ok(i.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
+        let i = self.lock()?;
+        keys.iter()
+            .map(|k| {
+                check_key(k)?;
+                match i.get(*k) {
+                    Some(b) if b.len() as u64 > max => Err(oversized(
+                        &format!("memory store/{k}"),
+                        Some(b.len() as u64),
+                        max,
+                    )),
+                    got => Ok(got.cloned()),
+                }
+            })
+            .collect()
+    }
+
+    fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let i = self.lock()?;
+        reqs.iter()
+            .map(|(k, r)| {
+                check_key(k)?;
+                check_range(k, r)?;
+                let Some(b) = i.get(*k) else { return Ok(None) };
+                let len = b.len() as u64;
+                if r.end > len {
+                    let got = len.saturating_sub(r.start);
+                    return Err(short_object(&format!("memory store/{k}"), r, got));
+                }
+                Ok(Some(b[r.start as usize..r.end as usize].to_vec()))
+            })
+            .collect()
+    }
+
+    fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
+        objs.iter().try_for_each(|(k, _)| check_key(k))?;
+        let mut i = self.lock()?;
+        for (k, b) in objs {
+            i.insert(k.to_string(), b.to_vec());
+        }
+        Ok(())
+    }
+
+    fn delete_objects(&self, keys: &[&str]) -> Result<()> {
+        keys.iter().try_for_each(|k| check_key(k))?;
+        let mut i = self.lock()?;
+        for k in keys {
+            i.remove(*k);
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! A store wrapper that counts the requests and bytes crossing it.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,7 +10,8 @@ use crate::error::Result;
 /// Requests and bytes that went through a [`Metered`] store.
 #[derive(Debug, Default)]
 pub struct Meter {
-    /// Chunk and manifest objects read (found or not).
+    /// Objects and ranges read (found or not): one per chunk, manifest,
+    /// object or range asked for.
     pub gets: AtomicU64,
     /// Bytes of the objects read.
     pub bytes_in: AtomicU64,
@@ -19,6 +21,11 @@ pub struct Meter {
     pub bytes_out: AtomicU64,
     /// Existence checks.
     pub heads: AtomicU64,
+    /// Listing requests: one per 1,000 names listed (an S3 listing's page),
+    /// at least one per listing.
+    pub lists: AtomicU64,
+    /// Objects deleted.
+    pub deletes: AtomicU64,
 }
 
 impl Meter {
@@ -32,6 +39,13 @@ impl Meter {
             l(&self.bytes_out),
             l(&self.heads),
         )
+    }
+
+    /// Every request so far: gets, puts, existence checks, listing pages
+    /// and deletes.
+    pub fn requests(&self) -> u64 {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        l(&self.gets) + l(&self.puts) + l(&self.heads) + l(&self.lists) + l(&self.deletes)
     }
 }
 
@@ -130,5 +144,50 @@ impl<S: BlobStore> BlobStore for Metered<S> {
     fn list_refs(&self) -> Result<Vec<String>> {
         self.meter.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.list_refs()
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let got = self.inner.list(prefix)?;
+        let pages = got.len().div_ceil(1000).max(1);
+        self.meter.lists.fetch_add(pages as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
+        let got = self.inner.get_objects(keys, max)?;
+        self.count_in(keys.len(), &got);
+        Ok(got)
+    }
+
+    fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let got = self.inner.get_ranges(reqs)?;
+        self.count_in(reqs.len(), &got);
+        Ok(got)
+    }
+
+    fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
+        self.inner.put_objects(objs)?;
+        let m = &self.meter;
+        m.puts.fetch_add(objs.len() as u64, Ordering::Relaxed);
+        let bytes: usize = objs.iter().map(|(_, b)| b.len()).sum();
+        m.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn delete_objects(&self, keys: &[&str]) -> Result<()> {
+        self.inner.delete_objects(keys)?;
+        self.meter
+            .deletes
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl<S> Metered<S> {
+    fn count_in(&self, asked: usize, got: &[Option<Vec<u8>>]) {
+        let m = &self.meter;
+        m.gets.fetch_add(asked as u64, Ordering::Relaxed);
+        let bytes: usize = got.iter().flatten().map(Vec::len).sum();
+        m.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }

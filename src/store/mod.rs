@@ -1,18 +1,22 @@
 //! The fleet blob store: push, pull and lazily open snapshots from a store
 //! that many hosts share (an S3-compatible bucket, a directory, memory).
 //!
-//! A store holds three kinds of objects:
+//! A store holds these objects (docs/DESIGN.md, "Fleet store"):
 //!
 //! ```text
-//! chunks/<first 2 hex digits>/<blake3 hex>   a chunk's bytes, trailing zeros removed
+//! cowvfs-store                               the store format version (see `catalog`)
 //! manifests/<root hash hex>                  a tree: see `manifest`
+//! packs/<name hex>                           chunks and their own index: see `pack`
+//! index/<hex>                                which packs hold which chunks
+//! chunks/<first 2 hex digits>/<blake3 hex>   format 1: a chunk per object
 //! refs/<name>                                a named ref and its history: see `refs`
 //! ```
 //!
 //! Chunks are named by their content address (see `chunk`), so a chunk is
 //! stored once however many trees and hosts use it, and [`push`] uploads
-//! only the chunks the store lacks. The manifest goes up last, after every
-//! chunk it names, so a reader that finds a manifest finds its chunks.
+//! only the chunks the store lacks, in packs. The manifest goes up last,
+//! after every pack it needs and their index, so a reader that finds a
+//! manifest finds its chunks.
 //!
 //! Nothing read from a store is trusted: a manifest is checked like a
 //! checkpoint's metadata and must rebuild a tree whose root hash is the one
@@ -47,27 +51,46 @@
 //! ```
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod catalog;
 mod dir;
+mod fetch;
+mod lazy;
 mod manifest;
 mod memory;
 mod metered;
+mod migrate;
+mod pack;
+#[cfg(test)]
+mod pack_tests;
+mod packer;
 pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
 mod transfer;
 mod url;
 
+pub use catalog::{
+    Catalog, ChunkLoc, STORE_VERSION, VERSION_KEY, read_index, read_pack_index, verify_pack,
+};
 pub use dir::{DirStore, PruneStats};
 pub use memory::MemStore;
 pub use metered::{Meter, Metered};
+pub use migrate::{MigrateStats, migrate};
+pub use pack::{
+    DEFAULT_PACK_SIZE, MAX_INDEX_OBJECT, MAX_PACK_ENTRIES, MAX_PACK_OBJECT, MAX_PACK_SIZE,
+    MAX_RANGE_REQUEST, PackEntry, PackRecord,
+};
 pub use refs::RefVersion;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
-pub use transfer::{TransferOptions, TransferStats, open_lazy, open_lazy_with_limits, pull, push};
+pub use transfer::{
+    TransferOptions, TransferStats, open_lazy, open_lazy_with_limits, pull, push, push_loose,
+};
 pub use url::{
     TreeName, cache_for, cache_max, default_cache_dir, open_store, open_url, open_url_with_limits,
     resolve, split_root, split_tree,
@@ -103,6 +126,26 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Where the store is, for messages.
     fn location(&self) -> String;
 
+    /// Names of the objects under `prefix` (a folder such as `"index/"`),
+    /// relative to the store's root, in no set order.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Each whole object, or `None` where it is missing; one over `max`
+    /// bytes is an error, found without holding much more than `max`.
+    fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// For each `(key, range)`, exactly those bytes of the object, or
+    /// `None` where the object is missing. An object that ends before the
+    /// range does is an error naming it. A remote store keeps several
+    /// requests in flight.
+    fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Stores objects, each atomically (a reader sees all of one or none),
+    /// several at once where the store can; all are durable on return.
+    fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()>;
+
+    /// Removes objects; one already gone is fine.
+    fn delete_objects(&self, keys: &[&str]) -> Result<()>;
     /// The ref object `name` (see [`refs`]; the name is checked) and the
     /// store's version of it, if it exists; over
     /// [`refs::MAX_REF_OBJECT`] it is an error, as for chunks.
@@ -172,6 +215,54 @@ fn io_err(msg: impl Into<String>) -> Error {
     Error::with(ErrorKind::Io, msg.into())
 }
 
+/// Checks an object name before a store uses it as a path: relative,
+/// plain ASCII segments, no `.` or `..` segment, no empty segment.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 512
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!("{key:?} is not a valid store object name"),
+        ))
+    }
+}
+
+/// Checks a requested range: not backwards and at most
+/// [`MAX_RANGE_REQUEST`] long.
+pub(crate) fn check_range(key: &str, r: &Range<u64>) -> Result<()> {
+    if r.start > r.end || r.end - r.start > MAX_RANGE_REQUEST {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!(
+                "{key}: range {}..{} is backwards or longer than {MAX_RANGE_REQUEST} bytes",
+                r.start, r.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The error for an object that ends before a range read of it.
+pub(crate) fn short_object(what: &str, r: &Range<u64>, got: u64) -> Error {
+    Error::corrupt(format!(
+        "{what}: truncated: bytes {}..{} asked, the object ends {} bytes in",
+        r.start,
+        r.end,
+        r.start + got
+    ))
+}
+
 impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
         (**self).has_chunks(addrs)
@@ -204,6 +295,21 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn list_refs(&self) -> Result<Vec<String>> {
         (**self).list_refs()
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        (**self).list(prefix)
+    }
+    fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get_objects(keys, max)
+    }
+    fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get_ranges(reqs)
+    }
+    fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
+        (**self).put_objects(objs)
+    }
+    fn delete_objects(&self, keys: &[&str]) -> Result<()> {
+        (**self).delete_objects(keys)
     }
 }
 
@@ -293,18 +399,24 @@ mod tests {
         let pushed = push(&snap, &*store, &TransferOptions::default()).unwrap();
         let meter = store.meter();
         let before = meter.totals();
+        let lists = || meter.lists.load(std::sync::atomic::Ordering::Relaxed);
+        let lists0 = lists();
         let cache = Arc::new(MemStore::new());
         let lazy = open_lazy(store.clone(), &pushed.root, Some(cache.clone())).unwrap();
-        assert_eq!(meter.totals().0 - before.0, 1, "only the manifest");
+        // The manifest, the store's version object and its one index
+        // object (found by one listing).
+        assert_eq!(meter.totals().0 - before.0, 3);
+        assert_eq!(lists() - lists0, 1);
         assert_eq!(lazy.read_file("/a/b/small").unwrap(), b"small");
         let (gets, bytes, ..) = meter.totals();
-        assert_eq!(gets - before.0, 2);
+        assert_eq!(gets - before.0, 4);
         assert!(bytes - before.1 < 2_000, "{}", bytes - before.1);
         assert_eq!(cache.chunk_count(), 1);
-        // A second lazy open reads through the cache: no chunk fetched.
+        // A second lazy open reads through the cache: no chunk fetched,
+        // and the index object comes from the cache too.
         let again = open_lazy(store.clone(), &pushed.root, Some(cache)).unwrap();
         assert_eq!(again.read_file("/a/b/small").unwrap(), b"small");
-        assert_eq!(meter.totals().0 - gets, 1);
+        assert_eq!(meter.totals().0 - gets, 2);
     }
 
     #[test]
@@ -315,7 +427,8 @@ mod tests {
         v.write_file("/f", b"the real bytes").unwrap();
         v.write_file("/g", b"other").unwrap();
         let snap = v.snapshot();
-        let pushed = push(&snap, &*store, &TransferOptions::default()).unwrap();
+        // A store in the format before packs (packed chunks: store::pack_tests).
+        let pushed = push_loose(&snap, &*store, &TransferOptions::default()).unwrap();
         let addr = blake3::hash(b"the real bytes");
         store.corrupt_chunk(&addr, b"the fake bytes".to_vec());
 

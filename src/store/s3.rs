@@ -11,18 +11,24 @@
 //! panic.
 
 use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjPath;
-use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::throttle::{ThrottleConfig, ThrottledStore};
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
 
 use super::refs::{self, MAX_REF_OBJECT, RefVersion, ref_key};
-
-use super::{BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, chunk_key, manifest_key, oversized};
+use super::{
+    BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, check_key, check_range, chunk_key,
+    manifest_key, oversized, short_object,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Requests in flight at once within one batch.
@@ -30,7 +36,7 @@ const IN_FLIGHT: usize = 16;
 
 /// A store in an S3 bucket, under a key prefix.
 pub struct S3Store {
-    client: Arc<AmazonS3>,
+    client: Arc<dyn ObjectStore>,
     bucket: String,
     prefix: String,
     runtime: Option<tokio::runtime::Runtime>,
@@ -154,7 +160,7 @@ impl S3Store {
     fn each<T, F, Fut>(&self, keys: Vec<ObjPath>, op: F) -> Result<Vec<T>>
     where
         T: Send + 'static,
-        F: Fn(Arc<AmazonS3>, ObjPath) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let client = self.client.clone();
@@ -166,6 +172,24 @@ impl S3Store {
                 .await
         })?;
         results.into_iter().collect()
+    }
+
+    /// The same store with `delay` added before every request (GET, PUT,
+    /// LIST, DELETE), through object_store's throttle wrapper: what a
+    /// distant object store's round trip costs, for benchmarks. Requests
+    /// in flight at once wait at once, as over a real network.
+    #[doc(hidden)]
+    pub fn with_request_delay(mut self, delay: Duration) -> S3Store {
+        let config = ThrottleConfig {
+            wait_delete_per_call: delay,
+            wait_get_per_call: delay,
+            wait_list_per_call: delay,
+            wait_list_with_delimiter_per_call: delay,
+            wait_put_per_call: delay,
+            ..ThrottleConfig::default()
+        };
+        self.client = Arc::new(ThrottledStore::new(self.client.clone(), config));
+        self
     }
 
     /// Writes an object with no checks at all (for tests that corrupt a
@@ -297,25 +321,7 @@ impl BlobStore for S3Store {
             .iter()
             .map(|(a, b)| (self.key(&chunk_key(a)), b.to_vec()))
             .collect();
-        let loc = self.location();
-        let client = self.client.clone();
-        let results = self.run(async move {
-            stream::iter(items)
-                .map(|(k, b)| {
-                    let c = client.clone();
-                    let loc = loc.clone();
-                    async move {
-                        c.put(&k, PutPayload::from(b))
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| s3_err(&format!("{loc}: writing {k}"), e))
-                    }
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .collect::<Vec<_>>()
-                .await
-        })?;
-        results.into_iter().collect()
+        self.put_all(items)
     }
 
     fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>> {
@@ -424,12 +430,166 @@ impl BlobStore for S3Store {
             format!("s3://{}/{}", self.bucket, self.prefix)
         }
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let top = prefix.trim_end_matches('/');
+        check_key(top)?;
+        let k = self.key(top);
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let client = self.client.clone();
+        let what = format!("{}: listing {top}/", self.location());
+        let metas = self.run(async move {
+            client
+                .list(Some(&k))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })?;
+        let metas = metas.map_err(|e| s3_err(&what, e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
+            .collect())
+    }
+
+    fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<ObjPath> = keys
+            .iter()
+            .map(|k| check_key(k).map(|()| self.key(k)))
+            .collect::<Result<_>>()?;
+        let loc = self.location();
+        self.each(keys, move |c, k| get(c, k, loc.clone(), max))
+    }
+
+    fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let items: Vec<(ObjPath, Range<u64>)> = reqs
+            .iter()
+            .map(|(k, r)| {
+                check_key(k)?;
+                check_range(k, r)?;
+                Ok((self.key(k), r.clone()))
+            })
+            .collect::<Result<_>>()?;
+        let loc = self.location();
+        let client = self.client.clone();
+        let results = self.run(async move {
+            stream::iter(items)
+                .map(|(k, r)| get_range(client.clone(), k, r, loc.clone()))
+                .buffered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        })?;
+        results.into_iter().collect()
+    }
+
+    fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
+        let items: Vec<(ObjPath, Vec<u8>)> = objs
+            .iter()
+            .map(|(k, b)| check_key(k).map(|()| (self.key(k), b.to_vec())))
+            .collect::<Result<_>>()?;
+        self.put_all(items)
+    }
+
+    fn delete_objects(&self, keys: &[&str]) -> Result<()> {
+        let keys: Vec<ObjPath> = keys
+            .iter()
+            .map(|k| check_key(k).map(|()| self.key(k)))
+            .collect::<Result<_>>()?;
+        let loc = self.location();
+        self.each(keys, move |c, k| {
+            let loc = loc.clone();
+            async move {
+                match c.delete(&k).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(s3_err(&format!("{loc}: deleting {k}"), e)),
+                }
+            }
+        })
+        .map(|_| ())
+    }
+}
+
+impl S3Store {
+    /// PUTs objects, up to [`IN_FLIGHT`] at once.
+    fn put_all(&self, items: Vec<(ObjPath, Vec<u8>)>) -> Result<()> {
+        let loc = self.location();
+        let client = self.client.clone();
+        let results = self.run(async move {
+            stream::iter(items)
+                .map(|(k, b)| {
+                    let c = client.clone();
+                    let loc = loc.clone();
+                    async move {
+                        c.put(&k, PutPayload::from(b))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| s3_err(&format!("{loc}: writing {k}"), e))
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        })?;
+        results.into_iter().collect()
+    }
+}
+
+/// Reads exactly `r` of an object: the body is streamed and cut off past
+/// the range's length, and a body that ends early (an object shorter than
+/// the index said) is an error naming the object.
+async fn get_range(
+    c: Arc<dyn ObjectStore>,
+    k: ObjPath,
+    r: Range<u64>,
+    loc: String,
+) -> Result<Option<Vec<u8>>> {
+    let what = format!("{loc}/{k}");
+    let want = r.end - r.start;
+    if want == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let opts = GetOptions::new().with_range(Some(r.clone()));
+    let got = match c.get_opts(&k, opts).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        // A range starting past the end: the object is shorter than its
+        // index says.
+        Err(e) if e.to_string().contains("416") || e.to_string().contains("Range") => {
+            return Err(short_object(&what, &r, 0));
+        }
+        Err(e) => return Err(s3_err(&format!("{loc}: reading {k}"), e)),
+    };
+    let mut buf = Vec::with_capacity(want as usize);
+    let mut body = got.into_stream();
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| s3_err(&format!("{loc}: reading {k}"), e))?;
+        if (buf.len() + piece.len()) as u64 > want {
+            return Err(Error::corrupt(format!(
+                "{what}: the server sent more than the {want} bytes asked"
+            )));
+        }
+        buf.extend_from_slice(&piece);
+    }
+    if (buf.len() as u64) < want {
+        return Err(short_object(&what, &r, buf.len() as u64));
+    }
+    Ok(Some(buf))
 }
 
 /// Reads an object of at most `bound` bytes: refused at once if its stated
 /// size is larger, and the body is streamed and cut off past the bound, so
 /// neither a wrong size nor a huge body makes the host hold more.
-async fn get(c: Arc<AmazonS3>, k: ObjPath, loc: String, bound: u64) -> Result<Option<Vec<u8>>> {
+async fn get(
+    c: Arc<dyn ObjectStore>,
+    k: ObjPath,
+    loc: String,
+    bound: u64,
+) -> Result<Option<Vec<u8>>> {
     let r = match c.get(&k).await {
         Ok(r) => r,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -454,7 +614,7 @@ async fn get(c: Arc<AmazonS3>, k: ObjPath, loc: String, bound: u64) -> Result<Op
 /// Reads a ref object (at most [`MAX_REF_OBJECT`] bytes, bounded like
 /// [`get`]) with the ETag and version id a conditional write names.
 async fn get_versioned(
-    c: Arc<AmazonS3>,
+    c: Arc<dyn ObjectStore>,
     k: ObjPath,
     loc: String,
 ) -> Result<Option<(Vec<u8>, RefVersion)>> {

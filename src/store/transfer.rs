@@ -1,16 +1,20 @@
-//! Moving trees between a host and a store: [`push`] uploads what the
-//! store lacks and publishes the manifest last; [`pull`] writes a
-//! checkpoint file from a store; [`open_lazy`] starts a tree at once and
-//! fetches each chunk on first read. Every manifest and chunk is checked
-//! on arrival.
+//! Moving trees between a host and a store: [`push`] packs what the store
+//! lacks, publishes the packs' index, then the manifest last; [`pull`]
+//! writes a checkpoint file from a store; [`open_lazy`] starts a tree at
+//! once and fetches chunks on first read (with read-ahead, see `lazy`).
+//! Every manifest and chunk is checked on arrival.
 
-use std::fmt;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::catalog::{self, Catalog};
+use super::fetch::{self, MAX_SPAN};
+use super::lazy::StoreSource;
+use super::pack::DEFAULT_PACK_SIZE;
+use super::packer::Packer;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
 use crate::checkpoint;
-use crate::chunk::ChunkSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::vfs::Snapshot;
@@ -22,6 +26,9 @@ pub struct TransferOptions<'a> {
     pub batch: usize,
     /// Called with (bytes done, bytes to do) as chunks move.
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+    /// Bytes a push aims for per pack object (default
+    /// [`DEFAULT_PACK_SIZE`], 16 MiB; at most [`super::MAX_PACK_SIZE`]).
+    pub pack_size: u64,
 }
 
 impl Default for TransferOptions<'_> {
@@ -29,6 +36,7 @@ impl Default for TransferOptions<'_> {
         TransferOptions {
             batch: 32,
             progress: None,
+            pack_size: DEFAULT_PACK_SIZE,
         }
     }
 }
@@ -48,7 +56,12 @@ pub struct TransferStats {
     pub moved_bytes: u64,
     /// Bytes of the manifest.
     pub manifest_bytes: u64,
+    /// Pack objects written (push).
+    pub packs: u64,
 }
+
+/// Bytes of fetched chunks a pull holds before handing them on.
+const PULL_BATCH_BYTES: u64 = 4 * MAX_SPAN;
 
 /// How many addresses go into one existence query.
 const HAS_BATCH: usize = 1024;
@@ -76,15 +89,19 @@ fn missing(store: &dyn BlobStore, addrs: &[blake3::Hash]) -> Result<Vec<usize>> 
     Ok(out)
 }
 
-/// Uploads `snap` to `store`: the chunks the store lacks (asked in
-/// batches), then the manifest. If anything fails the manifest is not
-/// written, so no reader sees a tree with missing chunks; pushing again
-/// uploads only what is still missing.
+/// Uploads `snap` to `store`: the chunks the store lacks, in packs (see
+/// `pack`), then an index object listing those packs, then the manifest.
+/// What the store holds is learned from its index objects and a listing
+/// of loose chunks (a store written before packs), not one request per
+/// chunk. If anything fails the manifest is not written, so no reader
+/// sees a tree with missing chunks; pushing again resumes (packs already
+/// uploaded are not sent twice).
 pub fn push(
     snap: &Snapshot,
     store: &dyn BlobStore,
     opts: &TransferOptions<'_>,
 ) -> Result<TransferStats> {
+    super::packer::check_target(opts.pack_size)?;
     let (meta, chunks) = checkpoint::encode_meta(snap)?;
     let root = snap.root_hash();
     let addrs: Vec<blake3::Hash> = chunks
@@ -95,29 +112,7 @@ pub fn push(
         })
         .collect::<Result<_>>()?;
     let chunk_bytes: u64 = chunks.iter().map(|c| c.trimmed_len() as u64).sum();
-    let todo = missing(store, &addrs)?;
-    let total: u64 = todo.iter().map(|&i| chunks[i].trimmed_len() as u64).sum();
-    let mut done = 0u64;
-    if let Some(p) = opts.progress {
-        p(0, total);
-    }
-    for part in todo.chunks(opts.batch.max(1)) {
-        let batch: Vec<(blake3::Hash, &[u8])> = part
-            .iter()
-            .map(|&i| Ok((addrs[i], chunks[i].trimmed()?)))
-            .collect::<Result<_>>()?;
-        store.put_chunks(&batch).map_err(|e| {
-            io_err(format!(
-                "pushing to {}: {} (nothing was published; pushing again resumes)",
-                store.location(),
-                e.context().unwrap_or("failed")
-            ))
-        })?;
-        done += batch.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
-        if let Some(p) = opts.progress {
-            p(done, total);
-        }
-    }
+    // The manifest is checked before anything moves.
     let m = manifest::encode(&root, &meta);
     if m.len() as u64 > MAX_MANIFEST_OBJECT {
         return Err(oversized(
@@ -125,6 +120,51 @@ pub fn push(
             Some(m.len() as u64),
             MAX_MANIFEST_OBJECT,
         ));
+    }
+    let cut = |e: Error| {
+        io_err(format!(
+            "pushing to {}: {} (nothing was published; pushing again resumes)",
+            store.location(),
+            e.context().unwrap_or("failed")
+        ))
+    };
+    let (catalog, loose) = std::thread::scope(|s| {
+        let loose = s.spawn(|| loose_chunks(store));
+        let catalog = Catalog::load(store, None);
+        let loose = loose
+            .join()
+            .unwrap_or_else(|_| Err(io_err("listing thread failed")));
+        (catalog, loose)
+    });
+    let catalog = catalog.map_err(cut)?;
+    let loose = loose.map_err(cut)?;
+    let mut seen = HashSet::new();
+    let todo: Vec<usize> = (0..addrs.len())
+        .filter(|&i| {
+            catalog.locate(&addrs[i]).is_none()
+                && !loose.contains(&addrs[i])
+                && seen.insert(addrs[i])
+        })
+        .collect();
+    let total: u64 = todo.iter().map(|&i| chunks[i].trimmed_len() as u64).sum();
+    if let Some(p) = opts.progress {
+        p(0, total);
+    }
+    let mut packed = super::packer::Packed::default();
+    if !todo.is_empty() {
+        catalog::ensure_version(store, catalog.version()).map_err(cut)?;
+        let mut done = 0u64;
+        let mut heard = |n: u64| {
+            done += n;
+            if let Some(p) = opts.progress {
+                p(done, total);
+            }
+        };
+        let mut packer = Packer::new(store, opts.pack_size, &mut heard).map_err(cut)?;
+        for &i in &todo {
+            packer.add(&addrs[i], chunks[i].trimmed()?).map_err(cut)?;
+        }
+        packed = packer.finish(Some(&catalog)).map_err(cut)?;
     }
     store.put_manifest(&root, &m).map_err(|e| {
         io_err(format!(
@@ -138,10 +178,68 @@ pub fn push(
         root,
         chunks: chunks.len() as u64,
         chunk_bytes,
-        moved_chunks: todo.len() as u64,
-        moved_bytes: total,
+        moved_chunks: packed.chunks,
+        moved_bytes: packed.bytes,
         manifest_bytes: m.len() as u64,
+        packs: packed.packs,
     })
+}
+
+/// Uploads `snap` the way stores were written before packs (format 1):
+/// each chunk the store lacks (one existence check each) as its own
+/// `chunks/..` object, then the manifest. For tests and benchmarks of
+/// reading and migrating such stores; [`push`] is what to use.
+#[doc(hidden)]
+pub fn push_loose(
+    snap: &Snapshot,
+    store: &dyn BlobStore,
+    opts: &TransferOptions<'_>,
+) -> Result<TransferStats> {
+    let (meta, chunks) = checkpoint::encode_meta(snap)?;
+    let root = snap.root_hash();
+    let addrs: Vec<blake3::Hash> = chunks
+        .iter()
+        .map(|c| {
+            c.addr()
+                .ok_or_else(|| io_err("stored chunk without an address"))
+        })
+        .collect::<Result<_>>()?;
+    let todo = missing(store, &addrs)?;
+    let mut moved = 0u64;
+    for part in todo.chunks(opts.batch.max(1)) {
+        let batch: Vec<(blake3::Hash, &[u8])> = part
+            .iter()
+            .map(|&i| Ok((addrs[i], chunks[i].trimmed()?)))
+            .collect::<Result<_>>()?;
+        store.put_chunks(&batch)?;
+        moved += batch.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    }
+    let m = manifest::encode(&root, &meta);
+    store.put_manifest(&root, &m)?;
+    Ok(TransferStats {
+        root,
+        chunks: chunks.len() as u64,
+        chunk_bytes: chunks.iter().map(|c| c.trimmed_len() as u64).sum(),
+        moved_chunks: todo.len() as u64,
+        moved_bytes: moved,
+        manifest_bytes: m.len() as u64,
+        packs: 0,
+    })
+}
+
+/// The loose chunk objects a store holds (`chunks/ab/<hex>`, written by
+/// the format before packs), from a listing.
+pub(crate) fn loose_chunks(store: &dyn BlobStore) -> Result<HashSet<blake3::Hash>> {
+    Ok(store
+        .list("chunks/")?
+        .iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix("chunks/")?;
+            let (fan, hex) = rest.split_once('/')?;
+            let h = super::pack::parse_name(hex, "")?;
+            (fan.len() == 2 && hex.starts_with(fan)).then_some(h)
+        })
+        .collect())
 }
 
 /// A checked manifest: metadata bytes (the checkpoint encoding), the
@@ -180,76 +278,11 @@ fn in_manifest(store: &dyn BlobStore, root: &blake3::Hash, e: Error) -> Error {
     )
 }
 
-/// Checks bytes from a store against their address and length.
-fn check_chunk(
-    store: &dyn BlobStore,
-    addr: &blake3::Hash,
-    len: u32,
-    got: Option<Vec<u8>>,
-) -> Result<Vec<u8>> {
-    let Some(bytes) = got else {
-        return Err(io_err(format!(
-            "{}: chunk {} is missing",
-            store.location(),
-            addr.to_hex()
-        )));
-    };
-    if bytes.len() != len as usize || blake3::hash(&bytes) != *addr {
-        return Err(Error::corrupt(format!(
-            "{}: chunk {} is corrupt (its bytes do not match its address)",
-            store.location(),
-            addr.to_hex()
-        )));
-    }
-    Ok(bytes)
-}
-
-/// Makes sure `local` holds every chunk of the manifest, fetching the ones
-/// it lacks from `remote` in batches, each verified before it is stored.
-fn fetch_missing(
-    remote: &dyn BlobStore,
-    local: &dyn BlobStore,
-    chunks: &[(blake3::Hash, u32)],
-    opts: &TransferOptions<'_>,
-) -> Result<(u64, u64)> {
-    let addrs: Vec<blake3::Hash> = chunks.iter().map(|c| c.0).collect();
-    let todo = missing(local, &addrs)?;
-    let total: u64 = todo.iter().map(|&i| chunks[i].1 as u64).sum();
-    let mut done = 0u64;
-    if let Some(p) = opts.progress {
-        p(0, total);
-    }
-    for part in todo.chunks(opts.batch.max(1)) {
-        let want: Vec<blake3::Hash> = part.iter().map(|&i| chunks[i].0).collect();
-        let got = remote.get_chunks(&want)?;
-        if got.len() != want.len() {
-            return Err(io_err(format!(
-                "{}: asked for {} chunks, got {}",
-                remote.location(),
-                want.len(),
-                got.len()
-            )));
-        }
-        let mut checked = Vec::with_capacity(got.len());
-        for (&i, g) in part.iter().zip(got) {
-            let (addr, len) = chunks[i];
-            checked.push((addr, check_chunk(remote, &addr, len, g)?));
-        }
-        let refs: Vec<(blake3::Hash, &[u8])> =
-            checked.iter().map(|(a, b)| (*a, b.as_slice())).collect();
-        local.put_chunks(&refs)?;
-        done += checked.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
-        if let Some(p) = opts.progress {
-            p(done, total);
-        }
-    }
-    Ok((todo.len() as u64, total))
-}
-
 /// Downloads the tree `root` from `store` into a checkpoint file at `out`
 /// (saved atomically). Chunks already in `cache` are not fetched; fetched
 /// ones are verified and kept there. Without a cache they are held in
-/// memory until the file is written.
+/// memory until the file is written. Packed chunks come by ranged reads,
+/// adjacent ones of a pack in one request, several requests at once.
 pub fn pull(
     store: &dyn BlobStore,
     root: &blake3::Hash,
@@ -257,40 +290,93 @@ pub fn pull(
     cache: Option<Arc<dyn BlobStore>>,
     opts: &TransferOptions<'_>,
 ) -> Result<TransferStats> {
-    let (meta, chunks, manifest_bytes) = fetch_manifest(store, root)?;
+    let ((meta, chunks, manifest_bytes), catalog) = manifest_and_catalog(store, root, &cache)?;
     // The tree is checked (structure, root hash, the loader's limits)
     // before any chunk moves: a hostile manifest is refused without
     // downloading what it names. Building it reads no chunk.
-    let unread = Arc::new(StoreSource {
-        remote: Arc::new(MemStore::new()),
-        cache: None,
-        table: chunks.clone(),
-    });
+    let unread = Arc::new(StoreSource::new(
+        Arc::new(MemStore::new()),
+        None,
+        None,
+        chunks.clone(),
+        Vec::new(),
+    ));
     checkpoint::open_meta(&meta, unread, &Limits::default())?;
     let local: Arc<dyn BlobStore> = cache.unwrap_or_else(|| Arc::new(MemStore::new()));
-    let (moved_chunks, moved_bytes) = fetch_missing(store, &*local, &chunks, opts)?;
+    let addrs: Vec<blake3::Hash> = chunks.iter().map(|c| c.0).collect();
+    let todo = missing(&*local, &addrs)?;
+    let wants: Vec<(blake3::Hash, u32)> = todo.iter().map(|&i| chunks[i]).collect();
+    let total: u64 = wants.iter().map(|c| c.1 as u64).sum();
+    if let Some(p) = opts.progress {
+        p(0, total);
+    }
+    let mut done = 0u64;
+    let mut pending: Vec<(blake3::Hash, Vec<u8>)> = Vec::new();
+    let mut pending_bytes = 0u64;
+    let flush = |pending: &mut Vec<(blake3::Hash, Vec<u8>)>, done: &mut u64| -> Result<()> {
+        let refs: Vec<(blake3::Hash, &[u8])> =
+            pending.iter().map(|(a, b)| (*a, b.as_slice())).collect();
+        local.put_chunks(&refs)?;
+        *done += refs.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+        pending.clear();
+        if let Some(p) = opts.progress {
+            p(*done, total);
+        }
+        Ok(())
+    };
+    fetch::fetch_chunks(store, &catalog, &wants, PULL_BATCH_BYTES, &mut |i, b| {
+        pending_bytes += b.len() as u64;
+        pending.push((wants[i].0, b));
+        if pending.len() >= opts.batch.max(1) || pending_bytes >= PULL_BATCH_BYTES {
+            pending_bytes = 0;
+            flush(&mut pending, &mut done)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut pending, &mut done)?;
     // Every chunk is local and verified now; saving reads them from there.
-    let source = Arc::new(StoreSource {
-        remote: local,
-        cache: None,
-        table: chunks.clone(),
-    });
+    let source = Arc::new(StoreSource::new(
+        local,
+        None,
+        None,
+        chunks.clone(),
+        Vec::new(),
+    ));
     let snap = checkpoint::open_meta(&meta, source, &Limits::default())?;
     snap.save(out)?;
     Ok(TransferStats {
         root: *root,
         chunks: chunks.len() as u64,
         chunk_bytes: chunks.iter().map(|c| c.1 as u64).sum(),
-        moved_chunks,
-        moved_bytes,
+        moved_chunks: wants.len() as u64,
+        moved_bytes: total,
         manifest_bytes,
+        packs: 0,
     })
 }
 
-/// Lazily opens the tree `root` from `store`: costs one manifest fetch;
-/// each chunk is fetched on first read, verified, and kept in `cache` (if
-/// given) for the next run. A chunk that is missing or corrupt is an I/O
-/// error to whoever reads it; a file nobody reads moves nothing.
+/// The checked manifest of `root` and the store's catalog, read at once
+/// (the catalog's index objects through `cache` when there is one).
+fn manifest_and_catalog(
+    store: &dyn BlobStore,
+    root: &blake3::Hash,
+    cache: &Option<Arc<dyn BlobStore>>,
+) -> Result<(Fetched, Catalog)> {
+    std::thread::scope(|s| {
+        let cat = s.spawn(|| Catalog::load(store, cache.as_deref()));
+        let m = fetch_manifest(store, root);
+        let cat = cat
+            .join()
+            .unwrap_or_else(|_| Err(io_err("catalog thread failed")));
+        Ok((m?, cat?))
+    })
+}
+
+/// Lazily opens the tree `root` from `store`: costs the manifest and the
+/// store's catalog (read at once); chunks are fetched on first read, with
+/// read-ahead, verified, and kept in `cache` (if given) for the next run.
+/// A chunk that is missing or corrupt is an I/O error to whoever reads
+/// it; a file nobody reads moves nothing.
 pub fn open_lazy(
     store: Arc<dyn BlobStore>,
     root: &blake3::Hash,
@@ -308,57 +394,14 @@ pub fn open_lazy_with_limits(
     cache: Option<Arc<dyn BlobStore>>,
     limits: &Limits,
 ) -> Result<Snapshot> {
-    let (meta, chunks, _) = fetch_manifest(&*store, root)?;
-    let source = Arc::new(StoreSource {
-        remote: store,
+    let ((meta, chunks, _), catalog) = manifest_and_catalog(&*store, root, &cache)?;
+    let runs = checkpoint::meta_file_runs(&meta)?;
+    let source = Arc::new(StoreSource::new(
+        store,
+        Some(Arc::new(catalog)),
         cache,
-        table: chunks,
-    });
+        chunks,
+        runs,
+    ));
     checkpoint::open_meta(&meta, source, limits)
-}
-
-/// Chunk bytes from a store (through a local cache) on demand.
-struct StoreSource {
-    remote: Arc<dyn BlobStore>,
-    cache: Option<Arc<dyn BlobStore>>,
-    /// Address and length of chunk `key`.
-    table: Vec<(blake3::Hash, u32)>,
-}
-
-impl fmt::Debug for StoreSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreSource")
-            .field("remote", &self.remote.location())
-            .field("chunks", &self.table.len())
-            .finish()
-    }
-}
-
-impl ChunkSource for StoreSource {
-    fn fetch(&self, key: u64, addr: &blake3::Hash) -> Result<Vec<u8>> {
-        let Some(&(want, len)) = self.table.get(key as usize) else {
-            return Err(io_err("chunk key out of range"));
-        };
-        if want != *addr {
-            return Err(io_err("chunk key names another chunk"));
-        }
-        if let Some(cache) = &self.cache
-            && let Ok(mut got) = cache.get_chunks(&[want])
-            && let Some(Some(bytes)) = got.pop()
-            && let Ok(bytes) = check_chunk(&**cache, &want, len, Some(bytes))
-        {
-            return Ok(bytes);
-        }
-        // Whatever went wrong, the reader sees an I/O error, as with a
-        // lazily opened checkpoint file.
-        let as_io = |e: Error| Error::with(ErrorKind::Io, e.context().unwrap_or("").to_string());
-        let mut got = self.remote.get_chunks(&[want]).map_err(as_io)?;
-        let bytes = check_chunk(&*self.remote, &want, len, got.pop().flatten()).map_err(as_io)?;
-        if let Some(cache) = &self.cache
-            && let Err(e) = cache.put_chunks(&[(want, &bytes)])
-        {
-            tracing::warn!("caching chunk {}: {e}", want.to_hex());
-        }
-        Ok(bytes)
-    }
 }

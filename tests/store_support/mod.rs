@@ -93,6 +93,12 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl Weed {
     pub fn start() -> Weed {
+        Weed::start_sized(64, 20)
+    }
+
+    /// A server of at most `volumes` volumes of `volume_mb` MB each (what
+    /// it can hold; a benchmark of GiB transfers needs more than a test).
+    pub fn start_sized(volume_mb: u32, volumes: u32) -> Weed {
         let bin = weed_bin();
         let data = tempfile::tempdir().unwrap();
         let config = data.path().join("s3.json");
@@ -124,8 +130,8 @@ impl Weed {
             // Side services on fixed default ports would clash between tests.
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
-            "-master.volumeSizeLimitMB=64".into(),
-            "-volume.max=20".into(),
+            format!("-master.volumeSizeLimitMB={volume_mb}"),
+            format!("-volume.max={volumes}"),
         ];
         let weed = Weed {
             child: Mutex::new(None),

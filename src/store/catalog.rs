@@ -1,0 +1,393 @@
+//! What a client knows of a store's chunks: the store's format version,
+//! and where each packed chunk is, learned from the index objects.
+//!
+//! Loading costs a read of the version object and a listing of `index/`
+//! (the two at once), then one read per index object not seen before, so
+//! O(pushes) requests however many chunks the store holds. Index objects
+//! are immutable and named by their hash, so a host's cache keeps them
+//! (`index/<hex>` in the cache store) and a later load reads only the new
+//! ones. A chunk no index places is looked for as a loose `chunks/..`
+//! object, which is how a store written before packs holds everything.
+//!
+//! An index object that is damaged does not stop the load: its chunks
+//! are simply not placed, and the damage is named in the error of any
+//! read that then finds a chunk nowhere.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use super::pack::{self, PackRecord, parse_name};
+use super::{BlobStore, MAX_INDEX_OBJECT, io_err};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The object that says which store format a store is in.
+pub const VERSION_KEY: &str = "cowvfs-store";
+/// The store format this build writes: 2, packs and index objects (1 was
+/// one object per chunk; a store without a version object is format 1
+/// and is read as such).
+pub const STORE_VERSION: u32 = 2;
+const VERSION_PREFIX: &str = "cowvfs store format ";
+
+/// Index objects read per batch call.
+const INDEX_BATCH: usize = 64;
+
+/// Where one packed chunk is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLoc {
+    /// The pack's name.
+    pub pack: blake3::Hash,
+    /// Offset of the chunk's bytes in the pack object.
+    pub offset: u64,
+    /// Their length.
+    pub len: u32,
+}
+
+impl ChunkLoc {
+    /// The pack's object name.
+    pub fn pack_key(&self) -> String {
+        pack::pack_key(&self.pack)
+    }
+}
+
+/// A client's view of a store's packs (see the module docs).
+#[derive(Debug)]
+pub struct Catalog {
+    location: String,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    version: u32,
+    /// Index objects read (or found damaged), by name.
+    seen: HashSet<String>,
+    /// Pack names; a location refers to one by position.
+    packs: Vec<blake3::Hash>,
+    pack_pos: HashMap<blake3::Hash, u32>,
+    at: HashMap<blake3::Hash, (u32, u64, u32)>,
+    /// Index objects that failed their checks, with why.
+    damaged: Vec<String>,
+}
+
+/// The body of the version object for `version`.
+pub(crate) fn version_object(version: u32) -> Vec<u8> {
+    format!("{VERSION_PREFIX}{version}\n").into_bytes()
+}
+
+/// The store's format version: 1 when it has no version object.
+pub(crate) fn read_version(store: &dyn BlobStore) -> Result<u32> {
+    let got = store.get_objects(&[VERSION_KEY], 256)?.pop().flatten();
+    let Some(bytes) = got else { return Ok(1) };
+    let bad = || {
+        Error::corrupt(format!(
+            "{}/{VERSION_KEY}: not a cowvfs store version object",
+            store.location()
+        ))
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
+    let n: u32 = text
+        .strip_prefix(VERSION_PREFIX)
+        .and_then(|t| t.strip_suffix('\n'))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(bad)?;
+    if n == 0 || n > STORE_VERSION {
+        return Err(Error::with(
+            ErrorKind::Unsupported,
+            format!(
+                "{}: store format {n} is not supported (this build reads formats 1 to {STORE_VERSION})",
+                store.location()
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+/// Marks the store as format [`STORE_VERSION`] (before a push writes its
+/// first pack), unless it says so already.
+pub(crate) fn ensure_version(store: &dyn BlobStore, have: u32) -> Result<()> {
+    if have >= STORE_VERSION {
+        return Ok(());
+    }
+    let v = version_object(STORE_VERSION);
+    store.put_objects(&[(VERSION_KEY, &v)])
+}
+
+impl Catalog {
+    /// Reads the store's version and every index object (those already
+    /// in `cache` from there).
+    pub fn load(store: &dyn BlobStore, cache: Option<&dyn BlobStore>) -> Result<Catalog> {
+        let (version, listed) = std::thread::scope(|s| {
+            let v = s.spawn(|| read_version(store));
+            let listed = store.list("index/");
+            let v = v
+                .join()
+                .unwrap_or_else(|_| Err(io_err("version reader thread failed")));
+            (v, listed)
+        });
+        let cat = Catalog {
+            location: store.location(),
+            state: Mutex::new(State {
+                version: version?,
+                ..State::default()
+            }),
+        };
+        cat.take_in(store, cache, listed?)?;
+        Ok(cat)
+    }
+
+    /// Lists `index/` again and reads the index objects not seen yet
+    /// (another host's pushes since); how many were new.
+    pub fn refresh(&self, store: &dyn BlobStore, cache: Option<&dyn BlobStore>) -> Result<usize> {
+        let listed = store.list("index/")?;
+        self.take_in(store, cache, listed)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| io_err("store catalog poisoned"))
+    }
+
+    fn take_in(
+        &self,
+        store: &dyn BlobStore,
+        cache: Option<&dyn BlobStore>,
+        listed: Vec<String>,
+    ) -> Result<usize> {
+        let new: Vec<(String, blake3::Hash)> = {
+            let st = self.lock()?;
+            listed
+                .into_iter()
+                .filter(|k| !st.seen.contains(k))
+                .filter_map(|k| parse_name(&k, "index/").map(|h| (k, h)))
+                .collect()
+        };
+        let mut count = 0;
+        for part in new.chunks(INDEX_BATCH) {
+            let keys: Vec<&str> = part.iter().map(|(k, _)| k.as_str()).collect();
+            let mut got: Vec<Option<Result<Vec<PackRecord>>>> = vec![None; 0];
+            got.resize_with(part.len(), || None);
+            // The cache first: a cached index object is checked like any.
+            if let Some(c) = cache
+                && let Ok(bytes) = c.get_objects(&keys, MAX_INDEX_OBJECT)
+            {
+                for ((g, b), (_, h)) in got.iter_mut().zip(bytes).zip(part) {
+                    if let Some(b) = b
+                        && let Ok(recs) = pack::decode_index(h, &b)
+                    {
+                        *g = Some(Ok(recs));
+                    }
+                }
+            }
+            let want: Vec<usize> = (0..part.len()).filter(|&i| got[i].is_none()).collect();
+            if !want.is_empty() {
+                let wkeys: Vec<&str> = want.iter().map(|&i| keys[i]).collect();
+                let fetched = store.get_objects(&wkeys, MAX_INDEX_OBJECT)?;
+                let mut to_cache = Vec::new();
+                for (&i, b) in want.iter().zip(fetched) {
+                    // Gone since the listing (a garbage collection): skip.
+                    let Some(b) = b else { continue };
+                    let r = pack::decode_index(&part[i].1, &b);
+                    if r.is_ok() {
+                        to_cache.push((keys[i], b));
+                    }
+                    got[i] = Some(r);
+                }
+                if let Some(c) = cache {
+                    let objs: Vec<(&str, &[u8])> =
+                        to_cache.iter().map(|(k, b)| (*k, b.as_slice())).collect();
+                    if let Err(e) = c.put_objects(&objs) {
+                        tracing::warn!("caching index objects: {e}");
+                    }
+                }
+            }
+            let mut st = self.lock()?;
+            for ((key, _), g) in part.iter().zip(got) {
+                match g {
+                    None => continue,
+                    Some(Ok(recs)) => {
+                        st.add(recs);
+                        count += 1;
+                    }
+                    Some(Err(e)) => {
+                        let why = format!(
+                            "{}/{key}: {}",
+                            self.location,
+                            e.context().unwrap_or("corrupt")
+                        );
+                        tracing::warn!("ignoring a damaged index object: {why}");
+                        st.damaged.push(why);
+                    }
+                }
+                st.seen.insert(key.clone());
+            }
+        }
+        Ok(count)
+    }
+
+    /// The store's format version (1: loose chunks only so far).
+    pub fn version(&self) -> u32 {
+        self.lock().map_or(1, |s| s.version)
+    }
+
+    /// Where the chunk `addr` is packed, if any index places it.
+    pub fn locate(&self, addr: &blake3::Hash) -> Option<ChunkLoc> {
+        let st = self.lock().ok()?;
+        let &(p, offset, len) = st.at.get(addr)?;
+        Some(ChunkLoc {
+            pack: st.packs[p as usize],
+            offset,
+            len,
+        })
+    }
+
+    /// Packed chunks known.
+    pub fn chunk_count(&self) -> usize {
+        self.lock().map_or(0, |s| s.at.len())
+    }
+
+    /// Packs known, by name.
+    pub fn packs(&self) -> Vec<blake3::Hash> {
+        self.lock().map_or_else(|_| Vec::new(), |s| s.packs.clone())
+    }
+
+    /// Index objects read, by object name.
+    pub fn index_keys(&self) -> Vec<String> {
+        self.lock()
+            .map_or_else(|_| Vec::new(), |s| s.seen.iter().cloned().collect())
+    }
+
+    /// What is known to be damaged (for the message of a missing chunk).
+    pub fn damage(&self) -> Vec<String> {
+        self.lock()
+            .map_or_else(|_| Vec::new(), |s| s.damaged.clone())
+    }
+
+    /// Records packs just written (by this client's own push).
+    pub(crate) fn learn(&self, index: &str, recs: Vec<PackRecord>) -> Result<()> {
+        let mut st = self.lock()?;
+        st.add(recs);
+        st.seen.insert(index.to_string());
+        Ok(())
+    }
+}
+
+impl State {
+    fn add(&mut self, recs: Vec<PackRecord>) {
+        for r in recs {
+            let name = blake3::Hash::from_bytes(r.name);
+            let next = self.packs.len() as u32;
+            let p = *self.pack_pos.entry(name).or_insert(next);
+            if p == next {
+                self.packs.push(name);
+            }
+            for e in r.entries {
+                self.at
+                    .entry(blake3::Hash::from_bytes(e.addr))
+                    .or_insert((p, e.offset, e.len));
+            }
+        }
+    }
+}
+
+/// Reads and checks one index object (for tools that need every pack's
+/// full record, such as a garbage collector).
+pub fn read_index(store: &dyn BlobStore, key: &str) -> Result<Vec<PackRecord>> {
+    let Some(name) = parse_name(key, "index/") else {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!("{key}: not an index object name"),
+        ));
+    };
+    let Some(bytes) = store.get_objects(&[key], MAX_INDEX_OBJECT)?.pop().flatten() else {
+        return Err(Error::with(
+            ErrorKind::NotFound,
+            format!("{}/{key}: no such index object", store.location()),
+        ));
+    };
+    pack::decode_index(&name, &bytes).map_err(|e| {
+        Error::with(
+            e.kind(),
+            format!(
+                "{}/{key}: {}",
+                store.location(),
+                e.context().unwrap_or("corrupt")
+            ),
+        )
+    })
+}
+
+/// A pack's own index, read from its trailer by two ranged reads (the
+/// footer, then the trailer), checked against the pack's name and `size`
+/// (what an index object says, or a listing): for rebuilding or checking
+/// an index without trusting it.
+pub fn read_pack_index(
+    store: &dyn BlobStore,
+    pack: &blake3::Hash,
+    size: u64,
+) -> Result<PackRecord> {
+    let key = pack::pack_key(pack);
+    let named = |e: Error| {
+        Error::with(
+            e.kind(),
+            format!(
+                "{}/{key}: {}",
+                store.location(),
+                e.context().unwrap_or("corrupt")
+            ),
+        )
+    };
+    if !(pack::PACK_HEAD + pack::PACK_FOOT..=super::MAX_PACK_OBJECT).contains(&size) {
+        return Err(named(Error::corrupt(format!(
+            "size {size} is out of range for a pack"
+        ))));
+    }
+    let missing = || {
+        Error::with(
+            ErrorKind::NotFound,
+            format!("{}/{key}: no such pack", store.location()),
+        )
+    };
+    let foot = store
+        .get_ranges(&[(&key, size - pack::PACK_FOOT..size)])?
+        .pop()
+        .flatten()
+        .ok_or_else(missing)?;
+    let (len, hash) = pack::decode_footer(size, &foot).map_err(named)?;
+    let end = size - pack::PACK_FOOT;
+    if len > super::MAX_RANGE_REQUEST {
+        return Err(named(Error::corrupt("pack trailer is too long")));
+    }
+    let trailer = store
+        .get_ranges(&[(&key, end - len..end)])?
+        .pop()
+        .flatten()
+        .ok_or_else(missing)?;
+    pack::decode_trailer(pack, size, &hash, &trailer).map_err(named)
+}
+
+/// Reads a whole pack and checks it: header, trailer, name, and every
+/// chunk against its address. Its record on success.
+pub fn verify_pack(store: &dyn BlobStore, pack: &blake3::Hash) -> Result<PackRecord> {
+    let key = pack::pack_key(pack);
+    let Some(bytes) = store
+        .get_objects(&[&key], super::MAX_PACK_OBJECT)?
+        .pop()
+        .flatten()
+    else {
+        return Err(Error::with(
+            ErrorKind::NotFound,
+            format!("{}/{key}: no such pack", store.location()),
+        ));
+    };
+    pack::check_pack(pack, &bytes).map_err(|e| {
+        Error::with(
+            e.kind(),
+            format!(
+                "{}/{key}: {}",
+                store.location(),
+                e.context().unwrap_or("corrupt")
+            ),
+        )
+    })
+}

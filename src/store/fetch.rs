@@ -1,0 +1,294 @@
+//! Fetching chunks from a store: packed chunks by ranged reads, adjacent
+//! chunks of one pack (and those a small gap apart) coalesced into one
+//! request, many requests handed to the store at once; loose chunks (a
+//! store written before packs) one object each. Every chunk is checked
+//! against its address and length before anyone sees it.
+
+use std::ops::Range;
+
+use super::catalog::{Catalog, ChunkLoc};
+use super::{BlobStore, MAX_RANGE_REQUEST, io_err};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Chunks of one pack at most this far apart are read in one request
+/// (the gap's bytes cost less than another round trip).
+pub(crate) const GAP: u64 = 256 << 10;
+/// Longest coalesced request (16 MiB).
+pub(crate) const MAX_SPAN: u64 = 16 << 20;
+/// Loose chunk objects asked for per batch call.
+const LOOSE_BATCH: usize = 32;
+
+/// One ranged read and the chunks it carries.
+struct Span {
+    pack: blake3::Hash,
+    range: Range<u64>,
+    /// (position in the caller's list, location).
+    members: Vec<(usize, ChunkLoc)>,
+}
+
+/// Groups located chunks into coalesced reads.
+fn spans(mut located: Vec<(usize, ChunkLoc)>) -> Vec<Span> {
+    located.sort_by_key(|(_, l)| (*l.pack.as_bytes(), l.offset));
+    let mut out: Vec<Span> = Vec::new();
+    for (i, l) in located {
+        let end = l.offset + l.len as u64;
+        if let Some(s) = out.last_mut()
+            && s.pack == l.pack
+            && l.offset <= s.range.end + GAP
+            && end.max(s.range.end) - s.range.start <= MAX_SPAN
+        {
+            s.range.end = s.range.end.max(end);
+            s.members.push((i, l));
+            continue;
+        }
+        out.push(Span {
+            pack: l.pack,
+            range: l.offset..end,
+            members: vec![(i, l)],
+        });
+    }
+    out
+}
+
+/// Fetches `wants` (address, length) from `store`, packed ones as
+/// `catalog` places them, and hands each verified chunk to `sink` with its
+/// position in `wants`, in no set order. At most about `batch_bytes` are
+/// held at once. A chunk found nowhere (after one refresh of the catalog,
+/// for a push that landed meanwhile) or found damaged is an error naming
+/// it and where it was looked for.
+pub(crate) fn fetch_chunks(
+    store: &dyn BlobStore,
+    catalog: &Catalog,
+    wants: &[(blake3::Hash, u32)],
+    batch_bytes: u64,
+    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let (mut packed, mut loose) = (Vec::new(), Vec::new());
+    for (i, (addr, _)) in wants.iter().enumerate() {
+        match catalog.locate(addr) {
+            Some(l) => packed.push((i, l)),
+            None => loose.push(i),
+        }
+    }
+    let not_found = fetch_loose(store, wants, &loose, sink)?;
+    if !not_found.is_empty() {
+        // Perhaps packed by a push since the catalog was read.
+        catalog.refresh(store, None)?;
+        for i in not_found {
+            let Some(l) = catalog.locate(&wants[i].0) else {
+                let damage = catalog.damage();
+                let also = if damage.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (damaged index objects: {})", damage.join("; "))
+                };
+                return Err(io_err(format!(
+                    "{}: chunk {} is missing: in no pack and not a loose object{also}",
+                    store.location(),
+                    wants[i].0.to_hex()
+                )));
+            };
+            packed.push((i, l));
+        }
+    }
+    let all = spans(packed);
+    let mut start = 0;
+    while start < all.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < all.len() && (end == start || bytes + span_len(&all[end]) <= batch_bytes) {
+            bytes += span_len(&all[end]);
+            end += 1;
+        }
+        fetch_spans(store, wants, &all[start..end], sink)?;
+        start = end;
+    }
+    Ok(())
+}
+
+fn span_len(s: &Span) -> u64 {
+    s.range.end - s.range.start
+}
+
+/// Reads loose chunk objects; the positions the store lacks.
+fn fetch_loose(
+    store: &dyn BlobStore,
+    wants: &[(blake3::Hash, u32)],
+    loose: &[usize],
+    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<Vec<usize>> {
+    let mut lacking = Vec::new();
+    for part in loose.chunks(LOOSE_BATCH) {
+        let addrs: Vec<blake3::Hash> = part.iter().map(|&i| wants[i].0).collect();
+        let got = store.get_chunks(&addrs)?;
+        if got.len() != addrs.len() {
+            return Err(io_err(format!(
+                "{}: asked for {} chunks, got {}",
+                store.location(),
+                addrs.len(),
+                got.len()
+            )));
+        }
+        for (&i, g) in part.iter().zip(got) {
+            let Some(bytes) = g else {
+                lacking.push(i);
+                continue;
+            };
+            let (addr, len) = wants[i];
+            if bytes.len() != len as usize || blake3::hash(&bytes) != addr {
+                return Err(Error::corrupt(format!(
+                    "{}: chunk {} is corrupt (its bytes do not match its address)",
+                    store.location(),
+                    addr.to_hex()
+                )));
+            }
+            sink(i, bytes)?;
+        }
+    }
+    Ok(lacking)
+}
+
+/// Reads one batch of spans and checks every chunk in them. Hashing runs
+/// on two threads when there is much of it.
+fn fetch_spans(
+    store: &dyn BlobStore,
+    wants: &[(blake3::Hash, u32)],
+    spans: &[Span],
+    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let keys: Vec<String> = spans
+        .iter()
+        .map(|s| super::pack::pack_key(&s.pack))
+        .collect();
+    let reqs: Vec<(&str, Range<u64>)> = keys
+        .iter()
+        .zip(spans)
+        .map(|(k, s)| (k.as_str(), s.range.clone()))
+        .collect();
+    debug_assert!(
+        reqs.iter()
+            .all(|(_, r)| r.end - r.start <= MAX_RANGE_REQUEST)
+    );
+    let got = store.get_ranges(&reqs)?;
+    if got.len() != reqs.len() {
+        return Err(io_err(format!(
+            "{}: asked for {} ranges, got {}",
+            store.location(),
+            reqs.len(),
+            got.len()
+        )));
+    }
+    let mut bodies = Vec::with_capacity(spans.len());
+    for ((s, k), g) in spans.iter().zip(&keys).zip(got) {
+        let Some(body) = g else {
+            return Err(io_err(format!(
+                "{}: pack {k} is missing (it holds chunk {})",
+                store.location(),
+                wants[s.members[0].0].0.to_hex()
+            )));
+        };
+        if body.len() as u64 != span_len(s) {
+            return Err(super::short_object(
+                &format!("{}/{k}", store.location()),
+                &s.range,
+                body.len() as u64,
+            ));
+        }
+        bodies.push(body);
+    }
+    let loc = store.location();
+    let check = |from: usize, to: usize| -> Result<()> {
+        for (n, s) in spans[from..to].iter().enumerate() {
+            check_span(&loc, &keys[from + n], wants, s, &bodies[from + n])?;
+        }
+        Ok(())
+    };
+    let total: u64 = spans.iter().map(span_len).sum();
+    if total >= 4 << 20 && spans.len() > 1 {
+        let mid = spans.len() / 2;
+        std::thread::scope(|sc| {
+            let other = sc.spawn(|| check(0, mid));
+            let mine = check(mid, spans.len());
+            other
+                .join()
+                .unwrap_or_else(|_| Err(io_err("chunk check thread failed")))
+                .and(mine)
+        })?;
+    } else {
+        check(0, spans.len())?;
+    }
+    for (s, body) in spans.iter().zip(bodies) {
+        for &(i, l) in &s.members {
+            let at = (l.offset - s.range.start) as usize;
+            sink(i, body[at..at + l.len as usize].to_vec())?;
+        }
+    }
+    Ok(())
+}
+
+fn check_span(
+    loc: &str,
+    key: &str,
+    wants: &[(blake3::Hash, u32)],
+    s: &Span,
+    body: &[u8],
+) -> Result<()> {
+    for &(i, l) in &s.members {
+        let (addr, len) = wants[i];
+        let at = (l.offset - s.range.start) as usize;
+        let bytes = &body[at..at + l.len as usize];
+        if l.len != len || blake3::hash(bytes) != addr {
+            return Err(Error::with(
+                ErrorKind::Corrupt,
+                format!(
+                    "{loc}/{key}: chunk {} at offset {} is corrupt (its bytes do not match its address)",
+                    addr.to_hex(),
+                    l.offset
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(pack: u8, offset: u64, len: u32) -> ChunkLoc {
+        ChunkLoc {
+            pack: blake3::hash(&[pack]),
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn adjacent_chunks_of_a_pack_share_a_request() {
+        let k = 65536;
+        let got = spans(vec![
+            (0, loc(1, 11, k)),
+            (1, loc(1, 11 + k as u64, k)),
+            // A small gap: still one request.
+            (2, loc(1, 11 + 2 * k as u64 + 1000, k)),
+            // Far away: another.
+            (3, loc(1, 50 << 20, k)),
+            (4, loc(2, 11, k)),
+        ]);
+        let shape: Vec<(usize, u64)> = got
+            .iter()
+            .map(|s| (s.members.len(), s.range.end - s.range.start))
+            .collect();
+        assert_eq!(
+            shape,
+            [(3, 3 * k as u64 + 1000), (1, k as u64), (1, k as u64)]
+        );
+        // A run longer than MAX_SPAN is cut.
+        let run: Vec<(usize, ChunkLoc)> = (0..600)
+            .map(|i| (i, loc(3, 11 + i as u64 * k as u64, k)))
+            .collect();
+        let s = spans(run);
+        assert_eq!(s.len(), 3);
+        assert!(s.iter().all(|s| s.range.end - s.range.start <= MAX_SPAN));
+    }
+}

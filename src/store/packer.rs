@@ -1,0 +1,180 @@
+//! Writing chunks into packs: fills packs to a target size in the order
+//! chunks come (a file's chunks end up next to each other, so a reader of
+//! the file reads one range), uploads a few at once, and at the end
+//! publishes one index object listing them (more past
+//! `MAX_INDEX_ENTRIES`). Used by push and by migrate.
+//!
+//! Packs are named by their content and filled deterministically, so a
+//! push cut off before its index was written and run again makes the same
+//! packs: those already in the store (from the listing of `packs/` taken
+//! at the start) are not uploaded twice.
+
+use std::collections::HashSet;
+
+use super::BlobStore;
+use super::catalog::Catalog;
+use super::pack::{
+    self, MAX_INDEX_ENTRIES, MAX_PACK_ENTRIES, MAX_PACK_SIZE, PackBuilder, PackRecord,
+};
+use crate::content::CHUNK_SIZE;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Packs uploaded at once (and so held in memory at once).
+pub(crate) const PACKS_IN_FLIGHT: usize = 4;
+
+/// What a packer wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Packed {
+    /// Chunks in packs this packer uploaded.
+    pub chunks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+    /// Packs that were in the store already (a resumed push).
+    pub reused: u64,
+    /// Index objects written.
+    pub indexes: u64,
+}
+
+pub(crate) struct Packer<'a> {
+    store: &'a dyn BlobStore,
+    target: u64,
+    existing: HashSet<String>,
+    building: Option<PackBuilder>,
+    ready: Vec<(PackRecord, Vec<u8>)>,
+    written: Vec<PackRecord>,
+    stats: Packed,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+/// Checks a pack target size.
+pub(crate) fn check_target(target: u64) -> Result<()> {
+    if !(CHUNK_SIZE as u64..=MAX_PACK_SIZE).contains(&target) {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!(
+                "pack size {target} is outside {}..={MAX_PACK_SIZE} bytes",
+                CHUNK_SIZE
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl<'a> Packer<'a> {
+    /// A packer for `store` aiming at `target` bytes per pack; `progress`
+    /// hears the bytes of chunks as their packs become durable.
+    pub(crate) fn new(
+        store: &'a dyn BlobStore,
+        target: u64,
+        progress: &'a mut dyn FnMut(u64),
+    ) -> Result<Packer<'a>> {
+        check_target(target)?;
+        let existing = store.list("packs/")?.into_iter().collect();
+        Ok(Packer {
+            store,
+            target,
+            existing,
+            building: None,
+            ready: Vec::new(),
+            written: Vec::new(),
+            stats: Packed::default(),
+            progress,
+        })
+    }
+
+    /// Adds a chunk (the caller promises `bytes` hash to `addr`).
+    pub(crate) fn add(&mut self, addr: &blake3::Hash, bytes: &[u8]) -> Result<()> {
+        let full = self.building.as_ref().is_some_and(|b| {
+            b.count() > 0
+                && (b.len() + bytes.len() as u64 > self.target || b.count() >= MAX_PACK_ENTRIES)
+        });
+        if full {
+            self.seal()?;
+        }
+        self.building
+            .get_or_insert_with(|| PackBuilder::new(self.target))
+            .push(addr, bytes);
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        if let Some(b) = self.building.take() {
+            self.ready.push(b.finish()?);
+            if self.ready.len() >= PACKS_IN_FLIGHT {
+                self.upload()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn upload(&mut self) -> Result<()> {
+        let ready = std::mem::take(&mut self.ready);
+        let keys: Vec<String> = ready.iter().map(|(r, _)| r.key()).collect();
+        let objs: Vec<(&str, &[u8])> = keys
+            .iter()
+            .zip(&ready)
+            .filter(|(k, _)| !self.existing.contains(*k))
+            .map(|(k, (_, b))| (k.as_str(), b.as_slice()))
+            .collect();
+        self.store.put_objects(&objs)?;
+        let mut done = 0;
+        for (k, (rec, _)) in keys.iter().zip(ready) {
+            let bytes: u64 = rec.entries.iter().map(|e| e.len as u64).sum();
+            done += bytes;
+            if self.existing.contains(k) {
+                self.stats.reused += 1;
+            } else {
+                self.stats.packs += 1;
+                self.stats.chunks += rec.entries.len() as u64;
+                self.stats.bytes += bytes;
+            }
+            self.written.push(rec);
+        }
+        (self.progress)(done);
+        Ok(())
+    }
+
+    /// Uploads what is left, then the index objects (only once every pack
+    /// they list is durable), and tells `catalog` what it now holds.
+    pub(crate) fn finish(mut self, catalog: Option<&Catalog>) -> Result<Packed> {
+        self.seal()?;
+        if !self.ready.is_empty() {
+            self.upload()?;
+        }
+        let written = std::mem::take(&mut self.written);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut groups: Vec<Vec<PackRecord>> = Vec::new();
+        let mut entries = 0;
+        for r in written {
+            if groups.is_empty() || entries + r.entries.len() > MAX_INDEX_ENTRIES {
+                groups.push(Vec::new());
+                entries = 0;
+            }
+            entries += r.entries.len();
+            if let Some(g) = groups.last_mut() {
+                g.push(r);
+            }
+        }
+        let mut objects = Vec::new();
+        for g in groups {
+            let (name, bytes) = pack::encode_index(g.clone(), now)?;
+            objects.push((pack::index_key(&name), bytes, g));
+        }
+        let objs: Vec<(&str, &[u8])> = objects
+            .iter()
+            .map(|(k, b, _)| (k.as_str(), b.as_slice()))
+            .collect();
+        self.store.put_objects(&objs)?;
+        self.stats.indexes = objects.len() as u64;
+        if let Some(c) = catalog {
+            for (k, _, g) in objects {
+                c.learn(&k, g)?;
+            }
+        }
+        Ok(self.stats)
+    }
+}
