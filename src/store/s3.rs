@@ -397,7 +397,7 @@ impl BlobStore for S3Store {
         let strip = format!("{dir}/");
         let client = self.client.clone();
         let what = format!("{}/{dir}", self.location());
-        let listed = self.run(async move {
+        self.run(async move {
             let mut names = Vec::new();
             let mut list = client.list(Some(&dir));
             while let Some(meta) = list.next().await {
@@ -419,8 +419,7 @@ impl BlobStore for S3Store {
                 names.push(n.to_string());
             }
             Ok(names)
-        })?;
-        listed
+        })?
     }
 
     fn location(&self) -> String {
