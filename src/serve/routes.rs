@@ -1,0 +1,287 @@
+//! The route table, and the router made from it with its middleware:
+//! bearer-token auth, request metrics and logs, and JSON answers for
+//! unknown routes and methods. The OpenAPI document is made from the same
+//! table, so it lists exactly the routes the server has.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, on};
+
+use super::error::{ApiError, Code};
+use super::{App, browse, catalog, openapi, run};
+
+/// One route: method, path (axum syntax: `{param}`, `{*rest}`), and what
+/// the OpenAPI document says of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// `GET`, `PUT`, `POST` or `DELETE`.
+    pub method: &'static str,
+    /// The path.
+    pub path: &'static str,
+    /// One line for the document.
+    pub summary: &'static str,
+    /// The request body's media type, if it takes one.
+    pub body: Option<&'static str>,
+    /// The success response's media type.
+    pub returns: &'static str,
+}
+
+const JSON: &str = "application/json";
+const BYTES: &str = "application/octet-stream";
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<&'static str>,
+    returns: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        body,
+        returns,
+    }
+}
+
+/// Every route the server has.
+pub const ROUTES: &[Route] = &[
+    r(
+        "GET",
+        "/healthz",
+        "Liveness: 200 while the server runs (no token needed).",
+        None,
+        "text/plain",
+    ),
+    r(
+        "GET",
+        "/metrics",
+        "Prometheus metrics: requests, latencies, active sandboxes, snapshot memory.",
+        None,
+        "text/plain",
+    ),
+    r("GET", "/v1/openapi.json", "This document.", None, JSON),
+    r(
+        "POST",
+        "/v1/run",
+        "Fork a base snapshot, run a module in the fork, answer with its exit code, output and what was asked.",
+        Some(JSON),
+        JSON,
+    ),
+    r("GET", "/v1/modules", "List modules.", None, JSON),
+    r(
+        "PUT",
+        "/v1/modules/{name}",
+        "Upload a module (component or preview1 core module, binary or WAT) under a name; compiled once per content hash.",
+        Some(BYTES),
+        JSON,
+    ),
+    r(
+        "GET",
+        "/v1/modules/{name}",
+        "Describe a module.",
+        None,
+        JSON,
+    ),
+    r(
+        "DELETE",
+        "/v1/modules/{name}",
+        "Forget a module name.",
+        None,
+        JSON,
+    ),
+    r(
+        "GET",
+        "/v1/snapshots",
+        "List snapshots: held ones, and names of ones only in the store.",
+        None,
+        JSON,
+    ),
+    r(
+        "PUT",
+        "/v1/snapshots/{name}",
+        "Register a base snapshot under a name: a checkpoint file as the body, or JSON {\"root\": HEX} (from --store) or {\"url\": STORE/ROOT}.",
+        Some(BYTES),
+        JSON,
+    ),
+    r(
+        "GET",
+        "/v1/snapshots/{name}",
+        "Describe a snapshot (by name or root hash): root, names, usage, memory charge.",
+        None,
+        JSON,
+    ),
+    r(
+        "DELETE",
+        "/v1/snapshots/{name}",
+        "Delete a name (its snapshot may then be evicted) or, by root hash, a snapshot and all its names.",
+        None,
+        JSON,
+    ),
+    r(
+        "GET",
+        "/v1/snapshots/{name}/checkpoint",
+        "Download a snapshot as a checkpoint file.",
+        None,
+        BYTES,
+    ),
+    r(
+        "GET",
+        "/v1/snapshots/{name}/files/{*path}",
+        "A file's bytes.",
+        None,
+        BYTES,
+    ),
+    r(
+        "GET",
+        "/v1/snapshots/{name}/dirs",
+        "List the root directory.",
+        None,
+        JSON,
+    ),
+    r(
+        "GET",
+        "/v1/snapshots/{name}/dirs/{*path}",
+        "List a directory.",
+        None,
+        JSON,
+    ),
+    r(
+        "GET",
+        "/v1/snapshots/{name}/diff/{other}",
+        "What changed from one snapshot to another.",
+        None,
+        JSON,
+    ),
+];
+
+/// The handler of a route of the table.
+fn handler(route: &Route) -> Option<MethodRouter<Arc<App>>> {
+    use axum::routing::MethodFilter as M;
+    let h = match (route.method, route.path) {
+        ("GET", "/healthz") => on(M::GET, || async { "ok\n" }),
+        ("GET", "/metrics") => on(M::GET, catalog::metrics),
+        ("GET", "/v1/openapi.json") => on(M::GET, openapi::document),
+        ("POST", "/v1/run") => on(M::POST, run::run),
+        ("GET", "/v1/modules") => on(M::GET, catalog::list_modules),
+        ("PUT", "/v1/modules/{name}") => on(M::PUT, catalog::put_module),
+        ("GET", "/v1/modules/{name}") => on(M::GET, catalog::get_module),
+        ("DELETE", "/v1/modules/{name}") => on(M::DELETE, catalog::delete_module),
+        ("GET", "/v1/snapshots") => on(M::GET, catalog::list_snapshots),
+        ("PUT", "/v1/snapshots/{name}") => on(M::PUT, catalog::put_snapshot),
+        ("GET", "/v1/snapshots/{name}") => on(M::GET, catalog::get_snapshot),
+        ("DELETE", "/v1/snapshots/{name}") => on(M::DELETE, catalog::delete_snapshot),
+        ("GET", "/v1/snapshots/{name}/checkpoint") => on(M::GET, browse::checkpoint),
+        ("GET", "/v1/snapshots/{name}/files/{*path}") => on(M::GET, browse::file),
+        ("GET", "/v1/snapshots/{name}/dirs") => on(M::GET, browse::root_dir),
+        ("GET", "/v1/snapshots/{name}/dirs/{*path}") => on(M::GET, browse::dir),
+        ("GET", "/v1/snapshots/{name}/diff/{other}") => on(M::GET, browse::diff),
+        _ => return None,
+    };
+    Some(h)
+}
+
+/// The router of every route in [`ROUTES`], with auth, metrics and logs.
+pub fn router(app: Arc<App>) -> Router {
+    let mut router: Router<Arc<App>> = Router::new();
+    let mut by_path: Vec<(&str, MethodRouter<Arc<App>>)> = Vec::new();
+    for route in ROUTES {
+        let Some(h) = handler(route) else {
+            tracing::error!(
+                path = route.path,
+                method = route.method,
+                "a route without a handler"
+            );
+            continue;
+        };
+        match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+            Some((_, m)) => *m = std::mem::take(m).merge(h),
+            None => by_path.push((route.path, h)),
+        }
+    }
+    for (path, methods) in by_path {
+        router = router.route(path, methods);
+    }
+    router
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                Code::MethodNotAllowed,
+                "this route does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .layer(middleware::from_fn_with_state(app.clone(), track))
+        .with_state(app)
+}
+
+/// Refuses a request without the server's bearer token (`/healthz`
+/// needs none). Tokens are compared by their hashes, in constant time.
+async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(token) = &app.config.token else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if blake3::hash(g.trim().as_bytes()) == blake3::hash(token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => ApiError::new(Code::Unauthorized, "wrong bearer token").into_response(),
+        None => ApiError::new(
+            Code::Unauthorized,
+            "this server needs a bearer token (Authorization: Bearer TOKEN)",
+        )
+        .into_response(),
+    }
+}
+
+/// Counts and times every request by its route, and logs it.
+async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method: Method = req.method().clone();
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    app.metrics.request(&route, method.as_str(), status, took);
+    tracing::debug!(%method, %route, status, took_us = took.as_micros() as u64, "request");
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_a_handler_and_each_method_path_is_listed_once() {
+        for (i, route) in ROUTES.iter().enumerate() {
+            assert!(handler(route).is_some(), "{} {}", route.method, route.path);
+            assert!(
+                !ROUTES[..i]
+                    .iter()
+                    .any(|o| o.method == route.method && o.path == route.path),
+                "{} {} twice",
+                route.method,
+                route.path
+            );
+        }
+    }
+}
