@@ -181,7 +181,9 @@ impl Registry {
             name: None,
             parent: None,
         })?;
-        self.lock().by_root.get_mut(&root).map(|e| e.pushed = true);
+        if let Some(e) = self.lock().by_root.get_mut(&root) {
+            e.pushed = true;
+        }
         Ok((root, snap))
     }
 
@@ -413,10 +415,10 @@ mod tests {
         let rb = add(&r, &b, 100, None).unwrap();
         add(&r, &c, 100, Some("c")).unwrap();
         // Using a makes b the oldest.
-        r.get_blocking(&ra.to_hex().to_string()).unwrap();
+        r.get_blocking(ra.to_hex().as_str()).unwrap();
         add(&r, &d, 100, None).unwrap();
-        assert!(r.get_blocking(&ra.to_hex().to_string()).is_ok());
-        let gone = r.get_blocking(&rb.to_hex().to_string()).unwrap_err();
+        assert!(r.get_blocking(ra.to_hex().as_str()).is_ok());
+        let gone = r.get_blocking(rb.to_hex().as_str()).unwrap_err();
         assert_eq!(gone.code, Code::UnknownSnapshot);
         assert!(r.get_blocking("c").is_ok());
         assert_eq!(r.stats().3, 1);
@@ -452,7 +454,7 @@ mod tests {
             })
             .unwrap();
         let before = r.stats().0;
-        r.delete(&rb.to_hex().to_string()).unwrap();
+        r.delete(rb.to_hex().as_str()).unwrap();
         // The child now keeps the base's nodes alive: still charged.
         assert_eq!(r.stats().0, before);
         assert_eq!(r.describe(&rc).unwrap().cost, 10 + 1000 + 2 * ENTRY_COST);
