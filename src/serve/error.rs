@@ -142,6 +142,12 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.code == Code::PayloadTooLarge {
+            // The rest of the body was never read: the connection cannot
+            // carry another request, and the client must not reuse it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.code == Code::Unauthorized {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

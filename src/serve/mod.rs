@@ -9,7 +9,8 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `routes.rs` | the route table (the router and the OpenAPI document are both made from it) and the middleware: auth, metrics, logs |
+//! | `table.rs` | the route table: the router and the OpenAPI document are both made from it |
+//! | `routes.rs` | the router and its middleware: auth, metrics, logs |
 //! | `openapi.rs` | the OpenAPI 3.1 document |
 //! | `run.rs` | `POST /v1/run`: the request, its checks, the response |
 //! | `sandbox.rs` | one run on a blocking thread: fork, guest, diff, files, save |
@@ -34,14 +35,16 @@ mod routes;
 mod run;
 mod sandbox;
 mod snapshots;
+mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ApiError, Code};
-pub use routes::{ROUTES, Route, router};
+pub use routes::router;
 pub use snapshots::check_name;
+pub use table::{ROUTES, Route};
 
 use gate::Gate;
 use metrics::Metrics;
@@ -238,6 +241,7 @@ impl App {
             cost,
             name: Some(name.to_string()),
             parent: None,
+            in_store: false,
         })
     }
 

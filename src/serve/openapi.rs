@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::App;
 use super::error::Code;
-use super::routes::ROUTES;
+use super::table::ROUTES;
 
 /// `GET /v1/openapi.json`.
 pub async fn document(State(app): State<Arc<App>>) -> Json<Value> {

@@ -172,6 +172,7 @@ pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
             cost: added,
             name: name.clone(),
             parent: Some(base_root),
+            in_store: false,
         });
         match saved {
             Ok(root) => snapshot = Some((root, name)),

@@ -81,6 +81,8 @@ pub struct NewSnapshot {
     pub name: Option<String>,
     /// The snapshot it was saved from.
     pub parent: Option<blake3::Hash>,
+    /// Whether it came from the store (so it needs no push).
+    pub in_store: bool,
 }
 
 /// Checks a snapshot or module name: 1 to 128 of `A-Z a-z 0-9 . _ -`, not
@@ -180,10 +182,8 @@ impl Registry {
             cost,
             name: None,
             parent: None,
+            in_store: true,
         })?;
-        if let Some(e) = self.lock().by_root.get_mut(&root) {
-            e.pushed = true;
-        }
         Ok((root, snap))
     }
 
@@ -199,8 +199,11 @@ impl Registry {
         let root = new.snap.root_hash();
         let cost = new.cost.saturating_add(ENTRY_COST);
         let held = self.lock().by_root.contains_key(&root);
-        let mut pushed = false;
-        if !held && let Some(store) = &self.store {
+        let mut pushed = new.in_store;
+        if !held
+            && !pushed
+            && let Some(store) = &self.store
+        {
             crate::store::push(&new.snap, &**store, &Default::default()).map_err(|e| {
                 ApiError::internal(format!("cannot push {} to the store: {e}", root.to_hex()))
             })?;
@@ -404,6 +407,7 @@ mod tests {
             cost,
             name: name.map(str::to_string),
             parent: None,
+            in_store: false,
         })
     }
 
@@ -451,6 +455,7 @@ mod tests {
                 cost: 10,
                 name: None,
                 parent: Some(rb),
+                in_store: false,
             })
             .unwrap();
         let before = r.stats().0;
