@@ -39,6 +39,8 @@ mod error;
 pub mod hostdir;
 mod limits;
 mod path;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod store;
 mod time;
 mod tree;

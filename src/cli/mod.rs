@@ -40,6 +40,8 @@ mod checkpoint;
 mod demo;
 #[cfg(feature = "wasi")]
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 mod store;
 
 /// Copy-on-write, snapshotting virtual filesystems for WebAssembly sandboxes.
@@ -85,6 +87,10 @@ pub enum Command {
     /// checkpoint and roll back. Needs no files.
     #[cfg(feature = "wasi")]
     Demo(demo::DemoArgs),
+    /// Serve sandboxes over HTTP: each `POST /v1/run` forks a snapshot and
+    /// runs a module in the fork (see `GET /v1/openapi.json`).
+    #[cfg(feature = "serve")]
+    Serve(Box<serve::ServeArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -110,12 +116,18 @@ pub fn main() -> ExitCode {
     }
     #[cfg(not(feature = "wasi"))]
     let _ = (&mut cli, &matches);
-    init_tracing(cli.verbose);
+    #[cfg(feature = "serve")]
+    let serving = matches!(cli.command, Command::Serve(_));
+    #[cfg(not(feature = "serve"))]
+    let serving = false;
+    init_tracing(cli.verbose, serving);
     let result: anyhow::Result<ExitCode> = match cli.command {
         #[cfg(feature = "wasi")]
         Command::Run(args) => run::main(*args),
         #[cfg(feature = "wasi")]
         Command::Demo(args) => demo::main(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::main(*args),
         Command::Checkpoint(args) => checkpoint::main(args),
         Command::Push(args) => store::push(args),
         Command::Pull(args) => store::pull(args),
@@ -146,11 +158,15 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs to stderr as `-v` or RUST_LOG ask; a server logs its own start,
+/// stop and failures (`cowvfs::serve=info`, warnings elsewhere) even
+/// without either.
+fn init_tracing(verbose: u8, serving: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = match verbose {
         0 => match EnvFilter::try_from_default_env() {
             Ok(f) => f,
+            Err(_) if serving => EnvFilter::new("warn,cowvfs::serve=info"),
             Err(_) => return,
         },
         1 => EnvFilter::new("cowvfs=info"),

@@ -228,10 +228,23 @@ impl Sandbox {
 
     /// Collects stdout and stderr (up to 64 MiB each) into the outcome.
     pub fn capture_output(&mut self) -> &mut Self {
-        let out = MemoryOutputPipe::new(CAPTURE_LIMIT);
-        let err = MemoryOutputPipe::new(CAPTURE_LIMIT);
+        self.capture_output_limited(CAPTURE_LIMIT)
+    }
+
+    /// Collects stdout and stderr, at most `limit` bytes of each: a write
+    /// past it fails with a closed stream.
+    pub fn capture_output_limited(&mut self, limit: usize) -> &mut Self {
+        let out = MemoryOutputPipe::new(limit);
+        let err = MemoryOutputPipe::new(limit);
         self.wasi.stdout(out.clone()).stderr(err.clone());
         self.capture = Some((out, err));
+        self
+    }
+
+    /// Gives the guest these bytes as stdin.
+    pub fn stdin_bytes(&mut self, data: Vec<u8>) -> &mut Self {
+        self.wasi
+            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(data));
         self
     }
 

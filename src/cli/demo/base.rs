@@ -60,7 +60,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Base> {
     })
 }
 
-fn build(cfg: &Config) -> anyhow::Result<Vfs> {
+pub(super) fn build(cfg: &Config) -> anyhow::Result<Vfs> {
     // A base is all its own data: it may hold more than a fork's
     // private-byte quota (the forks get the default limits).
     let mut v = Vfs::with_limits(Limits {

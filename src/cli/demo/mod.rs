@@ -65,6 +65,17 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The demo's base image (`files` small files under /app and a `big_mib`
+/// MiB data file), frozen: what `cowvfs serve --demo` serves.
+pub fn base_image(files: usize, big_mib: usize) -> anyhow::Result<cowvfs::Snapshot> {
+    let cfg = Config {
+        files,
+        big_file: big_mib << 20,
+        sandboxes: 0,
+    };
+    Ok(base::build(&cfg)?.snapshot())
+}
+
 fn run(cfg: Config, out: &mut dyn Write) -> anyhow::Result<()> {
     let started = Instant::now();
     writeln!(

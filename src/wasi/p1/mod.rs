@@ -92,7 +92,8 @@ enum Output {
     /// Discarded.
     Null,
     Inherit,
-    Capture(Vec<u8>),
+    /// Kept in memory, up to the limit; the rest is dropped.
+    Capture(Vec<u8>, usize),
 }
 
 /// One entry of the descriptor table.
@@ -280,8 +281,14 @@ impl WasiP1Ctx {
 
     /// Collects stdout and stderr (up to [`CAPTURE_LIMIT`] each).
     pub fn capture_output(&mut self) -> &mut Self {
-        self.stdout = Output::Capture(Vec::new());
-        self.stderr = Output::Capture(Vec::new());
+        self.capture_output_limited(CAPTURE_LIMIT)
+    }
+
+    /// Collects stdout and stderr, keeping at most `limit` bytes of each
+    /// (what the guest writes past it counts as written and is dropped).
+    pub fn capture_output_limited(&mut self, limit: usize) -> &mut Self {
+        self.stdout = Output::Capture(Vec::new(), limit);
+        self.stderr = Output::Capture(Vec::new(), limit);
         self
     }
 
@@ -294,7 +301,7 @@ impl WasiP1Ctx {
     /// What the guest wrote to stdout so far, if captured.
     pub fn stdout(&self) -> &[u8] {
         match &self.stdout {
-            Output::Capture(b) => b,
+            Output::Capture(b, _) => b,
             _ => &[],
         }
     }
@@ -302,7 +309,7 @@ impl WasiP1Ctx {
     /// What the guest wrote to stderr so far, if captured.
     pub fn stderr(&self) -> &[u8] {
         match &self.stderr {
-            Output::Capture(b) => b,
+            Output::Capture(b, _) => b,
             _ => &[],
         }
     }
@@ -316,7 +323,7 @@ impl WasiP1Ctx {
     /// Takes what was captured from stdout and stderr.
     pub fn take_output(&mut self) -> (Vec<u8>, Vec<u8>) {
         let take = |o: &mut Output| match o {
-            Output::Capture(b) => std::mem::take(b),
+            Output::Capture(b, _) => std::mem::take(b),
             _ => Vec::new(),
         };
         (take(&mut self.stdout), take(&mut self.stderr))

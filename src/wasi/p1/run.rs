@@ -136,6 +136,12 @@ impl Sandbox {
         self
     }
 
+    /// Collects stdout and stderr, keeping at most `limit` bytes of each.
+    pub fn capture_output_limited(&mut self, limit: usize) -> &mut Self {
+        self.ctx.capture_output_limited(limit);
+        self
+    }
+
     /// Gives the guest these bytes as stdin.
     pub fn stdin_bytes(&mut self, data: Vec<u8>) -> &mut Self {
         self.ctx.stdin_bytes(data);

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use crate::wasi::descriptor::Buffers;
 use crate::wasi::p1::abi::{self, Errno, Error, Mem, R};
-use crate::wasi::p1::{CAPTURE_LIMIT, Input, Output, Slot, WasiP1Ctx};
+use crate::wasi::p1::{Input, Output, Slot, WasiP1Ctx};
 
 /// The guest's `iovec` (or `ciovec`) array: `n` buffers described at
 /// `iovs`, whose array the caller has already checked. Each buffer is
@@ -44,8 +44,8 @@ impl Output {
     fn write(&mut self, data: &[u8], stderr: bool) -> R<()> {
         match self {
             Output::Null => Ok(()),
-            Output::Capture(buf) => {
-                let room = CAPTURE_LIMIT.saturating_sub(buf.len());
+            Output::Capture(buf, limit) => {
+                let room = limit.saturating_sub(buf.len());
                 buf.extend_from_slice(&data[..data.len().min(room)]);
                 Ok(())
             }

@@ -1,0 +1,107 @@
+//! Request bodies read under a limit (`413 payload_too_large` past it,
+//! before anything is buffered beyond it), and response bodies streamed
+//! from blocking code through a small bounded channel.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use futures_util::StreamExt as _;
+
+use super::error::{ApiError, ApiResult, Code};
+
+fn too_large(limit: usize, what: &str) -> ApiError {
+    ApiError::new(
+        Code::PayloadTooLarge,
+        format!("the {what} is larger than this server takes ({limit} bytes)"),
+    )
+}
+
+/// The whole body, refused past `limit` bytes (by its Content-Length at
+/// once, else as it streams in).
+pub async fn read(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit, what));
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    let mut stream = body.into_data_stream();
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| ApiError::bad(format!("cannot read the {what}: {e}")))?;
+        if buf.len() + piece.len() > limit {
+            return Err(too_large(limit, what));
+        }
+        buf.extend_from_slice(&piece);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Pieces a blocking writer hands to the response at a time.
+const PIECE: usize = 256 << 10;
+
+/// Pieces in flight between the writer and the client.
+const IN_FLIGHT: usize = 4;
+
+/// A `Write` that sends what it gets to a streamed response body. Writes
+/// block while the client is slow; they fail once it has gone.
+pub struct Sender {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Sender {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE)));
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
+}
+
+impl std::io::Write for Sender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(PIECE - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PIECE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// A response body written by `produce` on a blocking thread (which
+/// keeps `hold` until it is done). An error ends the body early, so the
+/// client sees a cut transfer, never a short file passed off as whole.
+pub fn stream<H: Send + 'static>(
+    hold: H,
+    produce: impl FnOnce(&mut Sender) -> std::io::Result<()> + Send + 'static,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    let errors = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let _hold = hold;
+        let mut out = Sender {
+            tx,
+            buf: Vec::with_capacity(PIECE),
+        };
+        let done = produce(&mut out).and_then(|()| out.send());
+        if let Err(e) = done {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::warn!("a streamed response failed: {e}");
+            }
+            let _ = errors.blocking_send(Err(e));
+        }
+    });
+    let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    Body::from_stream(pieces)
+}

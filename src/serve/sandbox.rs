@@ -1,0 +1,250 @@
+//! One run, on a blocking thread: fork the base, run the guest in the
+//! fork with its arguments, environment, stdin and limits, then gather
+//! what the request asked for (diff, files, a saved snapshot).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::wasi::{LimitHit, RunLimits, RunOutcome, p1};
+use crate::{ChangeKind, Limits, Snapshot};
+
+use super::error::{ApiError, Code};
+use super::modules::{Compiled, Module};
+use super::snapshots::{NewSnapshot, Registry};
+
+/// Everything a run needs, checked.
+pub struct Job {
+    /// The snapshot to fork, and its root.
+    pub base: (blake3::Hash, Snapshot),
+    /// The guest.
+    pub module: std::sync::Arc<Module>,
+    /// Arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// The guest's whole environment.
+    pub env: Vec<(String, String)>,
+    /// The guest's stdin.
+    pub stdin: Vec<u8>,
+    /// Wall-clock deadline of the run.
+    pub timeout: Duration,
+    /// Cap of each linear memory.
+    pub max_memory: usize,
+    /// Bytes of stdout and of stderr kept.
+    pub max_output: usize,
+    /// Bytes of new data the fork may hold (its private-byte quota).
+    pub fs_bytes: u64,
+    /// Files, directories and symlinks the fork may add.
+    pub fs_inodes: u64,
+    /// Most changes listed, if the diff was asked for.
+    pub diff: Option<usize>,
+    /// Files to return, and the most bytes all of them may take.
+    pub read: Vec<String>,
+    /// Bytes `read` may return in all.
+    pub read_budget: u64,
+    /// `Some(name)` to save the fork (`Some(None)`: without a name).
+    pub save: Option<Option<String>>,
+}
+
+/// What a run produced, for the response.
+#[derive(Debug)]
+pub struct Done {
+    /// The guest's exit code: 124 past the deadline, 134 for a trap.
+    pub exit_code: i32,
+    /// Captured output, cut at the cap.
+    pub stdout: Vec<u8>,
+    /// Captured error output, cut at the cap.
+    pub stderr: Vec<u8>,
+    /// Whether either was cut.
+    pub truncated: bool,
+    /// The limit or trap that ended the run, if any.
+    pub error: Option<ApiError>,
+    /// Changes against the base, and whether the list was cut.
+    pub diff: Option<(Vec<(String, ChangeKind)>, bool)>,
+    /// Asked files: base64 of their bytes, or `None` if missing or over
+    /// the budget.
+    pub files: Option<Vec<(String, Option<String>)>>,
+    /// The saved snapshot's root, and its name.
+    pub snapshot: Option<(blake3::Hash, Option<String>)>,
+    /// Why the save failed, if it did.
+    pub save_error: Option<ApiError>,
+    /// The fork's usage at the end.
+    pub usage: crate::Usage,
+    /// How long the guest ran (instantiation included).
+    pub run: Duration,
+}
+
+/// The limits of a fork of `base` that may add `bytes` of data and
+/// `inodes` inodes.
+fn fork_limits(base: &Snapshot, bytes: u64, inodes: u64) -> Limits {
+    let used = base.usage();
+    Limits {
+        max_private_bytes: bytes,
+        max_bytes: used.charged_bytes.saturating_add(bytes),
+        max_inodes: used.inodes.saturating_add(inodes),
+        ..base.limits().clone()
+    }
+}
+
+/// Sets up either kind of sandbox the same way: the tree at `/`, args,
+/// environment, stdin, output capture and limits.
+macro_rules! configure {
+    ($sb:ident, $job:ident) => {{
+        $sb.preopen("/", "/")
+            .map_err(|e| ApiError::internal(format!("cannot preopen /: {e}")))?;
+        for a in &$job.args {
+            $sb.arg(a);
+        }
+        for (k, v) in &$job.env {
+            $sb.env(k, v);
+        }
+        $sb.stdin_bytes(std::mem::take(&mut $job.stdin));
+        // One byte over the cap tells a cut from an exact fit.
+        $sb.capture_output_limited($job.max_output.saturating_add(1));
+        $sb.limits(RunLimits {
+            timeout: Some($job.timeout),
+            fuel: None,
+            max_memory: Some($job.max_memory),
+        });
+    }};
+}
+
+/// Runs `job`; saves into `registry` if asked. Blocking.
+pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
+    let (base_root, base) = job.base.clone();
+    let vfs = base.fork_with_limits(fork_limits(&base, job.fs_bytes, job.fs_inodes));
+    let started = Instant::now();
+    let outcome: RunOutcome = match &job.module.compiled {
+        Compiled::Core(guest) => {
+            let mut sb = p1::Sandbox::new(vfs);
+            configure!(sb, job);
+            sb.run(guest)
+        }
+        Compiled::Component(guest) => {
+            let mut sb = crate::wasi::Sandbox::new(vfs);
+            configure!(sb, job);
+            sb.run(guest)
+        }
+    };
+    let run = started.elapsed();
+    let RunOutcome {
+        status,
+        vfs,
+        mut stdout,
+        mut stderr,
+        limit,
+    } = outcome;
+    let truncated = stdout.len() > job.max_output || stderr.len() > job.max_output;
+    stdout.truncate(job.max_output);
+    stderr.truncate(job.max_output);
+    let (exit_code, error) = match (limit, status) {
+        (Some(LimitHit::Deadline), _) => (
+            124,
+            Some(ApiError::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "the guest ran past its timeout of {} ms and was stopped",
+                    job.timeout.as_millis()
+                ),
+            )),
+        ),
+        (hit, Ok(code)) => (code, memory_error(hit, job.max_memory)),
+        (hit, Err(trap)) => (
+            134,
+            Some(memory_error(hit, job.max_memory).unwrap_or_else(|| {
+                ApiError::new(Code::Trapped, format!("the guest trapped: {trap:#}"))
+            })),
+        ),
+    };
+    let usage = vfs.usage();
+    let snap = vfs.snapshot();
+    let diff = job.diff.map(|max| changes(&base, &snap, max));
+    let files = (!job.read.is_empty()).then(|| read_files(&snap, &job.read, job.read_budget));
+    let (mut snapshot, mut save_error) = (None, None);
+    if let Some(name) = job.save.take() {
+        // What the run added to its base, however its usage counts it.
+        let added = usage.private_bytes.max(
+            usage
+                .charged_bytes
+                .saturating_sub(base.usage().charged_bytes),
+        );
+        let saved = registry.insert(NewSnapshot {
+            snap,
+            cost: added,
+            name: name.clone(),
+            parent: Some(base_root),
+            in_store: false,
+        });
+        match saved {
+            Ok(root) => snapshot = Some((root, name)),
+            Err(e) => save_error = Some(e),
+        }
+    }
+    Ok(Done {
+        exit_code,
+        stdout,
+        stderr,
+        truncated,
+        error,
+        diff,
+        files,
+        snapshot,
+        save_error,
+        usage,
+        run,
+    })
+}
+
+fn memory_error(hit: Option<LimitHit>, max: usize) -> Option<ApiError> {
+    (hit == Some(LimitHit::Memory)).then(|| {
+        ApiError::new(
+            Code::LimitExceeded,
+            format!("the guest asked for more memory than its cap of {max} bytes"),
+        )
+    })
+}
+
+/// At most `max` changes from `base` to `new` (streamed, so a huge change
+/// costs no more than `max` entries), and whether there were more.
+pub fn changes(base: &Snapshot, new: &Snapshot, max: usize) -> (Vec<(String, ChangeKind)>, bool) {
+    let mut out = Vec::new();
+    let mut more = false;
+    let _ = base.diff_each(new, |kind, path| {
+        if out.len() >= max {
+            more = true;
+            return std::ops::ControlFlow::Break(());
+        }
+        out.push((path.to_string(), kind));
+        std::ops::ControlFlow::Continue(())
+    });
+    (out, more)
+}
+
+/// The name a change kind has in JSON.
+pub fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Added => "added",
+        ChangeKind::Removed => "removed",
+        ChangeKind::Modified => "modified",
+    }
+}
+
+/// Reads each of `paths` (base64), `None` for a path that is not a
+/// readable file or would go over what is left of `budget`.
+fn read_files(snap: &Snapshot, paths: &[String], budget: u64) -> Vec<(String, Option<String>)> {
+    let mut left = budget;
+    paths
+        .iter()
+        .map(|p| {
+            let data = snap
+                .metadata(p)
+                .ok()
+                .filter(|m| m.is_file() && m.len <= left)
+                .and_then(|_| snap.read_file(p).ok())
+                .map(|d| {
+                    left = left.saturating_sub(d.len() as u64);
+                    base64::engine::general_purpose::STANDARD.encode(d)
+                });
+            (p.clone(), data)
+        })
+        .collect()
+}
