@@ -38,6 +38,7 @@ mod resolve;
 mod trie;
 mod walk;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use imbl::OrdMap;
@@ -68,6 +69,31 @@ pub(crate) struct Tree {
     next_ino: Ino,
     counters: Counters,
     limits: Limits,
+    /// The directory the last resolution ended in, which the next one may
+    /// start from if its links spell the same path (see `resolve`): a
+    /// hint, never trusted, so a stale or foreign value costs one check.
+    dir_hint: DirHint,
+}
+
+/// An inode number any thread reading the tree may update: `resolve`
+/// takes `&self`, and a snapshot's tree is read from many threads.
+#[derive(Debug, Default)]
+pub(super) struct DirHint(AtomicU64);
+
+impl DirHint {
+    pub(super) fn get(&self) -> Ino {
+        self.0.load(Relaxed)
+    }
+
+    pub(super) fn set(&self, ino: Ino) {
+        self.0.store(ino, Relaxed)
+    }
+}
+
+impl Clone for DirHint {
+    fn clone(&self) -> DirHint {
+        DirHint(AtomicU64::new(self.get()))
+    }
 }
 
 /// How one inode differs between two trees ([`Tree::inode_changes`]).
@@ -101,6 +127,7 @@ impl Tree {
                 charged: INODE_CHARGE,
             },
             limits,
+            dir_hint: DirHint::default(),
         }
     }
 
@@ -117,6 +144,7 @@ impl Tree {
             next_ino,
             counters,
             limits,
+            dir_hint: DirHint::default(),
         }
     }
 
