@@ -46,6 +46,9 @@ struct Node<V> {
     slots: Slots<V>,
 }
 
+// Clippy sizes `Leaf` for an unknown `V`; for the `Arc` values the trie
+// holds both variants are 32 pointers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Slots<V> {
     Leaf([Option<V>; WIDTH]),
@@ -388,7 +391,7 @@ impl<'a, V> Iterator for Iter<'a, V> {
     fn next(&mut self) -> Option<(u64, &'a V)> {
         loop {
             let (node, rest) = self.stack.last_mut()?;
-            let node: &'a Node<V> = *node;
+            let node: &'a Node<V> = node;
             if *rest == 0 {
                 self.stack.pop();
                 continue;

@@ -28,7 +28,7 @@ fn check_shape<V>(t: &InoTrie<V>) -> usize {
                 }
             }
             Slots::Branch(kids) => {
-                assert!(n.shift > 0 && n.shift % BITS == 0);
+                assert!(n.shift > 0 && n.shift.is_multiple_of(BITS));
                 assert!(n.bits.count_ones() >= 2, "branch with one child");
                 for (i, k) in kids.iter().enumerate() {
                     assert_eq!(k.is_some(), n.bits & (1 << i) != 0);
