@@ -24,8 +24,8 @@ use crate::limits::{Counters, Limits};
 use crate::path;
 use crate::time::Timestamp;
 use crate::tree::{
-    Entry, FileType, Ino, Inode, MAX_LINKS, MapTable, Name, Node, ROOT, Step, Tree, VecTable,
-    WalkError, entry_charge, walk_from_root,
+    Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, MapTable, Name, Node, ROOT, Step, Tree,
+    VecTable, WalkError, entry_charge, walk_from_root,
 };
 use crate::vfs::Snapshot;
 
@@ -333,7 +333,7 @@ fn build_full(
             m.next_ino
         )));
     }
-    let inodes: OrdMap<Ino, Arc<Inode>> = inos.into_iter().zip(nodes).collect();
+    let inodes: InodeMap = inos.into_iter().zip(nodes).collect();
     finish(h, inodes, m.next_ino, counters, limits, &[], check)
 }
 
@@ -404,7 +404,7 @@ pub(super) enum RootCheck {
 /// and checks the root hash against the header if asked to.
 fn finish(
     h: &Header,
-    inodes: OrdMap<Ino, Arc<Inode>>,
+    inodes: InodeMap,
     next_ino: Ino,
     counters: Counters,
     limits: &Limits,
@@ -479,7 +479,7 @@ pub(super) fn build(
         got.cloned()
             .ok_or_else(|| Error::corrupt("chunk reference out of range"))
     };
-    let mut inodes: OrdMap<Ino, Arc<Inode>> = parent.inode_map().clone();
+    let mut inodes: InodeMap = parent.inode_map().clone();
     let mut prev = 0;
     for &ino in &m.removed {
         if ino <= prev || ino == ROOT || inodes.remove(&ino).is_none() {
@@ -525,7 +525,7 @@ pub(super) fn build(
     let mut fixes: Vec<Fix> = Vec::new();
     let (mut li, mut di) = (0usize, 0usize);
     let mut max_ino = 0;
-    for (&ino, inode) in inodes.iter() {
+    for (ino, inode) in inodes.iter() {
         max_ino = ino;
         count(&mut counters, inode)?;
         let start = li;

@@ -51,7 +51,7 @@ impl Tree {
             WalkError::Twice(ino) => format!("directory {ino} named twice or in a cycle"),
             WalkError::TooManySubdirs(d) => format!("dir {d} has too many subdirectories"),
         })?;
-        for (&ino, inode) in self.inodes.iter() {
+        for (ino, inode) in self.inodes.iter() {
             c.charged += inode.charge();
             if ino >= self.next_ino {
                 return Err(format!("inode {ino} >= next_ino {}", self.next_ino));

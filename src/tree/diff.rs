@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use imbl::OrdMap;
 use imbl::ordmap::DiffItem;
 
-use super::{Entry, Ino, Name, Node, ROOT, Tree};
+use super::{Entry, Ino, Name, Node, ROOT, Tree, trie};
 
 impl Tree {
     /// Paths that differ from `self` (old) to `new`, sorted by path. Holds
@@ -41,11 +41,14 @@ impl Tree {
         // into the entries that changed).
         let mut children: HashMap<Ino, Vec<(Name, Ino)>> = HashMap::new();
         let mut up_done: HashSet<Ino> = HashSet::new();
-        for item in self.inodes.diff(&new.inodes) {
-            let DiffItem::Update { new: (&ino, _), .. } = item else {
-                // Added and removed inodes show up as directory entries.
-                continue;
-            };
+        // Added and removed inodes show up as directory entries.
+        let mut changed: Vec<Ino> = Vec::new();
+        self.inodes.diff(&new.inodes, &mut |d| {
+            if let trie::Diff::Changed { key, .. } = d {
+                changed.push(key);
+            }
+        });
+        for ino in changed {
             let mut work = vec![ino];
             // Bounded by the inode count: a corrupt tree cannot loop.
             let mut budget = new.inodes.len();

@@ -9,10 +9,12 @@
 //! - `diff`: the changed paths between two trees.
 //! - `walk`: the walk from the root that proves the tree's shape.
 //! - `check`: `Tree::check`, every invariant at once.
+//! - `trie`: the persistent inode-number-indexed map the inodes live in.
 //!
 //! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
-//! behind `Arc` in an `imbl::OrdMap`, so a change copies one inode and the
-//! O(log n) map nodes above it, never the tree.
+//! behind `Arc` in an `InoTrie` (a 32-way radix trie on the inode number),
+//! so a change copies one inode and the few trie nodes above it that a
+//! snapshot shares, never the tree.
 //!
 //! Invariants (numbered as in DESIGN.md; `Tree::check` verifies them):
 //! 1. Every directory entry names a live inode of the entry's kind; every
@@ -33,12 +35,13 @@ mod hash;
 mod inode;
 mod inomap;
 mod resolve;
+mod trie;
 mod walk;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use imbl::OrdMap;
-use imbl::ordmap::DiffItem;
 
 use crate::error::{ErrorKind, Result, err};
 use crate::limits::{Counters, Limits};
@@ -52,16 +55,45 @@ pub(crate) use inode::{
 };
 pub(crate) use inomap::InoMap;
 pub(crate) use resolve::{Base, Resolved};
+pub(crate) use trie::InoTrie;
 pub(crate) use walk::{MapTable, Step, VecTable, WalkError, walk_from_root};
+
+/// The inode table: every inode by number.
+pub(crate) type InodeMap = InoTrie<Arc<Inode>>;
 
 /// A whole filesystem tree as a value. Only the tree's own methods change
 /// it, so invariants 1, 2 and 5 hold after every one of them.
 #[derive(Clone, Debug)]
 pub(crate) struct Tree {
-    inodes: OrdMap<Ino, Arc<Inode>>,
+    inodes: InodeMap,
     next_ino: Ino,
     counters: Counters,
     limits: Limits,
+    /// The directory the last resolution ended in, which the next one may
+    /// start from if its links spell the same path (see `resolve`): a
+    /// hint, never trusted, so a stale or foreign value costs one check.
+    dir_hint: DirHint,
+}
+
+/// An inode number any thread reading the tree may update: `resolve`
+/// takes `&self`, and a snapshot's tree is read from many threads.
+#[derive(Debug, Default)]
+pub(super) struct DirHint(AtomicU64);
+
+impl DirHint {
+    pub(super) fn get(&self) -> Ino {
+        self.0.load(Relaxed)
+    }
+
+    pub(super) fn set(&self, ino: Ino) {
+        self.0.store(ino, Relaxed)
+    }
+}
+
+impl Clone for DirHint {
+    fn clone(&self) -> DirHint {
+        DirHint(AtomicU64::new(self.get()))
+    }
 }
 
 /// How one inode differs between two trees ([`Tree::inode_changes`]).
@@ -80,7 +112,7 @@ pub(crate) enum InodeChange<'a> {
 
 impl Tree {
     pub(crate) fn new(limits: Limits, now: Timestamp) -> Tree {
-        let mut inodes = OrdMap::new();
+        let mut inodes = InodeMap::new();
         inodes.insert(
             ROOT,
             Arc::new(Inode::new(Node::Dir(OrdMap::new()), 0o755, now)),
@@ -95,13 +127,14 @@ impl Tree {
                 charged: INODE_CHARGE,
             },
             limits,
+            dir_hint: DirHint::default(),
         }
     }
 
     /// A tree from a loader's parts. The loader has proved invariants 1,
     /// 2 and 5 (see `walk`) and fitted the counters to `limits`.
     pub(crate) fn from_parts(
-        inodes: OrdMap<Ino, Arc<Inode>>,
+        inodes: InodeMap,
         next_ino: Ino,
         counters: Counters,
         limits: Limits,
@@ -111,6 +144,7 @@ impl Tree {
             next_ino,
             counters,
             limits,
+            dir_hint: DirHint::default(),
         }
     }
 
@@ -136,12 +170,12 @@ impl Tree {
 
     /// Every inode, by number.
     pub(crate) fn inodes(&self) -> impl Iterator<Item = (Ino, &Inode)> {
-        self.inodes.iter().map(|(&ino, i)| (ino, &**i))
+        self.inodes.iter().map(|(ino, i)| (ino, &**i))
     }
 
     /// The inode map itself, to start a checkpoint delta's rebuild from
     /// (an O(1) clone); read-only, so the tree's invariants stay its own.
-    pub(crate) fn inode_map(&self) -> &OrdMap<Ino, Arc<Inode>> {
+    pub(crate) fn inode_map(&self) -> &InodeMap {
         &self.inodes
     }
 
@@ -151,14 +185,17 @@ impl Tree {
         &'a self,
         newer: &'a Tree,
     ) -> impl Iterator<Item = InodeChange<'a>> {
-        self.inodes.diff(&newer.inodes).map(|d| match d {
-            DiffItem::Add(&ino, i) => InodeChange::Added(ino, i),
-            DiffItem::Update {
-                old: (_, old),
-                new: (&ino, new),
-            } => InodeChange::Changed { ino, old, new },
-            DiffItem::Remove(&ino, _) => InodeChange::Removed(ino),
-        })
+        let mut out = Vec::new();
+        self.inodes.diff(&newer.inodes, &mut |d| {
+            out.push(match d {
+                trie::Diff::Added(ino, i) => InodeChange::Added(ino, i),
+                trie::Diff::Changed { key, old, new } => {
+                    InodeChange::Changed { ino: key, old, new }
+                }
+                trie::Diff::Removed(ino, _) => InodeChange::Removed(ino),
+            })
+        });
+        out.into_iter()
     }
 
     /// Whether both trees hold the very same inode map (O(1)).
@@ -220,7 +257,7 @@ fn settled_arc(arc: &Arc<Inode>) -> bool {
     arc.memo.get().is_none() && Arc::strong_count(arc) == 1
 }
 
-fn settled(inodes: &mut OrdMap<Ino, Arc<Inode>>, ino: Ino) -> Result<bool> {
+fn settled(inodes: &mut InodeMap, ino: Ino) -> Result<bool> {
     match inodes.get_mut(&ino) {
         Some(arc) => Ok(settled_arc(arc)),
         None => err(ErrorKind::NotFound),
@@ -231,7 +268,7 @@ fn settled(inodes: &mut OrdMap<Ino, Arc<Inode>>, ino: Ino) -> Result<bool> {
 /// the map alone, so a caller may keep other fields of the tree borrowed.
 /// The common case (a settled inode) costs one descent.
 pub(super) fn edit_inode<R>(
-    inodes: &mut OrdMap<Ino, Arc<Inode>>,
+    inodes: &mut InodeMap,
     ino: Ino,
     f: impl FnOnce(&mut Inode) -> R,
 ) -> Result<R> {
@@ -250,7 +287,7 @@ pub(super) fn edit_inode<R>(
 /// Forgets the memos of `ino` and of its ancestors up to the first one
 /// that is settled (invariant 6). Allocates only to walk past an inode
 /// with more than one parent.
-fn invalidate(inodes: &mut OrdMap<Ino, Arc<Inode>>, ino: Ino) {
+fn invalidate(inodes: &mut InodeMap, ino: Ino) {
     let mut work: Vec<Ino> = Vec::new();
     let mut next = Some(ino);
     while let Some(i) = next.take().or_else(|| work.pop()) {

@@ -4,7 +4,7 @@
 use crate::error::{ErrorKind, Result, err};
 use crate::path::{check_path, components, wants_dir};
 
-use super::{FileType, Ino, Name, Node, ROOT, Tree};
+use super::{FileType, Ino, Inode, Name, Node, ROOT, Tree};
 
 /// Where a resolution starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,8 +147,17 @@ impl Tree {
         }
         let mut cur_inode = Some(floor);
         // The path's components are read in order as they come; a
-        // symlink's come first, from `pending` (innermost last).
-        let mut rest = components(path).peekable();
+        // symlink's come first, from `pending` (innermost last). When the
+        // directory hint is the path's parent, only the last one is left.
+        let mut todo = path;
+        if let Some((dirs, last)) = path.rsplit_once('/')
+            && !matches!(last, "" | "." | "..")
+            && let Some(d) = self.parent_from_hint(start, dirs, &mut stack)
+        {
+            cur_inode = Some(d);
+            todo = last;
+        }
+        let mut rest = components(todo).peekable();
         let mut pending: Vec<Comp<'p>> = Vec::new();
         let mut must_dir = wants_dir(path);
         let mut hops = 0u32;
@@ -189,6 +198,9 @@ impl Tree {
             let Some(entries) = dir.entries() else {
                 return err(ErrorKind::NotADirectory);
             };
+            if last && cur != self.dir_hint.get() {
+                self.dir_hint.set(cur);
+            }
             let Some(entry) = entries.get(name).copied() else {
                 if last {
                     return Ok(Resolved {
@@ -260,6 +272,43 @@ impl Tree {
             must_dir,
             dir_mode: cur_inode.map(|i| i.mode),
         })
+    }
+
+    /// Directory `dirs` (a path without `.` or `..`, from `start`) when
+    /// it is the directory hint, checked by the hint's links alone: a
+    /// directory has one name (invariant 2), so if its chain of parents
+    /// spells `dirs` back to `start`, resolving `dirs` would reach it.
+    /// Fills `stack` with that chain, as the walk would have.
+    fn parent_from_hint(&self, start: Ino, dirs: &str, stack: &mut DirStack) -> Option<&Inode> {
+        let hint = self.dir_hint.get();
+        if hint == start {
+            // Nothing to skip; the walk is as cheap.
+            return None;
+        }
+        let mut chain = [0 as Ino; DirStack::INLINE];
+        let mut depth = 0;
+        let mut at = hint;
+        let found = self.inodes.get(&at)?;
+        for comp in components(dirs).rev() {
+            let inode = self.inodes.get(&at)?;
+            if inode.kind() != FileType::Dir || depth + 1 >= DirStack::INLINE {
+                return None;
+            }
+            let (parent, name) = inode.links.first()?;
+            if &**name != comp || comp.len() > self.name_max() {
+                return None;
+            }
+            chain[depth] = at;
+            depth += 1;
+            at = *parent;
+        }
+        if at != start || depth == 0 {
+            return None;
+        }
+        for &ino in chain[..depth].iter().rev() {
+            stack.push(ino);
+        }
+        Some(found)
     }
 
     /// Resolves to an existing inode.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
-use super::{Entry, FileType, Ino, Inode, Name, ROOT};
+use super::{Entry, FileType, Ino, Inode, InodeMap, Name, ROOT};
 
 /// Inodes a walk reads: a tree's map, or a loader's table of inodes not
 /// yet in one. `At` is where an inode sits (its number for a map, an
@@ -39,12 +39,12 @@ pub(crate) trait InodeTable {
 /// An inode map as an [`InodeTable`], with the set of directories
 /// reached (which the caller may read after the walk).
 pub(crate) struct MapTable<'a> {
-    pub(crate) map: &'a OrdMap<Ino, Arc<Inode>>,
+    pub(crate) map: &'a InodeMap,
     pub(crate) seen: HashSet<Ino>,
 }
 
 impl<'a> MapTable<'a> {
-    pub(crate) fn new(map: &'a OrdMap<Ino, Arc<Inode>>) -> MapTable<'a> {
+    pub(crate) fn new(map: &'a InodeMap) -> MapTable<'a> {
         MapTable {
             map,
             seen: HashSet::new(),
@@ -239,7 +239,7 @@ mod tests {
         t.check(&Default::default()).unwrap();
 
         let (inos, mut nodes): (Vec<Ino>, Vec<Arc<Inode>>) =
-            t.inodes.iter().map(|(i, n)| (*i, n.clone())).unzip();
+            t.inodes.iter().map(|(i, n)| (i, n.clone())).unzip();
         for n in &mut nodes {
             let n = Arc::make_mut(n);
             n.links.clear();
@@ -261,13 +261,13 @@ mod tests {
         })
         .unwrap();
         for (ino, node) in table.inos.iter().zip(&table.nodes) {
-            let mut want = t.inodes[ino].links.clone();
+            let mut want = t.inodes.get(ino).unwrap().links.clone();
             let mut got = node.links.clone();
             want.sort();
             got.sort();
             assert_eq!(got, want, "inode {ino}");
             if node.kind() == FileType::Dir {
-                assert_eq!(node.nlink, t.inodes[ino].nlink, "inode {ino}");
+                assert_eq!(node.nlink, t.inodes.get(ino).unwrap().nlink, "inode {ino}");
             }
         }
     }

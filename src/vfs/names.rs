@@ -316,3 +316,79 @@ impl Vfs {
         self.tree.link(d.dir, dname.to_name(), sino, skind, now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::error::ErrorKind;
+    use crate::{FileType, Vfs};
+
+    /// Resolution may start from the directory the last one ended in
+    /// (`Tree::resolve`'s hint); every change of the namespace must still
+    /// be seen, as if each path were walked from the root.
+    #[test]
+    fn the_directory_hint_never_answers_for_a_changed_namespace() {
+        let mut v = Vfs::new();
+        v.create_dir("/a").unwrap();
+        v.create_dir("/a/b").unwrap();
+        v.write_file("/a/b/f", b"one").unwrap();
+        v.write_file("/a/f", b"up").unwrap();
+        let kind = |v: &Vfs, p: &str| v.metadata(p).map(|m| m.kind).map_err(|e| e.kind());
+        for _ in 0..2 {
+            assert_eq!(v.read_file("/a/b/f").unwrap(), b"one");
+        }
+        // The same directory renamed: the old path is gone, the new one
+        // reaches it.
+        v.rename("/a/b", "/a/c").unwrap();
+        assert_eq!(kind(&v, "/a/b/f"), Err(ErrorKind::NotFound));
+        assert_eq!(v.read_file("/a/c/f").unwrap(), b"one");
+        // A new directory at the old name is a different one.
+        v.create_dir("/a/b").unwrap();
+        assert_eq!(kind(&v, "/a/b/f"), Err(ErrorKind::NotFound));
+        assert_eq!(v.read_file("/a/c/f").unwrap(), b"one");
+        // Removed while it is the hint.
+        v.remove_file("/a/c/f").unwrap();
+        v.remove_dir("/a/c").unwrap();
+        assert_eq!(kind(&v, "/a/c/f"), Err(ErrorKind::NotFound));
+        assert_eq!(kind(&v, "/a/c"), Err(ErrorKind::NotFound));
+        // A symlink as the last name, with `..` in its target, after the
+        // hint was set to its directory: `..` leaves the real parent.
+        v.write_file("/a/b/g", b"g").unwrap();
+        v.symlink("../f", "/a/b/l").unwrap();
+        assert_eq!(v.read_file("/a/b/g").unwrap(), b"g");
+        assert_eq!(v.read_file("/a/b/l").unwrap(), b"up");
+        // A symlink to a directory on the way: not the hint's path.
+        v.symlink("b", "/a/s").unwrap();
+        assert_eq!(v.read_file("/a/s/g").unwrap(), b"g");
+        assert_eq!(v.read_file("/a/b/g").unwrap(), b"g");
+        assert_eq!(v.read_file("/a/s/l").unwrap(), b"up");
+        // `.` and `..` in the path, and trailing slashes.
+        assert_eq!(v.read_file("/a/b/../b/g").unwrap(), b"g");
+        assert_eq!(v.read_file("/a/./b/g").unwrap(), b"g");
+        assert_eq!(kind(&v, "/a/b/g/"), Err(ErrorKind::NotADirectory));
+        v.create_dir("/a/b/d").unwrap();
+        assert_eq!(kind(&v, "/a/b/d/"), Ok(FileType::Dir));
+        assert_eq!(kind(&v, "/a/b/d/."), Ok(FileType::Dir));
+        v.remove_dir("/a/b/d/").unwrap();
+        assert_eq!(kind(&v, "/a/b/d"), Err(ErrorKind::NotFound));
+        // A file in place of a directory of the hint's path.
+        v.remove_file("/a/b/g").unwrap();
+        v.remove_file("/a/b/l").unwrap();
+        assert_eq!(v.read_file("/a/b/../f").unwrap(), b"up");
+        v.rename("/a/b", "/a/old").unwrap();
+        v.write_file("/a/b", b"file").unwrap();
+        assert_eq!(kind(&v, "/a/b/g"), Err(ErrorKind::NotADirectory));
+        // A fork and its origin each keep their own hint, and a hint from
+        // one tree means nothing in the other.
+        v.create_dir("/x").unwrap();
+        v.write_file("/x/y", b"y").unwrap();
+        let snap = v.snapshot();
+        let mut w = snap.fork();
+        w.remove_file("/x/y").unwrap();
+        w.rename("/x", "/z").unwrap();
+        assert_eq!(kind(&w, "/x/y"), Err(ErrorKind::NotFound));
+        assert_eq!(v.read_file("/x/y").unwrap(), b"y");
+        assert_eq!(snap.read_file("/x/y").unwrap(), b"y");
+        v.check_invariants().unwrap();
+        w.check_invariants().unwrap();
+    }
+}

@@ -3,11 +3,8 @@
 //! rebuilder read inodes, their changes and the inode map through the
 //! methods here, so none of them reaches into the snapshot's tree.
 
-use imbl::OrdMap;
-use std::sync::Arc;
-
 use crate::error::Result;
-use crate::tree::{Base, Ino, Inode, InodeChange, Name};
+use crate::tree::{Base, Ino, Inode, InodeChange, InodeMap, Name};
 
 use super::Snapshot;
 
@@ -104,7 +101,7 @@ impl Snapshot {
     }
 
     /// The inode map, for a checkpoint delta to start its rebuild from.
-    pub(crate) fn inode_map(&self) -> &OrdMap<Ino, Arc<Inode>> {
+    pub(crate) fn inode_map(&self) -> &InodeMap {
         self.tree.inode_map()
     }
 }
