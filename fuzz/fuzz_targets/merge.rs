@@ -72,7 +72,11 @@ impl FOp {
 fuzz_target!(|input: (Vec<FOp>, Vec<FOp>, Vec<FOp>)| {
     let (base, ours, theirs) = input;
     let ops = |v: &[FOp], n: usize| v.iter().take(n).map(FOp::op).collect::<Vec<_>>();
-    if let Err(e) = model::check(&ops(&base, 24), &ops(&ours, 12), &ops(&theirs, 12)) {
+    if let Err(e) = model::check(
+        &ops(base.as_slice(), 24),
+        &ops(ours.as_slice(), 12),
+        &ops(theirs.as_slice(), 12),
+    ) {
         panic!("{e}");
     }
 });
