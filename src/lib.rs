@@ -38,6 +38,7 @@ mod content;
 mod error;
 pub mod hostdir;
 mod limits;
+mod merge;
 mod path;
 #[cfg(feature = "serve")]
 pub mod serve;
@@ -51,6 +52,7 @@ pub mod wasi;
 pub use content::CHUNK_SIZE;
 pub use error::{Error, ErrorKind, Result};
 pub use limits::{Limits, Usage, parse_size};
+pub use merge::{Action, Conflict, ConflictKind, ConflictPolicy, Merge, MergeOptions, Resolution};
 pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tree::{Change, ChangeKind, FileType};

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use cowvfs::checkpoint::{self, SaveOptions};
-use cowvfs::{FileType, Limits, Metadata, Snapshot, Vfs, hostdir};
+use cowvfs::{ConflictPolicy, FileType, Limits, MergeOptions, Metadata, Snapshot, Vfs, hostdir};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
@@ -72,6 +72,29 @@ enum Cmd {
         b: PathBuf,
         #[command(flatten)]
         parents: Parents,
+    },
+    /// Three-way merge: what OURS and THEIRS changed since BASE (both
+    /// checkpoints of forks of BASE) into OUT. Prints each conflict on
+    /// stdout; under the default `--conflicts fail` a conflict writes
+    /// nothing and exits with status 1.
+    Merge {
+        base: PathBuf,
+        ours: PathBuf,
+        theirs: PathBuf,
+        /// Checkpoint to write (atomically).
+        out: PathBuf,
+        #[command(flatten)]
+        parents: Parents,
+        /// What a conflict does: fail, ours, theirs or keep-both (theirs'
+        /// version beside ours' as NAME.theirs).
+        #[arg(long, value_name = "POLICY", default_value = "fail", value_parser = parse_policy)]
+        conflicts: ConflictPolicy,
+        /// Write OUT as a delta against BASE.
+        #[arg(long)]
+        delta: bool,
+        /// zstd-compress chunks that shrink.
+        #[arg(long)]
+        compress: bool,
     },
     /// Read everything and check every hash and invariant.
     Verify {
@@ -150,6 +173,23 @@ fn run(args: CheckpointArgs) -> Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Merge {
+            base,
+            ours,
+            theirs,
+            out,
+            parents,
+            conflicts,
+            delta,
+            compress,
+        } => merge(
+            [&base, &ours, &theirs],
+            &out,
+            &parents.parent,
+            conflicts,
+            delta,
+            compress,
+        ),
         Cmd::Verify { ck, parents } => {
             let bar = Progress::spinner("verifying");
             let h = checkpoint::verify(&ck, &parents.parent)?;
@@ -225,6 +265,63 @@ fn import(dir: PathBuf, out: PathBuf, parents: &[PathBuf], compress: bool) -> Re
         saved.file_len,
         saved.chunks,
         if parent.is_some() { ", delta" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_policy(s: &str) -> std::result::Result<ConflictPolicy, String> {
+    match s {
+        "fail" => Ok(ConflictPolicy::Fail),
+        "ours" => Ok(ConflictPolicy::Ours),
+        "theirs" => Ok(ConflictPolicy::Theirs),
+        "keep-both" => Ok(ConflictPolicy::KeepBoth),
+        _ => Err(format!(
+            "unknown policy {s:?} (fail, ours, theirs or keep-both)"
+        )),
+    }
+}
+
+fn merge(
+    [base, ours, theirs]: [&PathBuf; 3],
+    out: &PathBuf,
+    parents: &[PathBuf],
+    policy: ConflictPolicy,
+    delta: bool,
+    compress: bool,
+) -> Result<ExitCode> {
+    let open_one = |ck: &PathBuf| {
+        checkpoint::open_chain(ck, parents).with_context(|| format!("opening {}", ck.display()))
+    };
+    let (b, o, t) = (open_one(base)?, open_one(ours)?, open_one(theirs)?);
+    let merged =
+        Snapshot::merge(&b, &o, &t, &MergeOptions::new().policy(policy)).context("merging")?;
+    for c in merged.conflicts() {
+        outln!("{c}");
+    }
+    let n = merged.conflicts().len();
+    let Some(snap) = merged.snapshot() else {
+        eprintln!(
+            "{n} conflict(s); nothing written (choose --conflicts ours, theirs or keep-both)"
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let bar = Progress::bytes("saving");
+    let saved = snap.save_with(
+        out,
+        SaveOptions {
+            parent: delta.then_some(&b),
+            compress,
+            progress: Some(&mut |done, total| bar.set(done, Some(total))),
+            ..SaveOptions::default()
+        },
+    )?;
+    bar.done();
+    eprintln!(
+        "merged with {n} conflict(s) -> {} ({} bytes, {} chunks stored){}",
+        out.display(),
+        saved.file_len,
+        saved.chunks,
+        if delta { ", delta" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -249,6 +249,16 @@ impl Tree {
     }
 }
 
+impl Inode {
+    /// Forgets the memoized hash, for a caller that assembles a tree from
+    /// inodes of other trees (the merge) and so must re-establish invariant
+    /// 6 itself: it forgets the memo of every inode it changes and of all
+    /// their ancestors.
+    pub(crate) fn forget_hash(&mut self) {
+        self.memo = OnceLock::new();
+    }
+}
+
 /// Whether inode `ino` may change without forgetting anything: it has no
 /// memo and no snapshot shares it. By invariant 6 no ancestor has a memo
 /// then either. Asked after `get_mut` has copied the map's path, so a map

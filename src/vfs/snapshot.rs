@@ -49,6 +49,20 @@ impl Snapshot {
         }
     }
 
+    /// The tree itself, read-only, for the merge (`crate::merge`), which
+    /// reads three trees and assembles a fourth.
+    pub(crate) fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// A snapshot of `tree` that keeps this one's clock (the merge's result).
+    pub(crate) fn with_tree(&self, tree: Tree) -> Snapshot {
+        Snapshot {
+            tree: Arc::new(tree),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// A writable sandbox starting from this tree, with its limits. O(1).
     pub fn fork(&self) -> Vfs {
         tracing::trace!(inodes = self.tree.counters().inodes, "fork");
