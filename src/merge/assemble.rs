@@ -18,7 +18,9 @@ use crate::content::Content;
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Counters;
 use crate::time::Timestamp;
-use crate::tree::{Entry, FileType, Ino, Inode, MAX_LINKS, Name, Node, Tree, entry_charge};
+use crate::tree::{
+    Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, Name, Node, Tree, entry_charge,
+};
 
 use super::content::merge_content;
 use super::names::{Names, Pending, Settled, Subject, counts_as_subdir};
@@ -278,7 +280,7 @@ fn merge_dir(
 fn keep_theirs_beside(
     names: &mut Names,
     built: &mut BTreeMap<Ino, Inode>,
-    map: &imbl::OrdMap<Ino, Arc<Inode>>,
+    map: &InodeMap,
     counters: &mut Counters,
     m: Ino,
     ino: Ino,
@@ -360,7 +362,7 @@ fn keep_theirs_beside(
 /// Forgets the memoized hash of every ancestor of the `changed` inodes
 /// (their own are forgotten already), so invariant 6 holds again, on
 /// copies the merged tree owns alone.
-fn forget_hashes_up(map: &mut imbl::OrdMap<Ino, Arc<Inode>>, changed: &[Ino]) {
+fn forget_hashes_up(map: &mut InodeMap, changed: &[Ino]) {
     let mut done: HashSet<Ino> = changed.iter().copied().collect();
     let mut work: Vec<Ino> = changed.to_vec();
     while let Some(i) = work.pop() {
