@@ -281,7 +281,7 @@ impl Server {
     ) -> (u16, Vec<u8>) {
         self.send_as(method, path, body, None)
             .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"))
     }
 
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
