@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+// Only Weed is used here; its other helpers serve the store tests.
+#[allow(dead_code)]
+#[path = "store_support/mod.rs"]
+mod store_support;
+
 /// The guest most tests run: appends `argv[1]` and a newline to
 /// `/log.txt` (creating it), then prints the whole file. `SPIN` is
 /// replaced by a busy loop (or nothing). Any error exits 100 + errno.
@@ -195,11 +200,17 @@ impl Server {
     /// Starts the server on a free loopback port and waits for its
     /// "listening on" line.
     fn start(args: &[&str], token: Option<&str>) -> Server {
+        Server::start_env(args, token, &[])
+    }
+
+    /// [`Server::start`] with more environment variables.
+    fn start_env(args: &[&str], token: Option<&str>, env: &[(&str, String)]) -> Server {
         static PROVIDER: std::sync::Once = std::sync::Once::new();
         PROVIDER.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
         let child = command(args, token)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -270,7 +281,7 @@ impl Server {
     ) -> (u16, Vec<u8>) {
         self.send_as(method, path, body, None)
             .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"))
     }
 
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -922,6 +933,68 @@ fn servers_sharing_a_store_share_saved_snapshots() {
                 "PUT",
                 "/v1/snapshots/none",
                 Some(json!({"root": "ab".repeat(32)})),
+            )
+            .await;
+        assert_eq!((st, code(&v)), (404, "unknown_snapshot"), "{v}");
+    });
+}
+
+#[test]
+fn servers_sharing_a_seaweedfs_store_share_saved_snapshots() {
+    let weed = store_support::Weed::start();
+    // The bucket, as an operator would have made it (SeaweedFS makes one
+    // on the first write into it).
+    cowvfs::store::BlobStore::put_objects(&weed.store("serve", ""), &[("made", b"".as_slice())])
+        .expect("create the bucket");
+    let caches = tempfile::tempdir().unwrap();
+    // Each server has its own chunk cache, as on two hosts: what B knows
+    // of A's snapshot came through S3.
+    let start = |name: &str| {
+        let mut env = weed.env();
+        let cache = caches.path().join(name);
+        env.push(("COWVFS_CACHE", cache.to_str().unwrap().to_string()));
+        Server::start_env(&["--store", "s3://serve/shared"], None, &env)
+    };
+    let a = start("a");
+    let b = start("b");
+    runtime().block_on(async {
+        for s in [&a, &b] {
+            s.put_module("note", &note_wat(false)).await;
+        }
+        let (st, body) = a
+            .send(
+                "PUT",
+                "/v1/snapshots/tiny",
+                Some((tiny_checkpoint(), "application/octet-stream")),
+            )
+            .await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        let v = a
+            .run(json!({"base": "tiny", "module": "note", "args": ["on-a"], "save": true}))
+            .await;
+        let root = v["snapshot"].as_str().unwrap().to_string();
+        // B never saw it: it runs from the root, opened from SeaweedFS.
+        let v = b
+            .run(json!({"base": root, "module": "note", "args": ["on-b"], "save": true}))
+            .await;
+        assert_eq!(v["stdout"], "on-a\non-b\n", "{v}");
+        let (st, body) = b.get(&format!("/v1/snapshots/{root}/files/log.txt")).await;
+        assert_eq!((st, body.as_slice()), (200, &b"on-a\n"[..]));
+        let (st, body) = b
+            .get(&format!("/v1/snapshots/{root}/files/hello.txt"))
+            .await;
+        assert_eq!((st, body.as_slice()), (200, &b"hi\n"[..]));
+        // And back: what B saved on top of it, A reads.
+        let on_b = v["snapshot"].as_str().unwrap().to_string();
+        let (st, body) = a.get(&format!("/v1/snapshots/{on_b}/files/log.txt")).await;
+        assert_eq!((st, body.as_slice()), (200, &b"on-a\non-b\n"[..]));
+        // A root neither has saved is unknown on both.
+        let missing = "cd".repeat(32);
+        let (st, v) = b
+            .json(
+                "POST",
+                "/v1/run",
+                Some(json!({"base": missing, "module": "note", "args": ["x"]})),
             )
             .await;
         assert_eq!((st, code(&v)), (404, "unknown_snapshot"), "{v}");
