@@ -15,6 +15,15 @@ fn too_large(limit: usize, what: &str) -> ApiError {
     )
 }
 
+/// Most bytes of a refused body read and thrown away before the 413 goes
+/// out: a client still sending when the answer comes sees its write fail
+/// (a broken pipe) instead of the answer, so a body this much over the
+/// limit is taken in (never held) to let the client read why.
+const DRAIN_MAX: u64 = 64 << 20;
+
+/// How long the server keeps taking in a refused body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The whole body, refused past `limit` bytes (by its Content-Length at
 /// once, else as it streams in).
 pub async fn read(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
@@ -22,19 +31,39 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > limit as u64) {
+        if declared.is_some_and(|n| n - limit as u64 <= DRAIN_MAX) {
+            drain(&mut stream).await;
+        }
         return Err(too_large(limit, what));
     }
     let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
-    let mut stream = body.into_data_stream();
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| ApiError::bad(format!("cannot read the {what}: {e}")))?;
         if buf.len() + piece.len() > limit {
+            drop(buf);
+            drain(&mut stream).await;
             return Err(too_large(limit, what));
         }
         buf.extend_from_slice(&piece);
     }
     Ok(Bytes::from(buf))
+}
+
+/// Reads and drops what is left of a refused body, up to [`DRAIN_MAX`]
+/// bytes and [`DRAIN_TIME`].
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(piece)) = stream.next().await {
+            seen += piece.len() as u64;
+            if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Pieces a blocking writer hands to the response at a time.
