@@ -284,7 +284,13 @@ impl BlobStore for S3Store {
                 .into_iter()
                 .collect::<std::result::Result<Vec<_>, _>>()
         })?;
-        let metas = metas.map_err(|e| s3_err(&what, e))?;
+        let metas = match metas {
+            Ok(m) => m,
+            // A bucket not made yet holds nothing (S3 servers that make a
+            // bucket on first write, as SeaweedFS does, answer so).
+            Err(e) if e.to_string().contains("NoSuchBucket") => Vec::new(),
+            Err(e) => return Err(s3_err(&what, e)),
+        };
         Ok(metas
             .into_iter()
             .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
