@@ -16,8 +16,10 @@
 //!   of a 64 MiB file lazily at 10 ms/request beside one plain download
 //!   of the same bytes.
 //!
-//!     cargo bench --bench store                # 1 GiB
-//!     COWVFS_BENCH_MIB=256 cargo bench --bench store
+//! ```text
+//! cargo bench --bench store                  # 1 GiB
+//! COWVFS_BENCH_MIB=256 cargo bench --bench store
+//! ```
 //!
 //! Under `cargo test --all-targets` (no `--bench`) it runs a 2 MiB smoke
 //! version of everything once.
@@ -189,7 +191,8 @@ fn main() {
                 let path = "/data/big";
                 let mut f = big_bytes.clone();
                 flip += 1;
-                f[(flip * 4099) % f.len()] ^= 0x5a;
+                let at = (flip * 4099) % f.len();
+                f[at] ^= 0x5a;
                 w.write_file(path, &f).unwrap();
                 let snap = w.snapshot();
                 let m = s3.meter();
