@@ -297,6 +297,16 @@ fn a_push_cut_off_by_the_server_fails_clearly_and_a_retry_completes() {
     assert_eq!(msg.lines().count(), 1, "{msg}");
 
     weed.restart();
+    // A restarted SeaweedFS answers 500 for objects it held until its
+    // volume server has registered again: wait until it serves them.
+    let t0 = std::time::Instant::now();
+    while let Err(e) = s3.get_objects(&[store::VERSION_KEY], 100) {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "weed never served old data: {e}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(
         s3.get_manifest(&root).unwrap().is_none(),
         "manifest before its chunks"
@@ -325,8 +335,10 @@ fn a_push_cut_off_by_the_server_fails_clearly_and_a_retry_completes() {
             pack_size: 4 << 20,
             ..TransferOptions::default()
         };
-        let stats = store::push(&snap, &s3, &opts).unwrap();
+        // The watcher stops once the push is over, whatever its outcome.
+        let pushed = store::push(&snap, &s3, &opts);
         done.store(true, Ordering::SeqCst);
+        let stats = pushed.unwrap();
         assert!(watcher.join().unwrap() || reader.get_manifest(&root).unwrap().is_some());
         stats
     });

@@ -116,10 +116,13 @@ pub fn push(args: PushArgs) -> Result<ExitCode> {
     // Lazily opened: a chunk is read from the file only if the store lacks it.
     let snap = checkpoint::open_chain(&args.ck, &args.parent)?;
     let store = store::open_store(&args.url, true)?;
+    // The host's cache keeps the store's index objects between pushes.
+    let cache = store::cache_for(&args.url);
     let bar = Bar::new("pushing");
     let progress = |done, total| bar.set(done, total);
     let opts = TransferOptions {
         progress: Some(&progress),
+        cache: cache.as_deref(),
         ..TransferOptions::default()
     };
     let stats = store::push(&snap, &*store, &opts)

@@ -63,7 +63,11 @@ struct State {
     seen: HashSet<String>,
     /// Pack names; a location refers to one by position.
     packs: Vec<blake3::Hash>,
+    /// Each pack's object size, as its index object says.
+    sizes: Vec<u64>,
     pack_pos: HashMap<blake3::Hash, u32>,
+    /// Index objects read whole and well (what a compaction may replace).
+    good: HashSet<String>,
     at: HashMap<blake3::Hash, (u32, u64, u32)>,
     /// Index objects that failed their checks, with why.
     damaged: Vec<String>,
@@ -207,6 +211,7 @@ impl Catalog {
                     None => continue,
                     Some(Ok(recs)) => {
                         st.add(recs);
+                        st.good.insert(key.clone());
                         count += 1;
                     }
                     Some(Err(e)) => {
@@ -268,6 +273,50 @@ impl Catalog {
         let mut st = self.lock()?;
         st.add(recs);
         st.seen.insert(index.to_string());
+        st.good.insert(index.to_string());
+        Ok(())
+    }
+
+    /// Every packed chunk known, as pack records (one location per chunk:
+    /// a chunk in two packs is listed in the first one seen), and the index
+    /// objects they came from: what a compaction writes and replaces.
+    pub(crate) fn records(&self) -> Result<(Vec<PackRecord>, Vec<String>)> {
+        let st = self.lock()?;
+        let mut recs: Vec<PackRecord> = st
+            .packs
+            .iter()
+            .zip(&st.sizes)
+            .map(|(p, &size)| PackRecord {
+                name: *p.as_bytes(),
+                size,
+                entries: Vec::new(),
+            })
+            .collect();
+        for (addr, &(p, offset, len)) in &st.at {
+            recs[p as usize].entries.push(super::PackEntry {
+                addr: *addr.as_bytes(),
+                offset,
+                len,
+            });
+        }
+        recs.retain(|r| !r.entries.is_empty());
+        for r in &mut recs {
+            r.entries.sort_unstable_by_key(|e| e.offset);
+        }
+        Ok((recs, st.good.iter().cloned().collect()))
+    }
+
+    /// Index objects read well so far.
+    pub(crate) fn good_count(&self) -> usize {
+        self.lock().map_or(0, |s| s.good.len())
+    }
+
+    /// Forgets index objects a compaction replaced.
+    pub(crate) fn forget(&self, keys: &[String]) -> Result<()> {
+        let mut st = self.lock()?;
+        for k in keys {
+            st.good.remove(k);
+        }
         Ok(())
     }
 }
@@ -280,6 +329,7 @@ impl State {
             let p = *self.pack_pos.entry(name).or_insert(next);
             if p == next {
                 self.packs.push(name);
+                self.sizes.push(r.size);
             }
             for e in r.entries {
                 self.at

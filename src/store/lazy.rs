@@ -133,10 +133,20 @@ impl StoreSource {
         let wants: Vec<(blake3::Hash, u32)> =
             keys.iter().map(|&k| self.table[k as usize]).collect();
         let mut got = Vec::with_capacity(keys.len());
-        fetch::fetch_chunks(&*self.remote, catalog, &wants, 4 * MAX_SPAN, &mut |i, b| {
-            got.push((keys[i], b));
-            Ok(())
-        })?;
+        // Without a cache nothing unchecked is kept: each blob checks its
+        // bytes on first use, so hashing here too would be twice.
+        let verify = self.cache.is_some();
+        fetch::fetch_chunks(
+            &*self.remote,
+            catalog,
+            &wants,
+            4 * MAX_SPAN,
+            verify,
+            &mut |i, b| {
+                got.push((keys[i], b));
+                Ok(())
+            },
+        )?;
         Ok(got)
     }
 }

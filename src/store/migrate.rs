@@ -143,9 +143,14 @@ pub fn migrate(store: &dyn BlobStore, opts: &TransferOptions<'_>) -> Result<Migr
             .iter()
             .filter_map(|a| catalog.locate(a).map(|l| (*a, l.len)))
             .collect();
-        match fetch::fetch_chunks(store, &catalog, &wants, 4 * fetch::MAX_SPAN, &mut |_, _| {
-            Ok(())
-        }) {
+        match fetch::fetch_chunks(
+            store,
+            &catalog,
+            &wants,
+            4 * fetch::MAX_SPAN,
+            true,
+            &mut |_, _| Ok(()),
+        ) {
             Ok(()) => removable.extend(wants.iter().map(|w| w.0)),
             Err(e) => tracing::warn!("keeping loose chunks whose packed copy fails: {e}"),
         }

@@ -364,3 +364,42 @@ fn bad_names_ranges_and_pack_sizes_are_refused() {
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     }
 }
+
+#[test]
+fn index_objects_are_merged_so_a_client_reads_a_handful() {
+    let store = Arc::new(Metered::new(MemStore::new()));
+    let meter = store.meter();
+    let cache = MemStore::new();
+    let mut v = tree(4, 100_000);
+    let mut roots = Vec::new();
+    for i in 0..20u64 {
+        v.write_file("/d/changing", &noise(1000 + i, 70_000))
+            .unwrap();
+        let snap = v.snapshot();
+        let o = TransferOptions {
+            cache: Some(&cache),
+            ..TransferOptions::default()
+        };
+        let r0 = meter.requests();
+        let st = push(&snap, &*store, &o).unwrap();
+        let reqs = meter.requests() - r0;
+        // Version, three listings, pack, index, manifest, and now and then
+        // a merge (one more object, deletes of the ones it replaced).
+        assert!(
+            reqs <= 10 + packer::COMPACT_AT as u64 + 1,
+            "push {i}: {reqs}"
+        );
+        roots.push((st.root, snap));
+        let n = store.list("index/").unwrap().len();
+        assert!(
+            n <= packer::COMPACT_AT + 1,
+            "{n} index objects after {i} pushes"
+        );
+    }
+    // Everything pushed is still found, by a client with no cache.
+    for (root, snap) in &roots {
+        pull_ok(&*store, root, snap);
+    }
+    let cat = Catalog::load(&*store, None).unwrap();
+    assert!(cat.damage().is_empty());
+}

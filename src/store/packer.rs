@@ -178,3 +178,59 @@ impl<'a> Packer<'a> {
         Ok(self.stats)
     }
 }
+
+/// Index objects a store may gather before a push merges them into one.
+pub(crate) const COMPACT_AT: usize = 8;
+
+/// Merges every index object `catalog` read well into new ones (one, up
+/// to `MAX_INDEX_ENTRIES` entries each), once there are more than
+/// [`COMPACT_AT`], then deletes the merged ones: a store that takes a push
+/// per request keeps a handful of index objects, so a client learns it in
+/// a handful of requests. Safe beside readers and other writers: the new
+/// object is durable before any old one goes, only objects whose content
+/// it holds go, and a reader that listed an object since deleted misses
+/// nothing it cannot find again by listing anew (which a read that finds
+/// a chunk nowhere does). How many index objects it replaced.
+pub(crate) fn compact(store: &dyn BlobStore, catalog: &Catalog) -> Result<usize> {
+    if catalog.good_count() <= COMPACT_AT {
+        return Ok(0);
+    }
+    let (recs, old) = catalog.records()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut groups: Vec<Vec<PackRecord>> = vec![Vec::new()];
+    let mut entries = 0;
+    for r in recs {
+        if entries + r.entries.len() > MAX_INDEX_ENTRIES {
+            groups.push(Vec::new());
+            entries = 0;
+        }
+        entries += r.entries.len();
+        if let Some(g) = groups.last_mut() {
+            g.push(r);
+        }
+    }
+    let mut objects = Vec::new();
+    for g in groups {
+        let (name, bytes) = pack::encode_index(g.clone(), now)?;
+        objects.push((pack::index_key(&name), bytes, g));
+    }
+    let objs: Vec<(&str, &[u8])> = objects
+        .iter()
+        .map(|(k, b, _)| (k.as_str(), b.as_slice()))
+        .collect();
+    store.put_objects(&objs)?;
+    let new: HashSet<&str> = objects.iter().map(|(k, ..)| k.as_str()).collect();
+    let gone: Vec<String> = old
+        .into_iter()
+        .filter(|k| !new.contains(k.as_str()))
+        .collect();
+    catalog.forget(&gone)?;
+    for (k, _, g) in objects {
+        catalog.learn(&k, g)?;
+    }
+    let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
+    store.delete_objects(&refs)?;
+    Ok(gone.len())
+}

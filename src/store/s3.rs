@@ -206,15 +206,15 @@ impl S3Store {
 }
 
 impl S3Store {
-    /// Reads an object by name under the prefix, unchecked (for
-    /// benchmarks against a plain whole-file download).
+    /// Reads an object (up to 4 GiB) by name under the prefix, unchecked
+    /// (for benchmarks against a plain whole-file download).
     #[doc(hidden)]
     pub fn get_raw(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let fut = get(
             self.client.clone(),
             self.key(name),
             self.location(),
-            MAX_MANIFEST_OBJECT,
+            4 << 30,
         );
         self.run(fut)?
     }
@@ -449,7 +449,13 @@ impl BlobStore for S3Store {
                 .into_iter()
                 .collect::<std::result::Result<Vec<_>, _>>()
         })?;
-        let metas = metas.map_err(|e| s3_err(&what, e))?;
+        let metas = match metas {
+            Ok(m) => m,
+            // A bucket not made yet holds nothing (S3 servers that make a
+            // bucket on first write, as SeaweedFS does, answer so).
+            Err(e) if e.to_string().contains("NoSuchBucket") => Vec::new(),
+            Err(e) => return Err(s3_err(&what, e)),
+        };
         Ok(metas
             .into_iter()
             .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
@@ -500,16 +506,20 @@ impl BlobStore for S3Store {
             .map(|k| check_key(k).map(|()| self.key(k)))
             .collect::<Result<_>>()?;
         let loc = self.location();
-        self.each(keys, move |c, k| {
-            let loc = loc.clone();
-            async move {
-                match c.delete(&k).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(s3_err(&format!("{loc}: deleting {k}"), e)),
-                }
+        let client = self.client.clone();
+        // One stream: object_store sends S3 bulk deletes (up to 1,000
+        // names a request).
+        let results = self.run(async move {
+            let names = stream::iter(keys.into_iter().map(Ok)).boxed();
+            client.delete_stream(names).collect::<Vec<_>>().await
+        })?;
+        for r in results {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(s3_err(&format!("{loc}: deleting"), e)),
             }
-        })
-        .map(|_| ())
+        }
+        Ok(())
     }
 }
 

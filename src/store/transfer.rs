@@ -29,6 +29,9 @@ pub struct TransferOptions<'a> {
     /// Bytes a push aims for per pack object (default
     /// [`DEFAULT_PACK_SIZE`], 16 MiB; at most [`super::MAX_PACK_SIZE`]).
     pub pack_size: u64,
+    /// Where a push keeps the store's index objects it reads (the host's
+    /// chunk cache), so the next push reads only new ones.
+    pub cache: Option<&'a dyn BlobStore>,
 }
 
 impl Default for TransferOptions<'_> {
@@ -37,6 +40,7 @@ impl Default for TransferOptions<'_> {
             batch: 32,
             progress: None,
             pack_size: DEFAULT_PACK_SIZE,
+            cache: None,
         }
     }
 }
@@ -130,7 +134,7 @@ pub fn push(
     };
     let (catalog, loose) = std::thread::scope(|s| {
         let loose = s.spawn(|| loose_chunks(store));
-        let catalog = Catalog::load(store, None);
+        let catalog = Catalog::load(store, opts.cache);
         let loose = loose
             .join()
             .unwrap_or_else(|_| Err(io_err("listing thread failed")));
@@ -165,6 +169,10 @@ pub fn push(
             packer.add(&addrs[i], chunks[i].trimmed()?).map_err(cut)?;
         }
         packed = packer.finish(Some(&catalog)).map_err(cut)?;
+        // Not part of the push's promise: a failure here loses nothing.
+        if let Err(e) = super::packer::compact(store, &catalog) {
+            tracing::warn!("{}: merging index objects: {e}", store.location());
+        }
     }
     store.put_manifest(&root, &m).map_err(|e| {
         io_err(format!(
@@ -324,15 +332,22 @@ pub fn pull(
         }
         Ok(())
     };
-    fetch::fetch_chunks(store, &catalog, &wants, PULL_BATCH_BYTES, &mut |i, b| {
-        pending_bytes += b.len() as u64;
-        pending.push((wants[i].0, b));
-        if pending.len() >= opts.batch.max(1) || pending_bytes >= PULL_BATCH_BYTES {
-            pending_bytes = 0;
-            flush(&mut pending, &mut done)?;
-        }
-        Ok(())
-    })?;
+    fetch::fetch_chunks(
+        store,
+        &catalog,
+        &wants,
+        PULL_BATCH_BYTES,
+        true,
+        &mut |i, b| {
+            pending_bytes += b.len() as u64;
+            pending.push((wants[i].0, b));
+            if pending.len() >= opts.batch.max(1) || pending_bytes >= PULL_BATCH_BYTES {
+                pending_bytes = 0;
+                flush(&mut pending, &mut done)?;
+            }
+            Ok(())
+        },
+    )?;
     flush(&mut pending, &mut done)?;
     // Every chunk is local and verified now; saving reads them from there.
     let source = Arc::new(StoreSource::new(

@@ -92,6 +92,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 impl Weed {
+    #[allow(dead_code)] // the tests use it, the bench a bigger server
     pub fn start() -> Weed {
         Weed::start_sized(64, 20)
     }
