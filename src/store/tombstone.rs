@@ -60,6 +60,39 @@ impl Tomb {
     }
 }
 
+/// The packs the store's tombstones condemn, by object name: a push must
+/// not take one as uploaded already (a store that cannot list times is
+/// never collected, so has none).
+pub(crate) fn condemned_packs(store: &dyn super::BlobStore) -> Result<Vec<String>> {
+    let listed = match store.list_info(PREFIX) {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::Unsupported => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for i in listed {
+        let Some(name) = pack::parse_name(&i.key, PREFIX) else {
+            continue;
+        };
+        let Some(b) = store.get_objects(&[&i.key], MAX_TOMBSTONE)?.pop().flatten() else {
+            continue;
+        };
+        let t = decode(&name, &b).map_err(|e| {
+            Error::with(
+                e.kind(),
+                format!(
+                    "{}/{}: {}",
+                    store.location(),
+                    i.key,
+                    e.context().unwrap_or("corrupt")
+                ),
+            )
+        })?;
+        out.extend(t.packs.iter().map(PackRecord::key));
+    }
+    Ok(out)
+}
+
 /// The object name of a tombstone.
 pub(crate) fn key(name: &blake3::Hash) -> String {
     format!("{PREFIX}{}", name.to_hex())
