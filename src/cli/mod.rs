@@ -82,6 +82,10 @@ pub enum Command {
     /// Pack the loose chunks of a store written before packs (one object
     /// per chunk) into pack objects, then remove them.
     MigrateStore(store::MigrateArgs),
+    /// Collect garbage in a store: keep every tree a ref reaches (with its
+    /// history), every tree younger than --grace and every --keep root;
+    /// condemn the rest, deleting it in a run at least --grace later.
+    Gc(store::GcArgs),
     /// Show what cowvfs does, with numbers measured on this machine: fork
     /// 1,000 sandboxes from a base image, run a guest in each, diff,
     /// checkpoint and roll back. Needs no files.
@@ -135,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Tags(args) => store::tags(args),
         Command::PruneCache(args) => store::prune_cache(args),
         Command::MigrateStore(args) => store::migrate(args),
+        Command::Gc(args) => store::gc(args),
         Command::Version => {
             println!("cowvfs {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

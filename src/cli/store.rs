@@ -1,6 +1,7 @@
 //! `cowvfs push` and `cowvfs pull`: move checkpoints to and from a fleet
 //! blob store (`cowvfs::store`); `cowvfs tag` and `cowvfs tags`: name the
-//! trees in it (`cowvfs::store::refs`).
+//! trees in it (`cowvfs::store::refs`); `cowvfs gc`: collects its garbage
+//! (`cowvfs::store::gc`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +108,121 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         s.removed
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Store: s3://bucket/prefix, file:///dir or a directory.
+    url: String,
+    /// Report what would be condemned and deleted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep this tree too (a root hash or a ref name); repeatable.
+    #[arg(long, value_name = "ROOT")]
+    keep: Vec<String>,
+    /// Leave objects younger than this alone (a push in progress), and
+    /// delete what an earlier run condemned only once this old: e.g. 90s,
+    /// 30m, 1h, 2d; 0 condemns and deletes in one run (only for a store
+    /// nobody else is using).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    grace: String,
+    /// Repack a pack whose live bytes are below this percentage.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50)]
+    repack_below: u8,
+}
+
+/// `cowvfs gc`: collects a store's garbage and says what it freed.
+pub fn gc(args: GcArgs) -> Result<ExitCode> {
+    let grace =
+        parse_duration(&args.grace).with_context(|| format!("bad --grace {:?}", args.grace))?;
+    if args.repack_below > 100 {
+        bail!(
+            "--repack-below {}: a percentage is at most 100",
+            args.repack_below
+        );
+    }
+    let store = store::open_store(&args.url, false)?;
+    let keep = args
+        .keep
+        .iter()
+        .map(|k| Ok(TreeName::parse(k)?.resolve(&*store)?))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = store::GcOptions {
+        dry_run: args.dry_run,
+        keep,
+        grace,
+        repack_below: f64::from(args.repack_below) / 100.0,
+        ..store::GcOptions::default()
+    };
+    let r =
+        store::gc(&*store, &opts).with_context(|| format!("collecting garbage in {}", args.url))?;
+    let kind = |k: store::KindStats| format!("{} ({})", k.objects, human(k.bytes));
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    outln!(
+        "{}: kept {} trees ({} chunks){}",
+        args.url,
+        r.live_roots,
+        r.live_chunks,
+        if r.dry_run {
+            "; dry run, nothing changed"
+        } else {
+            ""
+        }
+    );
+    outln!(
+        "{verb}: {} manifests, {} packs, {} index objects, {} loose chunks, {} tombstones; {} freed",
+        kind(r.deleted_manifests),
+        kind(r.deleted_packs),
+        kind(r.deleted_index),
+        kind(r.deleted_loose),
+        kind(r.deleted_tombstones),
+        human(r.freed().bytes)
+    );
+    outln!(
+        "condemned (deleted by a gc run at least {} later): {} manifests, {} packs, {} loose chunks",
+        args.grace,
+        kind(r.condemned_manifests),
+        kind(r.condemned_packs),
+        kind(r.condemned_loose)
+    );
+    outln!(
+        "repacked {} packs: {} live bytes into {} new packs; {} index objects, {} tombstones written; {} packs put back",
+        kind(r.repacked),
+        human(r.written_packs.bytes),
+        r.written_packs.objects,
+        r.written_index,
+        r.written_tombstones,
+        r.restored_packs
+    );
+    if r.missing_live_chunks > 0 {
+        outln!(
+            "warning: kept trees name {} chunks the store holds nowhere (damage from before this run)",
+            r.missing_live_chunks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A duration such as `0`, `90s`, `30m`, `1h` or `2d`.
+fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| "expected a number, then s, m, h or d")?;
+    let mult = match unit {
+        "" if n == 0 => 0,
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("expected a number, then s, m, h or d"),
+    };
+    let secs = n
+        .checked_mul(mult)
+        .filter(|&v| v <= 100 * 365 * 86_400)
+        .with_context(|| "at most 100 years")?;
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 pub fn push(args: PushArgs) -> Result<ExitCode> {

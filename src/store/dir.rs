@@ -283,6 +283,24 @@ impl BlobStore for DirStore {
         self.root.display().to_string()
     }
 
+    fn list_info(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>> {
+        let mut out = Vec::new();
+        for key in self.list(prefix)? {
+            let p = self.object_path(&key)?;
+            match fs::symlink_metadata(&p) {
+                Ok(m) => out.push(super::ObjectInfo {
+                    key,
+                    size: m.len(),
+                    modified: m.modified().map_err(|e| Error::io_at(&p, e))?,
+                }),
+                // Deleted since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io_at(&p, e)),
+            }
+        }
+        Ok(out)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let top = prefix.trim_end_matches('/');
         let mut out = Vec::new();

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use super::refs::{self, RefVersion};
 use super::{BlobStore, check_key, check_range, chunk_key, manifest_key, oversized, short_object};
@@ -14,6 +15,8 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct MemStore {
     inner: Mutex<BTreeMap<String, Vec<u8>>>,
     refs: Mutex<Refs>,
+    /// When each object was last written (see [`BlobStore::list_info`]).
+    times: Mutex<HashMap<String, SystemTime>>,
 }
 
 /// Refs apart from the objects: each one's bytes and generation (unique
@@ -40,6 +43,25 @@ impl MemStore {
         self.refs
             .lock()
             .map_err(|_| Error::with(ErrorKind::Io, "memory store poisoned"))
+    }
+
+    /// Records that `keys` were written now.
+    fn touch<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+        if let Ok(mut t) = self.times.lock() {
+            let now = SystemTime::now();
+            for k in keys {
+                t.insert(k.to_string(), now);
+            }
+        }
+    }
+
+    /// Sets when an object was last written (for tests of what garbage
+    /// collection leaves young objects alone).
+    #[doc(hidden)]
+    pub fn set_modified(&self, key: &str, when: SystemTime) {
+        if let Ok(mut t) = self.times.lock() {
+            t.insert(key.to_string(), when);
+        }
     }
 
     /// Number of loose chunk objects held.
@@ -73,6 +95,7 @@ impl MemStore {
         if let Ok(mut i) = self.lock() {
             i.insert(key.to_string(), bytes);
         }
+        self.touch([key]);
     }
 
     /// Any object, unchecked (for tests).
@@ -101,9 +124,16 @@ impl BlobStore for MemStore {
 
     fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()> {
         let mut i = self.lock()?;
+        let mut new = Vec::new();
         for (a, b) in chunks {
-            i.entry(chunk_key(a)).or_insert_with(|| b.to_vec());
+            let k = chunk_key(a);
+            if !i.contains_key(&k) {
+                i.insert(k.clone(), b.to_vec());
+                new.push(k);
+            }
         }
+        drop(i);
+        self.touch(new.iter().map(String::as_str));
         Ok(())
     }
 
@@ -112,7 +142,9 @@ impl BlobStore for MemStore {
     }
 
     fn put_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<()> {
-        self.lock()?.insert(manifest_key(root), bytes.to_vec());
+        let k = manifest_key(root);
+        self.lock()?.insert(k.clone(), bytes.to_vec());
+        self.touch([k.as_str()]);
         Ok(())
     }
 
@@ -159,6 +191,23 @@ impl BlobStore for MemStore {
             .collect())
     }
 
+    fn list_info(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>> {
+        let i = self.lock()?;
+        let t = self
+            .times
+            .lock()
+            .map_err(|_| Error::with(ErrorKind::Io, "memory store poisoned"))?;
+        Ok(i.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, b)| super::ObjectInfo {
+                key: k.clone(),
+                size: b.len() as u64,
+                // Written around `put_raw`'s lock: as young as can be.
+                modified: t.get(k).copied().unwrap_or_else(SystemTime::now),
+            })
+            .collect())
+    }
+
     fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
         let i = self.lock()?;
         keys.iter()
@@ -199,6 +248,8 @@ impl BlobStore for MemStore {
         for (k, b) in objs {
             i.insert(k.to_string(), b.to_vec());
         }
+        drop(i);
+        self.touch(objs.iter().map(|(k, _)| *k));
         Ok(())
     }
 

@@ -153,6 +153,13 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         Ok(got)
     }
 
+    fn list_info(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>> {
+        let got = self.inner.list_info(prefix)?;
+        let pages = got.len().div_ceil(1000).max(1);
+        self.meter.lists.fetch_add(pages as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
     fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
         let got = self.inner.get_objects(keys, max)?;
         self.count_in(keys.len(), &got);

@@ -59,6 +59,7 @@ use crate::error::{Error, ErrorKind, Result};
 mod catalog;
 mod dir;
 mod fetch;
+mod gc;
 mod lazy;
 mod manifest;
 mod memory;
@@ -71,6 +72,7 @@ mod packer;
 pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
+mod tombstone;
 mod transfer;
 mod url;
 
@@ -78,6 +80,7 @@ pub use catalog::{
     Catalog, ChunkLoc, STORE_VERSION, VERSION_KEY, read_index, read_pack_index, verify_pack,
 };
 pub use dir::{DirStore, PruneStats};
+pub use gc::{DEFAULT_GRACE, GcOptions, GcReport, KindStats, gc};
 pub use memory::MemStore;
 pub use metered::{Meter, Metered};
 pub use migrate::{MigrateStats, migrate};
@@ -146,6 +149,22 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Removes objects; one already gone is fine.
     fn delete_objects(&self, keys: &[&str]) -> Result<()>;
+
+    /// Like [`list`](BlobStore::list), with each object's size and when it
+    /// was last written: what garbage collection needs to leave young
+    /// objects (a push in progress) alone. A store that cannot tell says
+    /// so ([`ErrorKind::Unsupported`]), and nothing is collected there.
+    fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let _ = prefix;
+        Err(Error::with(
+            ErrorKind::Unsupported,
+            format!(
+                "{}: this kind of store cannot list modification times",
+                self.location()
+            ),
+        ))
+    }
+
     /// The ref object `name` (see [`refs`]; the name is checked) and the
     /// store's version of it, if it exists; over
     /// [`refs::MAX_REF_OBJECT`] it is an error, as for chunks.
@@ -172,6 +191,17 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     fn list_refs(&self) -> Result<Vec<String>> {
         Err(refs_unsupported(&self.location()))
     }
+}
+
+/// One object as a listing describes it ([`BlobStore::list_info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its name, relative to the store's root.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written, by the store's clock.
+    pub modified: std::time::SystemTime,
 }
 
 fn refs_unsupported(location: &str) -> Error {
@@ -310,6 +340,9 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn delete_objects(&self, keys: &[&str]) -> Result<()> {
         (**self).delete_objects(keys)
+    }
+    fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        (**self).list_info(prefix)
     }
 }
 

@@ -62,6 +62,20 @@ pub(crate) fn check_target(target: u64) -> Result<()> {
     Ok(())
 }
 
+/// The packs a push may take as uploaded already (a push resumed after it
+/// was cut off before its index): those listed, less those a garbage
+/// collection condemned (which it may be about to delete), so those are
+/// written again (DESIGN.md, "Garbage collection").
+fn reusable_packs(store: &dyn BlobStore) -> Result<HashSet<String>> {
+    let mut packs: HashSet<String> = store.list("packs/")?.into_iter().collect();
+    if !packs.is_empty() {
+        for k in super::tombstone::condemned_packs(store)? {
+            packs.remove(&k);
+        }
+    }
+    Ok(packs)
+}
+
 impl<'a> Packer<'a> {
     /// A packer for `store` aiming at `target` bytes per pack; `progress`
     /// hears the bytes of chunks as their packs become durable.
@@ -71,7 +85,7 @@ impl<'a> Packer<'a> {
         progress: &'a mut dyn FnMut(u64),
     ) -> Result<Packer<'a>> {
         check_target(target)?;
-        let existing = store.list("packs/")?.into_iter().collect();
+        let existing = reusable_packs(store)?;
         Ok(Packer {
             store,
             target,

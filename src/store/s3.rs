@@ -431,6 +431,10 @@ impl BlobStore for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list_info(prefix)?.into_iter().map(|i| i.key).collect())
+    }
+
+    fn list_info(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>> {
         let top = prefix.trim_end_matches('/');
         check_key(top)?;
         let k = self.key(top);
@@ -458,7 +462,14 @@ impl BlobStore for S3Store {
         };
         Ok(metas
             .into_iter()
-            .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
+            .filter_map(|m| {
+                let key = m.location.as_ref().strip_prefix(&strip)?.to_string();
+                Some(super::ObjectInfo {
+                    key,
+                    size: m.size,
+                    modified: m.last_modified.into(),
+                })
+            })
             .collect())
     }
 

@@ -1,0 +1,655 @@
+//! Garbage collection of a store: keeps every tree a ref reaches (with its
+//! history), every tree younger than a grace period and every tree asked
+//! for, and removes the rest in two phases (DESIGN.md, "Garbage
+//! collection").
+//!
+//! A run marks the live chunks (those the kept manifests name), then
+//! *condemns* what nothing live needs: it takes dead packs out of the
+//! index (writing the surviving records to a new index object before it
+//! deletes the old one), copies the live chunks of mostly dead packs into
+//! new packs first, and records all it condemned (manifests, packs with
+//! their records, loose chunks) in a tombstone (`tombstone.rs`). Only a
+//! later run, once the tombstone is older than the grace period, deletes
+//! what it lists that is still unreachable, and puts back into the index
+//! any condemned pack a tree now needs. So a push that learned of a pack
+//! from the index just before the pack was condemned, and that finishes
+//! within the grace period, has its manifest seen by the run that would
+//! delete the pack; a reader that loaded the index before keeps finding
+//! the pack for the grace period; and packs and manifests younger than the
+//! grace period (a push in progress) are never touched. A grace period of
+//! zero condemns and deletes in one run (for a store nobody else uses).
+//!
+//! Everything read is checked first; a damaged ref, index object,
+//! tombstone or kept manifest stops the run before it writes or deletes
+//! anything.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::pack::{self, MAX_INDEX_ENTRIES, PackRecord, parse_name};
+use super::packer::{self, Packer};
+use super::tombstone::{self, Tomb};
+use super::{
+    BlobStore, DEFAULT_PACK_SIZE, MAX_INDEX_OBJECT, MAX_MANIFEST_OBJECT, MAX_PACK_OBJECT,
+    ObjectInfo, manifest, manifest_key, refs,
+};
+use crate::checkpoint;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How young an object must be for a collection to leave it alone, unless
+/// told otherwise (one hour).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// Objects read or deleted per batch call.
+const BATCH: usize = 256;
+
+/// What a collection keeps and how it works.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Report what would be done; write and delete nothing.
+    pub dry_run: bool,
+    /// Roots to keep besides those refs reach.
+    pub keep: Vec<blake3::Hash>,
+    /// Objects younger than this are never condemned, and a tombstone is
+    /// acted on only once this old.
+    pub grace: Duration,
+    /// A pack whose live bytes are below this fraction of its chunk bytes
+    /// is repacked (0.5 by default; 0 never repacks).
+    pub repack_below: f64,
+    /// Target size of the packs a repack writes.
+    pub pack_size: u64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            keep: Vec::new(),
+            grace: DEFAULT_GRACE,
+            repack_below: 0.5,
+            pack_size: DEFAULT_PACK_SIZE,
+        }
+    }
+}
+
+/// A count of objects and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// Objects.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl KindStats {
+    fn add(&mut self, bytes: u64) {
+        self.objects += 1;
+        self.bytes += bytes;
+    }
+
+    fn plus(self, o: KindStats) -> KindStats {
+        KindStats {
+            objects: self.objects + o.objects,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
+/// What a collection did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default)]
+pub struct GcReport {
+    /// Whether nothing was written or deleted.
+    pub dry_run: bool,
+    /// Roots kept: reached by refs, young, or asked for.
+    pub live_roots: u64,
+    /// Distinct chunks those trees name.
+    pub live_chunks: u64,
+    /// Manifests deleted.
+    pub deleted_manifests: KindStats,
+    /// Packs deleted.
+    pub deleted_packs: KindStats,
+    /// Index objects deleted (replaced by ones without condemned packs).
+    pub deleted_index: KindStats,
+    /// Loose (format 1) chunk objects deleted.
+    pub deleted_loose: KindStats,
+    /// Tombstones deleted once acted on.
+    pub deleted_tombstones: KindStats,
+    /// Manifests condemned by this run.
+    pub condemned_manifests: KindStats,
+    /// Packs condemned by this run (dead, repacked, or in no index).
+    pub condemned_packs: KindStats,
+    /// Loose chunk objects condemned by this run.
+    pub condemned_loose: KindStats,
+    /// Mostly dead packs whose live chunks were copied out.
+    pub repacked: KindStats,
+    /// Packs written by the repack (bytes: chunk bytes copied).
+    pub written_packs: KindStats,
+    /// Index objects written.
+    pub written_index: u64,
+    /// Tombstones written.
+    pub written_tombstones: u64,
+    /// Condemned packs put back into the index because a tree needs them.
+    pub restored_packs: u64,
+    /// Chunks a kept tree names that the store holds nowhere (damage the
+    /// collection did not cause and cannot mend).
+    pub missing_live_chunks: u64,
+}
+
+impl GcReport {
+    /// Everything deleted, all kinds together.
+    pub fn freed(&self) -> KindStats {
+        self.deleted_manifests
+            .plus(self.deleted_packs)
+            .plus(self.deleted_index)
+            .plus(self.deleted_loose)
+            .plus(self.deleted_tombstones)
+    }
+}
+
+/// What the store holds, as listed at the start of a run.
+struct Listing {
+    manifests: HashMap<blake3::Hash, ObjectInfo>,
+    packs: HashMap<blake3::Hash, ObjectInfo>,
+    index: Vec<(ObjectInfo, Vec<PackRecord>)>,
+    loose: HashMap<blake3::Hash, ObjectInfo>,
+    tombs: Vec<(ObjectInfo, Tomb)>,
+}
+
+/// Collects garbage in `store` (see the module docs); refuses, deleting
+/// nothing, if anything it must read is damaged.
+pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
+    if !(0.0..=1.0).contains(&opts.repack_below) {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            format!("repack threshold {} is outside 0 to 1", opts.repack_below),
+        ));
+    }
+    packer::check_target(opts.pack_size)?;
+    let refuse = |e: Error| {
+        Error::with(
+            e.kind(),
+            format!(
+                "{}: garbage collection refused, nothing was deleted: {}",
+                store.location(),
+                e.context().unwrap_or("failed")
+            ),
+        )
+    };
+    let start = SystemTime::now();
+    let cutoff = start.checked_sub(opts.grace).unwrap_or(UNIX_EPOCH);
+    let young = |i: &ObjectInfo| i.modified > cutoff;
+    let mut rep = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+
+    // Mark: refs first (a damaged one stops everything), then listings.
+    let reached = refs::reachable_roots(store).map_err(refuse)?;
+    let ls = list_store(store).map_err(refuse)?;
+    let mut live_roots: HashSet<blake3::Hash> = opts.keep.iter().copied().collect();
+    live_roots.extend(reached.iter().map(|(_, r)| *r));
+    live_roots.extend(
+        ls.manifests
+            .iter()
+            .filter(|(_, i)| young(i))
+            .map(|(r, _)| *r),
+    );
+    let mut live: HashSet<blake3::Hash> = HashSet::new();
+    let mut kept_roots = 0;
+    for root in &live_roots {
+        let Some(chunks) = manifest_chunks(store, root).map_err(refuse)? else {
+            if ls.manifests.get(root).is_some_and(young) {
+                continue; // deleted since the listing by its writer's peer
+            }
+            let why = match reached.iter().find(|(_, r)| r == root) {
+                Some((name, _)) => format!(
+                    "ref {name} names root {} but its manifest is missing",
+                    root.to_hex()
+                ),
+                None => format!("root {} to keep has no manifest", root.to_hex()),
+            };
+            return Err(refuse(Error::with(ErrorKind::NotFound, why)));
+        };
+        kept_roots += 1;
+        live.extend(chunks);
+    }
+    rep.live_roots = kept_roots;
+    rep.live_chunks = live.len() as u64;
+
+    // Where chunks are now: indexed packs, and what the tombstones hold.
+    let mut indexed: HashMap<blake3::Hash, &PackRecord> = HashMap::new();
+    for (_, recs) in &ls.index {
+        for r in recs {
+            indexed.entry(blake3::Hash::from_bytes(r.name)).or_insert(r);
+        }
+    }
+    let mut tombed: HashSet<[u8; 32]> = HashSet::new();
+    for (_, t) in &ls.tombs {
+        tombed.extend(t.manifests.iter().copied());
+        tombed.extend(t.loose.iter().copied());
+        tombed.extend(t.packs.iter().map(|p| p.name));
+    }
+
+    // Condemn: dead and mostly dead indexed packs (old ones only).
+    let mut gone: HashSet<blake3::Hash> = HashSet::new();
+    let mut condemned = Tomb {
+        written: unix_secs(start),
+        ..Tomb::default()
+    };
+    let mut to_repack: Vec<&PackRecord> = Vec::new();
+    for (name, rec) in &indexed {
+        let Some(info) = ls.packs.get(name) else {
+            continue;
+        };
+        if young(info) {
+            continue;
+        }
+        let total: u64 = rec.entries.iter().map(|e| e.len as u64).sum();
+        let alive: u64 = rec
+            .entries
+            .iter()
+            .filter(|e| live.contains(&blake3::Hash::from_bytes(e.addr)))
+            .map(|e| e.len as u64)
+            .sum();
+        if alive == 0 {
+            gone.insert(*name);
+            rep.condemned_packs.add(rec.size);
+            condemned.packs.push((*rec).clone());
+        } else if (alive as f64) < opts.repack_below * total as f64 {
+            gone.insert(*name);
+            rep.repacked.add(rec.size);
+            rep.condemned_packs.add(rec.size);
+            condemned.packs.push((*rec).clone());
+            to_repack.push(rec);
+        }
+    }
+    // What stays findable: chunks of indexed packs that stay, live loose
+    // chunks (those are never condemned).
+    let mut avail: HashSet<blake3::Hash> = HashSet::new();
+    for (name, rec) in &indexed {
+        if !gone.contains(name) && ls.packs.contains_key(name) {
+            avail.extend(rec.entries.iter().map(|e| blake3::Hash::from_bytes(e.addr)));
+        }
+    }
+    avail.extend(ls.loose.keys().filter(|a| live.contains(*a)));
+    // The live chunks the repack copies (each once).
+    let mut copy: Vec<(&PackRecord, Vec<pack::PackEntry>)> = Vec::new();
+    for rec in &to_repack {
+        let mut want = Vec::new();
+        for e in &rec.entries {
+            let a = blake3::Hash::from_bytes(e.addr);
+            if live.contains(&a) && avail.insert(a) {
+                want.push(*e);
+                rep.written_packs.bytes += e.len as u64;
+            }
+        }
+        copy.push((rec, want));
+    }
+
+    // Packs in no index: a push in progress (young), or left by a push
+    // that died or condemned by a collection that died before its
+    // tombstone. Put back what a tree needs; condemn the rest.
+    let mut restore: Vec<PackRecord> = Vec::new();
+    let mut orphans: Vec<(&blake3::Hash, &ObjectInfo)> = ls
+        .packs
+        .iter()
+        .filter(|(n, i)| !indexed.contains_key(*n) && !tombed.contains(n.as_bytes()) && !young(i))
+        .collect();
+    orphans.sort_by_key(|(n, _)| *n.as_bytes());
+    for (name, info) in orphans {
+        let rec = super::read_pack_index(store, name, info.size).map_err(refuse)?;
+        if needed(&rec, &live, &avail) {
+            note_restored(&rec, &mut avail, &mut rep);
+            restore.push(rec);
+        } else {
+            rep.condemned_packs.add(info.size);
+            condemned.packs.push(rec);
+        }
+    }
+    let mut roots: Vec<_> = ls.manifests.iter().collect();
+    roots.sort_by_key(|(r, _)| *r.as_bytes());
+    for (root, info) in roots {
+        if !live_roots.contains(root) && !young(info) && !tombed.contains(root.as_bytes()) {
+            rep.condemned_manifests.add(info.size);
+            condemned.manifests.push(*root.as_bytes());
+        }
+    }
+    let mut loose: Vec<_> = ls.loose.iter().collect();
+    loose.sort_by_key(|(a, _)| *a.as_bytes());
+    for (addr, info) in loose {
+        if !live.contains(addr) && !young(info) && !tombed.contains(addr.as_bytes()) {
+            rep.condemned_loose.add(info.size);
+            condemned.loose.push(*addr.as_bytes());
+        }
+    }
+
+    // Sweep plan: tombstones older than the grace period (and, with no
+    // grace period, what this run condemned).
+    let mut ripe: Vec<&Tomb> = ls
+        .tombs
+        .iter()
+        .filter(|(i, _)| !young(i))
+        .map(|(_, t)| t)
+        .collect();
+    if opts.grace.is_zero() {
+        ripe.push(&condemned);
+    }
+    let mut del_packs: Vec<(String, u64)> = Vec::new();
+    let mut del_manifests: Vec<(String, u64)> = Vec::new();
+    let mut del_loose: Vec<(String, u64)> = Vec::new();
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
+    for t in &ripe {
+        for p in &t.packs {
+            let name = blake3::Hash::from_bytes(p.name);
+            let Some(info) = ls.packs.get(&name) else {
+                continue;
+            };
+            if (indexed.contains_key(&name) && !gone.contains(&name))
+                || young(info)
+                || !seen.insert(p.name)
+            {
+                continue;
+            }
+            if needed(p, &live, &avail) {
+                note_restored(p, &mut avail, &mut rep);
+                restore.push(p.clone());
+            } else {
+                rep.deleted_packs.add(info.size);
+                del_packs.push((p.key(), info.size));
+            }
+        }
+        for m in &t.manifests {
+            let root = blake3::Hash::from_bytes(*m);
+            let Some(info) = ls.manifests.get(&root) else {
+                continue;
+            };
+            if !live_roots.contains(&root) && !young(info) && seen.insert(*m) {
+                rep.deleted_manifests.add(info.size);
+                del_manifests.push((manifest_key(&root), info.size));
+            }
+        }
+        for c in &t.loose {
+            let addr = blake3::Hash::from_bytes(*c);
+            let Some(info) = ls.loose.get(&addr) else {
+                continue;
+            };
+            if !live.contains(&addr) && !young(info) && seen.insert(*c) {
+                rep.deleted_loose.add(info.size);
+                del_loose.push((info.key.clone(), info.size));
+            }
+        }
+    }
+    rep.missing_live_chunks = live.iter().filter(|a| !avail.contains(*a)).count() as u64;
+    // Index objects that list a condemned pack are replaced.
+    let stale: Vec<&(ObjectInfo, Vec<PackRecord>)> = ls
+        .index
+        .iter()
+        .filter(|(_, recs)| {
+            recs.iter()
+                .any(|r| gone.contains(&blake3::Hash::from_bytes(r.name)))
+        })
+        .collect();
+    for (i, _) in &stale {
+        rep.deleted_index.add(i.size);
+    }
+    let ripe_tombs: Vec<&ObjectInfo> = ls
+        .tombs
+        .iter()
+        .filter(|(i, _)| !young(i))
+        .map(|(i, _)| i)
+        .collect();
+    for i in &ripe_tombs {
+        rep.deleted_tombstones.add(i.size);
+    }
+    rep.written_packs.objects = if copy.iter().any(|(_, w)| !w.is_empty()) {
+        1
+    } else {
+        0
+    };
+    if opts.dry_run {
+        return Ok(rep);
+    }
+
+    // Writes, in the order that keeps every live chunk findable: new packs
+    // and their index, then the index without the condemned packs, then
+    // the tombstone, then deletions.
+    if rep.written_packs.bytes > 0 {
+        let mut quiet = |_: u64| {};
+        let mut packer = Packer::new(store, opts.pack_size, &mut quiet).map_err(refuse)?;
+        for (rec, want) in &copy {
+            if want.is_empty() {
+                continue;
+            }
+            let name = blake3::Hash::from_bytes(rec.name);
+            let key = rec.key();
+            let bytes = store
+                .get_objects(&[&key], MAX_PACK_OBJECT)
+                .map_err(refuse)?
+                .pop()
+                .flatten()
+                .ok_or_else(|| {
+                    refuse(Error::with(
+                        ErrorKind::NotFound,
+                        format!("{key}: pack to repack is missing"),
+                    ))
+                })?;
+            pack::check_pack(&name, &bytes).map_err(|e| {
+                refuse(Error::with(
+                    e.kind(),
+                    format!("{key}: {}", e.context().unwrap_or("corrupt")),
+                ))
+            })?;
+            for e in want {
+                let b = &bytes[e.offset as usize..(e.offset + e.len as u64) as usize];
+                packer
+                    .add(&blake3::Hash::from_bytes(e.addr), b)
+                    .map_err(refuse)?;
+            }
+        }
+        let packed = packer.finish(None).map_err(refuse)?;
+        rep.written_packs.objects = packed.packs + packed.reused;
+        rep.written_index += packed.indexes;
+    }
+    let mut keep_recs: Vec<PackRecord> = restore;
+    let mut named: HashSet<[u8; 32]> = keep_recs.iter().map(|r| r.name).collect();
+    for (_, recs) in &stale {
+        for r in recs {
+            if !gone.contains(&blake3::Hash::from_bytes(r.name)) && named.insert(r.name) {
+                keep_recs.push(r.clone());
+            }
+        }
+    }
+    rep.written_index += write_index(store, keep_recs, unix_secs(start)).map_err(refuse)?;
+    let stale_keys: Vec<&str> = stale.iter().map(|(i, _)| i.key.as_str()).collect();
+    delete(store, &stale_keys)?;
+    if !opts.grace.is_zero() {
+        for t in tombstone::split(condemned) {
+            let (name, bytes) = tombstone::encode(&t)?;
+            store.put_objects(&[(&tombstone::key(&name), &bytes)])?;
+            rep.written_tombstones += 1;
+        }
+    }
+    // A push that made the same pack again (packs are named by content)
+    // and indexed it since the listing keeps it.
+    let fresh = fresh_packs(store, &ls)?;
+    del_packs.retain(|(k, size)| {
+        let keep = fresh.contains(k);
+        if keep {
+            rep.deleted_packs.objects -= 1;
+            rep.deleted_packs.bytes -= size;
+        }
+        !keep
+    });
+    for list in [&del_manifests, &del_packs, &del_loose] {
+        let keys: Vec<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
+        delete(store, &keys)?;
+    }
+    let tomb_keys: Vec<&str> = ripe_tombs.iter().map(|i| i.key.as_str()).collect();
+    delete(store, &tomb_keys)?;
+    Ok(rep)
+}
+
+/// Whether a tree needs a chunk of `rec` that nothing else holds.
+fn needed(rec: &PackRecord, live: &HashSet<blake3::Hash>, avail: &HashSet<blake3::Hash>) -> bool {
+    rec.entries.iter().any(|e| {
+        let a = blake3::Hash::from_bytes(e.addr);
+        live.contains(&a) && !avail.contains(&a)
+    })
+}
+
+fn note_restored(rec: &PackRecord, avail: &mut HashSet<blake3::Hash>, rep: &mut GcReport) {
+    avail.extend(rec.entries.iter().map(|e| blake3::Hash::from_bytes(e.addr)));
+    rep.restored_packs += 1;
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn delete(store: &dyn BlobStore, keys: &[&str]) -> Result<()> {
+    keys.chunks(BATCH)
+        .try_for_each(|part| store.delete_objects(part))
+}
+
+/// Writes index objects listing `recs` (none if there are none); how many.
+fn write_index(store: &dyn BlobStore, recs: Vec<PackRecord>, now: u64) -> Result<u64> {
+    let mut groups: Vec<Vec<PackRecord>> = Vec::new();
+    let mut n = 0;
+    for r in recs {
+        if groups.is_empty() || n + r.entries.len() > MAX_INDEX_ENTRIES {
+            groups.push(Vec::new());
+            n = 0;
+        }
+        n += r.entries.len();
+        let last = groups.len() - 1;
+        groups[last].push(r);
+    }
+    let mut written = 0;
+    for g in groups {
+        let (name, bytes) = pack::encode_index(g, now)?;
+        store.put_objects(&[(&pack::index_key(&name), &bytes)])?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// Packs listed by index objects that appeared since `ls` was taken.
+fn fresh_packs(store: &dyn BlobStore, ls: &Listing) -> Result<HashSet<String>> {
+    let known: HashSet<&str> = ls.index.iter().map(|(i, _)| i.key.as_str()).collect();
+    let new: Vec<String> = store
+        .list("index/")?
+        .into_iter()
+        .filter(|k| !known.contains(k.as_str()) && parse_name(k, "index/").is_some())
+        .collect();
+    let mut out = HashSet::new();
+    for k in new {
+        // Ours (just written) or a push's: either way its packs stay. A
+        // damaged one is read as listing every pack: nothing is deleted.
+        match super::read_index(store, &k) {
+            Ok(recs) => out.extend(recs.iter().map(PackRecord::key)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The chunks the manifest of `root` names, checked; `None` if the store
+/// has no manifest for it.
+fn manifest_chunks(
+    store: &dyn BlobStore,
+    root: &blake3::Hash,
+) -> Result<Option<Vec<blake3::Hash>>> {
+    let Some(bytes) = store.get_manifest(root)? else {
+        return Ok(None);
+    };
+    let bad = |e: Error| {
+        Error::with(
+            e.kind(),
+            format!(
+                "manifest {}: {}",
+                root.to_hex(),
+                e.context().unwrap_or("corrupt")
+            ),
+        )
+    };
+    if bytes.len() as u64 > MAX_MANIFEST_OBJECT {
+        return Err(bad(Error::corrupt("too big")));
+    }
+    let meta = manifest::decode(root, &bytes).map_err(bad)?;
+    let (got, chunks) = checkpoint::meta_chunks(meta).map_err(bad)?;
+    if got != *root {
+        return Err(bad(Error::corrupt("it describes another tree")));
+    }
+    Ok(Some(chunks.into_iter().map(|(a, _)| a).collect()))
+}
+
+/// Lists the store and reads every index object and tombstone.
+fn list_store(store: &dyn BlobStore) -> Result<Listing> {
+    let named = |prefix: &str| -> Result<HashMap<blake3::Hash, ObjectInfo>> {
+        Ok(store
+            .list_info(prefix)?
+            .into_iter()
+            .filter_map(|i| parse_name(&i.key, prefix).map(|h| (h, i)))
+            .collect())
+    };
+    let manifests = named("manifests/")?;
+    let packs = named("packs/")?;
+    let loose = store
+        .list_info("chunks/")?
+        .into_iter()
+        .filter_map(|i| {
+            let rest = i.key.strip_prefix("chunks/")?;
+            let (fan, hex) = rest.split_once('/')?;
+            let h = parse_name(hex, "")?;
+            (fan.len() == 2 && hex.starts_with(fan)).then_some((h, i))
+        })
+        .collect();
+    let index = read_all(
+        store,
+        named("index/")?,
+        MAX_INDEX_OBJECT,
+        pack::decode_index,
+    )?;
+    let tombs = read_all(
+        store,
+        named(tombstone::PREFIX)?,
+        tombstone::MAX_TOMBSTONE,
+        tombstone::decode,
+    )?;
+    Ok(Listing {
+        manifests,
+        packs,
+        index,
+        loose,
+        tombs,
+    })
+}
+
+/// Reads and decodes the objects `objs`, a batch at a time; one damaged
+/// is an error naming it (one gone since the listing is skipped).
+fn read_all<T>(
+    store: &dyn BlobStore,
+    objs: HashMap<blake3::Hash, ObjectInfo>,
+    max: u64,
+    decode: impl Fn(&blake3::Hash, &[u8]) -> Result<T>,
+) -> Result<Vec<(ObjectInfo, T)>> {
+    let mut objs: Vec<(blake3::Hash, ObjectInfo)> = objs.into_iter().collect();
+    objs.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+    let mut out = Vec::with_capacity(objs.len());
+    for part in objs.chunks(BATCH) {
+        let keys: Vec<&str> = part.iter().map(|(_, i)| i.key.as_str()).collect();
+        let got = store.get_objects(&keys, max)?;
+        for ((name, info), b) in part.iter().zip(got) {
+            let Some(b) = b else { continue };
+            let t = decode(name, &b).map_err(|e| {
+                Error::with(
+                    e.kind(),
+                    format!("{}: {}", info.key, e.context().unwrap_or("corrupt")),
+                )
+            })?;
+            out.push((info.clone(), t));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,356 @@
+//! Garbage collection of a fleet store (`cowvfs::store::gc`, `cowvfs gc`)
+//! on a directory, in memory and on SeaweedFS: what refs, their history,
+//! young trees and `--keep` reach survives and verifies; the rest goes, in
+//! one run with no grace period or two runs a grace period apart; a
+//! damaged ref or index stops it before anything is deleted; pushes and
+//! lazy readers racing it lose nothing.
+
+#[path = "store_support/mod.rs"]
+mod store_support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use cowvfs::store::refs::{self, Expect};
+use cowvfs::store::{self, BlobStore, DirStore, GcOptions, MemStore, TransferOptions};
+use cowvfs::{ErrorKind, Snapshot, Vfs};
+use store_support::{Weed, noise};
+
+const CLI: &str = env!("CARGO_BIN_EXE_cowvfs");
+const PREFIXES: [&str; 5] = ["manifests/", "packs/", "index/", "chunks/", "gc/"];
+
+/// A tree: a shared file, a file of its own, and `extra` empty files.
+fn tree(seed: u64, own: usize) -> Snapshot {
+    let mut v = Vfs::new();
+    v.write_file("/shared", &noise(1, 100_000)).unwrap();
+    v.write_file("/own", &noise(seed, own)).unwrap();
+    v.snapshot()
+}
+
+fn push(s: &dyn BlobStore, snap: &Snapshot) -> blake3::Hash {
+    let opts = TransferOptions {
+        pack_size: 1 << 20,
+        ..TransferOptions::default()
+    };
+    store::push(snap, s, &opts).unwrap().root
+}
+
+fn objects(s: &dyn BlobStore) -> Vec<(String, u64)> {
+    let mut out: Vec<_> = PREFIXES
+        .iter()
+        .flat_map(|p| s.list_info(p).unwrap())
+        .map(|i| (i.key, i.size))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Pulls `root` and checks every chunk and the root hash.
+fn verifies(s: &dyn BlobStore, root: &blake3::Hash) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.ck");
+    store::pull(s, root, &out, None, &TransferOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", root.to_hex()));
+    assert_eq!(Snapshot::load(&out).unwrap().root_hash(), *root);
+}
+
+fn gone(s: &dyn BlobStore, root: &blake3::Hash) -> bool {
+    s.get_manifest(root).unwrap().is_none()
+}
+
+fn opts(grace: Duration) -> GcOptions {
+    GcOptions {
+        grace,
+        ..GcOptions::default()
+    }
+}
+
+/// Refs with history, unreferenced trees, a mostly dead pack: a dry run
+/// changes nothing; a run with no grace period frees what nothing reaches.
+fn collects(s: &dyn BlobStore) {
+    let a1 = push(s, &tree(10, 300_000));
+    let a2 = push(s, &tree(11, 300_000));
+    let b = push(s, &tree(12, 50_000));
+    let dead: Vec<_> = (20..23).map(|i| push(s, &tree(i, 200_000))).collect();
+    // A big tree nobody keeps, and a small one that reuses one of its
+    // chunks: the big tree's pack is then mostly dead and gets repacked.
+    let mut v = Vfs::new();
+    let big = noise(30, 600_000);
+    v.write_file("/big", &big).unwrap();
+    let bigroot = push(s, &v.snapshot());
+    let mut v = Vfs::new();
+    v.write_file("/part", &big[..65_536]).unwrap();
+    let small = push(s, &v.snapshot());
+    refs::update(s, "base", &a1, Expect::Absent, "test").unwrap();
+    refs::update(s, "base", &a2, Expect::Any, "test").unwrap();
+    refs::update(s, "other", &b, Expect::Absent, "test").unwrap();
+    refs::update(s, "part", &small, Expect::Absent, "test").unwrap();
+
+    let before = objects(s);
+    let dry = store::gc(
+        s,
+        &GcOptions {
+            dry_run: true,
+            ..opts(Duration::ZERO)
+        },
+    )
+    .unwrap();
+    assert_eq!(objects(s), before, "a dry run changes nothing");
+    assert_eq!(dry.deleted_manifests.objects, 4, "{dry:?}");
+    assert!(dry.freed().bytes > 0);
+
+    let r = store::gc(s, &opts(Duration::ZERO)).unwrap();
+    assert_eq!(r.live_roots, 4);
+    assert_eq!(r.deleted_manifests, dry.deleted_manifests);
+    assert_eq!(r.deleted_packs, dry.deleted_packs);
+    assert_eq!(r.repacked.objects, 1, "{r:?}");
+    assert_eq!(r.written_packs.objects, 1);
+    assert!(r.freed().bytes > 600_000, "{r:?}");
+    assert_eq!(r.missing_live_chunks, 0);
+    for root in [&a1, &a2, &b, &small] {
+        verifies(s, root);
+    }
+    for root in dead.iter().chain([&bigroot]) {
+        assert!(gone(s, root));
+        let e = store::open_lazy(Arc::new(MemStore::new()), root, None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+    let after: u64 = objects(s).iter().map(|(_, n)| n).sum();
+    let was: u64 = before.iter().map(|(_, n)| n).sum();
+    assert!(after < was);
+    // Nothing left to do.
+    let again = store::gc(s, &opts(Duration::ZERO)).unwrap();
+    assert_eq!(again.freed().objects, 0, "{again:?}");
+    // Young trees survive a run with a grace period; so do --keep roots.
+    let young = push(s, &tree(40, 100_000));
+    let r = store::gc(s, &opts(Duration::from_secs(3600))).unwrap();
+    assert_eq!(r.freed().objects + r.condemned_packs.objects, 0, "{r:?}");
+    verifies(s, &young);
+    let r = store::gc(
+        s,
+        &GcOptions {
+            keep: vec![young],
+            ..opts(Duration::ZERO)
+        },
+    )
+    .unwrap();
+    assert_eq!(r.freed().objects, 0, "{r:?}");
+    verifies(s, &young);
+}
+
+#[test]
+fn collects_in_memory_and_in_a_directory() {
+    collects(&MemStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    collects(&DirStore::open(dir.path()).unwrap());
+}
+
+#[test]
+fn collects_on_seaweedfs_and_survives_racing_pushes_and_readers() {
+    let weed = Weed::start();
+    // The first PUT makes the bucket.
+    let s3 = weed.store("fleet", "gc");
+    s3.put_objects(&[("cowvfs-store", b"cowvfs store format 2\n")])
+        .unwrap();
+    collects(&s3);
+    race(Arc::new(weed.store("fleet", "race")));
+}
+
+/// Ages every object of a memory store by an hour.
+fn age(s: &MemStore) {
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    for p in PREFIXES {
+        for i in s.list_info(p).unwrap() {
+            s.set_modified(&i.key, old);
+        }
+    }
+}
+
+#[test]
+fn two_phases_a_grace_period_apart_and_a_late_manifest_restores_its_pack() {
+    let s = MemStore::new();
+    let grace = opts(Duration::from_secs(60));
+    let e = push(&s, &tree(50, 300_000));
+    age(&s);
+    // The first run condemns, deletes nothing.
+    let r = store::gc(&s, &grace).unwrap();
+    assert_eq!(
+        r.deleted_packs.objects + r.deleted_manifests.objects,
+        0,
+        "{r:?}"
+    );
+    assert_eq!(
+        r.deleted_index.objects, 1,
+        "the index without the pack replaces it"
+    );
+    assert_eq!(r.condemned_manifests.objects, 1);
+    assert!(r.condemned_packs.objects >= 1);
+    assert_eq!(r.written_tombstones, 1);
+    assert!(!gone(&s, &e));
+    // A push that learned of the pack before it was condemned writes its
+    // manifest now: the same chunks, another tree.
+    let mut v = tree(50, 300_000).fork();
+    v.write_file("/empty", b"").unwrap();
+    let g_snap = v.snapshot();
+    let side = MemStore::new();
+    let g = push(&side, &g_snap);
+    s.put_manifest(&g, &side.get_manifest(&g).unwrap().unwrap())
+        .unwrap();
+    refs::update(&s, "g", &g, Expect::Absent, "test").unwrap();
+    // Still young tombstone: nothing happens.
+    let r = store::gc(&s, &grace).unwrap();
+    assert_eq!(r.freed().objects, 0, "{r:?}");
+    age(&s);
+    let r = store::gc(&s, &grace).unwrap();
+    assert!(r.restored_packs >= 1, "{r:?}");
+    assert_eq!(r.deleted_manifests.objects, 1);
+    assert_eq!(r.deleted_tombstones.objects, 1);
+    assert!(gone(&s, &e));
+    verifies(&s, &g);
+}
+
+#[test]
+fn damage_makes_it_refuse_and_delete_nothing() {
+    let s = MemStore::new();
+    let a = push(&s, &tree(60, 100_000));
+    push(&s, &tree(61, 100_000));
+    refs::update(&s, "a", &a, Expect::Absent, "test").unwrap();
+    s.put_raw("refs/zz", b"not a ref".to_vec());
+    // MemStore keeps refs apart: damage one through its own interface.
+    let mut bad = s.get_ref("a").unwrap().unwrap().0;
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let (_, ver) = s.get_ref("a").unwrap().unwrap();
+    s.put_ref("a", &bad, Some(&ver)).unwrap();
+    let before = objects(&s);
+    let e = store::gc(&s, &opts(Duration::ZERO)).unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert_eq!(objects(&s), before);
+
+    // A damaged index object, and a damaged kept manifest, too.
+    let s = MemStore::new();
+    let a = push(&s, &tree(62, 100_000));
+    refs::update(&s, "a", &a, Expect::Absent, "test").unwrap();
+    push(&s, &tree(63, 100_000));
+    let key = s.list("index/").unwrap().remove(0);
+    let good = s.get_raw(&key).unwrap();
+    let mut bad = good.clone();
+    bad[20] ^= 1;
+    s.put_raw(&key, bad);
+    let before = objects(&s);
+    let e = store::gc(&s, &opts(Duration::ZERO)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert_eq!(objects(&s), before);
+    s.put_raw(&key, good);
+    let mkey = format!("manifests/{}", a.to_hex());
+    let mut m = s.get_raw(&mkey).unwrap();
+    m[30] ^= 1;
+    s.put_raw(&mkey, m);
+    let before = objects(&s);
+    assert!(store::gc(&s, &opts(Duration::ZERO)).is_err());
+    assert_eq!(objects(&s), before);
+}
+
+/// Pushers and a lazy reader race collections with a short grace period;
+/// everything tagged or young stays whole.
+fn race(s: Arc<dyn BlobStore>) {
+    // Old trees nobody keeps, whose chunks the pushers reuse.
+    for i in 0..4 {
+        push(&*s, &tree(70 + i, 150_000));
+    }
+    let base = push(&*s, &tree(80, 400_000));
+    refs::update(&*s, "base", &base, Expect::Absent, "test").unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let stop = AtomicBool::new(false);
+    let grace = opts(Duration::from_secs(2));
+    let pushed = std::thread::scope(|sc| {
+        let gcs = sc.spawn(|| {
+            let mut runs = 0;
+            while !stop.load(Ordering::Relaxed) {
+                store::gc(&*s, &grace).unwrap();
+                runs += 1;
+            }
+            runs
+        });
+        let reader = sc.spawn(|| {
+            let lazy = store::open_lazy(s.clone(), &base, None).unwrap();
+            let want = tree(80, 400_000).read_file("/own").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(lazy.read_file("/own").unwrap(), want);
+                let fresh = store::open_lazy(s.clone(), &base, None).unwrap();
+                assert_eq!(fresh.read_file("/shared").unwrap().len(), 100_000);
+            }
+        });
+        let mut pushed = Vec::new();
+        for i in 0..6u64 {
+            // Reuses an old, unkept tree's chunks: the same tree again.
+            let root = push(&*s, &tree(70 + i % 4, 150_000));
+            refs::update(&*s, &format!("p{i}"), &root, Expect::Any, "test").unwrap();
+            pushed.push(root);
+            // A young tree nothing names: whole while it is young.
+            let young = push(&*s, &tree(90 + i, 70_000));
+            std::thread::sleep(Duration::from_millis(400));
+            verifies(&*s, &young);
+        }
+        stop.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
+        assert!(gcs.join().unwrap() > 1);
+        pushed
+    });
+    for root in pushed.iter().chain([&base]) {
+        verifies(&*s, root);
+    }
+    // Once the pushes are old and tagged elsewhere, a run with no grace
+    // period leaves every tagged tree whole.
+    let r = store::gc(&*s, &opts(Duration::ZERO)).unwrap();
+    assert_eq!(r.missing_live_chunks, 0);
+    for root in pushed.iter().chain([&base]) {
+        verifies(&*s, root);
+    }
+}
+
+#[test]
+fn racing_in_memory() {
+    race(Arc::new(MemStore::new()));
+}
+
+#[test]
+fn the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet");
+    let s = DirStore::open(&path).unwrap();
+    let kept = push(&s, &tree(100, 100_000));
+    let loose = push(&s, &tree(101, 100_000));
+    refs::update(&s, "kept", &kept, Expect::Absent, "test").unwrap();
+    let p = path.to_str().unwrap();
+    let run = |args: &[&str]| Command::new(CLI).args(args).output().unwrap();
+    let before = objects(&s);
+    let out = run(&["gc", p, "--dry-run", "--grace", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would delete: 1 ("), "{text}");
+    assert_eq!(objects(&s), before);
+    let keep = loose.to_hex().to_string();
+    let out = run(&["gc", p, "--grace", "0", "--keep", &keep]);
+    assert!(out.status.success());
+    assert!(!gone(&s, &loose));
+    let out = run(&["gc", p, "--grace", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("deleted: 1 ("), "{text}");
+    assert!(gone(&s, &loose));
+    verifies(&s, &kept);
+    for bad in [
+        &["gc", p, "--grace", "soon"][..],
+        &["gc", p, "--repack-below", "200"],
+    ] {
+        let out = run(bad);
+        assert!(!out.status.success());
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    }
+}
