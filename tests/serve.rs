@@ -4,6 +4,8 @@
 //! saved snapshots with a rollback, hostile guests among normal ones, the
 //! OpenAPI document against the routes, and a graceful shutdown under load.
 
+#![cfg(all(feature = "serve", feature = "cli"))]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

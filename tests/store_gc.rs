@@ -5,6 +5,8 @@
 //! damaged ref or index stops it before anything is deleted; pushes and
 //! lazy readers racing it lose nothing.
 
+#![cfg(all(feature = "s3", feature = "cli"))]
+
 #[path = "store_support/mod.rs"]
 mod store_support;
 

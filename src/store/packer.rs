@@ -158,39 +158,50 @@ impl<'a> Packer<'a> {
             self.upload()?;
         }
         let written = std::mem::take(&mut self.written);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut groups: Vec<Vec<PackRecord>> = Vec::new();
-        let mut entries = 0;
-        for r in written {
-            if groups.is_empty() || entries + r.entries.len() > MAX_INDEX_ENTRIES {
-                groups.push(Vec::new());
-                entries = 0;
-            }
-            entries += r.entries.len();
-            if let Some(g) = groups.last_mut() {
-                g.push(r);
-            }
-        }
-        let mut objects = Vec::new();
-        for g in groups {
-            let (name, bytes) = pack::encode_index(g.clone(), now)?;
-            objects.push((pack::index_key(&name), bytes, g));
-        }
-        let objs: Vec<(&str, &[u8])> = objects
-            .iter()
-            .map(|(k, b, _)| (k.as_str(), b.as_slice()))
-            .collect();
-        self.store.put_objects(&objs)?;
+        let objects = write_indexes(self.store, written)?;
         self.stats.indexes = objects.len() as u64;
         if let Some(c) = catalog {
-            for (k, _, g) in objects {
+            for (k, g) in objects {
                 c.learn(&k, g)?;
             }
         }
         Ok(self.stats)
     }
+}
+
+/// Writes `recs` as index objects of at most `MAX_INDEX_ENTRIES` entries
+/// each (none for no records), durable on return: each object's key,
+/// with the records it lists.
+fn write_indexes(
+    store: &dyn BlobStore,
+    recs: Vec<PackRecord>,
+) -> Result<Vec<(String, Vec<PackRecord>)>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut groups: Vec<Vec<PackRecord>> = Vec::new();
+    let mut entries = 0;
+    for r in recs {
+        if groups.is_empty() || entries + r.entries.len() > MAX_INDEX_ENTRIES {
+            groups.push(Vec::new());
+            entries = 0;
+        }
+        entries += r.entries.len();
+        if let Some(g) = groups.last_mut() {
+            g.push(r);
+        }
+    }
+    let mut objects = Vec::new();
+    for g in groups {
+        let (name, bytes) = pack::encode_index(g.clone(), now)?;
+        objects.push((pack::index_key(&name), bytes, g));
+    }
+    let objs: Vec<(&str, &[u8])> = objects
+        .iter()
+        .map(|(k, b, _)| (k.as_str(), b.as_slice()))
+        .collect();
+    store.put_objects(&objs)?;
+    Ok(objects.into_iter().map(|(k, _, g)| (k, g)).collect())
 }
 
 /// Index objects a store may gather before a push merges them into one.
@@ -210,38 +221,14 @@ pub(crate) fn compact(store: &dyn BlobStore, catalog: &Catalog) -> Result<usize>
         return Ok(0);
     }
     let (recs, old) = catalog.records()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut groups: Vec<Vec<PackRecord>> = vec![Vec::new()];
-    let mut entries = 0;
-    for r in recs {
-        if entries + r.entries.len() > MAX_INDEX_ENTRIES {
-            groups.push(Vec::new());
-            entries = 0;
-        }
-        entries += r.entries.len();
-        if let Some(g) = groups.last_mut() {
-            g.push(r);
-        }
-    }
-    let mut objects = Vec::new();
-    for g in groups {
-        let (name, bytes) = pack::encode_index(g.clone(), now)?;
-        objects.push((pack::index_key(&name), bytes, g));
-    }
-    let objs: Vec<(&str, &[u8])> = objects
-        .iter()
-        .map(|(k, b, _)| (k.as_str(), b.as_slice()))
-        .collect();
-    store.put_objects(&objs)?;
-    let new: HashSet<&str> = objects.iter().map(|(k, ..)| k.as_str()).collect();
+    let objects = write_indexes(store, recs)?;
+    let new: HashSet<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
     let gone: Vec<String> = old
         .into_iter()
         .filter(|k| !new.contains(k.as_str()))
         .collect();
     catalog.forget(&gone)?;
-    for (k, _, g) in objects {
+    for (k, g) in objects {
         catalog.learn(&k, g)?;
     }
     let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
