@@ -356,3 +356,42 @@ fn the_command_line() {
         assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     }
 }
+
+/// A lazy reader that read the index before a collection moved its
+/// chunks to a new pack and deleted the old one: its first read finds the
+/// old pack gone, reads the index again and gets the right bytes.
+#[test]
+fn a_reader_with_an_old_index_follows_a_repack() {
+    let s: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    // One push, one pack: a small live file and a big file only the
+    // unreferenced tree names, so the pack is mostly garbage.
+    let mut v = Vfs::new();
+    v.write_file("/small", &noise(7, 5_000)).unwrap();
+    v.write_file("/big", &noise(8, 900_000)).unwrap();
+    let dead = v.snapshot();
+    v.remove_file("/big").unwrap();
+    let live = v.snapshot();
+    let dead_root = push(&*s, &dead);
+    let live_root = push(&*s, &live);
+    refs::update(&*s, "live", &live_root, Expect::Absent, "test").unwrap();
+    let packs_before: Vec<String> = s.list("packs/").unwrap();
+
+    // Opened (and its index read) before the collection.
+    let reader = store::open_lazy(s.clone(), &live_root, None).unwrap();
+
+    let r = store::gc(&*s, &opts(Duration::ZERO)).unwrap();
+    assert!(
+        r.repacked.objects >= 1,
+        "the mostly dead pack is repacked: {r:?}"
+    );
+    assert!(gone(&*s, &dead_root));
+    let packs_after: Vec<String> = s.list("packs/").unwrap();
+    assert!(
+        packs_before.iter().all(|p| !packs_after.contains(p)),
+        "the old pack is deleted: {packs_before:?} -> {packs_after:?}"
+    );
+
+    assert_eq!(reader.read_file("/small").unwrap(), noise(7, 5_000));
+    reader.check_invariants().unwrap();
+    verifies(&*s, &live_root);
+}

@@ -146,6 +146,23 @@ impl Catalog {
         self.take_in(store, cache, listed)
     }
 
+    /// Forgets every index object read and reads them all again: for a
+    /// reader that found a pack gone, whose live chunks a garbage
+    /// collection moved to a new pack (an index object read before may
+    /// list them, but the old location would win). How many it read.
+    pub fn reload(&self, store: &dyn BlobStore, cache: Option<&dyn BlobStore>) -> Result<usize> {
+        let listed = store.list("index/")?;
+        {
+            let mut st = self.lock()?;
+            let version = st.version;
+            *st = State {
+                version,
+                ..State::default()
+            };
+        }
+        self.take_in(store, cache, listed)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>> {
         self.state
             .lock()

@@ -19,6 +19,7 @@ pub(crate) const MAX_SPAN: u64 = 16 << 20;
 const LOOSE_BATCH: usize = 32;
 
 /// One ranged read and the chunks it carries.
+#[derive(Clone)]
 struct Span {
     pack: blake3::Hash,
     range: Range<u64>,
@@ -95,7 +96,50 @@ pub(crate) fn fetch_chunks(
             packed.push((i, l));
         }
     }
+    let gone = fetch_packed(store, wants, packed, batch_bytes, verify, sink)?;
+    if gone.is_empty() {
+        return Ok(());
+    }
+    // A pack the catalog names is gone: a garbage collection repacked its
+    // live chunks into a new pack (listed by a new index object) before
+    // deleting it. Read the index again, from scratch, and look once more.
+    catalog.reload(store, None)?;
+    let mut again = Vec::with_capacity(gone.len());
+    for (i, pack) in gone {
+        match catalog.locate(&wants[i].0) {
+            Some(l) if l.pack_key() != pack => again.push((i, l)),
+            _ => {
+                return Err(io_err(format!(
+                    "{}: {pack} is missing (it holds chunk {}) and no other pack holds it",
+                    store.location(),
+                    wants[i].0.to_hex()
+                )));
+            }
+        }
+    }
+    let still = fetch_packed(store, wants, again, batch_bytes, verify, sink)?;
+    match still.first() {
+        None => Ok(()),
+        Some((i, pack)) => Err(io_err(format!(
+            "{}: {pack} is missing (it holds chunk {})",
+            store.location(),
+            wants[*i].0.to_hex()
+        ))),
+    }
+}
+
+/// Fetches located chunks in batches of about `batch_bytes`; the
+/// positions whose pack the store no longer has, with that pack's key.
+fn fetch_packed(
+    store: &dyn BlobStore,
+    wants: &[(blake3::Hash, u32)],
+    packed: Vec<(usize, ChunkLoc)>,
+    batch_bytes: u64,
+    verify: bool,
+    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<Vec<(usize, String)>> {
     let all = spans(packed);
+    let mut gone = Vec::new();
     let mut start = 0;
     while start < all.len() {
         let mut end = start;
@@ -104,10 +148,10 @@ pub(crate) fn fetch_chunks(
             bytes += span_len(&all[end]);
             end += 1;
         }
-        fetch_spans(store, wants, &all[start..end], verify, sink)?;
+        gone.extend(fetch_spans(store, wants, &all[start..end], verify, sink)?);
         start = end;
     }
-    Ok(())
+    Ok(gone)
 }
 
 fn span_len(s: &Span) -> u64 {
@@ -152,15 +196,16 @@ fn fetch_loose(
     Ok(lacking)
 }
 
-/// Reads one batch of spans and checks every chunk in them. Hashing runs
-/// on two threads when there is much of it.
+/// Reads one batch of spans and checks every chunk in them; the members
+/// of spans whose pack is gone, with its key. Hashing runs on two threads
+/// when there is much of it.
 fn fetch_spans(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
     spans: &[Span],
     verify: bool,
     sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<(usize, String)>> {
     let keys: Vec<String> = spans
         .iter()
         .map(|s| super::pack::pack_key(&s.pack))
@@ -184,13 +229,12 @@ fn fetch_spans(
         )));
     }
     let mut bodies = Vec::with_capacity(spans.len());
-    for ((s, k), g) in spans.iter().zip(&keys).zip(got) {
+    let mut gone = Vec::new();
+    let (mut here, mut here_keys) = (Vec::with_capacity(spans.len()), Vec::new());
+    for ((s, k), g) in spans.iter().zip(keys).zip(got) {
         let Some(body) = g else {
-            return Err(io_err(format!(
-                "{}: pack {k} is missing (it holds chunk {})",
-                store.location(),
-                wants[s.members[0].0].0.to_hex()
-            )));
+            gone.extend(s.members.iter().map(|&(i, _)| (i, k.clone())));
+            continue;
         };
         if body.len() as u64 != span_len(s) {
             return Err(super::short_object(
@@ -200,7 +244,10 @@ fn fetch_spans(
             ));
         }
         bodies.push(body);
+        here.push(s.clone());
+        here_keys.push(k);
     }
+    let (spans, keys) = (&here[..], &here_keys[..]);
     let loc = store.location();
     let check = |from: usize, to: usize| -> Result<()> {
         for (n, s) in spans[from..to].iter().enumerate() {
@@ -228,7 +275,7 @@ fn fetch_spans(
             sink(i, body[at..at + l.len as usize].to_vec())?;
         }
     }
-    Ok(())
+    Ok(gone)
 }
 
 fn check_span(
