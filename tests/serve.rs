@@ -893,6 +893,26 @@ fn snapshots_past_the_memory_budget_are_evicted_oldest_unnamed_first() {
     });
 }
 
+/// Registers the note guest on both servers and the tiny base on `a`,
+/// runs the guest there with "on-a" and saves the fork: its root.
+async fn saved_on_first(a: &Server, b: &Server) -> String {
+    for s in [a, b] {
+        s.put_module("note", &note_wat(false)).await;
+    }
+    let (st, body) = a
+        .send(
+            "PUT",
+            "/v1/snapshots/tiny",
+            Some((tiny_checkpoint(), "application/octet-stream")),
+        )
+        .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let v = a
+        .run(json!({"base": "tiny", "module": "note", "args": ["on-a"], "save": true}))
+        .await;
+    v["snapshot"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn servers_sharing_a_store_share_saved_snapshots() {
     let dir = tempfile::tempdir().unwrap();
@@ -901,21 +921,7 @@ fn servers_sharing_a_store_share_saved_snapshots() {
     let a = Server::start(&["--store", store], None);
     let b = Server::start(&["--store", store], None);
     runtime().block_on(async {
-        for s in [&a, &b] {
-            s.put_module("note", &note_wat(false)).await;
-        }
-        let (st, body) = a
-            .send(
-                "PUT",
-                "/v1/snapshots/tiny",
-                Some((tiny_checkpoint(), "application/octet-stream")),
-            )
-            .await;
-        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
-        let v = a
-            .run(json!({"base": "tiny", "module": "note", "args": ["on-a"], "save": true}))
-            .await;
-        let root = v["snapshot"].as_str().unwrap().to_string();
+        let root = saved_on_first(&a, &b).await;
         // B has never seen it: it opens it from the store by its root.
         let v = b
             .run(json!({"base": root, "module": "note", "args": ["on-b"]}))
@@ -960,21 +966,7 @@ fn servers_sharing_a_seaweedfs_store_share_saved_snapshots() {
     let a = start("a");
     let b = start("b");
     runtime().block_on(async {
-        for s in [&a, &b] {
-            s.put_module("note", &note_wat(false)).await;
-        }
-        let (st, body) = a
-            .send(
-                "PUT",
-                "/v1/snapshots/tiny",
-                Some((tiny_checkpoint(), "application/octet-stream")),
-            )
-            .await;
-        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
-        let v = a
-            .run(json!({"base": "tiny", "module": "note", "args": ["on-a"], "save": true}))
-            .await;
-        let root = v["snapshot"].as_str().unwrap().to_string();
+        let root = saved_on_first(&a, &b).await;
         // B never saw it: it runs from the root, opened from SeaweedFS.
         let v = b
             .run(json!({"base": root, "module": "note", "args": ["on-b"], "save": true}))
