@@ -19,7 +19,6 @@ pub(crate) const MAX_SPAN: u64 = 16 << 20;
 const LOOSE_BATCH: usize = 32;
 
 /// One ranged read and the chunks it carries.
-#[derive(Clone)]
 struct Span {
     pack: blake3::Hash,
     range: Range<u64>,
@@ -244,7 +243,7 @@ fn fetch_spans(
             ));
         }
         bodies.push(body);
-        here.push(s.clone());
+        here.push(s);
         here_keys.push(k);
     }
     let (spans, keys) = (&here[..], &here_keys[..]);
@@ -255,7 +254,7 @@ fn fetch_spans(
         }
         Ok(())
     };
-    let total: u64 = spans.iter().map(span_len).sum();
+    let total: u64 = spans.iter().map(|s| span_len(s)).sum();
     if total >= 4 << 20 && spans.len() > 1 {
         let mid = spans.len() / 2;
         std::thread::scope(|sc| {
