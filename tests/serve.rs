@@ -746,6 +746,11 @@ fn a_chain_of_saved_runs_continues_and_rolls_back() {
 #[test]
 fn hostile_guests_end_with_their_own_errors_and_disturb_no_one() {
     let s = Server::start(&["--demo", "--max-running", "4"], None);
+    // CAT after a busy loop of about a hundred milliseconds.
+    let slow_cat = CAT_WAT.replace(
+        "(func (export \"_start\")",
+        &format!("(func (export \"_start\") (local $i i32) {SPIN}"),
+    );
     runtime().block_on(async {
         for (n, w) in [
             ("note", note_wat(false).as_str()),
@@ -754,6 +759,8 @@ fn hostile_guests_end_with_their_own_errors_and_disturb_no_one() {
             ("flood-bytes", FLOOD_BYTES_WAT),
             ("flood-inodes", FLOOD_INODES_WAT),
             ("shout", SHOUT_WAT),
+            ("slow", note_wat(true).as_str()),
+            ("slow-cat", slow_cat.as_str()),
         ] {
             s.put_module(n, w).await;
         }
@@ -766,6 +773,12 @@ fn hostile_guests_end_with_their_own_errors_and_disturb_no_one() {
                     9 => json!({"base": "demo", "module": "flood-bytes", "max_fs_bytes": 2 << 20}),
                     11 => json!({"base": "demo", "module": "flood-inodes", "max_fs_inodes": 50}),
                     13 => json!({"base": "demo", "module": "shout", "max_output_bytes": 1000}),
+                    // Past the slice a guest may run on the request's
+                    // thread: started over on a blocking one, with the
+                    // same arguments and stdin, its first try unseen.
+                    5 => json!({"base": "demo", "module": "slow", "args": [format!("n{i}")],
+                                "diff": true}),
+                    15 => json!({"base": "demo", "module": "slow-cat", "stdin": format!("in{i}")}),
                     _ => json!({"base": "demo", "module": "note", "args": [format!("n{i}")]}),
                 };
                 (i, s.run(req).await)
@@ -793,6 +806,17 @@ fn hostile_guests_end_with_their_own_errors_and_disturb_no_one() {
                 11 => {
                     assert_eq!(v["exit_code"], 119, "EDQUOT: {v}");
                     assert_eq!(v["usage"]["inodes"].as_u64().unwrap(), 5057 + 50, "{v}");
+                }
+                5 => {
+                    assert_eq!(v["exit_code"], 0, "{v}");
+                    assert_eq!(v["stdout"].as_str().unwrap(), format!("n{i}\n"));
+                    let diff = v["diff"].as_array().unwrap();
+                    assert_eq!(diff.len(), 1, "one log.txt, not one per try: {v}");
+                    assert!(v["timings"]["run_us"].as_u64().unwrap() > 0, "{v}");
+                }
+                15 => {
+                    assert_eq!(v["exit_code"], 0, "{v}");
+                    assert_eq!(v["stdout"].as_str().unwrap(), format!("in{i}"), "{v}");
                 }
                 13 => {
                     assert_eq!(
@@ -849,7 +873,9 @@ fn tiny_checkpoint() -> Vec<u8> {
 
 #[test]
 fn snapshots_past_the_memory_budget_are_evicted_oldest_unnamed_first() {
-    let s = Server::start(&["--max-snapshot-memory", "24K"], None);
+    // Room for the base and a handful of saved snapshots (each charged an
+    // upper bound of what it holds: about 11 KiB for one small change).
+    let s = Server::start(&["--max-snapshot-memory", "64K"], None);
     runtime().block_on(async {
         s.put_module("note", &note_wat(false)).await;
         let (st, body) = s.send("PUT", "/v1/snapshots/tiny", Some((tiny_checkpoint(), "application/octet-stream"))).await;
@@ -861,7 +887,7 @@ fn snapshots_past_the_memory_budget_are_evicted_oldest_unnamed_first() {
             roots.push(v["snapshot"].as_str().unwrap().to_string());
         }
         let (_, list) = s.json("GET", "/v1/snapshots", None).await;
-        assert!(list["memory_bytes"].as_u64().unwrap() <= 24 << 10, "{list}");
+        assert!(list["memory_bytes"].as_u64().unwrap() <= 64 << 10, "{list}");
         // The oldest went, the newest stayed, the named base stayed.
         let (st, v) = s.json("POST", "/v1/run", Some(json!({"base": roots[0], "module": "note", "args": ["z"]}))).await;
         assert_eq!((st, code(&v)), (404, "unknown_snapshot"));
@@ -890,6 +916,54 @@ fn snapshots_past_the_memory_budget_are_evicted_oldest_unnamed_first() {
         let (_, text) = s.get("/metrics").await;
         let text = String::from_utf8(text).unwrap();
         assert!(!text.contains("cowvfs_snapshots_evicted 0\n"), "{text}");
+    });
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib << 10
+}
+
+#[test]
+fn saved_snapshots_are_charged_what_they_hold_never_less() {
+    let s = Server::start(&["--demo"], None);
+    runtime().block_on(async {
+        s.put_module("note", &note_wat(false)).await;
+        s.put_module("flood", FLOOD_BYTES_WAT).await;
+        let charged = || async { s.json("GET", "/v1/snapshots", None).await.1["memory_bytes"].as_u64().unwrap() };
+        let saves = |from: usize, n: usize| {
+            let s = &s;
+            futures_join_all((from..from + n).map(move |i| async move {
+                let v = s.run(json!({"base": "demo", "module": "note", "args": [format!("s{i}")], "save": true})).await;
+                assert!(v["snapshot"].is_string(), "{v}");
+            }))
+        };
+        // Warm up: the allocator's arenas and the registry's map grow.
+        saves(0, 300).await;
+        let (rss0, charged0) = (rss(s.pid()), charged().await);
+        for batch in 0..10 {
+            saves(1000 + batch * 100, 100).await;
+        }
+        let (rss1, charged1) = (rss(s.pid()), charged().await);
+        let (grew, charge) = (rss1.saturating_sub(rss0), charged1 - charged0);
+        eprintln!("1,000 one-change snapshots: resident memory +{grew} B, charged +{charge} B");
+        assert!(charge >= grew, "charged {charge} B for {grew} B of resident growth");
+        assert!(charge <= 4 * grew.max(1 << 20), "charged {charge} B for {grew} B");
+        // 10 MiB and more of new data is charged at least that.
+        let v = s.run(json!({"base": "demo", "module": "flood", "max_fs_bytes": 12 << 20, "save": true})).await;
+        assert_eq!(v["exit_code"], 151, "ENOSPC: {v}");
+        let root = v["snapshot"].as_str().unwrap();
+        let (_, demo) = s.json("GET", "/v1/snapshots/demo", None).await;
+        let (_, saved) = s.json("GET", &format!("/v1/snapshots/{root}"), None).await;
+        let new = saved["usage"]["held_bytes"].as_u64().unwrap() - demo["usage"]["held_bytes"].as_u64().unwrap();
+        assert!(new >= 10 << 20, "{saved}");
+        assert!(saved["memory_bytes"].as_u64().unwrap() >= new, "{saved}");
     });
 }
 

@@ -17,6 +17,7 @@
 //! | `catalog.rs` | registering, listing and deleting modules and snapshots |
 //! | `browse.rs` | reading snapshots: files, directories, diffs, checkpoint downloads |
 //! | `snapshots.rs` | the snapshot registry: names, memory budget, LRU eviction, the store |
+//! | `charge.rs` | what a saved snapshot is charged: the memory it adds to its base |
 //! | `modules.rs` | the module cache, compiled once per content hash |
 //! | `gate.rs` | bounded concurrency: running turns and a bounded wait queue |
 //! | `metrics.rs` | Prometheus counters, histograms and gauges |
@@ -26,6 +27,7 @@
 mod body;
 mod browse;
 mod catalog;
+mod charge;
 pub mod error;
 mod gate;
 mod metrics;
@@ -151,6 +153,10 @@ pub struct App {
     gate: Gate,
     transfers: Gate,
     metrics: Metrics,
+    /// Whether guests may start on the async threads (see
+    /// `sandbox::run_inline`): only when no snapshot can be backed by a
+    /// store, whose lazy reads and pushes block.
+    inline_runs: bool,
 }
 
 /// Why the server cannot start.
@@ -234,6 +240,7 @@ impl App {
             config.base_limits.clone(),
         );
         Ok(Arc::new(App {
+            inline_runs: config.store.is_none() && !config.allow_url_import,
             engine,
             modules: Modules::new(config.max_modules),
             snapshots,

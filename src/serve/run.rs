@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::catalog::find;
 use super::error::{ApiError, ApiResult, Code};
-use super::sandbox::{Done, Job, execute, kind_name};
+use super::sandbox::{self, Done, Job, execute, kind_name};
 use super::snapshots::check_name;
 use super::{App, body};
 
@@ -152,7 +152,7 @@ pub async fn run(
         Some(Save::Flag(true)) => Some(None),
         Some(Save::Name(n)) => Some(Some(n)),
     };
-    let job = Job {
+    let mut job = Job {
         base,
         module,
         args: req.args,
@@ -170,13 +170,30 @@ pub async fn run(
     };
     let turn = app.gate.enter().await?;
     let queued = received.elapsed();
-    let worker = app.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        execute(job, &worker.snapshots)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("a sandbox worker failed: {e}")))??;
+    // With every snapshot in memory, a guest first runs right here for a
+    // short slice (`sandbox::run_inline`); one that needs longer, and
+    // every run on a server with a store (lazy reads, pushes), goes to a
+    // blocking thread with the turn.
+    let inline = if app.inline_runs {
+        sandbox::run_inline(&mut job, &app.snapshots)?
+    } else {
+        None
+    };
+    let done = match inline {
+        Some(done) => {
+            drop(turn);
+            done
+        }
+        None => {
+            let worker = app.clone();
+            tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                execute(job, &worker.snapshots)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("a sandbox worker failed: {e}")))??
+        }
+    };
     app.metrics.run(outcome_label(&done));
     Ok(Json(response(done, queued, received.elapsed())))
 }

@@ -88,7 +88,7 @@ fn fork_limits(base: &Snapshot, bytes: u64, inodes: u64) -> Limits {
 /// Sets up either kind of sandbox the same way: the tree at `/`, args,
 /// environment, stdin, output capture and limits.
 macro_rules! configure {
-    ($sb:ident, $job:ident) => {{
+    ($sb:ident, $job:ident, $stdin:expr, $timeout:expr) => {{
         $sb.preopen("/", "/")
             .map_err(|e| ApiError::internal(format!("cannot preopen /: {e}")))?;
         for a in &$job.args {
@@ -97,35 +97,88 @@ macro_rules! configure {
         for (k, v) in &$job.env {
             $sb.env(k, v);
         }
-        $sb.stdin_bytes(std::mem::take(&mut $job.stdin));
+        $sb.stdin_bytes($stdin);
         // One byte over the cap tells a cut from an exact fit.
         $sb.capture_output_limited($job.max_output.saturating_add(1));
         $sb.limits(RunLimits {
-            timeout: Some($job.timeout),
+            timeout: Some($timeout),
             fuel: None,
             max_memory: Some($job.max_memory),
         });
     }};
 }
 
-/// Runs `job`; saves into `registry` if asked. Blocking.
-pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
-    let (base_root, base) = job.base.clone();
-    let vfs = base.fork_with_limits(fork_limits(&base, job.fs_bytes, job.fs_inodes));
+/// How long a guest may run on the thread that took its request (see
+/// [`run_inline`]): a trivial guest takes a tenth of this; past it the
+/// guest is stopped at the next epoch tick (every 10 ms) and started
+/// over on a blocking thread.
+pub const INLINE_SLICE: Duration = Duration::from_millis(5);
+
+/// Forks the base and runs the guest in the fork with `timeout`, giving
+/// it `stdin`. Returns the outcome and how long the run took.
+fn run_guest(
+    job: &Job,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> Result<(RunOutcome, Duration), ApiError> {
+    let base = &job.base.1;
+    let vfs = base.fork_with_limits(fork_limits(base, job.fs_bytes, job.fs_inodes));
     let started = Instant::now();
     let outcome: RunOutcome = match &job.module.compiled {
         Compiled::Core(guest) => {
             let mut sb = p1::Sandbox::new(vfs);
-            configure!(sb, job);
+            configure!(sb, job, stdin, timeout);
             sb.run(guest)
         }
         Compiled::Component(guest) => {
             let mut sb = crate::wasi::Sandbox::new(vfs);
-            configure!(sb, job);
+            configure!(sb, job, stdin, timeout);
             sb.run(guest)
         }
     };
-    let run = started.elapsed();
+    Ok((outcome, started.elapsed()))
+}
+
+/// Runs `job` in full; saves into `registry` if asked. Blocking: for a
+/// blocking thread.
+pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
+    let stdin = std::mem::take(&mut job.stdin);
+    let (outcome, run) = run_guest(&job, stdin, job.timeout)?;
+    Ok(finish(&mut job, outcome, run, registry))
+}
+
+/// Runs `job` on the calling (async) thread for at most [`INLINE_SLICE`],
+/// which saves handing it to a blocking thread and back: on two cores
+/// those two thread switches cost more than a trivial guest's run. A
+/// guest done within the slice is answered from here (`Ok(Some)`); one
+/// that is not is stopped, its fork and output thrown away, and `Ok(None)`
+/// says to run it again in full with [`execute`] on a blocking thread. A
+/// guest sees no difference but time: its only effects are in its own
+/// fork and output, and the job (stdin included) is unchanged. So a guest
+/// that loops holds this thread for one slice and an epoch tick at most,
+/// and its deadline still counts in full on the blocking thread.
+///
+/// Only for jobs whose snapshots are all in memory: a base opened lazily
+/// from a store may fetch from it during the run, and a save with a store
+/// pushes to it (see `run.rs`).
+pub fn run_inline(job: &mut Job, registry: &Registry) -> Result<Option<Done>, ApiError> {
+    let whole = job.timeout <= INLINE_SLICE;
+    let (stdin, timeout) = if whole {
+        (std::mem::take(&mut job.stdin), job.timeout)
+    } else {
+        (job.stdin.clone(), INLINE_SLICE)
+    };
+    let (outcome, run) = run_guest(job, stdin, timeout)?;
+    if !whole && outcome.limit == Some(LimitHit::Deadline) {
+        return Ok(None);
+    }
+    Ok(Some(finish(job, outcome, run, registry)))
+}
+
+/// What a finished run gives: the exit code and error, the output cut to
+/// its cap, and the diff, files and save asked for.
+fn finish(job: &mut Job, outcome: RunOutcome, run: Duration, registry: &Registry) -> Done {
+    let (base_root, base) = (job.base.0, &job.base.1);
     let RunOutcome {
         status,
         vfs,
@@ -157,19 +210,13 @@ pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
     };
     let usage = vfs.usage();
     let snap = vfs.snapshot();
-    let diff = job.diff.map(|max| changes(&base, &snap, max));
+    let diff = job.diff.map(|max| changes(base, &snap, max));
     let files = (!job.read.is_empty()).then(|| read_files(&snap, &job.read, job.read_budget));
     let (mut snapshot, mut save_error) = (None, None);
     if let Some(name) = job.save.take() {
-        // What the run added to its base, however its usage counts it.
-        let added = usage.private_bytes.max(
-            usage
-                .charged_bytes
-                .saturating_sub(base.usage().charged_bytes),
-        );
         let saved = registry.insert(NewSnapshot {
+            cost: super::charge::saved_cost(base, &snap, &usage),
             snap,
-            cost: added,
             name: name.clone(),
             parent: Some(base_root),
             in_store: false,
@@ -179,7 +226,7 @@ pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
             Err(e) => save_error = Some(e),
         }
     }
-    Ok(Done {
+    Done {
         exit_code,
         stdout,
         stderr,
@@ -191,7 +238,7 @@ pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
         save_error,
         usage,
         run,
-    })
+    }
 }
 
 fn memory_error(hit: Option<LimitHit>, max: usize) -> Option<ApiError> {

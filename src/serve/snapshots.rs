@@ -3,7 +3,8 @@
 //!
 //! Each snapshot is charged what it keeps alive beyond what it shares: a
 //! registered base its whole tree ([`crate::Usage::charged_bytes`]), a
-//! snapshot a run saved what the run added to its base. When a snapshot
+//! snapshot a run saved an upper bound of the memory it adds to its base
+//! (`charge.rs`). When a snapshot
 //! goes, the ones saved from it take over its charge (they now keep its
 //! nodes alive), so the total never undercounts; it may overcount when
 //! several share what went. Past the budget the least recently used

@@ -95,10 +95,10 @@ pub fn engine(epochs: bool, fuel: bool) -> wasmtime::Result<Engine> {
     Engine::new(&engine_config(epochs, fuel))
 }
 
-/// Whether `engine` was made with epoch interruption. wasmtime has no
-/// getter; its `Config` debug output lists every tunable that was set.
+/// Whether `engine` was made with epoch interruption (asked on every
+/// run, so a getter, not a formatting of the engine's whole config).
 pub fn epochs_enabled(engine: &Engine) -> bool {
-    format!("{:?}", engine.config()).contains("epoch_interruption: true")
+    engine.get_epoch_interruption()
 }
 
 /// The resource limiter of a run's store; remembers a refused grow.
@@ -196,11 +196,17 @@ impl Ticking {
     fn start(engine: &Engine) -> Ticking {
         let t = ticker();
         let mut list = t.engines.lock().unwrap_or_else(|e| e.into_inner());
+        // The ticker waits only while the list is empty: wake it only
+        // then, not (a system call) on every run.
+        let was_idle = list.is_empty();
         match list.iter_mut().find(|(e, _)| Engine::same(e, engine)) {
             Some((_, n)) => *n += 1,
             None => list.push((engine.clone(), 1)),
         }
-        t.wake.notify_all();
+        drop(list);
+        if was_idle {
+            t.wake.notify_all();
+        }
         Ticking {
             engine: engine.clone(),
         }
@@ -296,10 +302,12 @@ pub(crate) fn arm<T: 'static>(
             )
         })?,
         // An engine with fuel starts each store with none: without a
-        // budget, give it all.
-        None => {
+        // budget, give it all. (Asking an engine without fuel makes an
+        // error, with a backtrace when RUST_BACKTRACE is set: not per run.)
+        None if engine.get_consume_fuel() => {
             let _ = store.set_fuel(u64::MAX);
         }
+        None => {}
     }
     store.limiter(move |t| limiter(t) as &mut dyn ResourceLimiter);
     Ok(Armed {
