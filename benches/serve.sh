@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `cowvfs serve` under load (issue #16): POST /v1/run of a trivial preview1
-# guest over loopback HTTP, driven by the `hey` load generator with 1, 8 and
-# 32 concurrent clients, from a base of 100,000 files + 1 GiB; then the same
+# guest over loopback HTTP, driven by the `wrk` load generator (C, one
+# thread, closed loop; benches/serve.lua) with 1, 8 and 32 connections, from a base of 100,000 files + 1 GiB; then the same
 # request done the usual way (copy the base directory on tmpfs, run the
 # guest with stock wasmtime-wasi on the copy: examples/stock_wasi_baseline.rs);
 # then the server's resident memory holding 10,000 saved snapshots, each one
@@ -19,7 +19,7 @@
 # /note.txt (creating it) and prints "ok": a real file-system change per
 # request, distinct per request, so 10,000 saves are 10,000 snapshots.
 #
-# Needs hey (Debian package; installed with apt-get if missing), curl,
+# Needs wrk (Debian package; installed with apt-get if missing), curl,
 # python3 and tmpfs at /dev/shm. Set CARGO_LOCK=FILE to build under
 # `flock FILE` (shared build machines).
 set -euo pipefail
@@ -28,11 +28,11 @@ secs="${1:-10}"
 baseline_n="${2:-5}"
 target="${CARGO_TARGET_DIR:-$HOME/.cache/cowvfs-target}"
 say() { echo "serve.sh: $*" >&2; }
-if ! command -v hey >/dev/null; then
-    say "installing hey (apt-get install -y hey)"
-    apt-get install -y hey >/dev/null 2>&1 ||
-        { apt-get update >/dev/null 2>&1 && apt-get install -y hey >/dev/null 2>&1; } ||
-        { say "hey is missing; install it with: apt-get install -y hey"; exit 1; }
+if ! command -v wrk >/dev/null; then
+    say "installing wrk (apt-get install -y wrk)"
+    apt-get install -y wrk >/dev/null 2>&1 ||
+        { apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1; } ||
+        { say "wrk is missing; install it with: apt-get install -y wrk"; exit 1; }
 fi
 for tool in curl python3; do
     command -v "$tool" >/dev/null ||
@@ -130,24 +130,26 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
 building=$(pgrep -c rustc || true)
 echo "== cowvfs serve: POST /v1/run, trivial guest, base of 100,000 files + 1 GiB"
 echo "   $(nproc) cores, load average $load, rustc processes running: $building"
-echo "   hey -z ${secs}s -c C -m POST -T application/json -d '$body' $url/v1/run"
-# hey's CSV has every request's latency at full precision (its summary
-# rounds to 0.1 ms): percentiles and throughput are computed from it.
-stats() {
-    python3 -c '
-import csv, sys
-rows = list(csv.DictReader(sys.stdin))
-lat = sorted(float(r["response-time"]) for r in rows)
-end = max(float(r["offset"]) + float(r["response-time"]) for r in rows)
-bad = sum(r["status-code"] != "200" for r in rows)
-p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3
-print(f"{sys.argv[1]:>8} {p(0.50):>10.3f} {p(0.99):>10.3f} {len(lat) / end:>10.0f} {len(lat):>10} {bad:>8}")
-' "$1"
+echo "   WRK_BODY='$body' wrk -t1 -c C -d${secs}s -s benches/serve.lua $url/v1/run"
+# wrk records every latency to the microsecond; serve.lua prints the
+# percentiles and counts as one STATS line.
+load() { # CONNECTIONS SECONDS BODY
+    WRK_BODY="$3" wrk -t1 -c "$1" -d "${2}s" -s benches/serve.lua "$url/v1/run" |
+        sed -n 's/^STATS //p'
+}
+row() { # CONNECTIONS STATS
+    python3 - "$1" "$2" <<'EOF'
+import sys
+c, kv = sys.argv[1], dict(x.split("=") for x in sys.argv[2].split())
+n, secs = int(kv["requests"]), int(kv["duration_us"]) / 1e6
+bad = int(kv["non_2xx"]) + int(kv["socket_errors"])
+print(f"{c:>8} {int(kv['p50_us']) / 1e3:>10.3f} {int(kv['p99_us']) / 1e3:>10.3f} {n / secs:>10.0f} {n:>10} {bad:>8}")
+EOF
 }
 printf "%8s %10s %10s %10s %10s %8s\n" clients p50_ms p99_ms req_per_s requests non_200
-hey -z 2s -c 8 -m POST -T application/json -d "$body" "$url/v1/run" >/dev/null
+load 8 2 "$body" >/dev/null
 for c in 1 8 32; do
-    hey -z "${secs}s" -c "$c" -o csv -m POST -T application/json -d "$body" "$url/v1/run" | stats "$c"
+    row "$c" "$(load "$c" "$secs" "$body")"
 done
 echo "   server's own count of runs by outcome (every one should be ok):"
 curl -sf "$url/metrics" | grep '^cowvfs_runs_total' | sed 's/^/     /'
@@ -155,14 +157,33 @@ curl -sf "$url/metrics" | grep '^cowvfs_runs_total' | sed 's/^/     /'
 echo "== baseline: per request cp -a of the base on tmpfs + stock wasmtime-wasi (preview1) on the copy"
 "$baseline" "$work/base" "$work/trivial.wat" "$baseline_n" | tee "$work/baseline.out"
 base_p50=$(sed -n 's/.*baseline p50_ms=\([0-9.]*\).*/\1/p' "$work/baseline.out")
-p50_c1=$(hey -n 2000 -c 1 -o csv -m POST -T application/json -d "$body" "$url/v1/run" |
-    stats 1 | awk '{print $2}')
+p50_c1=$(load 1 3 "$body" | sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' |
+    awk '{printf "%.3f", $1 / 1000}')
 echo "   cowvfs serve p50 at 1 client (HTTP included): $p50_c1 ms; ratio baseline/cowvfs: $(python3 -c "print(f'{$base_p50/$p50_c1:,.0f}x')")"
 
 echo "== memory: 10,000 runs with save:true from the base, each snapshot kept"
 save='{"base":"base","module":"trivial","args":["x"],"save":true}'
-hey -n 10000 -c 8 -m POST -T application/json -d "$save" "$url/v1/run" >"$work/save.out"
-grep -q '\[200\].*10000 responses' "$work/save.out" || { say "not every save answered 200:"; cat "$work/save.out" >&2; exit 1; }
+# 8 keep-alive clients, 1,250 requests each (wrk runs for a time, not a
+# count).
+python3 - "$url" "$save" <<'EOF' || { say "not every save answered 200"; exit 1; }
+import http.client, sys, threading, urllib.parse
+url, body = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2].encode()
+bad = []
+def client():
+    c = http.client.HTTPConnection(url.hostname, url.port)
+    for _ in range(1250):
+        c.request("POST", "/v1/run", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        text = r.read()
+        if r.status != 200 or b'"snapshot"' not in text:
+            bad.append((r.status, text[:200]))
+threads = [threading.Thread(target=client) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+if bad:
+    print(f"{len(bad)} saves failed, first: {bad[0]}", file=sys.stderr)
+    sys.exit(1)
+EOF
 rss_saved=$(rss_kib "$server_pid")
 curl -sf "$url/v1/snapshots" | python3 -c '
 import json, sys

@@ -20,11 +20,20 @@
 //! - the registry's own entry and the tree handle, which the registry
 //!   adds to every snapshot (`snapshots::ENTRY_COST`).
 //!
+//! A snapshot registered whole (a checkpoint upload, a store tree) is
+//! charged its tree's charge ([`crate::Usage::charged_bytes`]) less what
+//! that counts twice: a chunk whose bytes another chunk of the tree
+//! already holds (a checkpoint or store load makes one buffer per distinct
+//! chunk; a file copied in a sandbox shares its chunks) is charged only
+//! its own small record ([`held_cost`]).
+//!
 //! Each term is an upper bound: every change pays for the whole trie path
 //! and the whole map path though changes side by side share theirs, and a
 //! map node is counted full. So a snapshot that changes one small file is
 //! charged a few times what it holds, and one that writes much about its
 //! data.
+
+use std::sync::Arc;
 
 use crate::tree::{INODE_CHARGE, InodeChange, Node, entry_charge};
 use crate::{Snapshot, Usage};
@@ -92,6 +101,33 @@ fn inode_cost(
     cost
 }
 
+/// What `snap`, registered whole, holds: its tree's charge, each distinct
+/// chunk buffer counted once. O(inodes + chunks), no loads.
+pub fn held_cost(snap: &Snapshot) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut twice: u64 = 0;
+    for (_, inode) in snap.tree().inodes() {
+        let Node::File(content) = &inode.node else {
+            continue;
+        };
+        for (_, chunk) in content.chunks() {
+            // The buffer: a loaded or lazy blob, or bytes of its own.
+            let buffer = match chunk.blob() {
+                Some(blob) => Arc::as_ptr(blob) as usize,
+                None if chunk.is_owned() => match chunk.bytes() {
+                    Ok(b) if !b.is_empty() => b.as_ptr() as usize,
+                    _ => continue,
+                },
+                None => continue,
+            };
+            if !seen.insert(buffer) {
+                twice = twice.saturating_add(crate::content::alloc_len(chunk.len()) as u64);
+            }
+        }
+    }
+    snap.usage().charged_bytes.saturating_sub(twice)
+}
+
 /// The charge of `snap`, frozen from a fork of `base` whose usage at the
 /// end was `usage`.
 pub fn saved_cost(base: &Snapshot, snap: &Snapshot, usage: &Usage) -> u64 {
@@ -127,5 +163,28 @@ mod tests {
         let cost = saved_cost(&base, &fork.snapshot(), &fork.usage());
         assert!(cost >= 3 << 20, "{cost}");
         assert!(cost < (3 << 20) + (64 << 10), "{cost}");
+    }
+
+    #[test]
+    fn a_buffer_two_files_share_is_charged_once() {
+        // 16 distinct chunks (251 is prime: each chunk starts at another
+        // phase).
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut v = Vfs::new();
+        v.write_file("/a", &data).unwrap();
+        let one = v.snapshot();
+        assert_eq!(held_cost(&one), one.usage().charged_bytes);
+        // A checkpoint stores the bytes once; loaded, both files share them.
+        v.write_file("/b", &data).unwrap();
+        let mut ckpt = Vec::new();
+        v.snapshot().save_to(&mut ckpt).unwrap();
+        let two = Snapshot::load_from(&ckpt[..]).unwrap();
+        let charged = two.usage().charged_bytes;
+        assert!(charged > 2 << 20, "the usage counts the bytes twice");
+        let held = held_cost(&two);
+        assert!(
+            held > 1 << 20 && held < (1 << 20) + (64 << 10),
+            "{held} of {charged}"
+        );
     }
 }

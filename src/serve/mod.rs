@@ -276,7 +276,7 @@ impl App {
         snap: crate::Snapshot,
     ) -> Result<blake3::Hash, ApiError> {
         check_name(name)?;
-        let cost = snap.usage().charged_bytes;
+        let cost = charge::held_cost(&snap);
         self.snapshots.insert(NewSnapshot {
             snap,
             cost,

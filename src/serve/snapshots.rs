@@ -2,7 +2,7 @@
 //! with the names that point at them, under a memory budget.
 //!
 //! Each snapshot is charged what it keeps alive beyond what it shares: a
-//! registered base its whole tree ([`crate::Usage::charged_bytes`]), a
+//! registered base its whole tree (each distinct chunk buffer once), a
 //! snapshot a run saved an upper bound of the memory it adds to its base
 //! (`charge.rs`). When a snapshot
 //! goes, the ones saved from it take over its charge (they now keep its
@@ -176,7 +176,7 @@ impl Registry {
             crate::ErrorKind::NotFound => unknown(id),
             _ => ApiError::internal(format!("cannot open {} from the store: {e}", root.to_hex())),
         })?;
-        let cost = snap.usage().charged_bytes;
+        let cost = super::charge::held_cost(&snap);
         tracing::info!(root = %root.to_hex(), "opened a snapshot from the store");
         self.insert(NewSnapshot {
             snap: snap.clone(),
