@@ -1018,6 +1018,48 @@ fn servers_sharing_a_store_share_saved_snapshots() {
             )
             .await;
         assert_eq!((st, code(&v)), (404, "unknown_snapshot"), "{v}");
+
+        // Names are shared through the store's refs: a name saved on A,
+        // which B has never seen, B finds there.
+        let v = a
+            .run(json!({"base": "tiny", "module": "note", "args": ["named-on-a"], "save": "chat"}))
+            .await;
+        assert_eq!(v["name"], "chat", "{v}");
+        let v = b
+            .run(json!({"base": "chat", "module": "note", "args": ["on-b"], "save": "chat2"}))
+            .await;
+        assert_eq!(v["stdout"], "named-on-a\non-b\n", "{v}");
+        // A does not hold chat2: it follows the ref, and moves as B moves it.
+        let v = a
+            .run(json!({"base": "chat2", "module": "note", "args": ["x"]}))
+            .await;
+        assert_eq!(v["stdout"], "named-on-a\non-b\nx\n", "{v}");
+        let moved = b
+            .run(json!({"base": "chat2", "module": "note", "args": ["again"], "save": "chat2"}))
+            .await;
+        let v = a
+            .run(json!({"base": "chat2", "module": "note", "args": ["y"]}))
+            .await;
+        assert_eq!(v["stdout"], "named-on-a\non-b\nagain\ny\n", "{v}");
+        // The ref is the store's own, as the library reads it.
+        let shared = cowvfs::store::open_store(store, false).unwrap();
+        let r = cowvfs::store::refs::read_ref(&*shared, "chat2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.root().to_hex().as_str(),
+            moved["snapshot"].as_str().unwrap()
+        );
+        assert_eq!(r.history.len(), 2, "two saves, two entries");
+        // A name neither holds nor the store has is unknown.
+        let (st, v) = a
+            .json(
+                "POST",
+                "/v1/run",
+                Some(json!({"base": "nobody", "module": "note"})),
+            )
+            .await;
+        assert_eq!((st, code(&v)), (404, "unknown_snapshot"), "{v}");
     });
 }
 

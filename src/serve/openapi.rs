@@ -119,7 +119,7 @@ pub fn build(secured: bool) -> Value {
                     "type": "object",
                     "required": ["base", "module"],
                     "properties": {
-                        "base": {"type": "string", "description": "snapshot name or root hash to fork"},
+                        "base": {"type": "string", "description": "snapshot name or root hash to fork (with --store, a name this server does not hold is the store's ref of that name)"},
                         "module": {"type": "string", "description": "module name or hash"},
                         "args": {"type": "array", "items": {"type": "string"}, "description": "after argv[0], which is \"guest\""},
                         "env": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -132,7 +132,7 @@ pub fn build(secured: bool) -> Value {
                         "max_fs_inodes": {"type": "integer", "minimum": 0},
                         "diff": {"type": "boolean"},
                         "read": {"type": "array", "items": {"type": "string"}},
-                        "save": {"oneOf": [{"type": "boolean"}, {"type": "string"}]}
+                        "save": {"oneOf": [{"type": "boolean"}, {"type": "string"}], "description": "true to save the fork as a snapshot, or a name to give it (with --store, also the store's ref of that name)"}
                     }
                 },
                 "RunResponse": {

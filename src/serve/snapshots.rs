@@ -10,6 +10,14 @@
 //! several share what went. Past the budget the least recently used
 //! snapshots without a name are evicted; with a store, any snapshot
 //! already pushed may be (a name outlives it and reloads it on use).
+//!
+//! With a store, names are shared through its refs: naming a snapshot
+//! here (a registration or a run's `save: "NAME"`) also sets the store's
+//! ref NAME to it (a compare-and-swap, retried if another server moved
+//! the ref in between: the last writer wins, none is lost unseen), and a
+//! name this server does not hold is looked up in the store's refs on
+//! every use, so a name another server moves is followed. A name held
+//! here stays as set here until set or deleted here again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -70,6 +78,14 @@ pub struct Registry {
     store: Option<Arc<dyn BlobStore>>,
     cache: Option<Arc<dyn BlobStore>>,
     limits: crate::Limits,
+}
+
+/// Where a snapshot not held may be found.
+enum Away {
+    /// In the store, by this root.
+    Root(blake3::Hash),
+    /// In the store, by the ref of the name looked up.
+    Ref,
 }
 
 /// What to insert.
@@ -137,12 +153,16 @@ impl Registry {
     }
 
     /// The snapshot `id` names (a name or a 64-digit hex root hash), if
-    /// held. `Err(root)` when it is not held but the store may have it.
-    fn lookup(&self, id: &str) -> ApiResult<Result<(blake3::Hash, Snapshot), blake3::Hash>> {
+    /// held; else where the store may have it.
+    fn lookup(&self, id: &str) -> ApiResult<Result<(blake3::Hash, Snapshot), Away>> {
         let mut inner = self.lock();
         let root = match inner.names.get(id) {
             Some(r) => *r,
-            None => blake3::Hash::from_hex(id).map_err(|_| unknown(id))?,
+            None => match blake3::Hash::from_hex(id) {
+                Ok(root) => root,
+                Err(_) if self.store.is_some() => return Ok(Err(Away::Ref)),
+                Err(_) => return Err(unknown(id)),
+            },
         };
         inner.tick += 1;
         let tick = inner.tick;
@@ -151,17 +171,25 @@ impl Registry {
                 e.used = tick;
                 Ok(Ok((root, e.snap.clone())))
             }
-            None if self.store.is_some() => Ok(Err(root)),
+            None if self.store.is_some() => Ok(Err(Away::Root(root))),
             None => Err(unknown(id)),
         }
     }
 
     /// The snapshot `id` names, and its root: from memory, or (blocking)
-    /// opened lazily from the store, which then keeps it.
+    /// from the store (a name through its refs), opened lazily and then
+    /// kept.
     pub fn get_blocking(&self, id: &str) -> ApiResult<(blake3::Hash, Snapshot)> {
         let root = match self.lookup(id)? {
             Ok(found) => return Ok(found),
-            Err(root) => root,
+            Err(Away::Root(root)) => root,
+            Err(Away::Ref) => {
+                let root = self.read_ref(id)?;
+                if let Ok(found) = self.lookup(&root.to_hex())? {
+                    return Ok(found);
+                }
+                root
+            }
         };
         let Some(store) = &self.store else {
             return Err(unknown(id));
@@ -188,6 +216,44 @@ impl Registry {
         Ok((root, snap))
     }
 
+    /// The root the store's ref `name` points at (blocking).
+    fn read_ref(&self, name: &str) -> ApiResult<blake3::Hash> {
+        let Some(store) = &self.store else {
+            return Err(unknown(name));
+        };
+        if crate::store::refs::check_name(name).is_err() {
+            return Err(unknown(name));
+        }
+        match crate::store::refs::read_ref(&**store, name) {
+            Ok(Some(r)) => Ok(r.root()),
+            Ok(None) => Err(unknown(name)),
+            Err(e) => Err(ApiError::internal(format!(
+                "cannot read the store's ref {name}: {e}"
+            ))),
+        }
+    }
+
+    /// Points the store's ref `name` at `root` (blocking): a
+    /// compare-and-swap, tried again when another writer moved the ref
+    /// between this one's read and write.
+    fn set_ref(&self, store: &dyn BlobStore, name: &str, root: &blake3::Hash) -> ApiResult<()> {
+        use crate::store::refs::{Expect, update};
+        crate::store::refs::check_name(name)
+            .map_err(|e| ApiError::bad(format!("{name:?} cannot name a ref in the store: {e}")))?;
+        let mut tries = 0;
+        loop {
+            match update(store, name, root, Expect::Any, "cowvfs serve") {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == crate::ErrorKind::Busy && tries < 8 => tries += 1,
+                Err(e) => {
+                    return Err(ApiError::internal(format!(
+                        "cannot set the store's ref {name}: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
     /// The snapshot `id` names, if held in memory (no store access).
     pub fn get_held(&self, id: &str) -> ApiResult<Option<(blake3::Hash, Snapshot)>> {
         Ok(self.lookup(id)?.ok())
@@ -209,6 +275,11 @@ impl Registry {
                 ApiError::internal(format!("cannot push {} to the store: {e}", root.to_hex()))
             })?;
             pushed = true;
+        }
+        // A name given here is the store's too (before it is given here,
+        // so a failure names nothing).
+        if let (Some(name), Some(store)) = (&new.name, &self.store) {
+            self.set_ref(&**store, name, &root)?;
         }
         let mut inner = self.lock();
         inner.tick += 1;
