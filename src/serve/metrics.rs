@@ -27,6 +27,9 @@ struct Inner {
     latency: BTreeMap<String, Histogram>,
     /// outcome → runs.
     runs: BTreeMap<&'static str, u64>,
+    /// Runs stopped at the end of the inline slice and started over on a
+    /// blocking thread.
+    restarted: u64,
 }
 
 /// The counters.
@@ -82,6 +85,11 @@ impl Metrics {
         *self.lock().runs.entry(outcome).or_default() += 1;
     }
 
+    /// Counts one run started over past the inline slice.
+    pub fn restarted(&self) {
+        self.lock().restarted += 1;
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self, g: &Gauges) -> String {
         let inner = self.lock();
@@ -129,6 +137,14 @@ impl Metrics {
         for (outcome, n) in &inner.runs {
             let _ = writeln!(out, "cowvfs_runs_total{{outcome=\"{outcome}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP cowvfs_runs_restarted_total Runs stopped at the end of their slice on the \
+             request's thread and started over on a blocking thread.\n\
+             # TYPE cowvfs_runs_restarted_total counter\n\
+             cowvfs_runs_restarted_total {}",
+            inner.restarted
+        );
         let gauges: [(&str, &str, f64); 7] = [
             (
                 "cowvfs_active_sandboxes",
@@ -210,5 +226,16 @@ mod tests {
         ));
         assert!(text.contains("cowvfs_active_sandboxes 2\n"));
         assert!(text.contains("cowvfs_runs_total{outcome=\"ok\"} 1"));
+        m.restarted();
+        let text = m.render(&Gauges {
+            active: 0,
+            waiting: 0,
+            snapshot_bytes: 0,
+            snapshot_budget: 0,
+            snapshots: 0,
+            evicted: 0,
+            modules: 0,
+        });
+        assert!(text.contains("\ncowvfs_runs_restarted_total 1\n"), "{text}");
     }
 }

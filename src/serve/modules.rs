@@ -27,6 +27,9 @@ pub struct Module {
     pub size: usize,
     /// The guest.
     pub compiled: Compiled,
+    /// Whether a run of it went past the inline slice once: its runs then
+    /// go straight to a blocking thread (see `sandbox::run_inline`).
+    pub slow: std::sync::atomic::AtomicBool,
 }
 
 impl Module {
@@ -83,6 +86,7 @@ pub fn compile(engine: &wasmtime::Engine, binary: &[u8], name: &str) -> ApiResul
         hash: blake3::hash(binary),
         size: binary.len(),
         compiled,
+        slow: Default::default(),
     })
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::catalog::find;
 use super::error::{ApiError, ApiResult, Code};
-use super::sandbox::{self, Done, Job, execute, kind_name};
+use super::sandbox::{self, Done, Inline, Job, execute, kind_name};
 use super::snapshots::check_name;
 use super::{App, body};
 
@@ -177,14 +177,17 @@ pub async fn run(
     let inline = if app.inline_runs {
         sandbox::run_inline(&mut job, &app.snapshots)?
     } else {
-        None
+        Inline::Skipped
     };
     let done = match inline {
-        Some(done) => {
+        Inline::Done(done) => {
             drop(turn);
-            done
+            *done
         }
-        None => {
+        Inline::Restart | Inline::Skipped => {
+            if matches!(inline, Inline::Restart) {
+                app.metrics.restarted();
+            }
             let worker = app.clone();
             tokio::task::spawn_blocking(move || {
                 let _turn = turn;

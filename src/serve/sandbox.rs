@@ -147,21 +147,38 @@ pub fn execute(mut job: Job, registry: &Registry) -> Result<Done, ApiError> {
     Ok(finish(&mut job, outcome, run, registry))
 }
 
+/// What [`run_inline`] did.
+pub enum Inline {
+    /// The run ended within the slice.
+    Done(Box<Done>),
+    /// The run went past the slice: run it in full on a blocking thread.
+    Restart,
+    /// Its module went past the slice before: not tried here.
+    Skipped,
+}
+
 /// Runs `job` on the calling (async) thread for at most [`INLINE_SLICE`],
 /// which saves handing it to a blocking thread and back: on two cores
 /// those two thread switches cost more than a trivial guest's run. A
-/// guest done within the slice is answered from here (`Ok(Some)`); one
-/// that is not is stopped, its fork and output thrown away, and `Ok(None)`
-/// says to run it again in full with [`execute`] on a blocking thread. A
+/// guest done within the slice is answered from here ([`Inline::Done`]);
+/// one that is not is stopped, its fork and output thrown away, and
+/// [`Inline::Restart`] says to run it again in full with [`execute`] on a
+/// blocking thread. A
 /// guest sees no difference but time: its only effects are in its own
 /// fork and output, and the job (stdin included) is unchanged. So a guest
 /// that loops holds this thread for one slice and an epoch tick at most,
-/// and its deadline still counts in full on the blocking thread.
+/// and its deadline still counts in full on the blocking thread; and
+/// its module is marked slow, so that later runs of it skip the slice
+/// (a module that loops stalls an async thread once, not on every run).
 ///
 /// Only for jobs whose snapshots are all in memory: a base opened lazily
 /// from a store may fetch from it during the run, and a save with a store
 /// pushes to it (see `run.rs`).
-pub fn run_inline(job: &mut Job, registry: &Registry) -> Result<Option<Done>, ApiError> {
+pub fn run_inline(job: &mut Job, registry: &Registry) -> Result<Inline, ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if job.module.slow.load(Relaxed) {
+        return Ok(Inline::Skipped);
+    }
     let whole = job.timeout <= INLINE_SLICE;
     let (stdin, timeout) = if whole {
         (std::mem::take(&mut job.stdin), job.timeout)
@@ -170,9 +187,10 @@ pub fn run_inline(job: &mut Job, registry: &Registry) -> Result<Option<Done>, Ap
     };
     let (outcome, run) = run_guest(job, stdin, timeout)?;
     if !whole && outcome.limit == Some(LimitHit::Deadline) {
-        return Ok(None);
+        job.module.slow.store(true, Relaxed);
+        return Ok(Inline::Restart);
     }
-    Ok(Some(finish(job, outcome, run, registry)))
+    Ok(Inline::Done(Box::new(finish(job, outcome, run, registry))))
 }
 
 /// What a finished run gives: the exit code and error, the output cut to
