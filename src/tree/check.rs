@@ -53,8 +53,8 @@ impl Tree {
         })?;
         for (ino, inode) in self.inodes.iter() {
             c.charged += inode.charge();
-            if ino >= self.next_ino {
-                return Err(format!("inode {ino} >= next_ino {}", self.next_ino));
+            if ino >= self.next_ino() {
+                return Err(format!("inode {ino} >= next_ino {}", self.next_ino()));
             }
             c.inodes += 1;
             let mut links = inode.links.clone();
