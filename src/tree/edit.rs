@@ -111,6 +111,61 @@ impl Tree {
         Ok(ino)
     }
 
+    /// [`Tree::create`] of an empty file then [`Tree::write`] of `data`
+    /// at 0 in one step: the file is made holding its data, so the write
+    /// needs no second descent and no edit of the new inode. `Ok(None)`
+    /// when the write would fail (over a limit, or refused by `admit`)
+    /// and nothing has changed: the caller then makes the two calls,
+    /// which fail as they would have. Returns the inode, the write's cost
+    /// and the chunk bytes allocated.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_file(
+        &mut self,
+        dir: Ino,
+        name: Name,
+        mode: u32,
+        data: &[u8],
+        origin: u64,
+        now: Timestamp,
+        admit: impl FnOnce(&Cost) -> Result<()>,
+    ) -> Result<Option<(Ino, Cost, u64)>> {
+        path::check_name(&name, self.name_max())?;
+        self.check_inode_quota()?;
+        let charge = INODE_CHARGE + entry_charge(&name);
+        self.check_bytes(charge)?;
+        if data.len() as u64 > self.limits.max_file_size {
+            return Ok(None);
+        }
+        let mut content = Content::default();
+        let cost = content.write_cost(0, data.len(), origin);
+        let Some(total) = charge.checked_add(cost.charge) else {
+            return Ok(None);
+        };
+        if self.check_bytes(total).is_err() || admit(&cost).is_err() {
+            return Ok(None);
+        }
+        let Ok(logical) = self.grown_logical(0, data.len() as u64) else {
+            return Ok(None);
+        };
+        let Ok(allocated) = content.write_at_prepared(data, 0, origin) else {
+            return Ok(None);
+        };
+        let ino = self.numbers.peek();
+        self.add_entry(dir, &name, ino, FileType::File, now)?;
+        let mut inode = Inode::new(Node::File(content), mode, now);
+        inode.nlink = 1;
+        inode.links.push((dir, name));
+        self.numbers.take(ino);
+        self.inodes.insert(ino, Arc::new(inode));
+        self.entry_hint.set(ino);
+        let c = &mut self.counters;
+        c.inodes += 1;
+        c.charged += total;
+        c.held += cost.held;
+        c.logical = logical;
+        Ok(Some((ino, cost, allocated)))
+    }
+
     /// Puts the entry `dir/name -> ino` into directory `dir` with its
     /// `nlink` and times; the rest of a link is the caller's. Changes
     /// nothing if `dir` is missing or no directory.
