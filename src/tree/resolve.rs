@@ -141,6 +141,35 @@ impl Tree {
         path: &'p str,
         follow: bool,
     ) -> Result<Resolved<'p>> {
+        Ok(self.resolve_with(base, path, follow)?.0)
+    }
+
+    /// An existing object and its inode, as [`Tree::lookup`] then
+    /// [`Tree::get`] would give them, looking the inode up once.
+    pub(crate) fn lookup_inode(
+        &self,
+        base: Base,
+        path: &str,
+        follow: bool,
+    ) -> Result<(Ino, &Inode)> {
+        let (r, inode) = self.resolve_with(base, path, follow)?;
+        let Some(ino) = r.ino else {
+            return err(ErrorKind::NotFound);
+        };
+        match inode {
+            Some(i) => Ok((ino, i)),
+            None => Ok((ino, self.get(ino)?)),
+        }
+    }
+
+    /// [`Tree::resolve`], with the inode of the final object when the
+    /// resolution read it already (the entry hint's).
+    fn resolve_with<'t, 'p>(
+        &'t self,
+        base: Base,
+        path: &'p str,
+        follow: bool,
+    ) -> Result<(Resolved<'p>, Option<&'t Inode>)> {
         let lim = &self.limits;
         check_path(path, lim.max_path_len as usize)?;
         let (start, beneath) = match base {
@@ -213,12 +242,17 @@ impl Tree {
             let Some(entries) = dir.entries() else {
                 return err(ErrorKind::NotADirectory);
             };
+            // The final object's inode, when the entry hint gave it.
+            let mut this_inode = None;
             let found = if last {
                 if cur != self.dir_hint.get() {
                     self.dir_hint.set(cur);
                 }
                 let found = match self.entry_from_hint(cur, name) {
-                    Some(e) => Some(e),
+                    Some((e, inode)) => {
+                        this_inode = Some(inode);
+                        Some(e)
+                    }
                     None => entries.get(name).copied(),
                 };
                 if let Some(e) = found
@@ -232,14 +266,15 @@ impl Tree {
             };
             let Some(entry) = found else {
                 if last {
-                    return Ok(Resolved {
+                    let r = Resolved {
                         dir: cur,
                         name: Some(comp),
                         ino: None,
                         kind: None,
                         must_dir,
                         dir_mode: Some(dir.mode),
-                    });
+                    };
+                    return Ok((r, None));
                 }
                 return err(ErrorKind::NotFound);
             };
@@ -281,26 +316,29 @@ impl Tree {
                     if must_dir && kind != FileType::Dir {
                         return err(ErrorKind::NotADirectory);
                     }
-                    return Ok(Resolved {
+                    let r = Resolved {
                         dir: cur,
                         name: Some(comp),
                         ino: Some(entry.ino),
                         kind: Some(kind),
                         must_dir,
                         dir_mode: Some(dir.mode),
-                    });
+                    };
+                    return Ok((r, this_inode));
                 }
             }
         }
         let dir = stack.last();
-        Ok(Resolved {
+        let r = Resolved {
             dir,
             name: None,
             ino: Some(dir),
             kind: Some(FileType::Dir),
             must_dir,
             dir_mode: cur_inode.map(|i| i.mode),
-        })
+        };
+        // `cur_inode` is always the inode of `stack.last()`, or `None`.
+        Ok((r, cur_inode))
     }
 
     /// Directory `dirs` (a path without `.` or `..`, from `start`) when
@@ -361,16 +399,16 @@ impl Tree {
     /// The entry `dir/name` if the entry hint is an inode it names, taken
     /// from the inode's links (which equal the entries naming it,
     /// invariant 1) instead of a search of the directory.
-    fn entry_from_hint(&self, dir: Ino, name: &str) -> Option<Entry> {
+    fn entry_from_hint(&self, dir: Ino, name: &str) -> Option<(Entry, &Inode)> {
         let ino = self.entry_hint.get();
-        let inode = self.inodes.get(&ino)?;
+        let inode: &Inode = self.inodes.get(&ino)?;
         inode
             .links
             .iter()
             .any(|(p, n)| *p == dir && same_name(n.as_bytes(), name.as_bytes()))
-            .then(|| Entry {
-                ino,
-                kind: inode.kind(),
+            .then(|| {
+                let kind = inode.kind();
+                (Entry { ino, kind }, inode)
             })
     }
 
