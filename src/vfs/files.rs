@@ -71,7 +71,7 @@ impl Vfs {
         path: &str,
         o: &OpenOptions,
         fill: Option<&[u8]>,
-    ) -> Result<(Ino, FileType, Option<Timestamp>, Option<(Cost, u64)>)> {
+    ) -> Result<Opened> {
         if self.open_total >= self.tree.limits().max_open_files as u64 {
             return err(ErrorKind::TooManyOpenFiles);
         }
@@ -391,6 +391,10 @@ impl Vfs {
         dir_page(&self.tree, f.ino, after, max)
     }
 }
+
+/// What `open_ino` did: the inode, its kind, the time it read, and for a
+/// file made holding data, the write's cost and chunk bytes allocated.
+type Opened = (Ino, FileType, Option<Timestamp>, Option<(Cost, u64)>);
 
 /// A clock stopped at the time an operation read once, so every change
 /// it makes carries the same time.
