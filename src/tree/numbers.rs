@@ -103,7 +103,12 @@ impl Clone for Numbers {
     /// number below it to another tree) and gives the clone the same one.
     /// O(1): the clone starts with no spare numbers.
     fn clone(&self) -> Numbers {
-        self.watermark.fetch_max(self.next, Relaxed);
+        // No read-modify-write: `next` cannot change while `&self` is
+        // borrowed, so racing clones all store the same value, and a tree
+        // cloned again (a snapshot forked many times) only loads.
+        if self.watermark.load(Relaxed) < self.next {
+            self.watermark.store(self.next, Relaxed);
+        }
         Numbers::new(self.next)
     }
 }
