@@ -574,7 +574,7 @@ pub(super) fn build(
         if let Some(arc) = inodes.get_mut(&ino) {
             let i = Arc::make_mut(arc);
             i.nlink = nlink;
-            i.links = l;
+            i.links = l.into();
         }
         touched.push(ino);
     }

@@ -171,7 +171,7 @@ pub(super) fn assemble(names: &mut Names, rules: &Rules) -> Result<Tree> {
         if let (Some(o), Some(t)) = (o, t) {
             inode.ctime = o.ctime.max(t.ctime);
         }
-        inode.links = names.live_links(m);
+        inode.links = names.live_links(m).into();
         if inode.kind() != FileType::Dir {
             if inode.links.len() > MAX_LINKS as usize {
                 return Err(Error::with(
@@ -343,7 +343,7 @@ fn keep_theirs_beside(
     built.insert(d, dir);
     let mut copy = t.clone();
     copy.forget_hash();
-    copy.links = vec![(d, beside.clone())];
+    copy.links = vec![(d, beside.clone())].into();
     copy.nlink = 1;
     add(counters, &copy)?;
     counters.charged += entry_charge(&beside);

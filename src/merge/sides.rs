@@ -220,7 +220,7 @@ impl<'a> Sides<'a> {
                 .iter()
                 .map(|(p, n)| (self.map_theirs(*p), n.clone()))
                 .collect(),
-            _ => i.links.clone(),
+            _ => i.links.to_vec(),
         }
     }
 

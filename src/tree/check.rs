@@ -53,11 +53,11 @@ impl Tree {
         })?;
         for (ino, inode) in self.inodes.iter() {
             c.charged += inode.charge();
-            if ino >= self.next_ino {
-                return Err(format!("inode {ino} >= next_ino {}", self.next_ino));
+            if ino >= self.next_ino() {
+                return Err(format!("inode {ino} >= next_ino {}", self.next_ino()));
             }
             c.inodes += 1;
-            let mut links = inode.links.clone();
+            let mut links = inode.links.to_vec();
             links.sort();
             let mut want = named.remove(&ino).unwrap_or_default();
             want.sort();

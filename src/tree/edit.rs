@@ -88,7 +88,7 @@ impl Tree {
         };
         self.check_bytes(charge + entry_charge(&name))?;
         let now = clock.now();
-        let ino = self.next_ino;
+        let ino = self.numbers.peek();
         let kind = match node {
             Node::File(_) => FileType::File,
             Node::Dir(_) => FileType::Dir,
@@ -104,10 +104,66 @@ impl Tree {
         }
         self.counters.charged += charge + entry_charge(&name);
         inode.links.push((dir, name));
-        self.next_ino += 1;
+        self.numbers.take(ino);
         self.inodes.insert(ino, Arc::new(inode));
+        self.entry_hint.set(ino);
         self.counters.inodes += 1;
         Ok(ino)
+    }
+
+    /// [`Tree::create`] of an empty file then [`Tree::write`] of `data`
+    /// at 0 in one step: the file is made holding its data, so the write
+    /// needs no second descent and no edit of the new inode. `Ok(None)`
+    /// when the write would fail (over a limit, or refused by `admit`)
+    /// and nothing has changed: the caller then makes the two calls,
+    /// which fail as they would have. Returns the inode, the write's cost
+    /// and the chunk bytes allocated.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_file(
+        &mut self,
+        dir: Ino,
+        name: Name,
+        mode: u32,
+        data: &[u8],
+        origin: u64,
+        now: Timestamp,
+        admit: impl FnOnce(&Cost) -> Result<()>,
+    ) -> Result<Option<(Ino, Cost, u64)>> {
+        path::check_name(&name, self.name_max())?;
+        self.check_inode_quota()?;
+        let charge = INODE_CHARGE + entry_charge(&name);
+        self.check_bytes(charge)?;
+        if data.len() as u64 > self.limits.max_file_size {
+            return Ok(None);
+        }
+        let mut content = Content::default();
+        let cost = content.write_cost(0, data.len(), origin);
+        let Some(total) = charge.checked_add(cost.charge) else {
+            return Ok(None);
+        };
+        if self.check_bytes(total).is_err() || admit(&cost).is_err() {
+            return Ok(None);
+        }
+        let Ok(logical) = self.grown_logical(0, data.len() as u64) else {
+            return Ok(None);
+        };
+        let Ok(allocated) = content.write_at_prepared(data, 0, origin) else {
+            return Ok(None);
+        };
+        let ino = self.numbers.peek();
+        self.add_entry(dir, &name, ino, FileType::File, now)?;
+        let mut inode = Inode::new(Node::File(content), mode, now);
+        inode.nlink = 1;
+        inode.links.push((dir, name));
+        self.numbers.take(ino);
+        self.inodes.insert(ino, Arc::new(inode));
+        self.entry_hint.set(ino);
+        let c = &mut self.counters;
+        c.inodes += 1;
+        c.charged += total;
+        c.held += cost.held;
+        c.logical = logical;
+        Ok(Some((ino, cost, allocated)))
     }
 
     /// Puts the entry `dir/name -> ino` into directory `dir` with its
@@ -188,7 +244,10 @@ impl Tree {
     }
 
     /// [`Tree::unlink`] then [`Tree::release`], without looking the inode
-    /// up again: what was released, and its number.
+    /// up again: what was released, and its number. An inode losing its
+    /// last name that no descriptor holds is freed as it is: the link,
+    /// `nlink` and `ctime` changes `unlink` would make first are never
+    /// seen, so they are not made (nor the copy of a shared inode).
     pub(crate) fn unlink_release(
         &mut self,
         dir: Ino,
@@ -196,8 +255,30 @@ impl Tree {
         now: Timestamp,
         held_open: impl FnOnce(Ino) -> bool,
     ) -> Result<(Ino, Released)> {
-        let (ino, kind, unnamed) = self.unlink_entry(dir, name, now)?;
-        Ok((ino, self.release_unnamed(ino, kind, unnamed, held_open)))
+        let (e, old) = self.remove_entry(dir, name, now)?;
+        let last = self
+            .inodes
+            .get(&e.ino)
+            .is_some_and(|i| matches!(&i.links[..], [(p, n)] if *p == dir && &**n == name));
+        if !last {
+            let unnamed = self.unlink_inode(dir, name, e, now, old)?;
+            return Ok((
+                e.ino,
+                self.release_unnamed(e.ino, e.kind, unnamed, held_open),
+            ));
+        }
+        let held = held_open(e.ino);
+        if e.kind != FileType::Dir && held {
+            self.unlink_inode(dir, name, e, now, old)?;
+            return Ok((e.ino, Released::Orphaned));
+        }
+        // As in `release_unnamed`: a directory a descriptor holds goes, but
+        // keeps its number from reuse.
+        let released = match self.free_inner(e.ino, !held) {
+            Some(inode) => Released::Freed(inode),
+            None => Released::Named,
+        };
+        Ok((e.ino, released))
     }
 
     /// [`Tree::unlink`], also telling whether the inode has no name left.
@@ -207,7 +288,21 @@ impl Tree {
         name: &str,
         now: Timestamp,
     ) -> Result<(Ino, FileType, bool)> {
-        let (e, old_mtime, old_ctime) = edit_inode(&mut self.inodes, dir, |d| {
+        let (e, old) = self.remove_entry(dir, name, now)?;
+        let unnamed = self.unlink_inode(dir, name, e, now, old)?;
+        Ok((e.ino, e.kind, unnamed))
+    }
+
+    /// The directory's half of an unlink: takes the entry `dir/name` out,
+    /// with the directory's `nlink`, times and the entry's charge. Returns
+    /// the entry and the directory's old `(mtime, ctime)`.
+    fn remove_entry(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<(Entry, (Timestamp, Timestamp))> {
+        let (e, old) = edit_inode(&mut self.inodes, dir, |d| {
             let Node::Dir(entries) = &mut d.node else {
                 return err(ErrorKind::NotADirectory);
             };
@@ -220,9 +315,24 @@ impl Tree {
             let old = (d.mtime, d.ctime);
             d.mtime = now;
             d.ctime = now;
-            Ok((e, old.0, old.1))
+            Ok((e, old))
         })??;
         self.counters.charged -= entry_charge(name);
+        Ok((e, old))
+    }
+
+    /// The inode's half of an unlink of entry `e` (`dir/name`), which
+    /// [`Tree::remove_entry`] took out: its link, `nlink` and `ctime`.
+    /// Whether it has no name left. An entry naming a missing inode (a
+    /// broken tree) is put back as it was, directory times included.
+    fn unlink_inode(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        e: Entry,
+        now: Timestamp,
+        (old_mtime, old_ctime): (Timestamp, Timestamp),
+    ) -> Result<bool> {
         let unlinked = edit_inode(&mut self.inodes, e.ino, |t| {
             if let Some(pos) = t.links.iter().position(|(p, n)| *p == dir && &**n == name) {
                 t.links.swap_remove(pos);
@@ -233,11 +343,9 @@ impl Tree {
             t.ctime = now;
             t.links.is_empty()
         });
-        let unnamed = match unlinked {
-            Ok(unnamed) => unnamed,
+        match unlinked {
+            Ok(unnamed) => Ok(unnamed),
             Err(err) => {
-                // An entry naming a missing inode (a broken tree): put it
-                // back as it was.
                 self.counters.charged += entry_charge(name);
                 if let Ok(d) = self.inode_mut(dir)
                     && let Node::Dir(entries) = &mut d.node
@@ -249,15 +357,15 @@ impl Tree {
                     d.mtime = old_mtime;
                     d.ctime = old_ctime;
                 }
-                return Err(err);
+                Err(err)
             }
-        };
-        Ok((e.ino, e.kind, unnamed))
+        }
     }
 
     /// Lets go of an inode [`Tree::unlink`] returned: frees it if no name
     /// is left, unless it is a non-directory `held_open` says a descriptor
-    /// holds (asked only then), which the caller keeps as an orphan.
+    /// holds, which the caller keeps as an orphan (`held_open` is asked
+    /// only for an inode with no name left).
     pub(crate) fn release(
         &mut self,
         ino: Ino,
@@ -280,20 +388,33 @@ impl Tree {
         if !unnamed {
             return Released::Named;
         }
-        if kind != FileType::Dir && held_open(ino) {
+        let held = held_open(ino);
+        if kind != FileType::Dir && held {
             return Released::Orphaned;
         }
-        match self.free(ino) {
+        // A directory goes even while a descriptor holds it (later calls
+        // through it fail), but its number must not come back while that
+        // descriptor could reach a new inode by it.
+        match self.free_inner(ino, !held) {
             Some(inode) => Released::Freed(inode),
             None => Released::Named,
         }
     }
 
-    /// Removes an inode that no entry names (an orphan on its last close,
-    /// or what [`Tree::release`] lets go), taking its data and charge off
-    /// the counters. Returns it, if it was there.
+    /// Removes an inode that no entry names and no descriptor holds (an
+    /// orphan on its last close, or what [`Tree::release`] lets go),
+    /// taking its data and charge off the counters. Returns it, if it was
+    /// there. Its number may be given to a later inode (see `numbers`).
     pub(crate) fn free(&mut self, ino: Ino) -> Option<Arc<Inode>> {
+        self.free_inner(ino, true)
+    }
+
+    /// [`Tree::free`]; `recycle` says whether the number may come back.
+    fn free_inner(&mut self, ino: Ino, recycle: bool) -> Option<Arc<Inode>> {
         let inode = self.inodes.remove(&ino)?;
+        if recycle {
+            self.numbers.recycle(ino);
+        }
         let c = &mut self.counters;
         c.inodes -= 1;
         c.held -= inode.held();

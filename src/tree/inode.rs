@@ -68,7 +68,7 @@ pub(crate) struct Inode {
     pub mtime: Timestamp,
     pub ctime: Timestamp,
     /// `(directory, name)` of every entry naming this inode.
-    pub links: Vec<(Ino, Name)>,
+    pub links: Links,
     pub(super) memo: OnceLock<blake3::Hash>,
 }
 
@@ -95,7 +95,7 @@ impl Inode {
             atime: now,
             mtime: now,
             ctime: now,
-            links: Vec::new(),
+            links: Links::default(),
             memo: OnceLock::new(),
         }
     }
@@ -159,5 +159,102 @@ impl Inode {
             (Node::Dir(_), Node::Dir(_)) => true,
             _ => false,
         }
+    }
+}
+
+/// The `(directory, name)` back links of an inode, read as a slice. The
+/// usual single link lives in place, so making a file allocates no list;
+/// a second one moves them into a vector.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Links {
+    #[default]
+    None,
+    One([(Ino, Name); 1]),
+    Many(Vec<(Ino, Name)>),
+}
+
+impl Links {
+    pub(crate) fn push(&mut self, link: (Ino, Name)) {
+        match self {
+            Links::None => *self = Links::One([link]),
+            Links::One(_) => {
+                let Links::One([first]) = std::mem::take(self) else {
+                    return;
+                };
+                *self = Links::Many(vec![first, link]);
+            }
+            Links::Many(v) => v.push(link),
+        }
+    }
+
+    /// Takes out link `i` (the last one takes its place); panics if out of
+    /// range, as `Vec::swap_remove` does.
+    pub(crate) fn swap_remove(&mut self, i: usize) -> (Ino, Name) {
+        match self {
+            Links::Many(v) => v.swap_remove(i),
+            _ => {
+                assert!(i < self.len(), "link {i} of {}", self.len());
+                let Links::One([only]) = std::mem::take(self) else {
+                    unreachable!("one link checked above")
+                };
+                only
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn clear(&mut self) {
+        *self = Links::None;
+    }
+}
+
+impl std::ops::Deref for Links {
+    type Target = [(Ino, Name)];
+
+    fn deref(&self) -> &[(Ino, Name)] {
+        match self {
+            Links::None => &[],
+            Links::One(one) => one,
+            Links::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Links {
+    fn deref_mut(&mut self) -> &mut [(Ino, Name)] {
+        match self {
+            Links::None => &mut [],
+            Links::One(one) => one,
+            Links::Many(v) => v,
+        }
+    }
+}
+
+impl PartialEq for Links {
+    fn eq(&self, o: &Links) -> bool {
+        **self == **o
+    }
+}
+impl Eq for Links {}
+
+impl From<Vec<(Ino, Name)>> for Links {
+    fn from(mut v: Vec<(Ino, Name)>) -> Links {
+        match v.len() {
+            0 => Links::None,
+            1 => match v.pop() {
+                Some(only) => Links::One([only]),
+                None => Links::None,
+            },
+            _ => Links::Many(v),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Links {
+    type Item = &'a (Ino, Name);
+    type IntoIter = std::slice::Iter<'a, (Ino, Name)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }

@@ -10,6 +10,8 @@
 //! - `walk`: the walk from the root that proves the tree's shape.
 //! - `check`: `Tree::check`, every invariant at once.
 //! - `trie`: the persistent inode-number-indexed map the inodes live in.
+//! - `numbers`: which number a new inode gets, and which freed ones may
+//!   be reused.
 //!
 //! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
 //! behind `Arc` in an `InoTrie` (a 32-way radix trie on the inode number),
@@ -34,6 +36,7 @@ mod edit;
 mod hash;
 mod inode;
 mod inomap;
+mod numbers;
 mod resolve;
 mod trie;
 mod walk;
@@ -54,6 +57,7 @@ pub(crate) use inode::{
     Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, ROOT, entry_charge,
 };
 pub(crate) use inomap::InoMap;
+use numbers::Numbers;
 pub(crate) use resolve::{Base, Resolved};
 pub(crate) use trie::InoTrie;
 pub(crate) use walk::{MapTable, Step, VecTable, WalkError, walk_from_root};
@@ -66,21 +70,25 @@ pub(crate) type InodeMap = InoTrie<Arc<Inode>>;
 #[derive(Clone, Debug)]
 pub(crate) struct Tree {
     inodes: InodeMap,
-    next_ino: Ino,
+    numbers: Numbers,
     counters: Counters,
     limits: Limits,
     /// The directory the last resolution ended in, which the next one may
     /// start from if its links spell the same path (see `resolve`): a
     /// hint, never trusted, so a stale or foreign value costs one check.
-    dir_hint: DirHint,
+    dir_hint: Hint,
+    /// The inode the last resolution found (or the last create made),
+    /// which the next one takes without searching the directory if one of
+    /// its links is the entry looked up: also a hint checked on each use.
+    entry_hint: Hint,
 }
 
 /// An inode number any thread reading the tree may update: `resolve`
 /// takes `&self`, and a snapshot's tree is read from many threads.
 #[derive(Debug, Default)]
-pub(super) struct DirHint(AtomicU64);
+pub(super) struct Hint(AtomicU64);
 
-impl DirHint {
+impl Hint {
     pub(super) fn get(&self) -> Ino {
         self.0.load(Relaxed)
     }
@@ -90,9 +98,9 @@ impl DirHint {
     }
 }
 
-impl Clone for DirHint {
-    fn clone(&self) -> DirHint {
-        DirHint(AtomicU64::new(self.get()))
+impl Clone for Hint {
+    fn clone(&self) -> Hint {
+        Hint(AtomicU64::new(self.get()))
     }
 }
 
@@ -119,7 +127,7 @@ impl Tree {
         );
         Tree {
             inodes,
-            next_ino: ROOT + 1,
+            numbers: Numbers::new(ROOT + 1),
             counters: Counters {
                 held: 0,
                 logical: 0,
@@ -127,7 +135,8 @@ impl Tree {
                 charged: INODE_CHARGE,
             },
             limits,
-            dir_hint: DirHint::default(),
+            dir_hint: Hint::default(),
+            entry_hint: Hint::default(),
         }
     }
 
@@ -141,10 +150,11 @@ impl Tree {
     ) -> Tree {
         Tree {
             inodes,
-            next_ino,
+            numbers: Numbers::new(next_ino),
             counters,
             limits,
-            dir_hint: DirHint::default(),
+            dir_hint: Hint::default(),
+            entry_hint: Hint::default(),
         }
     }
 
@@ -163,9 +173,10 @@ impl Tree {
         self.counters
     }
 
-    /// The number the next inode created gets.
+    /// One past the highest inode number ever given out (numbers only
+    /// below it are in use; see `numbers`).
     pub(crate) fn next_ino(&self) -> Ino {
-        self.next_ino
+        self.numbers.next()
     }
 
     /// Every inode, by number.

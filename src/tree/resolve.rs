@@ -4,7 +4,7 @@
 use crate::error::{ErrorKind, Result, err};
 use crate::path::{check_path, components, wants_dir};
 
-use super::{FileType, Ino, Inode, Name, Node, ROOT, Tree};
+use super::{Entry, FileType, Ino, Inode, Name, Node, ROOT, Tree};
 
 /// Where a resolution starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +119,18 @@ impl DirStack {
     }
 }
 
+/// Where the last `/` of `path` is.
+fn last_slash(path: &str) -> Option<usize> {
+    path.bytes().rposition(|b| b == b'/')
+}
+
+/// Whether two names are equal; names are short, so a plain loop beats a
+/// call to `memcmp`.
+#[inline]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 impl Tree {
     /// Resolves `path` from `base`. Every component but the last must exist;
     /// intermediate symlinks are always followed, the last one only if
@@ -129,6 +141,35 @@ impl Tree {
         path: &'p str,
         follow: bool,
     ) -> Result<Resolved<'p>> {
+        Ok(self.resolve_with(base, path, follow)?.0)
+    }
+
+    /// An existing object and its inode, as [`Tree::lookup`] then
+    /// [`Tree::get`] would give them, looking the inode up once.
+    pub(crate) fn lookup_inode(
+        &self,
+        base: Base,
+        path: &str,
+        follow: bool,
+    ) -> Result<(Ino, &Inode)> {
+        let (r, inode) = self.resolve_with(base, path, follow)?;
+        let Some(ino) = r.ino else {
+            return err(ErrorKind::NotFound);
+        };
+        match inode {
+            Some(i) => Ok((ino, i)),
+            None => Ok((ino, self.get(ino)?)),
+        }
+    }
+
+    /// [`Tree::resolve`], with the inode of the final object when the
+    /// resolution read it already (the entry hint's).
+    fn resolve_with<'t, 'p>(
+        &'t self,
+        base: Base,
+        path: &'p str,
+        follow: bool,
+    ) -> Result<(Resolved<'p>, Option<&'t Inode>)> {
         let lim = &self.limits;
         check_path(path, lim.max_path_len as usize)?;
         let (start, beneath) = match base {
@@ -140,23 +181,26 @@ impl Tree {
         }
         // Directories walked so far; `..` pops. The floor is `start`.
         let mut stack = DirStack::new(start);
-        // The inode of the innermost directory, once fetched.
-        let floor = self.get(start)?;
-        if floor.entries().is_none() {
-            return err(ErrorKind::NotADirectory);
-        }
-        let mut cur_inode = Some(floor);
         // The path's components are read in order as they come; a
         // symlink's come first, from `pending` (innermost last). When the
         // directory hint is the path's parent, only the last one is left.
         let mut todo = path;
-        if let Some((dirs, last)) = path.rsplit_once('/')
-            && !matches!(last, "" | "." | "..")
-            && let Some(d) = self.parent_from_hint(start, dirs, &mut stack)
+        // The inode of the innermost directory, once fetched.
+        let mut cur_inode = if let Some(cut) = last_slash(path)
+            && !matches!(&path[cut + 1..], "" | "." | "..")
+            && let Some(d) = self.parent_from_hint(start, &path[..cut], &mut stack)
         {
-            cur_inode = Some(d);
-            todo = last;
-        }
+            // The hint's chain of links ended at `start`, which is so a
+            // directory (invariant 2).
+            todo = &path[cut + 1..];
+            Some(d)
+        } else {
+            let floor = self.get(start)?;
+            if floor.entries().is_none() {
+                return err(ErrorKind::NotADirectory);
+            }
+            Some(floor)
+        };
         let mut rest = components(todo).peekable();
         let mut pending: Vec<Comp<'p>> = Vec::new();
         let mut must_dir = wants_dir(path);
@@ -198,19 +242,39 @@ impl Tree {
             let Some(entries) = dir.entries() else {
                 return err(ErrorKind::NotADirectory);
             };
-            if last && cur != self.dir_hint.get() {
-                self.dir_hint.set(cur);
-            }
-            let Some(entry) = entries.get(name).copied() else {
+            // The final object's inode, when the entry hint gave it.
+            let mut this_inode = None;
+            let found = if last {
+                if cur != self.dir_hint.get() {
+                    self.dir_hint.set(cur);
+                }
+                let found = match self.entry_from_hint(cur, name) {
+                    Some((e, inode)) => {
+                        this_inode = Some(inode);
+                        Some(e)
+                    }
+                    None => entries.get(name).copied(),
+                };
+                if let Some(e) = found
+                    && e.ino != self.entry_hint.get()
+                {
+                    self.entry_hint.set(e.ino);
+                }
+                found
+            } else {
+                entries.get(name).copied()
+            };
+            let Some(entry) = found else {
                 if last {
-                    return Ok(Resolved {
+                    let r = Resolved {
                         dir: cur,
                         name: Some(comp),
                         ino: None,
                         kind: None,
                         must_dir,
                         dir_mode: Some(dir.mode),
-                    });
+                    };
+                    return Ok((r, None));
                 }
                 return err(ErrorKind::NotFound);
             };
@@ -252,26 +316,29 @@ impl Tree {
                     if must_dir && kind != FileType::Dir {
                         return err(ErrorKind::NotADirectory);
                     }
-                    return Ok(Resolved {
+                    let r = Resolved {
                         dir: cur,
                         name: Some(comp),
                         ino: Some(entry.ino),
                         kind: Some(kind),
                         must_dir,
                         dir_mode: Some(dir.mode),
-                    });
+                    };
+                    return Ok((r, this_inode));
                 }
             }
         }
         let dir = stack.last();
-        Ok(Resolved {
+        let r = Resolved {
             dir,
             name: None,
             ino: Some(dir),
             kind: Some(FileType::Dir),
             must_dir,
             dir_mode: cur_inode.map(|i| i.mode),
-        })
+        };
+        // `cur_inode` is always the inode of `stack.last()`, or `None`.
+        Ok((r, cur_inode))
     }
 
     /// Directory `dirs` (a path without `.` or `..`, from `start`) when
@@ -289,13 +356,31 @@ impl Tree {
         let mut depth = 0;
         let mut at = hint;
         let found = self.inodes.get(&at)?;
-        for comp in components(dirs).rev() {
-            let inode = self.inodes.get(&at)?;
+        let mut inode = found;
+        // The components of `dirs`, last first, by one backward scan.
+        let bytes = dirs.as_bytes();
+        let mut end = bytes.len();
+        loop {
+            while end > 0 && bytes[end - 1] == b'/' {
+                end -= 1;
+            }
+            if end == 0 {
+                break;
+            }
+            let mut begin = end;
+            while begin > 0 && bytes[begin - 1] != b'/' {
+                begin -= 1;
+            }
+            let comp = &bytes[begin..end];
+            end = begin;
+            if depth > 0 {
+                inode = self.inodes.get(&at)?;
+            }
             if inode.kind() != FileType::Dir || depth + 1 >= DirStack::INLINE {
                 return None;
             }
             let (parent, name) = inode.links.first()?;
-            if &**name != comp || comp.len() > self.name_max() {
+            if !same_name(name.as_bytes(), comp) || comp.len() > self.name_max() {
                 return None;
             }
             chain[depth] = at;
@@ -309,6 +394,22 @@ impl Tree {
             stack.push(ino);
         }
         Some(found)
+    }
+
+    /// The entry `dir/name` if the entry hint is an inode it names, taken
+    /// from the inode's links (which equal the entries naming it,
+    /// invariant 1) instead of a search of the directory.
+    fn entry_from_hint(&self, dir: Ino, name: &str) -> Option<(Entry, &Inode)> {
+        let ino = self.entry_hint.get();
+        let inode: &Inode = self.inodes.get(&ino)?;
+        inode
+            .links
+            .iter()
+            .any(|(p, n)| *p == dir && same_name(n.as_bytes(), name.as_bytes()))
+            .then(|| {
+                let kind = inode.kind();
+                (Entry { ino, kind }, inode)
+            })
     }
 
     /// Resolves to an existing inode.

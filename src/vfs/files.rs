@@ -1,7 +1,7 @@
 //! Operations on files and their metadata: open, read, write, truncate,
 //! stat, times, permissions and directory listings.
 
-use crate::content::Content;
+use crate::content::{Content, Cost};
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::time::{Clock, Timestamp};
 use crate::tree::{Base, FileType, Ino, Node};
@@ -17,9 +17,19 @@ impl Vfs {
         // (which `Fd`s show) would tell them apart.
         let mut o = OpenOptions::new();
         o.write(true).create(true).truncate(true);
-        let (ino, _, now) = self.open_ino(Base::Root, path, &o).map_err(ctx(path))?;
+        let (ino, _, now, written) = self
+            .open_ino(Base::Root, path, &o, Some(data))
+            .map_err(ctx(path))?;
         self.generation = self.generation.wrapping_add(1).max(1);
-        self.write_ino(ino, data, 0, now).map_err(ctx(path))?;
+        match written {
+            Some((cost, allocated)) => {
+                self.private += cost.private;
+                self.allocated = self.allocated.saturating_add(allocated);
+            }
+            None => {
+                self.write_ino(ino, data, 0, now).map_err(ctx(path))?;
+            }
+        }
         Ok(())
     }
 
@@ -40,7 +50,7 @@ impl Vfs {
     }
 
     fn open_impl(&mut self, base: Base, path: &str, o: &OpenOptions) -> Result<Fd> {
-        let (ino, kind, _) = self.open_ino(base, path, o)?;
+        let (ino, kind, _, _) = self.open_ino(base, path, o, None)?;
         self.alloc_fd(FdInfo {
             ino,
             kind,
@@ -52,13 +62,16 @@ impl Vfs {
 
     /// What `open` does before it hands out a descriptor: the inode opened,
     /// its kind, and the time read if the open changed anything (the clock
-    /// is read only then).
+    /// is read only then). With `fill`, a file it creates is made holding
+    /// those bytes when the write would succeed, and the write's cost and
+    /// allocation are returned (`None`: nothing was written).
     fn open_ino(
         &mut self,
         base: Base,
         path: &str,
         o: &OpenOptions,
-    ) -> Result<(Ino, FileType, Option<Timestamp>)> {
+        fill: Option<&[u8]>,
+    ) -> Result<Opened> {
         if self.open_total >= self.tree.limits().max_open_files as u64 {
             return err(ErrorKind::TooManyOpenFiles);
         }
@@ -100,7 +113,7 @@ impl Vfs {
                         }
                     }
                 }
-                Ok((ino, kind, now))
+                Ok((ino, kind, now, None))
             }
             _ => {
                 if !creating {
@@ -114,6 +127,24 @@ impl Vfs {
                 }
                 self.dir_writable(r.dir, r.dir_mode)?;
                 let now = self.now();
+                if let Some(data) = fill
+                    && !data.is_empty()
+                {
+                    let private = self.private;
+                    let max_private = self.tree.limits().max_private_bytes;
+                    let made = self.tree.create_file(
+                        r.dir,
+                        name.to_name(),
+                        o.mode,
+                        data,
+                        self.origin,
+                        now,
+                        |cost| check_private(private, max_private, cost.private),
+                    )?;
+                    if let Some((ino, cost, allocated)) = made {
+                        return Ok((ino, FileType::File, Some(now), Some((cost, allocated))));
+                    }
+                }
                 let ino = self.tree.create(
                     r.dir,
                     name.to_name(),
@@ -121,7 +152,7 @@ impl Vfs {
                     o.mode,
                     &At(now),
                 )?;
-                Ok((ino, FileType::File, Some(now)))
+                Ok((ino, FileType::File, Some(now), None))
             }
         }
     }
@@ -360,6 +391,10 @@ impl Vfs {
         dir_page(&self.tree, f.ino, after, max)
     }
 }
+
+/// What `open_ino` did: the inode, its kind, the time it read, and for a
+/// file made holding data, the write's cost and chunk bytes allocated.
+type Opened = (Ino, FileType, Option<Timestamp>, Option<(Cost, u64)>);
 
 /// A clock stopped at the time an operation read once, so every change
 /// it makes carries the same time.

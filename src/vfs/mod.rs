@@ -20,6 +20,10 @@ mod read;
 mod snapshot;
 mod visit;
 
+#[cfg(test)]
+#[path = "reuse_tests.rs"]
+mod reuse_tests;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;

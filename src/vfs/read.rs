@@ -73,13 +73,12 @@ pub struct DirEntry {
 }
 
 pub(super) fn stat(tree: &Tree, base: Base, path: &str, follow: bool) -> Result<Metadata> {
-    let ino = tree.lookup(base, path, follow)?;
-    Ok(Metadata::of(ino, tree.get(ino)?))
+    let (ino, inode) = tree.lookup_inode(base, path, follow)?;
+    Ok(Metadata::of(ino, inode))
 }
 
 pub(super) fn read_file(tree: &Tree, base: Base, path: &str) -> Result<Vec<u8>> {
-    let ino = tree.lookup(base, path, true)?;
-    let inode = tree.get(ino)?;
+    let (_, inode) = tree.lookup_inode(base, path, true)?;
     let Some(content) = inode.content() else {
         return err(ErrorKind::IsADirectory);
     };
