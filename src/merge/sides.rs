@@ -1,10 +1,11 @@
 //! Matching by inode identity: the three trees of a merge (base, ours,
 //! theirs) seen through one numbering, and the inodes either side touched.
 //!
-//! Forks of one snapshot share its inode numbers, and a tree never reuses
-//! a number (`next_ino` only grows), so an inode number below the base's
-//! `next_ino` names the same file, directory or symlink in all three trees
-//! wherever each side moved it. Inodes a side created are numbered from
+//! Forks of one snapshot share its inode numbers, and a tree reuses only
+//! numbers no clone of it has seen (tree/numbers.rs: a snapshot or fork
+//! raises the watermark to `next_ino`, which only grows), so an inode
+//! number below the base's `next_ino` names the same file, directory or
+//! symlink in all three trees wherever each side moved it, or nothing. Inodes a side created are numbered from
 //! the base's `next_ino` on in both forks, so theirs' new inodes are given
 //! numbers after ours' in the merged tree ([`Sides::map_theirs`]); when
 //! both sides created the same thing at the same place (a directory, or
