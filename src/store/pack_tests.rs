@@ -138,7 +138,7 @@ fn a_sequential_lazy_read_waits_for_few_round_trips() {
     assert_eq!(read(4 << 20, 4096), big[4 << 20..(4 << 20) + 4096]);
     let moved = meter.bytes_in.load(Ordering::Relaxed) - in0;
     assert!(
-        moved <= pushed.manifest_bytes + 100_000 + ((lazy::FIRST_WINDOW as u64) << 16),
+        moved <= pushed.manifest_bytes + 100_000 + ((ahead::FIRST_WINDOW) << 16),
         "{moved}"
     );
     // Read-ahead never leaves the file: the last chunk of /big brings

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::catalog::{self, Catalog};
 use super::fetch::{self, MAX_SPAN};
-use super::lazy::StoreSource;
+use super::lazy::{CatalogSlot, StoreSource};
 use super::pack::DEFAULT_PACK_SIZE;
 use super::packer::Packer;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
@@ -409,14 +409,41 @@ pub fn open_lazy_with_limits(
     cache: Option<Arc<dyn BlobStore>>,
     limits: &Limits,
 ) -> Result<Snapshot> {
-    let ((meta, chunks, _), catalog) = manifest_and_catalog(&*store, root, &cache)?;
+    open_lazy_source(store, root, cache, limits, super::ahead::MAX_HELD).map(|(snap, _)| snap)
+}
+
+/// [`open_lazy_with_limits`] holding at most `cap` bytes of read-ahead;
+/// the tree and its chunk source. One round trip reads the manifest, the
+/// store's version and the listing of its index objects at once; the
+/// index objects (a second round trip) are read in the background while
+/// the tree is built, and the first chunk fetch waits for them.
+pub(crate) fn open_lazy_source(
+    store: Arc<dyn BlobStore>,
+    root: &blake3::Hash,
+    cache: Option<Arc<dyn BlobStore>>,
+    limits: &Limits,
+    cap: u64,
+) -> Result<(Snapshot, Arc<StoreSource>)> {
+    let (fetched, begun) = std::thread::scope(|s| {
+        let cat = s.spawn(|| Catalog::begin(&*store));
+        let m = fetch_manifest(&*store, root);
+        let cat = cat
+            .join()
+            .unwrap_or_else(|_| Err(io_err("catalog thread failed")));
+        (m, cat)
+    });
+    let (meta, chunks, _) = fetched?;
+    let (catalog, listed) = begun?;
+    let slot = CatalogSlot::finish_in_background(store.clone(), cache.clone(), catalog, listed);
     let runs = checkpoint::meta_file_runs(&meta)?;
-    let source = Arc::new(StoreSource::new(
+    let source = Arc::new(StoreSource::with_cap(
         store,
-        Some(Arc::new(catalog)),
+        Some(slot),
         cache,
         chunks,
         runs,
+        cap,
     ));
-    checkpoint::open_meta(&meta, source, limits)
+    let snap = checkpoint::open_meta(&meta, source.clone(), limits)?;
+    Ok((snap, source))
 }
