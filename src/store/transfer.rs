@@ -7,12 +7,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::catalog::{self, Catalog};
 use super::fetch::{self, MAX_SPAN};
 use super::lazy::{CatalogSlot, StoreSource};
 use super::pack::DEFAULT_PACK_SIZE;
 use super::packer::Packer;
+use super::staged::Staged;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
 use crate::checkpoint;
 use crate::error::{Error, ErrorKind, Result};
@@ -299,6 +301,19 @@ pub fn pull(
     opts: &TransferOptions<'_>,
 ) -> Result<TransferStats> {
     let ((meta, chunks, manifest_bytes), catalog) = manifest_and_catalog(store, root, &cache)?;
+    let Some(local) = cache else {
+        return pull_streamed(store, root, out.as_ref(), opts, &meta, &chunks, &catalog).map(
+            |moved| TransferStats {
+                root: *root,
+                chunks: chunks.len() as u64,
+                chunk_bytes: moved,
+                moved_chunks: chunks.len() as u64,
+                moved_bytes: moved,
+                manifest_bytes,
+                packs: 0,
+            },
+        );
+    };
     // The tree is checked (structure, root hash, the loader's limits)
     // before any chunk moves: a hostile manifest is refused without
     // downloading what it names. Building it reads no chunk.
@@ -310,7 +325,6 @@ pub fn pull(
         Vec::new(),
     ));
     checkpoint::open_meta(&meta, unread, &Limits::default())?;
-    let local: Arc<dyn BlobStore> = cache.unwrap_or_else(|| Arc::new(MemStore::new()));
     let addrs: Vec<blake3::Hash> = chunks.iter().map(|c| c.0).collect();
     let todo = missing(&*local, &addrs)?;
     let wants: Vec<(blake3::Hash, u32)> = todo.iter().map(|&i| chunks[i]).collect();
@@ -368,6 +382,82 @@ pub fn pull(
         manifest_bytes,
         packs: 0,
     })
+}
+
+/// A pull without a cache: every chunk is fetched (verified) into memory
+/// while the checkpoint file is written from there, each chunk as soon
+/// as it has arrived, so downloading, checking and writing overlap. The
+/// tree is checked (structure, root hash, the loader's limits) before
+/// any chunk moves. The chunk bytes moved.
+fn pull_streamed(
+    store: &dyn BlobStore,
+    root: &blake3::Hash,
+    out: &Path,
+    opts: &TransferOptions<'_>,
+    meta: &[u8],
+    chunks: &[(blake3::Hash, u32)],
+    catalog: &Catalog,
+) -> Result<u64> {
+    let staged = Arc::new(Staged::new(chunks.len()));
+    let snap = checkpoint::open_meta(meta, staged.clone(), &Limits::default())?;
+    let total: u64 = chunks.iter().map(|c| c.1 as u64).sum();
+    if let Some(p) = opts.progress {
+        p(0, total);
+    }
+    let stop = AtomicBool::new(false);
+    let (fetched, saved) = std::thread::scope(|s| {
+        let fetcher = s.spawn(|| {
+            let mut done = 0u64;
+            let mut reported = 0u64;
+            let r = fetch::fetch_chunks(
+                store,
+                catalog,
+                chunks,
+                PULL_BATCH_BYTES,
+                true,
+                &mut |i, b| {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(io_err("writing the checkpoint file failed"));
+                    }
+                    done += b.len() as u64;
+                    staged.put(i, b);
+                    if let Some(p) = opts.progress
+                        && (done - reported >= 4 << 20 || done == total)
+                    {
+                        reported = done;
+                        p(done, total);
+                    }
+                    Ok(())
+                },
+            );
+            if let Err(e) = &r {
+                staged.fail(e.context().unwrap_or("the download failed").to_string());
+            }
+            r
+        });
+        let saved = snap.save(out);
+        if saved.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let fetched = fetcher
+            .join()
+            .unwrap_or_else(|_| Err(io_err("download thread failed")));
+        (fetched, saved)
+    });
+    // The download's own error says more than the save's "did not arrive".
+    fetched.map_err(|e| {
+        Error::with(
+            e.kind(),
+            format!(
+                "pulling {} from {}: {}",
+                root.to_hex(),
+                store.location(),
+                e.context().unwrap_or("failed")
+            ),
+        )
+    })?;
+    saved?;
+    Ok(total)
 }
 
 /// The checked manifest of `root` and the store's catalog, read at once
