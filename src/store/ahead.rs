@@ -5,8 +5,9 @@
 //!
 //! A stream starts at a miss that does not continue it: that read fetches
 //! [`FIRST_WINDOW`] chunks itself (nothing in the background, so a random
-//! reader costs one request per miss and no more). Once the reader takes a
-//! second chunk of the stream, it is reading sequentially, and the stream
+//! reader costs one request per miss and no more), unless it is a file's
+//! first chunk. Once the reader takes a second chunk of the stream (or
+//! the first chunk of a file), it is taken to read sequentially, and the stream
 //! keeps a look-ahead in flight that grows with what was read (16
 //! chunks per chunk read, up to [`MAX_AHEAD`], 32 MiB), cut into
 //! background fetches of at most [`JOB_MAX`] chunks that run at once. So
@@ -154,12 +155,20 @@ impl Ahead {
 
     /// After the reader got `key`: the background fetches to start so
     /// the stream stays ahead of it (none unless `key` is a second or
-    /// later chunk of the current stream). `len` gives a key's bytes;
+    /// later chunk of the current stream, or the first chunk of a file,
+    /// `file_start`, where a read from the start usually goes on). `len` gives a key's bytes;
     /// `run_end` ends the file's run. Started fetches count as in flight
     /// from here on.
-    pub(crate) fn plan(&mut self, key: u64, run_end: u64, len: impl Fn(u64) -> u64) -> Vec<Job> {
+    pub(crate) fn plan(
+        &mut self,
+        key: u64,
+        file_start: bool,
+        run_end: u64,
+        len: impl Fn(u64) -> u64,
+    ) -> Vec<Job> {
         let mut jobs = Vec::new();
-        if self.closed || key <= self.start || key >= self.next {
+        let first = key == self.start;
+        if self.closed || key < self.start || key >= self.next || first && !file_start {
             return jobs;
         }
         let read = key + 1 - self.start;
@@ -221,10 +230,10 @@ mod tests {
         for k in 101..108 {
             a.hold(k, vec![1; K as usize]);
         }
-        assert!(a.plan(100, 10_000, |_| K).is_empty());
+        assert!(a.plan(100, false, 10_000, |_| K).is_empty());
         // The second chunk: sequential; a fetch starts.
         assert!(a.take(101).is_some());
-        let jobs = a.plan(101, 10_000, |_| K);
+        let jobs = a.plan(101, false, 10_000, |_| K);
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].keys, (108..134).collect::<Vec<_>>());
         assert!(a.is_flying(108) && a.jobs == 1);
@@ -232,17 +241,22 @@ mod tests {
         assert!(!a.is_flying(108) && a.jobs == 0);
         // A seek starts a new stream: nothing in the background.
         assert_eq!(a.miss(5000, 10_000).len(), 8);
-        assert!(a.plan(5000, 10_000, |_| K).is_empty());
+        assert!(a.plan(5000, false, 10_000, |_| K).is_empty());
         // Holding past the cap drops the oldest.
         for k in 0..50 {
             a.hold(k, vec![1; K as usize]);
         }
         assert!(a.used() <= 40 * K && a.peak <= 40 * K);
         assert!(a.take(0).is_none() && a.take(49).is_some());
+        // A file's first chunk starts the look-ahead at once.
+        let mut c = Ahead::new(MAX_HELD);
+        c.miss(0, 1000);
+        let jobs = c.plan(0, true, 1000, |_| K);
+        assert_eq!(jobs[0].keys, (8..17).collect::<Vec<_>>());
         // Never past the run's end.
         let mut b = Ahead::new(MAX_HELD);
         b.miss(0, 12);
-        let jobs = b.plan(1, 12, |_| K);
+        let jobs = b.plan(1, false, 12, |_| K);
         let all: Vec<u64> = jobs.iter().flat_map(|j| j.keys.clone()).collect();
         assert_eq!(all, (8..12).collect::<Vec<_>>());
     }
@@ -255,13 +269,13 @@ mod tests {
             a.hold(k, vec![1; K as usize]);
         }
         a.take(1);
-        let first = a.plan(1, 1000, |_| K);
+        let first = a.plan(1, false, 1000, |_| K);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].keys, (8..32).collect::<Vec<_>>());
         // Reading on frees a chunk at a time: too little for a request.
         for k in 2..6 {
             a.take(k);
-            assert!(a.plan(k, 1000, |_| K).is_empty(), "at {k}");
+            assert!(a.plan(k, false, 1000, |_| K).is_empty(), "at {k}");
             assert!(a.used() <= 30 * K);
         }
     }

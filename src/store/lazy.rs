@@ -299,6 +299,7 @@ impl ChunkSource for StoreSource {
             return Err(io_err("chunk key names another chunk"));
         }
         let run_end = sh.run_end(key);
+        let file_start = key == 0 || sh.run_end(key - 1) == key;
         let chunk_len = |k: u64| sh.table[k as usize].1 as u64;
         {
             let mut a = sh.lock();
@@ -307,7 +308,7 @@ impl ChunkSource for StoreSource {
                 a = sh.landed.wait(a).unwrap_or_else(PoisonError::into_inner);
             }
             if let Some(b) = a.take(key) {
-                let jobs = a.plan(key, run_end, chunk_len);
+                let jobs = a.plan(key, file_start, run_end, chunk_len);
                 drop(a);
                 sh.start(jobs);
                 return Ok(b);
@@ -360,7 +361,7 @@ impl ChunkSource for StoreSource {
                 a.hold(k, b);
             }
         }
-        let jobs = a.plan(key, run_end, chunk_len);
+        let jobs = a.plan(key, file_start, run_end, chunk_len);
         drop(a);
         sh.start(jobs);
         mine.ok_or_else(|| io_err(format!("chunk {} was not fetched", want.to_hex())))

@@ -514,8 +514,14 @@ pub(crate) fn open_lazy_source(
     limits: &Limits,
     cap: u64,
 ) -> Result<(Snapshot, Arc<StoreSource>)> {
-    let (fetched, begun) = std::thread::scope(|s| {
-        let cat = s.spawn(|| Catalog::begin(&*store));
+    // The index objects are asked for as soon as the listing is in,
+    // while the manifest may still be arriving or being checked.
+    let (fetched, slot) = std::thread::scope(|s| {
+        let cat = s.spawn(|| {
+            Catalog::begin(&*store).map(|(catalog, listed)| {
+                CatalogSlot::finish_in_background(store.clone(), cache.clone(), catalog, listed)
+            })
+        });
         let m = fetch_manifest(&*store, root);
         let cat = cat
             .join()
@@ -523,8 +529,7 @@ pub(crate) fn open_lazy_source(
         (m, cat)
     });
     let (meta, chunks, _) = fetched?;
-    let (catalog, listed) = begun?;
-    let slot = CatalogSlot::finish_in_background(store.clone(), cache.clone(), catalog, listed);
+    let slot = slot?;
     let runs = checkpoint::meta_file_runs(&meta)?;
     let source = Arc::new(StoreSource::with_cap(
         store,
