@@ -15,6 +15,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) const GAP: u64 = 256 << 10;
 /// Longest coalesced request (16 MiB).
 pub(crate) const MAX_SPAN: u64 = 16 << 20;
+/// Times a fetch lists and reads the index again for chunks it cannot
+/// place.
+const REFRESHES: usize = 3;
 /// Loose chunk objects asked for per batch call.
 const LOOSE_BATCH: usize = 32;
 
@@ -76,8 +79,20 @@ pub(crate) fn fetch_chunks(
     }
     let not_found = fetch_loose(store, wants, &loose, sink)?;
     if !not_found.is_empty() {
-        // Perhaps packed by a push since the catalog was read.
-        catalog.refresh(store, None)?;
+        // Perhaps packed by a push since the catalog was read, or listed
+        // in an index object that a garbage collection merged into a new
+        // one between our listing and our read (and perhaps again, when
+        // collections run back to back): list and read again, a few times
+        // while something is still missing.
+        for _ in 0..REFRESHES {
+            catalog.refresh(store, None)?;
+            if not_found
+                .iter()
+                .all(|&i| catalog.locate(&wants[i].0).is_some())
+            {
+                break;
+            }
+        }
         for i in not_found {
             let Some(l) = catalog.locate(&wants[i].0) else {
                 let damage = catalog.damage();

@@ -430,9 +430,12 @@ fn pull_streamed(
                     Ok(())
                 },
             );
-            if let Err(e) = &r {
-                staged.fail(e.context().unwrap_or("the download failed").to_string());
-            }
+            // Whatever has not arrived now never will: a save waiting
+            // for it gets an error, not a wait without end.
+            staged.fail(match &r {
+                Err(e) => e.context().unwrap_or("the download failed").to_string(),
+                Ok(()) => "the download ended without it".to_string(),
+            });
             r
         });
         let saved = snap.save(out);
