@@ -403,3 +403,28 @@ fn index_objects_are_merged_so_a_client_reads_a_handful() {
     let cat = Catalog::load(&*store, None).unwrap();
     assert!(cat.damage().is_empty());
 }
+
+#[test]
+fn a_pull_that_cannot_write_its_file_says_why() {
+    let store = MemStore::new();
+    let snap = tree(8, 300_000).snapshot();
+    let pushed = push(&snap, &store, &TransferOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("no-such-dir").join("p.ck");
+    let e = pull(
+        &store,
+        &pushed.root,
+        &out,
+        None,
+        &TransferOptions::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        !msg.contains("did not arrive") && !msg.contains("writing the checkpoint file failed"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    // The same pull to a good path works.
+    pull_ok(&store, &pushed.root, &snap);
+}

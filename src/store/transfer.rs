@@ -404,7 +404,9 @@ fn pull_streamed(
     if let Some(p) = opts.progress {
         p(0, total);
     }
-    let stop = AtomicBool::new(false);
+    // `stop`: the save failed on its own (the download stops too);
+    // `lost`: the download failed (the save then fails for want of it).
+    let (stop, lost) = (AtomicBool::new(false), AtomicBool::new(false));
     let (fetched, saved) = std::thread::scope(|s| {
         let fetcher = s.spawn(|| {
             let mut done = 0u64;
@@ -416,7 +418,7 @@ fn pull_streamed(
                 PULL_BATCH_BYTES,
                 true,
                 &mut |i, b| {
-                    if stop.load(Ordering::Relaxed) {
+                    if stop.load(Ordering::SeqCst) {
                         return Err(io_err("writing the checkpoint file failed"));
                     }
                     done += b.len() as u64;
@@ -432,6 +434,9 @@ fn pull_streamed(
             );
             // Whatever has not arrived now never will: a save waiting
             // for it gets an error, not a wait without end.
+            if r.is_err() {
+                lost.store(true, Ordering::SeqCst);
+            }
             staged.fail(match &r {
                 Err(e) => e.context().unwrap_or("the download failed").to_string(),
                 Ok(()) => "the download ended without it".to_string(),
@@ -439,16 +444,15 @@ fn pull_streamed(
             r
         });
         let saved = snap.save(out);
-        if saved.is_err() {
-            stop.store(true, Ordering::Relaxed);
+        if saved.is_err() && !lost.load(Ordering::SeqCst) {
+            stop.store(true, Ordering::SeqCst);
         }
         let fetched = fetcher
             .join()
             .unwrap_or_else(|_| Err(io_err("download thread failed")));
         (fetched, saved)
     });
-    // The download's own error says more than the save's "did not arrive".
-    fetched.map_err(|e| {
+    let in_pull = |e: Error| {
         Error::with(
             e.kind(),
             format!(
@@ -458,9 +462,16 @@ fn pull_streamed(
                 e.context().unwrap_or("failed")
             ),
         )
-    })?;
-    saved?;
-    Ok(total)
+    };
+    match (fetched, saved) {
+        // The save failed first (and stopped the download): its error.
+        (_, Err(e)) if stop.load(Ordering::SeqCst) => Err(e),
+        // The download's own error says more than the save's "did not
+        // arrive".
+        (Err(e), _) => Err(in_pull(e)),
+        (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(_)) => Ok(total),
+    }
 }
 
 /// The checked manifest of `root` and the store's catalog, read at once
