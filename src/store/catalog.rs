@@ -120,6 +120,15 @@ impl Catalog {
     /// Reads the store's version and every index object (those already
     /// in `cache` from there).
     pub fn load(store: &dyn BlobStore, cache: Option<&dyn BlobStore>) -> Result<Catalog> {
+        let (cat, listed) = Catalog::begin(store)?;
+        cat.take_in(store, cache, listed)?;
+        Ok(cat)
+    }
+
+    /// The first half of [`Catalog::load`], one round trip: the store's
+    /// version and the listing of its index objects, with an empty
+    /// catalog that [`Catalog::finish`] fills from that listing.
+    pub(crate) fn begin(store: &dyn BlobStore) -> Result<(Catalog, Vec<String>)> {
         let (version, listed) = std::thread::scope(|s| {
             let v = s.spawn(|| read_version(store));
             let listed = store.list("index/");
@@ -135,8 +144,17 @@ impl Catalog {
                 ..State::default()
             }),
         };
-        cat.take_in(store, cache, listed?)?;
-        Ok(cat)
+        Ok((cat, listed?))
+    }
+
+    /// Reads the index objects `listed` (from [`Catalog::begin`]).
+    pub(crate) fn finish(
+        &self,
+        store: &dyn BlobStore,
+        cache: Option<&dyn BlobStore>,
+        listed: Vec<String>,
+    ) -> Result<()> {
+        self.take_in(store, cache, listed).map(|_| ())
     }
 
     /// Lists `index/` again and reads the index objects not seen yet

@@ -15,6 +15,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) const GAP: u64 = 256 << 10;
 /// Longest coalesced request (16 MiB).
 pub(crate) const MAX_SPAN: u64 = 16 << 20;
+/// Times a fetch lists and reads the index again for chunks it cannot
+/// place.
+const REFRESHES: usize = 3;
 /// Loose chunk objects asked for per batch call.
 const LOOSE_BATCH: usize = 32;
 
@@ -76,8 +79,20 @@ pub(crate) fn fetch_chunks(
     }
     let not_found = fetch_loose(store, wants, &loose, sink)?;
     if !not_found.is_empty() {
-        // Perhaps packed by a push since the catalog was read.
-        catalog.refresh(store, None)?;
+        // Perhaps packed by a push since the catalog was read, or listed
+        // in an index object that a garbage collection merged into a new
+        // one between our listing and our read (and perhaps again, when
+        // collections run back to back): list and read again, a few times
+        // while something is still missing.
+        for _ in 0..REFRESHES {
+            catalog.refresh(store, None)?;
+            if not_found
+                .iter()
+                .all(|&i| catalog.locate(&wants[i].0).is_some())
+            {
+                break;
+            }
+        }
         for i in not_found {
             let Some(l) = catalog.locate(&wants[i].0) else {
                 let damage = catalog.damage();
@@ -129,6 +144,8 @@ pub(crate) fn fetch_chunks(
 
 /// Fetches located chunks in batches of about `batch_bytes`; the
 /// positions whose pack the store no longer has, with that pack's key.
+/// The next batch downloads while this one is checked and handed on, so
+/// at most two batches are held at once.
 fn fetch_packed(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
@@ -138,7 +155,7 @@ fn fetch_packed(
     sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
 ) -> Result<Vec<(usize, String)>> {
     let all = spans(packed);
-    let mut gone = Vec::new();
+    let mut batches = Vec::new();
     let mut start = 0;
     while start < all.len() {
         let mut end = start;
@@ -147,10 +164,34 @@ fn fetch_packed(
             bytes += span_len(&all[end]);
             end += 1;
         }
-        gone.extend(fetch_spans(store, wants, &all[start..end], verify, sink)?);
+        batches.push(start..end);
         start = end;
     }
-    Ok(gone)
+    let all = &all[..];
+    std::thread::scope(|sc| {
+        let get = |b: &Range<usize>| {
+            let b = b.clone();
+            sc.spawn(move || get_spans(store, &all[b]))
+        };
+        let mut gone = Vec::new();
+        let mut next = batches.first().map(get);
+        for (n, b) in batches.iter().enumerate() {
+            let Some(this) = next.take() else { break };
+            let got = this
+                .join()
+                .unwrap_or_else(|_| Err(io_err("download thread failed")))?;
+            next = batches.get(n + 1).map(get);
+            gone.extend(check_spans(
+                store,
+                wants,
+                &all[b.clone()],
+                got,
+                verify,
+                sink,
+            )?);
+        }
+        Ok(gone)
+    })
 }
 
 fn span_len(s: &Span) -> u64 {
@@ -195,16 +236,9 @@ fn fetch_loose(
     Ok(lacking)
 }
 
-/// Reads one batch of spans and checks every chunk in them; the members
-/// of spans whose pack is gone, with its key. Hashing runs on two threads
-/// when there is much of it.
-fn fetch_spans(
-    store: &dyn BlobStore,
-    wants: &[(blake3::Hash, u32)],
-    spans: &[Span],
-    verify: bool,
-    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
-) -> Result<Vec<(usize, String)>> {
+/// Reads one batch of spans: each one's body, or `None` where its pack
+/// is gone.
+fn get_spans(store: &dyn BlobStore, spans: &[Span]) -> Result<Vec<Option<Vec<u8>>>> {
     let keys: Vec<String> = spans
         .iter()
         .map(|s| super::pack::pack_key(&s.pack))
@@ -227,6 +261,24 @@ fn fetch_spans(
             got.len()
         )));
     }
+    Ok(got)
+}
+
+/// Checks every chunk in a batch of spans read by [`get_spans`] and hands
+/// them on; the members of spans whose pack is gone, with its key.
+/// Hashing runs on two threads when there is much of it.
+fn check_spans(
+    store: &dyn BlobStore,
+    wants: &[(blake3::Hash, u32)],
+    spans: &[Span],
+    got: Vec<Option<Vec<u8>>>,
+    verify: bool,
+    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<Vec<(usize, String)>> {
+    let keys: Vec<String> = spans
+        .iter()
+        .map(|s| super::pack::pack_key(&s.pack))
+        .collect();
     let mut bodies = Vec::with_capacity(spans.len());
     let mut gone = Vec::new();
     let (mut here, mut here_keys) = (Vec::with_capacity(spans.len()), Vec::new());

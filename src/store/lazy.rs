@@ -1,131 +1,198 @@
 //! The chunks of a lazily opened tree: fetched from the store on first
-//! read (through the host's cache), with read-ahead for sequential reads.
+//! read (through the host's cache), with pipelined read-ahead for
+//! sequential reads.
 //!
 //! A checkpoint's chunk table lists each file's chunks in order, and a
 //! push packs them in that order, so the chunks after a missed one are
-//! the same file's next chunks, stored next to it in one pack. On a miss
-//! the source fetches a window of the file's following chunks too (never
-//! past the file's run in the table), in one coalesced ranged read; a miss right where the last window ended
-//! means the reader is going sequentially, and the window doubles (8
-//! chunks, 512 KiB, up to 256, 16 MiB), so a guest reading a big file from
-//! start to end waits for a handful of round trips, not one per 64 KiB.
-//! Chunks fetched ahead are held (bounded by [`MAX_HELD`] bytes, the
-//! oldest dropped first) until their first read takes them.
+//! the same file's next chunks, stored next to it in one pack. A miss
+//! fetches a small window of the file's following chunks (never past the
+//! file's run in the table) in one coalesced ranged read; once the reader
+//! takes a second chunk of that window it is reading sequentially, and
+//! background fetches keep a growing look-ahead of the file in flight
+//! (`ahead` decides what and bounds it), so a guest reading a big file
+//! from start to end waits about one round trip, not one per window.
+//!
+//! A background fetch runs on its own thread and holds only the shared
+//! parts of the source; what it brings is held (counted against the
+//! tree's read-ahead cap, with what is in flight) until its first read
+//! takes it. A reader that wants a chunk in flight waits for that fetch;
+//! if the fetch failed, the reader fetches the chunk itself, so the error
+//! it sees is its own chunk's, as an I/O error. When the tree is dropped,
+//! fetches in flight finish their one request and their bytes are dropped.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use super::ahead::{Ahead, Job, MAX_HELD};
 use super::catalog::Catalog;
 use super::fetch::{self, MAX_SPAN};
 use super::{BlobStore, io_err};
 use crate::chunk::ChunkSource;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Chunks fetched on a miss that does not follow the last window.
-pub(crate) const FIRST_WINDOW: usize = 8;
-/// Largest read-ahead window, in chunks.
-pub(crate) const MAX_WINDOW: usize = 256;
-/// Most bytes of fetched-ahead chunks held, unread, per opened tree.
-pub(crate) const MAX_HELD: u64 = 48 << 20;
-
 /// Chunk bytes from a store (through a local cache) on demand.
 pub(crate) struct StoreSource {
+    shared: Arc<Shared>,
+}
+
+/// What background fetches share with the source.
+struct Shared {
     remote: Arc<dyn BlobStore>,
     /// Where the remote's packed chunks are; `None` for a store read one
     /// loose chunk at a time (a pull's local staging store).
-    catalog: Option<Arc<Catalog>>,
+    catalog: Option<Arc<CatalogSlot>>,
     cache: Option<Arc<dyn BlobStore>>,
     /// Address and length of chunk `key`.
     table: Vec<(blake3::Hash, u32)>,
     /// One past the last key of the file run each key is in.
     run_end: Vec<u64>,
     ahead: Mutex<Ahead>,
+    /// Signalled when a background fetch ends.
+    landed: Condvar,
 }
 
-#[derive(Default)]
-struct Ahead {
-    held: HashMap<u64, Vec<u8>>,
-    order: VecDeque<u64>,
-    held_bytes: u64,
-    /// The key just past the last window, and that window's size.
-    next: u64,
-    window: usize,
-}
+/// The remote's catalog, which a lazy open lets a background thread
+/// finish reading (the index objects, one round trip) while the tree is
+/// built and the caller goes on; the first fetch waits for it.
+pub(crate) struct CatalogSlot(OnceLock<std::result::Result<Arc<Catalog>, String>>);
 
-impl Ahead {
-    fn hold(&mut self, key: u64, bytes: Vec<u8>) {
-        if self.held.contains_key(&key) {
-            return;
-        }
-        self.held_bytes += bytes.len() as u64;
-        self.held.insert(key, bytes);
-        self.order.push_back(key);
-        while self.held_bytes > MAX_HELD {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(b) = self.held.remove(&old) {
-                self.held_bytes -= b.len() as u64;
+impl CatalogSlot {
+    /// A slot filled by a thread that reads the index objects `listed`
+    /// into `cat`.
+    pub(crate) fn finish_in_background(
+        store: Arc<dyn BlobStore>,
+        cache: Option<Arc<dyn BlobStore>>,
+        cat: Catalog,
+        listed: Vec<String>,
+    ) -> Arc<CatalogSlot> {
+        let slot = Arc::new(CatalogSlot(OnceLock::new()));
+        // Fills the slot even if the reading thread unwinds or cannot
+        // start, so no reader waits forever.
+        struct Fill(Arc<CatalogSlot>);
+        impl Drop for Fill {
+            fn drop(&mut self) {
+                let _ = self.0.0.set(Err("the store's index reader stopped".into()));
             }
         }
+        let fill = Fill(slot.clone());
+        let spawned = std::thread::Builder::new()
+            .name("cowvfs-index".into())
+            .spawn(move || {
+                let got = cat
+                    .finish(&*store, cache.as_deref(), listed)
+                    .map(|()| Arc::new(cat))
+                    .map_err(|e| {
+                        e.context()
+                            .unwrap_or("reading the index failed")
+                            .to_string()
+                    });
+                let _ = fill.0.0.set(got);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("starting the index reader: {e}");
+        }
+        slot
     }
 
-    fn take(&mut self, key: u64) -> Option<Vec<u8>> {
-        let b = self.held.remove(&key)?;
-        self.held_bytes -= b.len() as u64;
-        self.order.retain(|k| *k != key);
-        Some(b)
+    /// The catalog, once read.
+    fn get(&self) -> Result<&Arc<Catalog>> {
+        self.0.wait().as_ref().map_err(|e| io_err(e.clone()))
     }
 }
 
 impl fmt::Debug for StoreSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreSource")
-            .field("remote", &self.remote.location())
-            .field("chunks", &self.table.len())
+            .field("remote", &self.shared.remote.location())
+            .field("chunks", &self.shared.table.len())
             .finish()
+    }
+}
+
+impl Drop for StoreSource {
+    fn drop(&mut self) {
+        self.shared.lock().close();
+    }
+}
+
+/// Read-ahead figures, for tests.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AheadStats {
+    pub used: u64,
+    pub peak: u64,
+    pub jobs: usize,
+}
+
+/// A view of a source's read-ahead that outlives the source, for tests.
+#[cfg(test)]
+pub(crate) struct Probe(Arc<Shared>);
+
+#[cfg(test)]
+impl Probe {
+    pub(crate) fn stats(&self) -> AheadStats {
+        let a = self.0.lock();
+        AheadStats {
+            used: a.used(),
+            peak: a.peak,
+            jobs: a.jobs,
+        }
     }
 }
 
 impl StoreSource {
     pub(crate) fn new(
         remote: Arc<dyn BlobStore>,
-        catalog: Option<Arc<Catalog>>,
+        catalog: Option<Arc<CatalogSlot>>,
         cache: Option<Arc<dyn BlobStore>>,
         table: Vec<(blake3::Hash, u32)>,
         run_end: Vec<u64>,
     ) -> StoreSource {
+        StoreSource::with_cap(remote, catalog, cache, table, run_end, MAX_HELD)
+    }
+
+    /// [`StoreSource::new`] holding at most `cap` bytes of read-ahead
+    /// (held and in flight).
+    pub(crate) fn with_cap(
+        remote: Arc<dyn BlobStore>,
+        catalog: Option<Arc<CatalogSlot>>,
+        cache: Option<Arc<dyn BlobStore>>,
+        table: Vec<(blake3::Hash, u32)>,
+        run_end: Vec<u64>,
+        cap: u64,
+    ) -> StoreSource {
         StoreSource {
-            remote,
-            catalog,
-            cache,
-            table,
-            run_end,
-            ahead: Mutex::new(Ahead::default()),
+            shared: Arc::new(Shared {
+                remote,
+                catalog,
+                cache,
+                table,
+                run_end,
+                ahead: Mutex::new(Ahead::new(cap)),
+                landed: Condvar::new(),
+            }),
         }
     }
 
-    /// The keys to fetch for a miss at `key`: it, then the read-ahead
-    /// window past it.
-    fn window(&self, key: u64) -> Result<Vec<u64>> {
-        let mut a = self
-            .ahead
-            .lock()
-            .map_err(|_| io_err("read-ahead state poisoned"))?;
-        a.window = if key == a.next && a.window > 0 {
-            (a.window * 2).min(MAX_WINDOW)
-        } else {
-            FIRST_WINDOW
-        };
-        let run_end = self.run_end.get(key as usize).copied().unwrap_or(key + 1);
-        let end = (key + a.window as u64)
-            .min(run_end)
-            .min(self.table.len() as u64);
-        a.next = end;
-        Ok((key..end)
-            .filter(|k| *k == key || !a.held.contains_key(k))
-            .collect())
+    #[cfg(test)]
+    pub(crate) fn probe(&self) -> Probe {
+        Probe(self.shared.clone())
+    }
+}
+
+impl Shared {
+    /// The read-ahead state. Nothing panics while holding it, and every
+    /// change leaves it whole, so a poisoned lock's state is still good.
+    fn lock(&self) -> MutexGuard<'_, Ahead> {
+        self.ahead.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn run_end(&self, key: u64) -> u64 {
+        self.run_end
+            .get(key as usize)
+            .copied()
+            .unwrap_or(key + 1)
+            .min(self.table.len() as u64)
     }
 
     /// Fetches `keys` from the remote, verified; each with its bytes.
@@ -149,22 +216,105 @@ impl StoreSource {
         )?;
         Ok(got)
     }
+
+    fn put_cache(&self, got: &[(u64, Vec<u8>)]) {
+        if let Some(cache) = &self.cache {
+            let pairs: Vec<(blake3::Hash, &[u8])> = got
+                .iter()
+                .map(|(k, b)| (self.table[*k as usize].0, b.as_slice()))
+                .collect();
+            if let Err(e) = cache.put_chunks(&pairs) {
+                tracing::warn!("caching {} chunks: {e}", pairs.len());
+            }
+        }
+    }
+
+    /// Starts `jobs` in the background.
+    fn start(self: &Arc<Self>, jobs: Vec<Job>) {
+        for job in jobs {
+            let done = Landing {
+                shared: self.clone(),
+                keys: job.keys,
+                bytes: job.bytes,
+                got: Vec::new(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name("cowvfs-read-ahead".into())
+                .spawn(move || background(done));
+            if let Err(e) = spawned {
+                // The job's `Landing` was dropped with the closure: its
+                // keys are free again, and readers fetch them themselves.
+                tracing::warn!("starting a read-ahead thread: {e}");
+            }
+        }
+    }
+}
+
+/// A background fetch's keys; dropping it (after the fetch, or on an
+/// unwind) holds what arrived, frees the keys and wakes waiting readers.
+struct Landing {
+    shared: Arc<Shared>,
+    keys: Vec<u64>,
+    bytes: u64,
+    got: Vec<(u64, Vec<u8>)>,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let mut a = self.shared.lock();
+        for (k, b) in self.got.drain(..) {
+            a.hold(k, b);
+        }
+        a.landed(&self.keys, self.bytes);
+        drop(a);
+        self.shared.landed.notify_all();
+    }
+}
+
+fn background(mut done: Landing) {
+    let shared = done.shared.clone();
+    if shared.lock().closed {
+        return;
+    }
+    let Some(Ok(catalog)) = shared.catalog.as_ref().map(|c| c.get()) else {
+        return;
+    };
+    match shared.fetch_keys(catalog, &done.keys) {
+        Ok(got) => {
+            shared.put_cache(&got);
+            done.got = got;
+        }
+        // The reader of each chunk fetches it itself and sees its error.
+        Err(e) => tracing::debug!("read-ahead of {} chunks failed: {e}", done.keys.len()),
+    }
 }
 
 impl ChunkSource for StoreSource {
     fn fetch(&self, key: u64, addr: &blake3::Hash) -> Result<Vec<u8>> {
-        let Some(&(want, len)) = self.table.get(key as usize) else {
+        let sh = &self.shared;
+        let Some(&(want, len)) = sh.table.get(key as usize) else {
             return Err(io_err("chunk key out of range"));
         };
         if want != *addr {
             return Err(io_err("chunk key names another chunk"));
         }
-        if let Ok(mut a) = self.ahead.lock()
-            && let Some(b) = a.take(key)
+        let run_end = sh.run_end(key);
+        let file_start = key == 0 || sh.run_end(key - 1) == key;
+        let chunk_len = |k: u64| sh.table[k as usize].1 as u64;
         {
-            return Ok(b);
+            let mut a = sh.lock();
+            // A chunk in flight: wait for its fetch to land.
+            while a.is_flying(key) {
+                a = sh.landed.wait(a).unwrap_or_else(PoisonError::into_inner);
+            }
+            if let Some(b) = a.take(key) {
+                let jobs = a.plan(key, file_start, run_end, chunk_len);
+                drop(a);
+                sh.start(jobs);
+                return Ok(b);
+            }
         }
-        if let Some(cache) = &self.cache
+        if let Some(cache) = &sh.cache
             && let Ok(mut got) = cache.get_chunks(&[want])
             && let Some(Some(bytes)) = got.pop()
             && bytes.len() == len as usize
@@ -175,50 +325,45 @@ impl ChunkSource for StoreSource {
         // Whatever went wrong, the reader sees an I/O error, as with a
         // lazily opened checkpoint file.
         let as_io = |e: Error| Error::with(ErrorKind::Io, e.context().unwrap_or("").to_string());
-        let Some(catalog) = &self.catalog else {
-            let mut got = self.remote.get_chunks(&[want]).map_err(as_io)?;
+        let Some(slot) = &sh.catalog else {
+            let mut got = sh.remote.get_chunks(&[want]).map_err(as_io)?;
             return match got.pop().flatten() {
                 Some(b) if b.len() == len as usize && blake3::hash(&b) == want => Ok(b),
                 Some(_) => Err(io_err(format!(
                     "{}: chunk {} is corrupt",
-                    self.remote.location(),
+                    sh.remote.location(),
                     want.to_hex()
                 ))),
                 None => Err(io_err(format!(
                     "{}: chunk {} is missing",
-                    self.remote.location(),
+                    sh.remote.location(),
                     want.to_hex()
                 ))),
             };
         };
-        let keys = self.window(key).map_err(as_io)?;
+        let catalog = slot.get().map_err(as_io)?;
+        let keys = sh.lock().miss(key, run_end);
         // A damaged chunk further on must not fail this read: if the
         // window fails, the chunk asked for is fetched alone, and its own
         // error (if any) is what the reader sees.
-        let got = match self.fetch_keys(catalog, &keys) {
+        let got = match sh.fetch_keys(catalog, &keys) {
             Ok(g) => g,
-            Err(_) if keys.len() > 1 => self.fetch_keys(catalog, &[key]).map_err(as_io)?,
+            Err(_) if keys.len() > 1 => sh.fetch_keys(catalog, &[key]).map_err(as_io)?,
             Err(e) => return Err(as_io(e)),
         };
-        if let Some(cache) = &self.cache {
-            let pairs: Vec<(blake3::Hash, &[u8])> = got
-                .iter()
-                .map(|(k, b)| (self.table[*k as usize].0, b.as_slice()))
-                .collect();
-            if let Err(e) = cache.put_chunks(&pairs) {
-                tracing::warn!("caching {} chunks: {e}", pairs.len());
-            }
-        }
+        sh.put_cache(&got);
         let mut mine = None;
-        if let Ok(mut a) = self.ahead.lock() {
-            for (k, b) in got {
-                if k == key {
-                    mine = Some(b);
-                } else {
-                    a.hold(k, b);
-                }
+        let mut a = sh.lock();
+        for (k, b) in got {
+            if k == key {
+                mine = Some(b);
+            } else {
+                a.hold(k, b);
             }
         }
+        let jobs = a.plan(key, file_start, run_end, chunk_len);
+        drop(a);
+        sh.start(jobs);
         mine.ok_or_else(|| io_err(format!("chunk {} was not fetched", want.to_hex())))
     }
 }

@@ -56,11 +56,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod ahead;
 mod catalog;
 mod dir;
 mod fetch;
 mod gc;
 mod lazy;
+#[cfg(test)]
+mod lazy_tests;
 mod manifest;
 mod memory;
 mod metered;
@@ -72,6 +75,7 @@ mod packer;
 pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
+mod staged;
 mod tombstone;
 mod transfer;
 mod url;
@@ -436,11 +440,12 @@ mod tests {
         let lists0 = lists();
         let cache = Arc::new(MemStore::new());
         let lazy = open_lazy(store.clone(), &pushed.root, Some(cache.clone())).unwrap();
-        // The manifest, the store's version object and its one index
-        // object (found by one listing).
-        assert_eq!(meter.totals().0 - before.0, 3);
+        // The manifest, the store's version object and one listing; its
+        // one index object is read in the background (perhaps not yet).
+        assert!(meter.totals().0 - before.0 <= 3);
         assert_eq!(lists() - lists0, 1);
         assert_eq!(lazy.read_file("/a/b/small").unwrap(), b"small");
+        // Then the index object and one ranged read.
         let (gets, bytes, ..) = meter.totals();
         assert_eq!(gets - before.0, 4);
         assert!(bytes - before.1 < 2_000, "{}", bytes - before.1);

@@ -138,7 +138,7 @@ fn a_sequential_lazy_read_waits_for_few_round_trips() {
     assert_eq!(read(4 << 20, 4096), big[4 << 20..(4 << 20) + 4096]);
     let moved = meter.bytes_in.load(Ordering::Relaxed) - in0;
     assert!(
-        moved <= pushed.manifest_bytes + 100_000 + ((lazy::FIRST_WINDOW as u64) << 16),
+        moved <= pushed.manifest_bytes + 100_000 + ((ahead::FIRST_WINDOW) << 16),
         "{moved}"
     );
     // Read-ahead never leaves the file: the last chunk of /big brings
@@ -402,4 +402,29 @@ fn index_objects_are_merged_so_a_client_reads_a_handful() {
     }
     let cat = Catalog::load(&*store, None).unwrap();
     assert!(cat.damage().is_empty());
+}
+
+#[test]
+fn a_pull_that_cannot_write_its_file_says_why() {
+    let store = MemStore::new();
+    let snap = tree(8, 300_000).snapshot();
+    let pushed = push(&snap, &store, &TransferOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("no-such-dir").join("p.ck");
+    let e = pull(
+        &store,
+        &pushed.root,
+        &out,
+        None,
+        &TransferOptions::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        !msg.contains("did not arrive") && !msg.contains("writing the checkpoint file failed"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    // The same pull to a good path works.
+    pull_ok(&store, &pushed.root, &snap);
 }

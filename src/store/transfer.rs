@@ -7,12 +7,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::catalog::{self, Catalog};
 use super::fetch::{self, MAX_SPAN};
-use super::lazy::StoreSource;
+use super::lazy::{CatalogSlot, StoreSource};
 use super::pack::DEFAULT_PACK_SIZE;
 use super::packer::Packer;
+use super::staged::Staged;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
 use crate::checkpoint;
 use crate::error::{Error, ErrorKind, Result};
@@ -299,6 +301,19 @@ pub fn pull(
     opts: &TransferOptions<'_>,
 ) -> Result<TransferStats> {
     let ((meta, chunks, manifest_bytes), catalog) = manifest_and_catalog(store, root, &cache)?;
+    let Some(local) = cache else {
+        return pull_streamed(store, root, out.as_ref(), opts, &meta, &chunks, &catalog).map(
+            |moved| TransferStats {
+                root: *root,
+                chunks: chunks.len() as u64,
+                chunk_bytes: moved,
+                moved_chunks: chunks.len() as u64,
+                moved_bytes: moved,
+                manifest_bytes,
+                packs: 0,
+            },
+        );
+    };
     // The tree is checked (structure, root hash, the loader's limits)
     // before any chunk moves: a hostile manifest is refused without
     // downloading what it names. Building it reads no chunk.
@@ -310,7 +325,6 @@ pub fn pull(
         Vec::new(),
     ));
     checkpoint::open_meta(&meta, unread, &Limits::default())?;
-    let local: Arc<dyn BlobStore> = cache.unwrap_or_else(|| Arc::new(MemStore::new()));
     let addrs: Vec<blake3::Hash> = chunks.iter().map(|c| c.0).collect();
     let todo = missing(&*local, &addrs)?;
     let wants: Vec<(blake3::Hash, u32)> = todo.iter().map(|&i| chunks[i]).collect();
@@ -370,6 +384,96 @@ pub fn pull(
     })
 }
 
+/// A pull without a cache: every chunk is fetched (verified) into memory
+/// while the checkpoint file is written from there, each chunk as soon
+/// as it has arrived, so downloading, checking and writing overlap. The
+/// tree is checked (structure, root hash, the loader's limits) before
+/// any chunk moves. The chunk bytes moved.
+fn pull_streamed(
+    store: &dyn BlobStore,
+    root: &blake3::Hash,
+    out: &Path,
+    opts: &TransferOptions<'_>,
+    meta: &[u8],
+    chunks: &[(blake3::Hash, u32)],
+    catalog: &Catalog,
+) -> Result<u64> {
+    let staged = Arc::new(Staged::new(chunks.len()));
+    let snap = checkpoint::open_meta(meta, staged.clone(), &Limits::default())?;
+    let total: u64 = chunks.iter().map(|c| c.1 as u64).sum();
+    if let Some(p) = opts.progress {
+        p(0, total);
+    }
+    // `stop`: the save failed on its own (the download stops too);
+    // `lost`: the download failed (the save then fails for want of it).
+    let (stop, lost) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (fetched, saved) = std::thread::scope(|s| {
+        let fetcher = s.spawn(|| {
+            let mut done = 0u64;
+            let mut reported = 0u64;
+            let r = fetch::fetch_chunks(
+                store,
+                catalog,
+                chunks,
+                PULL_BATCH_BYTES,
+                true,
+                &mut |i, b| {
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(io_err("writing the checkpoint file failed"));
+                    }
+                    done += b.len() as u64;
+                    staged.put(i, b);
+                    if let Some(p) = opts.progress
+                        && (done - reported >= 4 << 20 || done == total)
+                    {
+                        reported = done;
+                        p(done, total);
+                    }
+                    Ok(())
+                },
+            );
+            // Whatever has not arrived now never will: a save waiting
+            // for it gets an error, not a wait without end.
+            if r.is_err() {
+                lost.store(true, Ordering::SeqCst);
+            }
+            staged.fail(match &r {
+                Err(e) => e.context().unwrap_or("the download failed").to_string(),
+                Ok(()) => "the download ended without it".to_string(),
+            });
+            r
+        });
+        let saved = snap.save(out);
+        if saved.is_err() && !lost.load(Ordering::SeqCst) {
+            stop.store(true, Ordering::SeqCst);
+        }
+        let fetched = fetcher
+            .join()
+            .unwrap_or_else(|_| Err(io_err("download thread failed")));
+        (fetched, saved)
+    });
+    let in_pull = |e: Error| {
+        Error::with(
+            e.kind(),
+            format!(
+                "pulling {} from {}: {}",
+                root.to_hex(),
+                store.location(),
+                e.context().unwrap_or("failed")
+            ),
+        )
+    };
+    match (fetched, saved) {
+        // The save failed first (and stopped the download): its error.
+        (_, Err(e)) if stop.load(Ordering::SeqCst) => Err(e),
+        // The download's own error says more than the save's "did not
+        // arrive".
+        (Err(e), _) => Err(in_pull(e)),
+        (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(_)) => Ok(total),
+    }
+}
+
 /// The checked manifest of `root` and the store's catalog, read at once
 /// (the catalog's index objects through `cache` when there is one).
 fn manifest_and_catalog(
@@ -409,14 +513,46 @@ pub fn open_lazy_with_limits(
     cache: Option<Arc<dyn BlobStore>>,
     limits: &Limits,
 ) -> Result<Snapshot> {
-    let ((meta, chunks, _), catalog) = manifest_and_catalog(&*store, root, &cache)?;
+    open_lazy_source(store, root, cache, limits, super::ahead::MAX_HELD).map(|(snap, _)| snap)
+}
+
+/// [`open_lazy_with_limits`] holding at most `cap` bytes of read-ahead;
+/// the tree and its chunk source. One round trip reads the manifest, the
+/// store's version and the listing of its index objects at once; the
+/// index objects (a second round trip) are read in the background while
+/// the tree is built, and the first chunk fetch waits for them.
+pub(crate) fn open_lazy_source(
+    store: Arc<dyn BlobStore>,
+    root: &blake3::Hash,
+    cache: Option<Arc<dyn BlobStore>>,
+    limits: &Limits,
+    cap: u64,
+) -> Result<(Snapshot, Arc<StoreSource>)> {
+    // The index objects are asked for as soon as the listing is in,
+    // while the manifest may still be arriving or being checked.
+    let (fetched, slot) = std::thread::scope(|s| {
+        let cat = s.spawn(|| {
+            Catalog::begin(&*store).map(|(catalog, listed)| {
+                CatalogSlot::finish_in_background(store.clone(), cache.clone(), catalog, listed)
+            })
+        });
+        let m = fetch_manifest(&*store, root);
+        let cat = cat
+            .join()
+            .unwrap_or_else(|_| Err(io_err("catalog thread failed")));
+        (m, cat)
+    });
+    let (meta, chunks, _) = fetched?;
+    let slot = slot?;
     let runs = checkpoint::meta_file_runs(&meta)?;
-    let source = Arc::new(StoreSource::new(
+    let source = Arc::new(StoreSource::with_cap(
         store,
-        Some(Arc::new(catalog)),
+        Some(slot),
         cache,
         chunks,
         runs,
+        cap,
     ));
-    checkpoint::open_meta(&meta, source, limits)
+    let snap = checkpoint::open_meta(&meta, source.clone(), limits)?;
+    Ok((snap, source))
 }
