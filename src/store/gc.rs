@@ -339,12 +339,17 @@ pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     let mut del_loose: Vec<(String, u64)> = Vec::new();
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
     for t in &ripe {
+        // A pack an earlier run condemned that is in the index again (a
+        // push merged an index object read before that run) may be what a
+        // push since then relied on: it is condemned afresh below, if
+        // dead, and deleted a grace period later.
+        let earlier = !std::ptr::eq(*t, &condemned);
         for p in &t.packs {
             let name = blake3::Hash::from_bytes(p.name);
             let Some(info) = ls.packs.get(&name) else {
                 continue;
             };
-            if (indexed.contains_key(&name) && !gone.contains(&name))
+            if (indexed.contains_key(&name) && (earlier || !gone.contains(&name)))
                 || young(info)
                 || !seen.insert(p.name)
             {
@@ -463,7 +468,7 @@ pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     let stale_keys: Vec<&str> = stale.iter().map(|(i, _)| i.key.as_str()).collect();
     delete(store, &stale_keys)?;
     if !opts.grace.is_zero() {
-        for t in tombstone::split(condemned) {
+        for t in tombstone::split(condemned.clone()) {
             let (name, bytes) = tombstone::encode(&t)?;
             store.put_objects(&[(&tombstone::key(&name), &bytes)])?;
             rep.written_tombstones += 1;
@@ -480,6 +485,49 @@ pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
         }
         !keep
     });
+    // A push racing this run: trees written (or written again) or named
+    // by a ref since the listing. What they need stays: the condemned or
+    // doomed packs holding their chunks go back into the index, and their
+    // manifests stay. A push that wrote its manifest after this look
+    // finds the index objects this run replaced gone and uploads again
+    // what it relied on (`transfer::push`), so between the two every
+    // pushed tree stays whole (DESIGN.md, "Garbage collection").
+    let late = late_roots(store, &ls, &live_roots)?;
+    if !late.is_empty() {
+        let mut late_live: HashSet<blake3::Hash> = HashSet::new();
+        for root in &late {
+            if let Some(chunks) = manifest_chunks(store, root)? {
+                late_live.extend(chunks);
+            }
+        }
+        let mut back: Vec<PackRecord> = Vec::new();
+        let mut candidates: Vec<&PackRecord> = condemned.packs.iter().collect();
+        candidates.extend(ripe_records(&ls, &del_packs));
+        let mut named: HashSet<[u8; 32]> = HashSet::new();
+        for rec in candidates {
+            if named.insert(rec.name) && needed(rec, &late_live, &avail) {
+                note_restored(rec, &mut avail, &mut rep);
+                back.push(rec.clone());
+            }
+        }
+        del_packs.retain(|(k, size)| {
+            let keep = back.iter().any(|r| r.key() == *k);
+            if keep {
+                rep.deleted_packs.objects -= 1;
+                rep.deleted_packs.bytes -= size;
+            }
+            !keep
+        });
+        del_manifests.retain(|(k, size)| {
+            let keep = late.iter().any(|r| manifest_key(r) == *k);
+            if keep {
+                rep.deleted_manifests.objects -= 1;
+                rep.deleted_manifests.bytes -= size;
+            }
+            !keep
+        });
+        rep.written_index += write_index(store, back, unix_secs(start))?;
+    }
     for list in [&del_manifests, &del_packs, &del_loose] {
         let keys: Vec<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
         delete(store, &keys)?;
@@ -487,6 +535,42 @@ pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     let tomb_keys: Vec<&str> = ripe_tombs.iter().map(|i| i.key.as_str()).collect();
     delete(store, &tomb_keys)?;
     Ok(rep)
+}
+
+/// Roots a push made live since `ls` was taken: manifests new or written
+/// again since, and roots refs name now, that `live` does not hold.
+fn late_roots(
+    store: &dyn BlobStore,
+    ls: &Listing,
+    live: &HashSet<blake3::Hash>,
+) -> Result<HashSet<blake3::Hash>> {
+    let mut late = HashSet::new();
+    for i in store.list_info("manifests/")? {
+        let Some(root) = parse_name(&i.key, "manifests/") else {
+            continue;
+        };
+        let before = ls.manifests.get(&root);
+        if !live.contains(&root) && before.is_none_or(|b| i.modified > b.modified) {
+            late.insert(root);
+        }
+    }
+    for (_, root) in refs::reachable_roots(store)? {
+        if !live.contains(&root) {
+            late.insert(root);
+        }
+    }
+    Ok(late)
+}
+
+/// The tombstone records of the packs in `doomed` (keys), from the
+/// listing's tombstones.
+fn ripe_records<'a>(ls: &'a Listing, doomed: &[(String, u64)]) -> Vec<&'a PackRecord> {
+    let keys: HashSet<&str> = doomed.iter().map(|(k, _)| k.as_str()).collect();
+    let mut out: Vec<&PackRecord> = Vec::new();
+    for (_, t) in &ls.tombs {
+        out.extend(t.packs.iter().filter(|p| keys.contains(p.key().as_str())));
+    }
+    out
 }
 
 /// Whether a tree needs a chunk of `rec` that nothing else holds.

@@ -152,6 +152,9 @@ pub fn push(
                 && seen.insert(addrs[i])
         })
         .collect();
+    // Whether this push counts on packs already in the store (see the
+    // check after the manifest).
+    let relied = addrs.iter().any(|a| catalog.locate(a).is_some());
     let total: u64 = todo.iter().map(|&i| chunks[i].trimmed_len() as u64).sum();
     if let Some(p) = opts.progress {
         p(0, total);
@@ -184,6 +187,46 @@ pub fn push(
             e.context().unwrap_or("failed")
         ))
     })?;
+    // A garbage collection that listed the store before this manifest
+    // existed may have taken packs this push relied on out of the index.
+    // It replaces every index object naming such a pack, so a push that
+    // still finds every index object it read lost nothing; otherwise it
+    // uploads again what the index no longer places (DESIGN.md, "Garbage
+    // collection").
+    // (A push that relied on no pack has nothing to check.)
+    let listed = if relied {
+        store.list("index/").map_err(cut)?
+    } else {
+        Vec::new()
+    };
+    let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
+    if relied
+        && catalog
+            .index_keys()
+            .iter()
+            .any(|k| !listed.contains(k.as_str()))
+    {
+        let again = Catalog::load(store, None).map_err(cut)?;
+        let mut seen = HashSet::new();
+        let lost: Vec<usize> = (0..addrs.len())
+            .filter(|&i| {
+                again.locate(&addrs[i]).is_none()
+                    && !loose.contains(&addrs[i])
+                    && seen.insert(addrs[i])
+            })
+            .collect();
+        if !lost.is_empty() {
+            let mut quiet = |_: u64| {};
+            let mut packer = Packer::new(store, opts.pack_size, &mut quiet).map_err(cut)?;
+            for &i in &lost {
+                packer.add(&addrs[i], chunks[i].trimmed()?).map_err(cut)?;
+            }
+            let more = packer.finish(Some(&again)).map_err(cut)?;
+            packed.chunks += more.chunks;
+            packed.bytes += more.bytes;
+            packed.packs += more.packs;
+        }
+    }
     Ok(TransferStats {
         root,
         chunks: chunks.len() as u64,
