@@ -386,6 +386,10 @@ mod tests {
         let back = Snapshot::load(&out).unwrap();
         assert_eq!(back.root_hash(), snap.root_hash());
         assert!(snap.diff(&back).is_empty());
+        // Byte for byte the file a local save of the tree makes.
+        snap.save(dir.join("local.ck")).unwrap();
+        let local = std::fs::read(dir.join("local.ck")).unwrap();
+        assert!(std::fs::read(&out).unwrap() == local);
 
         // Through a cache: the second pull moves nothing.
         let cache: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.join("cache")).unwrap());

@@ -385,8 +385,10 @@ pub fn pull(
 }
 
 /// A pull without a cache: every chunk is fetched (verified) into memory
-/// while the checkpoint file is written from there, each chunk as soon
-/// as it has arrived, so downloading, checking and writing overlap. The
+/// while the checkpoint file is written from there, in table order, each
+/// chunk as soon as it and those before it have arrived, so downloading,
+/// checking, writing and the file's trailing hash overlap; the writer
+/// takes the downloaded buffers themselves and hashes no chunk again. The
 /// tree is checked (structure, root hash, the loader's limits) before
 /// any chunk moves. The chunk bytes moved.
 fn pull_streamed(
@@ -398,8 +400,17 @@ fn pull_streamed(
     chunks: &[(blake3::Hash, u32)],
     catalog: &Catalog,
 ) -> Result<u64> {
-    let staged = Arc::new(Staged::new(chunks.len()));
-    let snap = checkpoint::open_meta(meta, staged.clone(), &Limits::default())?;
+    let staged = Staged::new(chunks.len());
+    // Building the tree reads no chunk (the writer takes them from
+    // `staged`): the source it is built over stays empty.
+    let unread = Arc::new(StoreSource::new(
+        Arc::new(MemStore::new()),
+        None,
+        None,
+        chunks.to_vec(),
+        Vec::new(),
+    ));
+    let snap = checkpoint::open_meta(meta, unread, &Limits::default())?;
     let total: u64 = chunks.iter().map(|c| c.1 as u64).sum();
     if let Some(p) = opts.progress {
         p(0, total);
@@ -411,7 +422,7 @@ fn pull_streamed(
         let fetcher = s.spawn(|| {
             let mut done = 0u64;
             let mut reported = 0u64;
-            let r = fetch::fetch_chunks(
+            let r = fetch::fetch_shared(
                 store,
                 catalog,
                 chunks,
@@ -443,7 +454,8 @@ fn pull_streamed(
             });
             r
         });
-        let saved = snap.save(out);
+        let saved =
+            checkpoint::save_verified(&snap, out, chunks, &mut |i| staged.take(i, &chunks[i].0));
         if saved.is_err() && !lost.load(Ordering::SeqCst) {
             stop.store(true, Ordering::SeqCst);
         }
