@@ -69,6 +69,11 @@ pub struct TransferStats {
 /// Bytes of fetched chunks a pull holds before handing them on.
 const PULL_BATCH_BYTES: u64 = 4 * MAX_SPAN;
 
+/// The same for a pull without a cache, which writes the file as chunks
+/// arrive: smaller batches start the writing (and the file's hash)
+/// sooner and leave less of it for after the last byte arrives.
+const STREAM_BATCH_BYTES: u64 = 2 * MAX_SPAN;
+
 /// How many addresses go into one existence query.
 const HAS_BATCH: usize = 1024;
 
@@ -426,7 +431,7 @@ fn pull_streamed(
                 store,
                 catalog,
                 chunks,
-                PULL_BATCH_BYTES,
+                STREAM_BATCH_BYTES,
                 true,
                 &mut |i, b| {
                     if stop.load(Ordering::SeqCst) {
