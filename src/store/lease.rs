@@ -216,7 +216,7 @@ mod tests {
             expires: 1_764_464_400,
         };
         assert_eq!(Lease::decode(&l.encode()).unwrap(), l);
-        assert_eq!(utc(1_764_460_800), "2026-11-30 00:00:00 UTC");
+        assert_eq!(utc(1_764_460_800), "2025-11-30 00:00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
         let good = String::from_utf8(l.encode()).unwrap();
         for bad in [
