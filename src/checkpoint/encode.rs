@@ -290,11 +290,14 @@ pub(super) fn encode(
     })
 }
 
+/// The encoded header, the metadata and the data section's chunk table.
+type Parts<'a> = (Vec<u8>, &'a [u8], Vec<(blake3::Hash, u32)>);
+
 impl Encoded {
     /// The encoded header, the metadata, and the data section's chunks in
     /// order (address, stored length) when none is compressed: what a
     /// writer handed the chunk bytes by someone else needs (`verified`).
-    pub(super) fn parts(&self) -> Result<(Vec<u8>, &[u8], Vec<(blake3::Hash, u32)>)> {
+    pub(super) fn parts(&self) -> Result<Parts<'_>> {
         let mut table = Vec::with_capacity(self.blobs.len());
         for b in &self.blobs {
             match b {
