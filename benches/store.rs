@@ -19,6 +19,7 @@
 //! ```text
 //! cargo bench --bench store                  # 1 GiB
 //! COWVFS_BENCH_MIB=256 cargo bench --bench store
+//! COWVFS_BENCH_BULK_ONLY=1 cargo bench --bench store   # part 1 only
 //! ```
 //!
 //! Under `cargo test --all-targets` (no `--bench`) it runs a 2 MiB smoke
@@ -183,6 +184,12 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     for r in &rows {
         println!("| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
+    }
+
+    // COWVFS_BENCH_BULK_ONLY=1: stop here (while iterating on the bulk
+    // transfers, or under a profiler).
+    if std::env::var_os("COWVFS_BENCH_BULK_ONLY").is_some() {
+        return;
     }
 
     // Part 2: criterion.

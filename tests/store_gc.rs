@@ -3,7 +3,8 @@
 //! young trees and `--keep` reach survives and verifies; the rest goes, in
 //! one run with no grace period or two runs a grace period apart; a
 //! damaged ref or index stops it before anything is deleted; pushes and
-//! lazy readers racing it lose nothing.
+//! lazy readers racing it lose nothing; a second collection finds the
+//! first one's lease and refuses, changing nothing.
 
 #![cfg(all(feature = "s3", feature = "cli"))]
 
@@ -158,6 +159,105 @@ fn collects_on_seaweedfs_and_survives_racing_pushes_and_readers() {
         .unwrap();
     collects(&s3);
     race(Arc::new(weed.store("fleet", "race")));
+    leases(&weed.store("fleet", "lease"));
+}
+
+/// A lease's text, as a collector writes it.
+fn lease_text(owner: &str, pid: u32, expires: SystemTime) -> Vec<u8> {
+    let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let start = SystemTime::now() - Duration::from_secs(60);
+    format!(
+        "cowvfs gc-lease 1\nowner {owner}\npid {pid}\nstart {}\nexpires {}\n",
+        secs(start),
+        secs(expires)
+    )
+    .into_bytes()
+}
+
+/// The conditional put under the lease, then the lease itself: a live
+/// one held by another collector stops a collection before it changes
+/// anything; an expired one is taken over; the lease is gone after a
+/// collection, whether it succeeded or failed.
+fn leases(s: &dyn BlobStore) {
+    let key = store::LEASE_KEY;
+    // Create only if absent; replace only the version read.
+    assert!(s.get_versioned(key).unwrap().is_none());
+    let v1 = s.put_if(key, b"one", None).unwrap();
+    let e = s.put_if(key, b"two", None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    let v2 = s.put_if(key, b"two", Some(&v1)).unwrap();
+    let e = s.put_if(key, b"three", Some(&v1)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    let (got, v) = s.get_versioned(key).unwrap().unwrap();
+    assert_eq!((got.as_slice(), &v), (&b"two"[..], &v2));
+    assert!(s.list_refs().unwrap_or_default().is_empty(), "not a ref");
+
+    // A live lease of another collector: refused, nothing changed.
+    let kept = push(s, &tree(40, 100_000));
+    let dead = push(s, &tree(41, 100_000));
+    refs::update(s, "kept", &kept, Expect::Absent, "test").unwrap();
+    let live = lease_text(
+        "ann@elsewhere",
+        7,
+        SystemTime::now() + Duration::from_secs(600),
+    );
+    let v3 = s.put_if(key, &live, Some(&v2)).unwrap();
+    let before = objects(s);
+    let e = store::gc(s, &opts(Duration::ZERO)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    let msg = e.to_string();
+    for want in [
+        "ann@elsewhere",
+        "pid 7",
+        "expires",
+        "UTC",
+        "nothing was changed",
+    ] {
+        assert!(msg.contains(want), "{want:?} in {msg}");
+    }
+    assert_eq!(objects(s), before);
+    assert!(!gone(s, &dead));
+    assert_eq!(s.get_versioned(key).unwrap().unwrap().0, live);
+    // A dry run takes no lease and still reports.
+    let dry = store::gc(
+        s,
+        &GcOptions {
+            dry_run: true,
+            ..opts(Duration::ZERO)
+        },
+    )
+    .unwrap();
+    assert!(dry.freed().objects > 0, "{dry:?}");
+
+    // Expired: taken over, the collection runs, and its lease goes.
+    let old = lease_text("bob@gone", 9, SystemTime::now() - Duration::from_secs(1));
+    s.put_if(key, &old, Some(&v3)).unwrap();
+    let r = store::gc(s, &opts(Duration::ZERO)).unwrap();
+    assert!(r.freed().objects > 0, "{r:?}");
+    assert!(gone(s, &dead));
+    verifies(s, &kept);
+    assert!(s.get_versioned(key).unwrap().is_none(), "lease left behind");
+
+    // A damaged lease is refused by name, nothing changed.
+    s.put_if(key, b"not a lease", None).unwrap();
+    let before = objects(s);
+    let e = store::gc(s, &opts(Duration::ZERO)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains(key), "{e}");
+    assert_eq!(objects(s), before);
+    s.delete_objects(&[key]).unwrap();
+
+    // A collection that fails (a damaged ref) gives its lease back too.
+    s.put_ref("broken", b"not a ref", None).unwrap();
+    store::gc(s, &opts(Duration::ZERO)).unwrap_err();
+    assert!(s.get_versioned(key).unwrap().is_none(), "lease left behind");
+}
+
+#[test]
+fn a_lease_keeps_collections_apart_in_memory_and_in_a_directory() {
+    leases(&MemStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    leases(&DirStore::open(dir.path()).unwrap());
 }
 
 /// Ages every object of a memory store by an hour.
@@ -347,6 +447,25 @@ fn the_command_line() {
     assert!(text.contains("deleted: 1 ("), "{text}");
     assert!(gone(&s, &loose));
     verifies(&s, &kept);
+    // Another collection's live lease: a clear error, nothing changed.
+    let live = lease_text(
+        "ann@elsewhere",
+        7,
+        SystemTime::now() + Duration::from_secs(600),
+    );
+    s.put_if(store::LEASE_KEY, &live, None).unwrap();
+    let dead = push(&s, &tree(102, 100_000));
+    let before = objects(&s);
+    let out = run(&["gc", p, "--grace", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ann@elsewhere") && err.contains("pid 7") && err.contains("expires"),
+        "{err}"
+    );
+    assert_eq!(objects(&s), before);
+    assert!(!gone(&s, &dead));
+    s.delete_objects(&[store::LEASE_KEY]).unwrap();
     for bad in [
         &["gc", p, "--grace", "soon"][..],
         &["gc", p, "--repack-below", "200"],

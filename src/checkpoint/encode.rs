@@ -290,6 +290,35 @@ pub(super) fn encode(
     })
 }
 
+/// The encoded header, the metadata and the data section's chunk table.
+type Parts<'a> = (Vec<u8>, &'a [u8], Vec<(blake3::Hash, u32)>);
+
+impl Encoded {
+    /// The encoded header, the metadata, and the data section's chunks in
+    /// order (address, stored length) when none is compressed: what a
+    /// writer handed the chunk bytes by someone else needs (`verified`).
+    pub(super) fn parts(&self) -> Result<Parts<'_>> {
+        let mut table = Vec::with_capacity(self.blobs.len());
+        for b in &self.blobs {
+            match b {
+                BlobOut::Raw(c) => {
+                    let addr = c.addr().ok_or_else(|| {
+                        Error::with(ErrorKind::Io, "a stored chunk has no address")
+                    })?;
+                    table.push((addr, c.trimmed_len() as u32));
+                }
+                BlobOut::Packed(_) => {
+                    return Err(Error::with(
+                        ErrorKind::Io,
+                        "uncompressed encoding packed a chunk",
+                    ));
+                }
+            }
+        }
+        Ok((self.header.encode(), &self.meta, table))
+    }
+}
+
 fn blob_bytes(b: &BlobOut) -> Result<&[u8]> {
     match b {
         BlobOut::Raw(chunk) => chunk.trimmed(),

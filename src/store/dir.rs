@@ -118,6 +118,49 @@ impl DirStore {
         Ok(self.root.join(key))
     }
 
+    /// Compare and swap of the object `key` (named `what` in errors) under
+    /// an exclusive `flock` of `.NAME.lock` beside it (which the kernel
+    /// drops when a writer dies, so no lock goes stale): read the object,
+    /// compare its content hash with the version expected, write the new
+    /// one beside it and rename it into place.
+    fn swap(
+        &self,
+        key: &str,
+        what: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        let path = self.object_path(key)?;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::with(
+                ErrorKind::InvalidInput,
+                format!("{key:?} is not a valid store object name"),
+            ));
+        };
+        fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, e))?;
+        let lock_path = dir.join(format!(".{}.lock", name.to_string_lossy()));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
+            .open(&lock_path)
+            .map_err(|e| Error::io_at(&lock_path, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io_at(&lock_path, e))?;
+        let held = self.read(&path, MAX_REF_OBJECT)?.map(|b| ref_version(&b));
+        if held.as_ref() != expected {
+            return Err(refs::conflict(what, "its content is not the one read"));
+        }
+        self.write(&path, bytes)?;
+        sync_dir(dir)?;
+        // The lock goes with the file handle, after the rename is durable.
+        drop(lock);
+        Ok(ref_version(bytes))
+    }
+
     /// Writes `bytes` to `path` atomically; the directory entry is made
     /// durable by the caller (one directory sync per batch).
     fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
@@ -394,9 +437,7 @@ impl BlobStore for DirStore {
     }
 
     /// Compare and swap under an exclusive `flock` of `refs/.NAME.lock`
-    /// (which the kernel drops when a writer dies, so no lock goes stale):
-    /// read the object, compare its content hash with the version
-    /// expected, write the new one beside it and rename it into place.
+    /// (see `swap`).
     fn put_ref(
         &self,
         name: &str,
@@ -404,30 +445,20 @@ impl BlobStore for DirStore {
         expected: Option<&RefVersion>,
     ) -> Result<RefVersion> {
         refs::check_name(name)?;
-        let dir = self.root.join("refs");
-        fs::create_dir_all(&dir).map_err(|e| Error::io_at(&dir, e))?;
-        let lock_path = dir.join(format!(".{name}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(
-                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
-            )
-            .open(&lock_path)
-            .map_err(|e| Error::io_at(&lock_path, e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::io_at(&lock_path, e))?;
-        let path = self.root.join(ref_key(name));
-        let held = self.read(&path, MAX_REF_OBJECT)?.map(|b| ref_version(&b));
-        if held.as_ref() != expected {
-            return Err(refs::conflict(name, "its content is not the one read"));
-        }
-        self.write(&path, bytes)?;
-        sync_dir(&dir)?;
-        // The lock goes with the file handle, after the rename is durable.
-        drop(lock);
-        Ok(ref_version(bytes))
+        self.swap(&ref_key(name), name, bytes, expected)
+    }
+
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        let got = self.read(&self.object_path(key)?, MAX_REF_OBJECT)?;
+        Ok(got.map(|b| {
+            let v = ref_version(&b);
+            (b, v)
+        }))
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
+        self.object_path(key)?;
+        self.swap(key, key, bytes, expected)
     }
 
     fn list_refs(&self) -> Result<Vec<String>> {

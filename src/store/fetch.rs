@@ -6,6 +6,8 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use super::catalog::{Catalog, ChunkLoc};
 use super::{BlobStore, MAX_RANGE_REQUEST, io_err};
 use crate::error::{Error, ErrorKind, Result};
@@ -69,6 +71,23 @@ pub(crate) fn fetch_chunks(
     batch_bytes: u64,
     verify: bool,
     sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    fetch_shared(store, catalog, wants, batch_bytes, verify, &mut |i, b| {
+        sink(i, b.to_vec())
+    })
+}
+
+/// [`fetch_chunks`], handing on each chunk as a slice of the buffer its
+/// request was read into (no copy). Requests go out roughly in the order
+/// of `wants` (by the first position each one serves), so a caller that
+/// consumes chunks in that order holds few of them.
+pub(crate) fn fetch_shared(
+    store: &dyn BlobStore,
+    catalog: &Catalog,
+    wants: &[(blake3::Hash, u32)],
+    batch_bytes: u64,
+    verify: bool,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<()> {
     let (mut packed, mut loose) = (Vec::new(), Vec::new());
     for (i, (addr, _)) in wants.iter().enumerate() {
@@ -152,9 +171,10 @@ fn fetch_packed(
     packed: Vec<(usize, ChunkLoc)>,
     batch_bytes: u64,
     verify: bool,
-    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<(usize, String)>> {
-    let all = spans(packed);
+    let mut all = spans(packed);
+    all.sort_by_key(|s| s.members.iter().map(|m| m.0).min());
     let mut batches = Vec::new();
     let mut start = 0;
     while start < all.len() {
@@ -203,7 +223,7 @@ fn fetch_loose(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
     loose: &[usize],
-    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<usize>> {
     let mut lacking = Vec::new();
     for part in loose.chunks(LOOSE_BATCH) {
@@ -230,7 +250,7 @@ fn fetch_loose(
                     addr.to_hex()
                 )));
             }
-            sink(i, bytes)?;
+            sink(i, Bytes::from(bytes))?;
         }
     }
     Ok(lacking)
@@ -273,7 +293,7 @@ fn check_spans(
     spans: &[Span],
     got: Vec<Option<Vec<u8>>>,
     verify: bool,
-    sink: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<(usize, String)>> {
     let keys: Vec<String> = spans
         .iter()
@@ -321,9 +341,10 @@ fn check_spans(
         check(0, spans.len())?;
     }
     for (s, body) in spans.iter().zip(bodies) {
+        let body = Bytes::from(body);
         for &(i, l) in &s.members {
             let at = (l.offset - s.range.start) as usize;
-            sink(i, body[at..at + l.len as usize].to_vec())?;
+            sink(i, body.slice(at..at + l.len as usize))?;
         }
     }
     Ok(gone)

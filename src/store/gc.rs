@@ -26,6 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::lease;
 use super::pack::{self, MAX_INDEX_ENTRIES, PackRecord, parse_name};
 use super::packer::{self, Packer};
 use super::tombstone::{self, Tomb};
@@ -157,6 +158,12 @@ struct Listing {
 
 /// Collects garbage in `store` (see the module docs); refuses, deleting
 /// nothing, if anything it must read is damaged.
+///
+/// A collection that may change the store (not a dry run) first takes the
+/// store's lease (see `lease`): while another collection holds a live
+/// one this refuses with [`ErrorKind::Busy`], naming the holder and when
+/// the lease expires, and changes nothing. The lease is given back when
+/// the collection ends, whether it succeeded or not.
 pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     if !(0.0..=1.0).contains(&opts.repack_below) {
         return Err(Error::with(
@@ -165,6 +172,34 @@ pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
         ));
     }
     packer::check_target(opts.pack_size)?;
+    if opts.dry_run {
+        return collect(store, opts);
+    }
+    let held = lease::acquire(store)?;
+    let done = collect(store, opts);
+    let released = lease::release(store, held);
+    match (done, released) {
+        (Ok(rep), Ok(())) => Ok(rep),
+        (Ok(_), Err(e)) => Err(Error::with(
+            e.kind(),
+            format!(
+                "{}: the collection finished but its lease ({}) could not be removed: {}",
+                store.location(),
+                lease::LEASE_KEY,
+                e.context().unwrap_or("failed")
+            ),
+        )),
+        (Err(e), released) => {
+            if let Err(r) = released {
+                tracing::warn!("removing the gc lease after a failed collection: {r}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The collection itself, under the lease.
+fn collect(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     let refuse = |e: Error| {
         Error::with(
             e.kind(),

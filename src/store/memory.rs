@@ -24,6 +24,9 @@ pub struct MemStore {
 #[derive(Debug, Default)]
 struct Refs {
     map: HashMap<String, (Vec<u8>, u64)>,
+    /// Other objects written by compare-and-swap ([`BlobStore::put_if`]),
+    /// by key, versioned the same way.
+    objs: HashMap<String, (Vec<u8>, u64)>,
     generation: u64,
 }
 
@@ -179,6 +182,27 @@ impl BlobStore for MemStore {
         Ok(RefVersion::new(g.to_string()))
     }
 
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        check_key(key)?;
+        let i = self.lock_refs()?;
+        Ok(i.objs
+            .get(key)
+            .map(|(b, g)| (b.clone(), RefVersion::new(g.to_string()))))
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
+        check_key(key)?;
+        let mut i = self.lock_refs()?;
+        let held = i.objs.get(key).map(|(_, g)| RefVersion::new(g.to_string()));
+        if held.as_ref() != expected {
+            return Err(refs::conflict(key, "its version is not the one read"));
+        }
+        i.generation += 1;
+        let g = i.generation;
+        i.objs.insert(key.to_string(), (bytes.to_vec(), g));
+        Ok(RefVersion::new(g.to_string()))
+    }
+
     fn list_refs(&self) -> Result<Vec<String>> {
         Ok(self.lock_refs()?.map.keys().cloned().collect())
     }
@@ -258,6 +282,11 @@ impl BlobStore for MemStore {
         let mut i = self.lock()?;
         for k in keys {
             i.remove(*k);
+        }
+        drop(i);
+        let mut r = self.lock_refs()?;
+        for k in keys {
+            r.objs.remove(*k);
         }
         Ok(())
     }

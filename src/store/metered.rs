@@ -141,6 +141,23 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         Ok(v)
     }
 
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        let got = self.inner.get_versioned(key)?;
+        self.meter.gets.fetch_add(1, Ordering::Relaxed);
+        let n = got.as_ref().map_or(0, |(b, _)| b.len());
+        self.meter.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
+        let v = self.inner.put_if(key, bytes, expected)?;
+        self.meter.puts.fetch_add(1, Ordering::Relaxed);
+        self.meter
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(v)
+    }
+
     fn list_refs(&self) -> Result<Vec<String>> {
         self.meter.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.list_refs()

@@ -10,6 +10,7 @@
 //! index/<hex>                                which packs hold which chunks
 //! chunks/<first 2 hex digits>/<blake3 hex>   format 1: a chunk per object
 //! refs/<name>                                a named ref and its history: see `refs`
+//! gc-lease                                   a running garbage collection: see `lease`
 //! ```
 //!
 //! Chunks are named by their content address (see `chunk`), so a chunk is
@@ -64,6 +65,7 @@ mod gc;
 mod lazy;
 #[cfg(test)]
 mod lazy_tests;
+mod lease;
 mod manifest;
 mod memory;
 mod metered;
@@ -85,6 +87,7 @@ pub use catalog::{
 };
 pub use dir::{DirStore, PruneStats};
 pub use gc::{DEFAULT_GRACE, GcOptions, GcReport, KindStats, gc};
+pub use lease::{LEASE_KEY, LEASE_TTL};
 pub use memory::MemStore;
 pub use metered::{Meter, Metered};
 pub use migrate::{MigrateStats, migrate};
@@ -193,6 +196,26 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// The names of the refs the store holds, in no particular order.
     fn list_refs(&self) -> Result<Vec<String>> {
+        Err(refs_unsupported(&self.location()))
+    }
+
+    /// For this crate (the garbage collector's lease): the object `key`
+    /// (outside `refs/`) with the store's version of it, if it exists;
+    /// over [`refs::MAX_REF_OBJECT`] bytes it is an error.
+    #[doc(hidden)]
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        let _ = key;
+        Err(refs_unsupported(&self.location()))
+    }
+
+    /// For this crate: writes the object `key` (outside `refs/`)
+    /// atomically, only if the store holds the version `expected` of it
+    /// (`None`: only if there is none), as [`put_ref`](BlobStore::put_ref)
+    /// does for refs; a lost race is an [`ErrorKind::Busy`] error and
+    /// nothing written.
+    #[doc(hidden)]
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
+        let _ = (key, bytes, expected);
         Err(refs_unsupported(&self.location()))
     }
 }
@@ -330,6 +353,12 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     fn list_refs(&self) -> Result<Vec<String>> {
         (**self).list_refs()
     }
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        (**self).get_versioned(key)
+    }
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
+        (**self).put_if(key, bytes, expected)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         (**self).list(prefix)
     }
@@ -386,6 +415,10 @@ mod tests {
         let back = Snapshot::load(&out).unwrap();
         assert_eq!(back.root_hash(), snap.root_hash());
         assert!(snap.diff(&back).is_empty());
+        // Byte for byte the file a local save of the tree makes.
+        snap.save(dir.join("local.ck")).unwrap();
+        let local = std::fs::read(dir.join("local.ck")).unwrap();
+        assert!(std::fs::read(&out).unwrap() == local);
 
         // Through a cache: the second pull moves nothing.
         let cache: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.join("cache")).unwrap());

@@ -48,6 +48,16 @@ fn pull_ok(store: &dyn BlobStore, root: &blake3::Hash, want: &Snapshot) {
     assert!(want.diff(&back).is_empty());
 }
 
+/// Pulls `root` and checks the file is, byte for byte, the one a local
+/// save of `want` (the very tree pushed) writes.
+fn pull_same_file(store: &dyn BlobStore, root: &blake3::Hash, want: &Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, local) = (dir.path().join("p.ck"), dir.path().join("local.ck"));
+    pull(store, root, &out, None, &TransferOptions::default()).unwrap();
+    want.save(&local).unwrap();
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&local).unwrap());
+}
+
 #[test]
 fn a_push_packs_chunks_and_a_pull_costs_requests_per_pack_not_per_chunk() {
     let store = Arc::new(Metered::new(MemStore::new()));
@@ -69,6 +79,7 @@ fn a_push_packs_chunks_and_a_pull_costs_requests_per_pack_not_per_chunk() {
     // Manifest, version, listing, index object, then one ranged read per
     // pack at most (adjacent chunks of a pack coalesce).
     assert!(reqs <= 4 + 9, "{reqs} requests for 129 chunks");
+    pull_same_file(&*store, &pushed.root, &snap);
 
     // Pushing it again moves nothing and writes nothing but the manifest.
     let (p0, r0) = (meter.puts.load(Ordering::Relaxed), meter.requests());

@@ -398,7 +398,7 @@ pub struct Updated {
 }
 
 /// Who is writing: `$USER@hostname`, as far as known.
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".to_string());

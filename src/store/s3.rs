@@ -294,6 +294,51 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// A conditional PUT of the object `key` (named `name` in errors).
+    fn swap(
+        &self,
+        key: &str,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        use object_store::{ObjectStore, PutMode, UpdateVersion};
+        self.check_conditions()?;
+        let key = self.key(key);
+        let what = format!("{}/{key}", self.location());
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(UpdateVersion {
+                e_tag: Some(v.tag.clone()),
+                version: v.version.clone(),
+            }),
+        };
+        let client = self.client.clone();
+        let payload = PutPayload::from(bytes.to_vec());
+        let res = self.run(async move { client.put_opts(&key, payload, mode.into()).await })?;
+        match res {
+            Ok(r) => Ok(RefVersion {
+                tag: r
+                    .e_tag
+                    .ok_or_else(|| s3_err(&what, "the store gave no ETag"))?,
+                version: r.version,
+            }),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(refs::conflict(name, "it was created meanwhile"))
+            }
+            Err(object_store::Error::Precondition { .. }) => {
+                Err(refs::conflict(name, "its ETag is not the one read"))
+            }
+            Err(e @ object_store::Error::NotImplemented { .. }) => Err(Error::with(
+                ErrorKind::Unsupported,
+                format!("{what}: conditional writes are off: {e}"),
+            )),
+            Err(e) => Err(s3_err(&format!("writing {what}"), e)),
+        }
+    }
+}
+
 impl BlobStore for S3Store {
     fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
         let keys = addrs.iter().map(|a| self.key(&chunk_key(a))).collect();
@@ -355,40 +400,19 @@ impl BlobStore for S3Store {
         bytes: &[u8],
         expected: Option<&RefVersion>,
     ) -> Result<RefVersion> {
-        use object_store::{ObjectStore, PutMode, UpdateVersion};
         refs::check_name(name)?;
-        self.check_conditions()?;
-        let key = self.key(&ref_key(name));
-        let what = format!("{}/{key}", self.location());
-        let mode = match expected {
-            None => PutMode::Create,
-            Some(v) => PutMode::Update(UpdateVersion {
-                e_tag: Some(v.tag.clone()),
-                version: v.version.clone(),
-            }),
-        };
-        let client = self.client.clone();
-        let payload = PutPayload::from(bytes.to_vec());
-        let res = self.run(async move { client.put_opts(&key, payload, mode.into()).await })?;
-        match res {
-            Ok(r) => Ok(RefVersion {
-                tag: r
-                    .e_tag
-                    .ok_or_else(|| s3_err(&what, "the store gave no ETag"))?,
-                version: r.version,
-            }),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                Err(refs::conflict(name, "it was created meanwhile"))
-            }
-            Err(object_store::Error::Precondition { .. }) => {
-                Err(refs::conflict(name, "its ETag is not the one read"))
-            }
-            Err(e @ object_store::Error::NotImplemented { .. }) => Err(Error::with(
-                ErrorKind::Unsupported,
-                format!("{what}: conditional writes are off: {e}"),
-            )),
-            Err(e) => Err(s3_err(&format!("writing {what}"), e)),
-        }
+        self.swap(&ref_key(name), name, bytes, expected)
+    }
+
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        check_key(key)?;
+        let fut = get_versioned(self.client.clone(), self.key(key), self.location());
+        self.run(fut)?
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
+        check_key(key)?;
+        self.swap(key, key, bytes, expected)
     }
 
     fn list_refs(&self) -> Result<Vec<String>> {

@@ -1,18 +1,20 @@
-//! Chunks a pull has fetched (or is about to), for writing the checkpoint
-//! file while the download goes on: the tree is built over this source at
-//! once, its save reads chunks in table order, and a chunk not here yet
-//! waits for the fetch that brings it. The fetching side hands in each
-//! verified chunk by its key, or ends the wait for all with its error.
+//! Chunks a pull has fetched (or is about to), on their way into the
+//! checkpoint file while the download goes on: the writer takes chunks in
+//! table order, and a chunk not here yet waits for the fetch that brings
+//! it. The fetching side hands in each verified chunk by its position, as
+//! a slice of the buffer its request was read into, or ends the wait for
+//! all with its error.
 //!
-//! Bytes stay here until the source is dropped (with the pull), as a
-//! pull without a cache held every chunk before; a read hands out a copy,
-//! since a save's writer and its hashing thread may both ask for a chunk.
+//! A chunk leaves when the writer takes it, so what is held is what has
+//! arrived ahead of the writer (the fetch asks for chunks roughly in
+//! table order).
 
 use std::fmt;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
+
 use super::io_err;
-use crate::chunk::ChunkSource;
 use crate::error::Result;
 
 pub(crate) struct Staged {
@@ -21,7 +23,7 @@ pub(crate) struct Staged {
 }
 
 struct State {
-    chunks: Vec<Option<Vec<u8>>>,
+    chunks: Vec<Option<Bytes>>,
     /// Why no more chunks will come.
     failed: Option<String>,
 }
@@ -49,28 +51,31 @@ impl Staged {
     }
 
     /// Chunk `key` arrived (verified by the caller).
-    pub(crate) fn put(&self, key: usize, bytes: Vec<u8>) {
+    pub(crate) fn put(&self, key: usize, bytes: Bytes) {
         if let Some(slot) = self.lock().chunks.get_mut(key) {
             *slot = Some(bytes);
         }
         self.arrived.notify_all();
     }
 
-    /// No more chunks will come: readers still waiting get `why`.
+    /// No more chunks will come: a wait for one that has not arrived ends
+    /// with `why`.
     pub(crate) fn fail(&self, why: String) {
         self.lock().failed = Some(why);
         self.arrived.notify_all();
     }
-}
 
-impl ChunkSource for Staged {
-    fn fetch(&self, key: u64, addr: &blake3::Hash) -> Result<Vec<u8>> {
+    /// Takes chunk `key` (address `addr`, for messages), waiting for it.
+    pub(crate) fn take(&self, key: usize, addr: &blake3::Hash) -> Result<Bytes> {
         let mut st = self.lock();
         loop {
-            match st.chunks.get(key as usize) {
+            match st.chunks.get_mut(key) {
                 None => return Err(io_err("chunk key out of range")),
-                Some(Some(b)) => return Ok(b.clone()),
-                Some(None) => {}
+                Some(slot) => {
+                    if let Some(b) = slot.take() {
+                        return Ok(b);
+                    }
+                }
             }
             if let Some(why) = &st.failed {
                 return Err(io_err(format!(

@@ -69,6 +69,11 @@ pub struct TransferStats {
 /// Bytes of fetched chunks a pull holds before handing them on.
 const PULL_BATCH_BYTES: u64 = 4 * MAX_SPAN;
 
+/// The same for a pull without a cache, which writes the file as chunks
+/// arrive: smaller batches start the writing (and the file's hash)
+/// sooner and leave less of it for after the last byte arrives.
+const STREAM_BATCH_BYTES: u64 = 2 * MAX_SPAN;
+
 /// How many addresses go into one existence query.
 const HAS_BATCH: usize = 1024;
 
@@ -428,8 +433,10 @@ pub fn pull(
 }
 
 /// A pull without a cache: every chunk is fetched (verified) into memory
-/// while the checkpoint file is written from there, each chunk as soon
-/// as it has arrived, so downloading, checking and writing overlap. The
+/// while the checkpoint file is written from there, in table order, each
+/// chunk as soon as it and those before it have arrived, so downloading,
+/// checking, writing and the file's trailing hash overlap; the writer
+/// takes the downloaded buffers themselves and hashes no chunk again. The
 /// tree is checked (structure, root hash, the loader's limits) before
 /// any chunk moves. The chunk bytes moved.
 fn pull_streamed(
@@ -441,8 +448,17 @@ fn pull_streamed(
     chunks: &[(blake3::Hash, u32)],
     catalog: &Catalog,
 ) -> Result<u64> {
-    let staged = Arc::new(Staged::new(chunks.len()));
-    let snap = checkpoint::open_meta(meta, staged.clone(), &Limits::default())?;
+    let staged = Staged::new(chunks.len());
+    // Building the tree reads no chunk (the writer takes them from
+    // `staged`): the source it is built over stays empty.
+    let unread = Arc::new(StoreSource::new(
+        Arc::new(MemStore::new()),
+        None,
+        None,
+        chunks.to_vec(),
+        Vec::new(),
+    ));
+    let snap = checkpoint::open_meta(meta, unread, &Limits::default())?;
     let total: u64 = chunks.iter().map(|c| c.1 as u64).sum();
     if let Some(p) = opts.progress {
         p(0, total);
@@ -454,11 +470,11 @@ fn pull_streamed(
         let fetcher = s.spawn(|| {
             let mut done = 0u64;
             let mut reported = 0u64;
-            let r = fetch::fetch_chunks(
+            let r = fetch::fetch_shared(
                 store,
                 catalog,
                 chunks,
-                PULL_BATCH_BYTES,
+                STREAM_BATCH_BYTES,
                 true,
                 &mut |i, b| {
                     if stop.load(Ordering::SeqCst) {
@@ -486,7 +502,8 @@ fn pull_streamed(
             });
             r
         });
-        let saved = snap.save(out);
+        let saved =
+            checkpoint::save_verified(&snap, out, chunks, &mut |i| staged.take(i, &chunks[i].0));
         if saved.is_err() && !lost.load(Ordering::SeqCst) {
             stop.store(true, Ordering::SeqCst);
         }
