@@ -24,8 +24,8 @@ use crate::limits::{Counters, Limits};
 use crate::path;
 use crate::time::Timestamp;
 use crate::tree::{
-    Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, MapTable, Name, Node, ROOT, Step, Tree,
-    VecTable, WalkError, entry_charge, walk_from_root,
+    Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, MapTable, Name, Node, ROOT, SharedInode,
+    Step, Tree, VecTable, WalkError, entry_charge, walk_from_root,
 };
 use crate::vfs::Snapshot;
 
@@ -266,12 +266,12 @@ fn build_full(
     // Records are independent: build them on two threads when there are
     // many (half the cost of a lazy open of 100,000 files). Each is put in
     // its `Arc` there too; it stays unique, so setting links below is free.
-    let convert = |recs: Vec<InodeRec<'_>>| -> Result<Vec<Arc<Inode>>> {
+    let convert = |recs: Vec<InodeRec<'_>>| -> Result<Vec<SharedInode>> {
         recs.into_iter()
-            .map(|r| inode_from_rec(r, None, &blob_of, limits).map(Arc::new))
+            .map(|r| inode_from_rec(r, None, &blob_of, limits).map(SharedInode::new))
             .collect()
     };
-    let nodes: Vec<Arc<Inode>> = if recs.len() >= 20_000 {
+    let nodes: Vec<SharedInode> = if recs.len() >= 20_000 {
         let second = recs.split_off(recs.len() / 2);
         let (a, b) = std::thread::scope(|s| {
             let h = s.spawn(|| convert(second));
@@ -292,13 +292,13 @@ fn build_full(
     let mut table = VecTable::new(inos, nodes);
     walk_from_root(&mut table, |t, step| match step {
         Step::Entry { dir, name, at, .. } => {
-            Arc::make_mut(&mut t.nodes[at])
+            SharedInode::make_mut(&mut t.nodes[at])
                 .links
                 .push((dir, name.clone()));
             add(&mut counters.charged, entry_charge(name))
         }
         Step::DirDone { at, subdirs, .. } => {
-            Arc::make_mut(&mut t.nodes[at]).nlink = subdirs.saturating_add(2);
+            SharedInode::make_mut(&mut t.nodes[at]).nlink = subdirs.saturating_add(2);
             Ok(())
         }
     })
@@ -322,7 +322,7 @@ fn build_full(
                 return Err(Error::corrupt(format!("inode {} is unreachable", inos[i])));
             }
             let nlink = link_count(node.links.len())?;
-            Arc::make_mut(node).nlink = nlink;
+            SharedInode::make_mut(node).nlink = nlink;
         }
         count(&mut counters, node)?;
     }
@@ -496,7 +496,7 @@ pub(super) fn build(
         prev = rec.ino;
         let ino = rec.ino;
         let inode = inode_from_rec(rec, inodes.get(&ino).map(|i| &i.node), &blob_of, limits)?;
-        inodes.insert(ino, Arc::new(inode));
+        inodes.insert(ino, SharedInode::new(inode));
         touched.push(ino);
     }
 
@@ -572,7 +572,7 @@ pub(super) fn build(
     }
     for (ino, nlink, l) in fixes {
         if let Some(arc) = inodes.get_mut(&ino) {
-            let i = Arc::make_mut(arc);
+            let i = SharedInode::make_mut(arc);
             i.nlink = nlink;
             i.links = l.into();
         }

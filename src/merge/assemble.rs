@@ -12,14 +12,13 @@
 //! namespace gives.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use crate::content::Content;
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Counters;
 use crate::time::Timestamp;
 use crate::tree::{
-    Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, Name, Node, Tree, entry_charge,
+    Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, Name, Node, SharedInode, Tree, entry_charge,
 };
 
 use super::content::merge_content;
@@ -192,7 +191,7 @@ pub(super) fn assemble(names: &mut Names, rules: &Rules) -> Result<Tree> {
     }
     let changed: Vec<Ino> = built.keys().copied().collect();
     for (m, inode) in built {
-        map.insert(m, Arc::new(inode));
+        map.insert(m, SharedInode::new(inode));
     }
     forget_hashes_up(&mut map, &changed);
     let limits = ours.limits().clone();
@@ -379,7 +378,7 @@ fn forget_hashes_up(map: &mut InodeMap, changed: &[Ino]) {
             // then carry, in ours, a memo over children ours does not
             // have (the reason `Tree::inode_mut` copies too).
             if let Some(arc) = map.get_mut(&p) {
-                Arc::make_mut(arc).forget_hash();
+                SharedInode::make_mut(arc).forget_hash();
             }
             work.push(p);
         }

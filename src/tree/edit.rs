@@ -11,7 +11,7 @@
 //! errno order, that a name is free.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use triomphe::Arc;
 
 use crate::content::{Content, Cost};
 use crate::error::{Error, ErrorKind, Result, err};

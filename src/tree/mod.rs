@@ -41,8 +41,12 @@ mod resolve;
 mod trie;
 mod walk;
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+
+// Inodes sit behind `triomphe::Arc` (no weak count): proving one unshared
+// before an edit is a load, not a compare-exchange.
+use triomphe::Arc;
 
 use imbl::OrdMap;
 
@@ -63,7 +67,10 @@ pub(crate) use trie::InoTrie;
 pub(crate) use walk::{MapTable, Step, VecTable, WalkError, walk_from_root};
 
 /// The inode table: every inode by number.
-pub(crate) type InodeMap = InoTrie<Arc<Inode>>;
+pub(crate) type InodeMap = InoTrie<SharedInode>;
+
+/// An inode as the table holds it, shared between trees until one edits it.
+pub(crate) type SharedInode = Arc<Inode>;
 
 /// A whole filesystem tree as a value. Only the tree's own methods change
 /// it, so invariants 1, 2 and 5 hold after every one of them.

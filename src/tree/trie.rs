@@ -4,7 +4,8 @@
 //! A radix trie over the key's bits, five at a time: every node has 32
 //! slots, a leaf holds values and a branch holds child nodes, each behind
 //! an `Arc`. Cloning the trie clones one `Arc` (O(1)); a change copies, with
-//! `Arc::make_mut`, only the nodes on its path that another trie shares,
+//! `Arc::make_mut` (`triomphe`'s, a load where `std`'s is a compare-exchange),
+//! only the nodes on its path that another trie shares,
 //! and mutates in place the ones this trie alone holds. Inode numbers are
 //! small and dense, so a lookup in a tree of a million inodes reads four
 //! nodes and does no comparisons beyond one mask test per node.
@@ -19,7 +20,9 @@
 //! Iteration runs in key order. `diff` walks two tries together and skips
 //! every subtree the two share by pointer, so its cost follows the change.
 
-use std::sync::Arc;
+// `triomphe::Arc` has no weak count, so `make_mut` proves a node unshared
+// with one load instead of a compare-exchange.
+use triomphe::Arc;
 
 /// Key bits per level.
 const BITS: u32 = 5;

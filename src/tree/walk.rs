@@ -12,7 +12,7 @@
 //! is what its users need, and memory stays O(directories pending).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use triomphe::Arc;
 
 use imbl::OrdMap;
 
