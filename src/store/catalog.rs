@@ -342,6 +342,13 @@ impl Catalog {
     }
 
     /// Index objects read well so far.
+    /// The index objects whose records this catalog holds now (read and
+    /// undamaged, or written by this client, less those it merged away).
+    pub(crate) fn good_keys(&self) -> Vec<String> {
+        self.lock()
+            .map_or_else(|_| Vec::new(), |s| s.good.iter().cloned().collect())
+    }
+
     pub(crate) fn good_count(&self) -> usize {
         self.lock().map_or(0, |s| s.good.len())
     }

@@ -207,7 +207,7 @@ pub fn push(
     let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
     if relied
         && catalog
-            .index_keys()
+            .good_keys()
             .iter()
             .any(|k| !listed.contains(k.as_str()))
     {
