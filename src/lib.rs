@@ -54,6 +54,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use limits::{Limits, Usage, parse_size};
 pub use merge::{Action, Conflict, ConflictKind, ConflictPolicy, Merge, MergeOptions, Resolution};
 pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
+#[doc(hidden)]
+pub use time::civil_date;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tree::{Change, ChangeKind, FileType};
 pub use vfs::{DirEntry, Fd, FdInfo, Metadata, OpenOptions, SetTime, Snapshot, Symlinks, Vfs};

@@ -145,3 +145,19 @@ impl Clock for ManualClock {
         self.0.lock().map(|g| *g).unwrap_or_default()
     }
 }
+
+/// The proleptic Gregorian date (year, month 1-12, day 1-31) of `days`
+/// since 1970-01-01, counted era by era of 400 years; for the dates
+/// messages and listings print.
+#[doc(hidden)]
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
