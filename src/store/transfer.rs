@@ -174,11 +174,16 @@ pub fn push(
                 p(done, total);
             }
         };
-        let mut packer = Packer::new(store, opts.pack_size, &mut heard).map_err(cut)?;
-        for &i in &todo {
-            packer.add(&addrs[i], chunks[i].trimmed()?).map_err(cut)?;
-        }
-        packed = packer.finish(Some(&catalog)).map_err(cut)?;
+        packed = pack_chunks(
+            store,
+            opts.pack_size,
+            &addrs,
+            &chunks,
+            &todo,
+            &catalog,
+            &mut heard,
+        )
+        .map_err(cut)?;
         // Not part of the push's promise: a failure here loses nothing.
         if let Err(e) = super::packer::compact(store, &catalog) {
             tracing::warn!("{}: merging index objects: {e}", store.location());
@@ -221,12 +226,16 @@ pub fn push(
             })
             .collect();
         if !lost.is_empty() {
-            let mut quiet = |_: u64| {};
-            let mut packer = Packer::new(store, opts.pack_size, &mut quiet).map_err(cut)?;
-            for &i in &lost {
-                packer.add(&addrs[i], chunks[i].trimmed()?).map_err(cut)?;
-            }
-            let more = packer.finish(Some(&again)).map_err(cut)?;
+            let more = pack_chunks(
+                store,
+                opts.pack_size,
+                &addrs,
+                &chunks,
+                &lost,
+                &again,
+                &mut |_| {},
+            )
+            .map_err(cut)?;
             packed.chunks += more.chunks;
             packed.bytes += more.bytes;
             packed.packs += more.packs;
@@ -241,6 +250,25 @@ pub fn push(
         manifest_bytes: m.len() as u64,
         packs: packed.packs,
     })
+}
+
+/// Packs the chunks `which` (indexes into `addrs` and `chunks`) and
+/// publishes their index, telling `catalog` what it now holds; `progress`
+/// hears the bytes of chunks as their packs become durable.
+fn pack_chunks(
+    store: &dyn BlobStore,
+    pack_size: u64,
+    addrs: &[blake3::Hash],
+    chunks: &[crate::chunk::Chunk],
+    which: &[usize],
+    catalog: &Catalog,
+    progress: &mut dyn FnMut(u64),
+) -> Result<super::packer::Packed> {
+    let mut packer = Packer::new(store, pack_size, progress)?;
+    for &i in which {
+        packer.add(&addrs[i], chunks[i].trimmed()?)?;
+    }
+    packer.finish(Some(catalog))
 }
 
 /// Uploads `snap` the way stores were written before packs (format 1):
