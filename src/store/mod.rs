@@ -74,6 +74,7 @@ mod pack;
 #[cfg(test)]
 mod pack_tests;
 mod packer;
+mod publish;
 pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;

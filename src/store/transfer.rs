@@ -13,7 +13,7 @@ use super::catalog::{self, Catalog};
 use super::fetch::{self, MAX_SPAN};
 use super::lazy::{CatalogSlot, StoreSource};
 use super::pack::DEFAULT_PACK_SIZE;
-use super::packer::Packer;
+use super::publish;
 use super::staged::Staged;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
 use crate::checkpoint;
@@ -106,7 +106,10 @@ fn missing(store: &dyn BlobStore, addrs: &[blake3::Hash]) -> Result<Vec<usize>> 
 /// of loose chunks (a store written before packs), not one request per
 /// chunk. If anything fails the manifest is not written, so no reader
 /// sees a tree with missing chunks; pushing again resumes (packs already
-/// uploaded are not sent twice).
+/// uploaded are not sent twice). A push that wrote over a manifest or a
+/// condemned pack a running garbage collection may be about to delete
+/// waits for that collection to end and writes again whatever it deleted
+/// (see `publish::confirm`).
 pub fn push(
     snap: &Snapshot,
     store: &dyn BlobStore,
@@ -174,7 +177,7 @@ pub fn push(
                 p(done, total);
             }
         };
-        packed = pack_chunks(
+        packed = publish::pack_chunks(
             store,
             opts.pack_size,
             &addrs,
@@ -189,14 +192,7 @@ pub fn push(
             tracing::warn!("{}: merging index objects: {e}", store.location());
         }
     }
-    store.put_manifest(&root, &m).map_err(|e| {
-        io_err(format!(
-            "publishing manifest {} to {}: {}",
-            root.to_hex(),
-            store.location(),
-            e.context().unwrap_or("failed")
-        ))
-    })?;
+    let overwrote = publish::write_manifest(store, &root, &m)?;
     // A garbage collection that listed the store before this manifest
     // existed may have taken packs this push relied on out of the index.
     // It replaces every index object naming such a pack, so a push that
@@ -226,7 +222,7 @@ pub fn push(
             })
             .collect();
         if !lost.is_empty() {
-            let more = pack_chunks(
+            let more = publish::pack_chunks(
                 store,
                 opts.pack_size,
                 &addrs,
@@ -239,8 +235,23 @@ pub fn push(
             packed.chunks += more.chunks;
             packed.bytes += more.bytes;
             packed.packs += more.packs;
+            packed.rewrote.extend(more.rewrote);
         }
     }
+    // What this push wrote over (its manifest, packs a collection had
+    // condemned) may be what a running collection is about to delete.
+    let rewrote = std::mem::take(&mut packed.rewrote);
+    let at_risk = publish::AtRisk {
+        manifest: overwrote,
+        packs: rewrote,
+    };
+    let tree = publish::Tree {
+        root: &root,
+        manifest: &m,
+        addrs: &addrs,
+        chunks: &chunks,
+    };
+    publish::confirm(store, &tree, at_risk, opts.pack_size, &catalog, &mut packed)?;
     Ok(TransferStats {
         root,
         chunks: chunks.len() as u64,
@@ -250,25 +261,6 @@ pub fn push(
         manifest_bytes: m.len() as u64,
         packs: packed.packs,
     })
-}
-
-/// Packs the chunks `which` (indexes into `addrs` and `chunks`) and
-/// publishes their index, telling `catalog` what it now holds; `progress`
-/// hears the bytes of chunks as their packs become durable.
-fn pack_chunks(
-    store: &dyn BlobStore,
-    pack_size: u64,
-    addrs: &[blake3::Hash],
-    chunks: &[crate::chunk::Chunk],
-    which: &[usize],
-    catalog: &Catalog,
-    progress: &mut dyn FnMut(u64),
-) -> Result<super::packer::Packed> {
-    let mut packer = Packer::new(store, pack_size, progress)?;
-    for &i in which {
-        packer.add(&addrs[i], chunks[i].trimmed()?)?;
-    }
-    packer.finish(Some(catalog))
 }
 
 /// Uploads `snap` the way stores were written before packs (format 1):
