@@ -159,6 +159,16 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         v
     }
 
+    fn create_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<bool> {
+        // One conditional PUT, refused or not.
+        let v = self.inner.create_manifest(root, bytes);
+        self.meter.puts.fetch_add(1, Ordering::Relaxed);
+        self.meter
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        v
+    }
+
     fn list_refs(&self) -> Result<Vec<String>> {
         self.meter.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.list_refs()

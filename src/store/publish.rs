@@ -32,18 +32,11 @@ pub(super) fn write_manifest(store: &dyn BlobStore, root: &blake3::Hash, m: &[u8
             e.context().unwrap_or("failed")
         ))
     };
-    match store.put_if(&manifest_key(root), m, None) {
-        Ok(_) => Ok(false),
-        Err(e) if e.kind() == ErrorKind::Busy => {
-            store.put_manifest(root, m).map_err(failed)?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == ErrorKind::Unsupported => {
-            store.put_manifest(root, m).map_err(failed)?;
-            Ok(false)
-        }
-        Err(e) => Err(failed(e)),
+    if store.create_manifest(root, m).map_err(failed)? {
+        return Ok(false);
     }
+    store.put_manifest(root, m).map_err(failed)?;
+    Ok(true)
 }
 
 /// A tree being pushed: its root, manifest and chunks.
@@ -160,11 +153,9 @@ pub(super) fn confirm(
             );
             // Created, or made meanwhile by another writer: either way
             // not written over a manifest a collection listed.
-            match store.put_if(&mkey, tree.manifest, None) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Busy => {}
-                Err(e) => return Err(failed(e)),
-            }
+            store
+                .create_manifest(tree.root, tree.manifest)
+                .map_err(failed)?;
         }
     }
     Err(failed(Error::with(
