@@ -3,22 +3,29 @@
 //! young trees and `--keep` reach survives and verifies; the rest goes, in
 //! one run with no grace period or two runs a grace period apart; a
 //! damaged ref or index stops it before anything is deleted; pushes and
-//! lazy readers racing it lose nothing; a second collection finds the
-//! first one's lease and refuses, changing nothing.
+//! lazy readers racing it lose nothing, even a push that writes again the
+//! tree a collection is about to delete (the collection is stopped at that
+//! instant by a store that holds it there); a second collection finds the
+//! first one's lease and refuses, changing nothing; a collection whose
+//! lease was taken over deletes nothing more.
 
 #![cfg(all(feature = "s3", feature = "cli"))]
 
 #[path = "store_support/mod.rs"]
 mod store_support;
 
+use std::ops::Range;
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use cowvfs::store::refs::{self, Expect};
-use cowvfs::store::{self, BlobStore, DirStore, GcOptions, MemStore, TransferOptions};
-use cowvfs::{ErrorKind, Snapshot, Vfs};
+use cowvfs::store::{
+    self, BlobStore, DirStore, GcOptions, MemStore, ObjectInfo, RefVersion, TransferOptions,
+};
+use cowvfs::{ErrorKind, Result, Snapshot, Vfs};
 use store_support::{Weed, noise};
 
 const CLI: &str = env!("CARGO_BIN_EXE_cowvfs");
@@ -160,6 +167,15 @@ fn collects_on_seaweedfs_and_survives_racing_pushes_and_readers() {
     collects(&s3);
     race(Arc::new(weed.store("fleet", "race")));
     leases(&weed.store("fleet", "lease"));
+    // No setting of modification times on S3: objects age by waiting past
+    // a short grace period (LastModified has whole seconds).
+    let wait = || std::thread::sleep(Duration::from_millis(2100));
+    push_in_the_window(
+        Arc::new(weed.store("fleet", "window")),
+        Duration::from_secs(1),
+        &wait,
+    );
+    a_collection_that_lost_its_lease_deletes_nothing_more(Arc::new(weed.store("fleet", "lost")));
 }
 
 /// A lease's text, as a collector writes it.
@@ -513,4 +529,255 @@ fn a_reader_with_an_old_index_follows_a_repack() {
     assert_eq!(reader.read_file("/small").unwrap(), noise(7, 5_000));
     reader.check_invariants().unwrap();
     verifies(&*s, &live_root);
+}
+
+/// Where a [`Gate`] holds the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// At its first delete naming a manifest.
+    ManifestDelete,
+    /// At its first read of the lease.
+    LeaseRead,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    armed: Option<Stop>,
+    paused: bool,
+    go: bool,
+    /// Reads of the lease by others while the collector was held.
+    lease_reads: usize,
+}
+
+/// A store that holds the first caller to reach the armed point until the
+/// test lets it go on, and counts the lease reads made meanwhile: a race
+/// between a collection and a push, played in a set order.
+#[derive(Debug)]
+struct Gate {
+    inner: Arc<dyn BlobStore>,
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn new(inner: Arc<dyn BlobStore>, at: Stop) -> Gate {
+        Gate {
+            inner,
+            state: Mutex::new(GateState {
+                armed: Some(at),
+                ..GateState::default()
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Holds the caller if `at` is armed (once).
+    fn stop(&self, at: Stop) {
+        let mut st = self.state.lock().unwrap();
+        if st.armed != Some(at) {
+            return;
+        }
+        st.armed = None;
+        st.paused = true;
+        self.cv.notify_all();
+        while !st.go {
+            st = self.cv.wait(st).unwrap();
+        }
+        st.paused = false;
+    }
+
+    /// Waits (a minute at most) until `cond` holds or `done` says so.
+    fn wait_until(&self, cond: impl Fn(&GateState) -> bool, done: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut st = self.state.lock().unwrap();
+        while !cond(&st) && !done() {
+            assert!(Instant::now() < until, "the gate waited a minute: {st:?}");
+            st = self
+                .cv
+                .wait_timeout(st, Duration::from_millis(10))
+                .unwrap()
+                .0;
+        }
+    }
+
+    fn go(&self) {
+        self.state.lock().unwrap().go = true;
+        self.cv.notify_all();
+    }
+}
+
+impl BlobStore for Gate {
+    fn has_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<bool>> {
+        self.inner.has_chunks(addrs)
+    }
+    fn get_chunks(&self, addrs: &[blake3::Hash]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_chunks(addrs)
+    }
+    fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()> {
+        self.inner.put_chunks(chunks)
+    }
+    fn get_manifest(&self, root: &blake3::Hash) -> Result<Option<Vec<u8>>> {
+        self.inner.get_manifest(root)
+    }
+    fn put_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<()> {
+        self.inner.put_manifest(root, bytes)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn get_objects(&self, keys: &[&str], max: u64) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_objects(keys, max)
+    }
+    fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_ranges(reqs)
+    }
+    fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
+        self.inner.put_objects(objs)
+    }
+    fn delete_objects(&self, keys: &[&str]) -> Result<()> {
+        if keys.iter().any(|k| k.starts_with("manifests/")) {
+            self.stop(Stop::ManifestDelete);
+        }
+        self.inner.delete_objects(keys)
+    }
+    fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list_info(prefix)
+    }
+    fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        self.inner.get_ref(name)
+    }
+    fn put_ref(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: Option<&RefVersion>,
+    ) -> Result<RefVersion> {
+        self.inner.put_ref(name, bytes, expected)
+    }
+    fn list_refs(&self) -> Result<Vec<String>> {
+        self.inner.list_refs()
+    }
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
+        if key == store::LEASE_KEY {
+            let mut st = self.state.lock().unwrap();
+            if st.paused {
+                st.lease_reads += 1;
+                self.cv.notify_all();
+            }
+            drop(st);
+            self.stop(Stop::LeaseRead);
+        }
+        self.inner.get_versioned(key)
+    }
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
+        self.inner.put_if(key, bytes, expected)
+    }
+}
+
+/// Issue #17: a collection about to delete the manifest and pack of an
+/// old tree nothing names is held between its last look at the store and
+/// its deletes, and a push writes that same tree again meanwhile (the
+/// same manifest, the same pack). The collection deletes what it planned
+/// to; the push, having found the collection's lease, waits for it to end,
+/// finds what it wrote gone and writes it again: the tree is whole, and
+/// young to the next collection.
+fn push_in_the_window(inner: Arc<dyn BlobStore>, grace: Duration, age: &dyn Fn()) {
+    let snap = tree(110, 200_000);
+    let root = push(&*inner, &snap);
+    age();
+    let r = store::gc(&*inner, &opts(grace)).unwrap();
+    assert_eq!(r.condemned_manifests.objects, 1, "{r:?}");
+    assert!(r.condemned_packs.objects >= 1, "{r:?}");
+    age();
+    let gate = Gate::new(inner.clone(), Stop::ManifestDelete);
+    std::thread::scope(|sc| {
+        let collector = sc.spawn(|| store::gc(&gate, &opts(grace)));
+        gate.wait_until(|st| st.paused, || collector.is_finished());
+        assert!(!collector.is_finished(), "the collection was not held");
+        let pusher = sc.spawn(|| push(&gate, &snap));
+        // Once the push looks for a running collection (or is done), the
+        // collection goes on to its deletes.
+        gate.wait_until(|st| st.lease_reads > 0, || pusher.is_finished());
+        gate.go();
+        let r = collector.join().unwrap().unwrap();
+        assert_eq!(r.deleted_manifests.objects, 1, "{r:?}");
+        assert!(r.deleted_packs.objects >= 1, "{r:?}");
+        assert_eq!(pusher.join().unwrap(), root);
+    });
+    assert!(!gone(&*inner, &root), "the manifest pushed again was lost");
+    verifies(&*inner, &root);
+    let r = store::gc(&*inner, &opts(Duration::from_secs(3600))).unwrap();
+    assert_eq!(r.condemned_manifests.objects, 0, "{r:?}");
+    verifies(&*inner, &root);
+}
+
+/// Sets every file under `dir` an hour back.
+fn age_dir(dir: &Path) {
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            age_dir(&e.path());
+        } else {
+            let f = std::fs::File::options().write(true).open(e.path()).unwrap();
+            f.set_modified(old).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_push_in_the_instant_before_the_delete_loses_nothing() {
+    let mem = Arc::new(MemStore::new());
+    let m = mem.clone();
+    push_in_the_window(mem, Duration::from_secs(60), &|| age(&m));
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(DirStore::open(dir.path()).unwrap());
+    push_in_the_window(s, Duration::from_secs(60), &|| age_dir(dir.path()));
+}
+
+/// A collection whose lease another collector took over (as one may once
+/// it expires) stops before its next delete, deleting nothing more, and
+/// leaves the new holder's lease alone.
+fn a_collection_that_lost_its_lease_deletes_nothing_more(inner: Arc<dyn BlobStore>) {
+    let key = store::LEASE_KEY;
+    let dead = push(&*inner, &tree(120, 100_000));
+    let gate = Gate::new(inner.clone(), Stop::LeaseRead);
+    std::thread::scope(|sc| {
+        let collector = sc.spawn(|| store::gc(&gate, &opts(Duration::ZERO)));
+        gate.wait_until(|st| st.paused, || collector.is_finished());
+        assert!(!collector.is_finished(), "the collection was not held");
+        let (_, v) = inner.get_versioned(key).unwrap().unwrap();
+        let other = lease_text(
+            "carol@elsewhere",
+            11,
+            SystemTime::now() + Duration::from_secs(600),
+        );
+        inner.put_if(key, &other, Some(&v)).unwrap();
+        let before = objects(&*inner);
+        gate.go();
+        let e = collector.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        let msg = e.to_string();
+        for want in ["lease", "taken over", "nothing more"] {
+            assert!(msg.contains(want), "{want:?} in {msg}");
+        }
+        assert_eq!(objects(&*inner), before, "deleted after losing its lease");
+        assert!(!gone(&*inner, &dead));
+        assert_eq!(inner.get_versioned(key).unwrap().unwrap().0, other);
+    });
+    inner.delete_objects(&[key]).unwrap();
+    let r = store::gc(&*inner, &opts(Duration::ZERO)).unwrap();
+    assert_eq!(r.deleted_manifests.objects, 1, "{r:?}");
+}
+
+#[test]
+fn a_collection_that_lost_its_lease_stops_in_memory_and_in_a_directory() {
+    a_collection_that_lost_its_lease_deletes_nothing_more(Arc::new(MemStore::new()));
+    let dir = tempfile::tempdir().unwrap();
+    a_collection_that_lost_its_lease_deletes_nothing_more(Arc::new(
+        DirStore::open(dir.path()).unwrap(),
+    ));
 }

@@ -150,7 +150,11 @@ impl DirStore {
             .map_err(|e| Error::io_at(&lock_path, e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Error::io_at(&lock_path, e))?;
-        let held = self.read(&path, MAX_REF_OBJECT)?.map(|b| ref_version(&b));
+        let held = match expected {
+            // Only whether there is one matters (it may be a big manifest).
+            None => self.open_object(&path)?.map(|_| RefVersion::new("")),
+            Some(_) => self.read(&path, MAX_REF_OBJECT)?.map(|b| ref_version(&b)),
+        };
         if held.as_ref() != expected {
             return Err(refs::conflict(what, "its content is not the one read"));
         }
@@ -159,6 +163,52 @@ impl DirStore {
         // The lock goes with the file handle, after the rename is durable.
         drop(lock);
         Ok(ref_version(bytes))
+    }
+
+    /// Creates the object `key` only if there is none: the content goes
+    /// to a temporary file (fsynced), which is then hard-linked to the
+    /// object's name, an atomic step that fails if the name is taken. No
+    /// lock file is left beside it (so a manifest created this way leaves
+    /// nothing else in `manifests/`). On a filesystem without hard links it
+    /// falls back to the locked compare and swap.
+    fn create(&self, key: &str, bytes: &[u8]) -> Result<RefVersion> {
+        let path = self.object_path(key)?;
+        let stage = atomic::Staging::anonymous(&path, "tmp");
+        fs::create_dir_all(&stage.dir).map_err(|e| Error::io_at(&stage.dir, e))?;
+        let written = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&stage.temp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .map_err(|e| Error::io_at(&stage.temp, e))
+            .map(|()| fs::hard_link(&stage.temp, &path));
+        let _ = fs::remove_file(&stage.temp);
+        let no_links = [
+            rustix::io::Errno::PERM,
+            rustix::io::Errno::NOTSUP,
+            rustix::io::Errno::MLINK,
+        ];
+        match written? {
+            Ok(()) => {
+                sync_dir(&stage.dir)?;
+                Ok(ref_version(bytes))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(refs::conflict(key, "it was created meanwhile"))
+            }
+            Err(e)
+                if no_links
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
+                self.swap(key, key, bytes, None)
+            }
+            Err(e) => Err(Error::io_at(&path, e)),
+        }
     }
 
     /// Writes `bytes` to `path` atomically; the directory entry is made
@@ -458,7 +508,10 @@ impl BlobStore for DirStore {
 
     fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
         self.object_path(key)?;
-        self.swap(key, key, bytes, expected)
+        match expected {
+            None => self.create(key, bytes),
+            Some(_) => self.swap(key, key, bytes, expected),
+        }
     }
 
     fn list_refs(&self) -> Result<Vec<String>> {

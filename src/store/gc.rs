@@ -21,7 +21,11 @@
 //!
 //! Everything read is checked first; a damaged ref, index object,
 //! tombstone or kept manifest stops the run before it writes or deletes
-//! anything.
+//! anything. Each batch of deletes waits on a check that the run's lease
+//! is still its own and not about to expire (`lease::check`), which is
+//! what lets a push that wrote over an object this run may delete find
+//! out, by reading the lease, when to look whether it went (DESIGN.md,
+//! "Garbage collection").
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -173,10 +177,10 @@ pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     }
     packer::check_target(opts.pack_size)?;
     if opts.dry_run {
-        return collect(store, opts);
+        return collect(store, opts, None);
     }
     let held = lease::acquire(store)?;
-    let done = collect(store, opts);
+    let done = collect(store, opts, Some(&held));
     let released = lease::release(store, held);
     match (done, released) {
         (Ok(rep), Ok(())) => Ok(rep),
@@ -198,8 +202,13 @@ pub fn gc(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     }
 }
 
-/// The collection itself, under the lease.
-fn collect(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
+/// The collection itself, under the lease `held` (none in a dry run,
+/// which deletes nothing).
+fn collect(
+    store: &dyn BlobStore,
+    opts: &GcOptions,
+    held: Option<&lease::Held>,
+) -> Result<GcReport> {
     let refuse = |e: Error| {
         Error::with(
             e.kind(),
@@ -501,7 +510,7 @@ fn collect(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     }
     rep.written_index += write_index(store, keep_recs, unix_secs(start)).map_err(refuse)?;
     let stale_keys: Vec<&str> = stale.iter().map(|(i, _)| i.key.as_str()).collect();
-    delete(store, &stale_keys)?;
+    delete(store, held, &stale_keys)?;
     if !opts.grace.is_zero() {
         for t in tombstone::split(condemned.clone()) {
             let (name, bytes) = tombstone::encode(&t)?;
@@ -565,10 +574,10 @@ fn collect(store: &dyn BlobStore, opts: &GcOptions) -> Result<GcReport> {
     }
     for list in [&del_manifests, &del_packs, &del_loose] {
         let keys: Vec<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
-        delete(store, &keys)?;
+        delete(store, held, &keys)?;
     }
     let tomb_keys: Vec<&str> = ripe_tombs.iter().map(|i| i.key.as_str()).collect();
-    delete(store, &tomb_keys)?;
+    delete(store, held, &tomb_keys)?;
     Ok(rep)
 }
 
@@ -625,9 +634,24 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn delete(store: &dyn BlobStore, keys: &[&str]) -> Result<()> {
-    keys.chunks(BATCH)
-        .try_for_each(|part| store.delete_objects(part))
+/// Deletes `keys` a batch at a time, each batch only once the lease is
+/// found still ours and not about to expire (`lease::check`): a push that
+/// read the lease as released or expired must see no delete after its
+/// read (DESIGN.md, "Garbage collection").
+fn delete(store: &dyn BlobStore, held: Option<&lease::Held>, keys: &[&str]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let Some(held) = held else {
+        return Err(Error::with(
+            ErrorKind::InvalidInput,
+            "a collection without the lease deletes nothing",
+        ));
+    };
+    keys.chunks(BATCH).try_for_each(|part| {
+        lease::check(store, held)?;
+        store.delete_objects(part)
+    })
 }
 
 /// Writes index objects listing `recs` (none if there are none); how many.

@@ -8,10 +8,17 @@
 //! that died is taken over once it has expired, by a compare-and-swap on
 //! the version read, so two collectors racing for it cannot both win.
 //!
-//! The lease is advisory: it keeps collectors apart, not pushes or
-//! readers (collection is safe against those on its own). A collection
-//! that outlives [`LEASE_TTL`] may find its lease taken over; it then
-//! leaves the new holder's lease alone.
+//! Before each batch of deletes a collection checks that the lease is
+//! still the one it wrote (by version) and that it has at least
+//! [`LEASE_MARGIN`] left ([`check`]); otherwise it stops, deleting nothing
+//! more. So a collection that outlives its lease deletes nothing once the
+//! lease can be taken over, and leaves the new holder's lease alone.
+//!
+//! Pushes do not take the lease, but one that wrote again an object a
+//! collection may be about to delete reads it ([`wait_for_collection`]):
+//! while a live lease is held it waits for the lease to go (or change
+//! hands, or expire) before it looks whether what it wrote is still there
+//! (DESIGN.md, "Garbage collection").
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +31,17 @@ pub const LEASE_KEY: &str = "gc-lease";
 
 /// How long a lease holds unless released first.
 pub const LEASE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// How long before its lease expires a collection stops deleting: room
+/// for hosts' clocks that disagree and for a delete request in flight, so
+/// that a lease a push reads as expired belongs to a collection that
+/// deletes nothing more.
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// The first and the longest pause between two reads of a live lease by a
+/// push waiting for a collection to end.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_secs(2);
 
 /// Most bytes a lease object may hold.
 const MAX_LEASE: usize = 1024;
@@ -114,10 +132,26 @@ fn utc(secs: u64) -> String {
     )
 }
 
-/// A lease this process holds: what it wrote.
+/// A lease this process holds: what it wrote, the store's version of it
+/// and when it expires.
 #[derive(Debug)]
 pub(crate) struct Held {
     bytes: Vec<u8>,
+    version: RefVersion,
+    expires: u64,
+}
+
+fn decode_named(store: &dyn BlobStore, bytes: &[u8]) -> Result<Lease> {
+    Lease::decode(bytes).map_err(|e| {
+        Error::with(
+            e.kind(),
+            format!(
+                "{}: {}; if no collection runs, delete the object {LEASE_KEY}",
+                store.location(),
+                e.context().unwrap_or("damaged lease")
+            ),
+        )
+    })
 }
 
 /// Takes the store's collection lease, or refuses ([`ErrorKind::Busy`])
@@ -142,31 +176,27 @@ pub(crate) fn acquire(store: &dyn BlobStore) -> Result<Held> {
     };
     // Create; if there is one, take it over if it has expired. A lease
     // released between our two requests means another try.
+    let held = |version| Held {
+        bytes: bytes.clone(),
+        version,
+        expires: mine.expires,
+    };
     for _ in 0..3 {
         match store.put_if(LEASE_KEY, &bytes, None) {
-            Ok(_) => return Ok(Held { bytes }),
+            Ok(v) => return Ok(held(v)),
             Err(e) if e.kind() == ErrorKind::Busy => {}
             Err(e) => return Err(e),
         }
-        let Some((held, version)) = store.get_versioned(LEASE_KEY)? else {
+        let Some((found, version)) = store.get_versioned(LEASE_KEY)? else {
             continue;
         };
-        let lease = Lease::decode(&held).map_err(|e| {
-            Error::with(
-                e.kind(),
-                format!(
-                    "{}: {}; if no collection runs, delete the object {LEASE_KEY}",
-                    store.location(),
-                    e.context().unwrap_or("damaged lease")
-                ),
-            )
-        })?;
+        let lease = decode_named(store, &found)?;
         if lease.expires > unix_now() {
             return Err(busy(format!("lease {}", lease.holder())));
         }
         tracing::warn!("taking over an expired gc lease ({})", lease.holder());
-        return match take_over(store, &bytes, &version) {
-            Ok(()) => Ok(Held { bytes }),
+        return match store.put_if(LEASE_KEY, &bytes, Some(&version)) {
+            Ok(v) => Ok(held(v)),
             Err(e) if e.kind() == ErrorKind::Busy => Err(busy(format!(
                 "the expired lease ({}) was taken over by another collector meanwhile",
                 lease.holder()
@@ -177,8 +207,86 @@ pub(crate) fn acquire(store: &dyn BlobStore) -> Result<Held> {
     Err(busy("the lease keeps changing hands".to_string()))
 }
 
-fn take_over(store: &dyn BlobStore, bytes: &[u8], version: &RefVersion) -> Result<()> {
-    store.put_if(LEASE_KEY, bytes, Some(version)).map(|_| ())
+/// Checks, just before a collection deletes, that its lease is still the
+/// one it wrote (the same version) and has at least [`LEASE_MARGIN`] to
+/// run; otherwise an [`ErrorKind::Busy`] error saying the collection
+/// stopped and deletes nothing more.
+pub(crate) fn check(store: &dyn BlobStore, held: &Held) -> Result<()> {
+    let stop = |why: String| {
+        Error::with(
+            ErrorKind::Busy,
+            format!(
+                "{}: garbage collection stopped, deleting nothing more: its lease ({LEASE_KEY}) {why}",
+                store.location()
+            ),
+        )
+    };
+    match store.get_versioned(LEASE_KEY)? {
+        None => Err(stop("is gone (someone removed it)".to_string())),
+        Some((bytes, version)) if version != held.version => {
+            let now = Lease::decode(&bytes).map_or_else(
+                |_| "a lease this version cannot read".to_string(),
+                |l| l.holder(),
+            );
+            Err(stop(format!("was taken over by another collector ({now})")))
+        }
+        Some(_) if held.expires < unix_now().saturating_add(LEASE_MARGIN.as_secs()) => {
+            Err(stop(format!(
+                "expires at {}, too soon to go on (a collection must finish its deletes \
+                 {} minutes before its lease expires; run it again)",
+                utc(held.expires),
+                LEASE_MARGIN.as_secs() / 60
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// For a push that wrote again an object a collection may be about to
+/// delete (`what`, for messages): returns once no collection that held
+/// the lease when this was called can delete anything more. At once if
+/// there is no lease, or it has expired (its holder stopped deleting
+/// [`LEASE_MARGIN`] before, see [`check`]), or the store keeps no
+/// leases (then no collection runs there); otherwise it reads the lease
+/// again, pausing longer each time, until it is gone, replaced (a
+/// collection that started after this call, which sees what the push
+/// wrote as young) or expired. A lease it cannot read is an error naming
+/// it. How long it waited.
+pub(crate) fn wait_for_collection(store: &dyn BlobStore, what: &str) -> Result<Duration> {
+    let first = match store.get_versioned(LEASE_KEY) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(Duration::ZERO),
+        Err(e) if e.kind() == ErrorKind::Unsupported => return Ok(Duration::ZERO),
+        Err(e) => return Err(e),
+    };
+    let lease = decode_named(store, &first.0)?;
+    if lease.expires <= unix_now() {
+        return Ok(Duration::ZERO);
+    }
+    tracing::info!(
+        "{}: a garbage collection runs (lease {}); waiting for it to end before checking {what}",
+        store.location(),
+        lease.holder()
+    );
+    let start = std::time::Instant::now();
+    let mut pause = POLL_FIRST;
+    loop {
+        let left = lease.expires.saturating_sub(unix_now());
+        if left == 0 {
+            tracing::warn!(
+                "{}: the garbage collection's lease ({}) expired without being released",
+                store.location(),
+                lease.holder()
+            );
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(pause.min(Duration::from_secs(left)));
+        pause = (pause * 2).min(POLL_MAX);
+        match store.get_versioned(LEASE_KEY)? {
+            Some((_, v)) if v == first.1 => {}
+            _ => return Ok(start.elapsed()),
+        }
+    }
 }
 
 /// Gives the lease back: deletes it if it is still the one `held` wrote
@@ -197,6 +305,7 @@ pub(crate) fn release(store: &dyn BlobStore, held: Held) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MemStore;
 
     #[test]
     fn a_lease_round_trips_and_damage_is_refused() {
@@ -221,5 +330,76 @@ mod tests {
             let e = Lease::decode(bad.as_bytes()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Corrupt, "{bad:?}");
         }
+    }
+
+    fn other(expires: u64) -> Vec<u8> {
+        Lease {
+            owner: "carol@elsewhere".into(),
+            pid: 11,
+            start: unix_now() - 10,
+            expires,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_collection_goes_on_deleting_only_under_its_own_live_lease() {
+        let s = MemStore::new();
+        let mut held = acquire(&s).unwrap();
+        check(&s, &held).unwrap();
+        let msg = |e: Error| (e.kind(), e.to_string());
+        // Too close to expiring (by this host's clock).
+        let expires = held.expires;
+        held.expires = unix_now() + LEASE_MARGIN.as_secs() - 1;
+        let (kind, text) = msg(check(&s, &held).unwrap_err());
+        assert_eq!(kind, ErrorKind::Busy);
+        assert!(
+            text.contains("too soon") && text.contains("nothing more"),
+            "{text}"
+        );
+        held.expires = expires;
+        // Taken over: another version, whatever it says.
+        let (_, v) = s.get_versioned(LEASE_KEY).unwrap().unwrap();
+        let v2 = s
+            .put_if(LEASE_KEY, &other(unix_now() + 600), Some(&v))
+            .unwrap();
+        let (_, text) = msg(check(&s, &held).unwrap_err());
+        assert!(
+            text.contains("taken over") && text.contains("carol@elsewhere"),
+            "{text}"
+        );
+        // The new holder's lease stays when this one is given back.
+        release(&s, held).unwrap();
+        assert_eq!(s.get_versioned(LEASE_KEY).unwrap().unwrap().1, v2);
+        s.delete_objects(&[LEASE_KEY]).unwrap();
+        let held = acquire(&s).unwrap();
+        s.delete_objects(&[LEASE_KEY]).unwrap();
+        let (_, text) = msg(check(&s, &held).unwrap_err());
+        assert!(text.contains("is gone"), "{text}");
+    }
+
+    #[test]
+    fn a_push_waits_only_for_a_live_lease_and_until_it_goes() {
+        let s = MemStore::new();
+        assert_eq!(wait_for_collection(&s, "x").unwrap(), Duration::ZERO);
+        // Expired: its holder deletes nothing more, so no wait.
+        s.put_if(LEASE_KEY, &other(unix_now() - 1), None).unwrap();
+        assert_eq!(wait_for_collection(&s, "x").unwrap(), Duration::ZERO);
+        s.delete_objects(&[LEASE_KEY]).unwrap();
+        // Live: waits until it is released.
+        s.put_if(LEASE_KEY, &other(unix_now() + 600), None).unwrap();
+        let waited = std::thread::scope(|sc| {
+            let w = sc.spawn(|| wait_for_collection(&s, "x"));
+            std::thread::sleep(Duration::from_millis(150));
+            assert!(!w.is_finished(), "did not wait for a live lease");
+            s.delete_objects(&[LEASE_KEY]).unwrap();
+            w.join().unwrap().unwrap()
+        });
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        // Damaged: an error naming the lease.
+        s.put_if(LEASE_KEY, b"not a lease", None).unwrap();
+        let e = wait_for_collection(&s, "x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains(LEASE_KEY), "{e}");
     }
 }

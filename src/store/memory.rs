@@ -20,14 +20,17 @@ pub struct MemStore {
 }
 
 /// Refs apart from the objects: each one's bytes and generation (unique
-/// across the store), which is its version for compare-and-swap.
+/// across the store), which is its version for compare-and-swap. Other
+/// objects written by compare-and-swap ([`BlobStore::put_if`]) live with
+/// the rest, versioned by their content's hash.
 #[derive(Debug, Default)]
 struct Refs {
     map: HashMap<String, (Vec<u8>, u64)>,
-    /// Other objects written by compare-and-swap ([`BlobStore::put_if`]),
-    /// by key, versioned the same way.
-    objs: HashMap<String, (Vec<u8>, u64)>,
     generation: u64,
+}
+
+fn content_version(bytes: &[u8]) -> RefVersion {
+    RefVersion::new(blake3::hash(bytes).to_hex().to_string())
 }
 
 impl MemStore {
@@ -184,23 +187,33 @@ impl BlobStore for MemStore {
 
     fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
         check_key(key)?;
-        let i = self.lock_refs()?;
-        Ok(i.objs
-            .get(key)
-            .map(|(b, g)| (b.clone(), RefVersion::new(g.to_string()))))
+        let i = self.lock()?;
+        let Some(b) = i.get(key) else {
+            return Ok(None);
+        };
+        if b.len() as u64 > refs::MAX_REF_OBJECT {
+            return Err(oversized(
+                &format!("memory store/{key}"),
+                Some(b.len() as u64),
+                refs::MAX_REF_OBJECT,
+            ));
+        }
+        Ok(Some((b.clone(), content_version(b))))
     }
 
+    /// Compare and swap under the objects' mutex, in the objects' own
+    /// namespace (a manifest created this way is a manifest).
     fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
         check_key(key)?;
-        let mut i = self.lock_refs()?;
-        let held = i.objs.get(key).map(|(_, g)| RefVersion::new(g.to_string()));
+        let mut i = self.lock()?;
+        let held = i.get(key).map(|b| content_version(b));
         if held.as_ref() != expected {
             return Err(refs::conflict(key, "its version is not the one read"));
         }
-        i.generation += 1;
-        let g = i.generation;
-        i.objs.insert(key.to_string(), (bytes.to_vec(), g));
-        Ok(RefVersion::new(g.to_string()))
+        i.insert(key.to_string(), bytes.to_vec());
+        drop(i);
+        self.touch([key]);
+        Ok(content_version(bytes))
     }
 
     fn list_refs(&self) -> Result<Vec<String>> {
@@ -282,11 +295,6 @@ impl BlobStore for MemStore {
         let mut i = self.lock()?;
         for k in keys {
             i.remove(*k);
-        }
-        drop(i);
-        let mut r = self.lock_refs()?;
-        for k in keys {
-            r.objs.remove(*k);
         }
         Ok(())
     }

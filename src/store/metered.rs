@@ -150,12 +150,23 @@ impl<S: BlobStore> BlobStore for Metered<S> {
     }
 
     fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
-        let v = self.inner.put_if(key, bytes, expected)?;
+        // A refused conditional write was a request all the same.
+        let v = self.inner.put_if(key, bytes, expected);
         self.meter.puts.fetch_add(1, Ordering::Relaxed);
         self.meter
             .bytes_out
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(v)
+        v
+    }
+
+    fn create_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<bool> {
+        // One conditional PUT, refused or not.
+        let v = self.inner.create_manifest(root, bytes);
+        self.meter.puts.fetch_add(1, Ordering::Relaxed);
+        self.meter
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        v
     }
 
     fn list_refs(&self) -> Result<Vec<String>> {

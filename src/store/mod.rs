@@ -74,6 +74,7 @@ mod pack;
 #[cfg(test)]
 mod pack_tests;
 mod packer;
+mod publish;
 pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
@@ -218,6 +219,31 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
         let _ = (key, bytes, expected);
         Err(refs_unsupported(&self.location()))
     }
+
+    /// For this crate (a push publishing its tree): writes the manifest
+    /// of `root` only if the store has none; whether it was created
+    /// (`false`: one was there and nothing was written). A store without
+    /// conditional writes writes it plainly and says created.
+    ///
+    /// Unlike [`put_if`](BlobStore::put_if) this need not first make sure
+    /// the server enforces the condition (on S3 that check costs four
+    /// requests per process, and a CLI push is one process): where a
+    /// server ignores it, every write reads as a creation, and that is
+    /// safe because a collection needs the lease, which such a server
+    /// cannot give (its `put_if` refuses), so no collection runs there to
+    /// race the write (DESIGN.md, "Garbage collection").
+    #[doc(hidden)]
+    fn create_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<bool> {
+        match self.put_if(&manifest_key(root), bytes, None) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Busy => Ok(false),
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                self.put_manifest(root, bytes)?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// One object as a listing describes it ([`BlobStore::list_info`]).
@@ -358,6 +384,9 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&RefVersion>) -> Result<RefVersion> {
         (**self).put_if(key, bytes, expected)
+    }
+    fn create_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<bool> {
+        (**self).create_manifest(root, bytes)
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         (**self).list(prefix)

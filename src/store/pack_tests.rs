@@ -81,12 +81,15 @@ fn a_push_packs_chunks_and_a_pull_costs_requests_per_pack_not_per_chunk() {
     assert!(reqs <= 4 + 9, "{reqs} requests for 129 chunks");
     pull_same_file(&*store, &pushed.root, &snap);
 
-    // Pushing it again moves nothing and writes nothing but the manifest.
+    // Pushing it again moves nothing and writes nothing but the manifest:
+    // a conditional create, refused, then the write over it, then a look
+    // at the gc lease and at the manifest (a collection may have been
+    // about to delete it: see `transfer::confirm`).
     let (p0, r0) = (meter.puts.load(Ordering::Relaxed), meter.requests());
     let again = push(&snap, &*store, &opts(1 << 20)).unwrap();
     assert_eq!((again.moved_chunks, again.packs), (0, 0));
-    assert_eq!(meter.puts.load(Ordering::Relaxed) - p0, 1);
-    assert!(meter.requests() - r0 <= 6, "{}", meter.requests() - r0);
+    assert_eq!(meter.puts.load(Ordering::Relaxed) - p0, 2);
+    assert!(meter.requests() - r0 <= 6 + 3, "{}", meter.requests() - r0);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! Packs are named by their content and filled deterministically, so a
 //! push cut off before its index was written and run again makes the same
 //! packs: those already in the store (from the listing of `packs/` taken
-//! at the start) are not uploaded twice.
+//! at the start) are not uploaded twice. A pack a collection condemned is
+//! uploaded again, and the packer says which ones it so wrote over (a
+//! collection may be about to delete them: see `transfer::push`).
 
 use std::collections::HashSet;
 
@@ -23,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) const PACKS_IN_FLIGHT: usize = 4;
 
 /// What a packer wrote.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Packed {
     /// Chunks in packs this packer uploaded.
     pub chunks: u64,
@@ -35,12 +37,16 @@ pub(crate) struct Packed {
     pub reused: u64,
     /// Index objects written.
     pub indexes: u64,
+    /// Packs uploaded over a pack of the same name that a collection had
+    /// condemned.
+    pub rewrote: Vec<PackRecord>,
 }
 
 pub(crate) struct Packer<'a> {
     store: &'a dyn BlobStore,
     target: u64,
     existing: HashSet<String>,
+    condemned: HashSet<String>,
     building: Option<PackBuilder>,
     ready: Vec<(PackRecord, Vec<u8>)>,
     written: Vec<PackRecord>,
@@ -65,15 +71,19 @@ pub(crate) fn check_target(target: u64) -> Result<()> {
 /// The packs a push may take as uploaded already (a push resumed after it
 /// was cut off before its index): those listed, less those a garbage
 /// collection condemned (which it may be about to delete), so those are
-/// written again (DESIGN.md, "Garbage collection").
-fn reusable_packs(store: &dyn BlobStore) -> Result<HashSet<String>> {
+/// written again (DESIGN.md, "Garbage collection"); and those condemned
+/// ones.
+fn reusable_packs(store: &dyn BlobStore) -> Result<(HashSet<String>, HashSet<String>)> {
     let mut packs: HashSet<String> = store.list("packs/")?.into_iter().collect();
+    let mut condemned = HashSet::new();
     if !packs.is_empty() {
         for k in super::tombstone::condemned_packs(store)? {
-            packs.remove(&k);
+            if let Some(k) = packs.take(&k) {
+                condemned.insert(k);
+            }
         }
     }
-    Ok(packs)
+    Ok((packs, condemned))
 }
 
 impl<'a> Packer<'a> {
@@ -85,11 +95,12 @@ impl<'a> Packer<'a> {
         progress: &'a mut dyn FnMut(u64),
     ) -> Result<Packer<'a>> {
         check_target(target)?;
-        let existing = reusable_packs(store)?;
+        let (existing, condemned) = reusable_packs(store)?;
         Ok(Packer {
             store,
             target,
             existing,
+            condemned,
             building: None,
             ready: Vec::new(),
             written: Vec::new(),
@@ -140,6 +151,9 @@ impl<'a> Packer<'a> {
             if self.existing.contains(k) {
                 self.stats.reused += 1;
             } else {
+                if self.condemned.contains(k) {
+                    self.stats.rewrote.push(rec.clone());
+                }
                 self.stats.packs += 1;
                 self.stats.chunks += rec.entries.len() as u64;
                 self.stats.bytes += bytes;

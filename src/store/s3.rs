@@ -380,6 +380,28 @@ impl BlobStore for S3Store {
         self.put_raw(&manifest_key(root), bytes.to_vec())
     }
 
+    fn create_manifest(&self, root: &blake3::Hash, bytes: &[u8]) -> Result<bool> {
+        // One PUT with If-None-Match, without `check_conditions`: see the
+        // trait's note on why a server that ignores it is safe here.
+        use object_store::{ObjectStore, PutMode};
+        let key = self.key(&manifest_key(root));
+        let what = format!("{}/{key}", self.location());
+        let client = self.client.clone();
+        let payload = PutPayload::from(bytes.to_vec());
+        let res =
+            self.run(async move { client.put_opts(&key, payload, PutMode::Create.into()).await })?;
+        match res {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            // A server that refuses the header outright: a plain write.
+            Err(object_store::Error::NotImplemented { .. }) => {
+                self.put_manifest(root, bytes)?;
+                Ok(true)
+            }
+            Err(e) => Err(s3_err(&format!("writing {what}"), e)),
+        }
+    }
+
     fn get_ref(&self, name: &str) -> Result<Option<(Vec<u8>, RefVersion)>> {
         refs::check_name(name)?;
         let fut = get_versioned(

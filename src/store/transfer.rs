@@ -13,7 +13,7 @@ use super::catalog::{self, Catalog};
 use super::fetch::{self, MAX_SPAN};
 use super::lazy::{CatalogSlot, StoreSource};
 use super::pack::DEFAULT_PACK_SIZE;
-use super::packer::Packer;
+use super::publish;
 use super::staged::Staged;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
 use crate::checkpoint;
@@ -106,7 +106,10 @@ fn missing(store: &dyn BlobStore, addrs: &[blake3::Hash]) -> Result<Vec<usize>> 
 /// of loose chunks (a store written before packs), not one request per
 /// chunk. If anything fails the manifest is not written, so no reader
 /// sees a tree with missing chunks; pushing again resumes (packs already
-/// uploaded are not sent twice).
+/// uploaded are not sent twice). A push that wrote over a manifest or a
+/// condemned pack a running garbage collection may be about to delete
+/// waits for that collection to end and writes again whatever it deleted
+/// (see `publish::confirm`).
 pub fn push(
     snap: &Snapshot,
     store: &dyn BlobStore,
@@ -174,24 +177,22 @@ pub fn push(
                 p(done, total);
             }
         };
-        let mut packer = Packer::new(store, opts.pack_size, &mut heard).map_err(cut)?;
-        for &i in &todo {
-            packer.add(&addrs[i], chunks[i].trimmed()?).map_err(cut)?;
-        }
-        packed = packer.finish(Some(&catalog)).map_err(cut)?;
+        packed = publish::pack_chunks(
+            store,
+            opts.pack_size,
+            &addrs,
+            &chunks,
+            &todo,
+            &catalog,
+            &mut heard,
+        )
+        .map_err(cut)?;
         // Not part of the push's promise: a failure here loses nothing.
         if let Err(e) = super::packer::compact(store, &catalog) {
             tracing::warn!("{}: merging index objects: {e}", store.location());
         }
     }
-    store.put_manifest(&root, &m).map_err(|e| {
-        io_err(format!(
-            "publishing manifest {} to {}: {}",
-            root.to_hex(),
-            store.location(),
-            e.context().unwrap_or("failed")
-        ))
-    })?;
+    let overwrote = publish::write_manifest(store, &root, &m)?;
     // A garbage collection that listed the store before this manifest
     // existed may have taken packs this push relied on out of the index.
     // It replaces every index object naming such a pack, so a push that
@@ -221,17 +222,36 @@ pub fn push(
             })
             .collect();
         if !lost.is_empty() {
-            let mut quiet = |_: u64| {};
-            let mut packer = Packer::new(store, opts.pack_size, &mut quiet).map_err(cut)?;
-            for &i in &lost {
-                packer.add(&addrs[i], chunks[i].trimmed()?).map_err(cut)?;
-            }
-            let more = packer.finish(Some(&again)).map_err(cut)?;
+            let more = publish::pack_chunks(
+                store,
+                opts.pack_size,
+                &addrs,
+                &chunks,
+                &lost,
+                &again,
+                &mut |_| {},
+            )
+            .map_err(cut)?;
             packed.chunks += more.chunks;
             packed.bytes += more.bytes;
             packed.packs += more.packs;
+            packed.rewrote.extend(more.rewrote);
         }
     }
+    // What this push wrote over (its manifest, packs a collection had
+    // condemned) may be what a running collection is about to delete.
+    let rewrote = std::mem::take(&mut packed.rewrote);
+    let at_risk = publish::AtRisk {
+        manifest: overwrote,
+        packs: rewrote,
+    };
+    let tree = publish::Tree {
+        root: &root,
+        manifest: &m,
+        addrs: &addrs,
+        chunks: &chunks,
+    };
+    publish::confirm(store, &tree, at_risk, opts.pack_size, &catalog, &mut packed)?;
     Ok(TransferStats {
         root,
         chunks: chunks.len() as u64,
