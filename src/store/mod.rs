@@ -79,6 +79,7 @@ pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
 mod staged;
+mod survey;
 mod tombstone;
 mod transfer;
 mod url;
