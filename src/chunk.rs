@@ -8,9 +8,7 @@
 //! reader sees, not of how the bytes happen to be stored.
 //!
 //! A chunk's bytes live in one of three places:
-//! - owned by the chunk (everything a sandbox writes): in the chunk's own
-//!   allocation right after its header when made from bytes in hand, or in
-//!   a vector of their own once a write has grown the chunk;
+//! - owned by the chunk (everything a sandbox writes);
 //! - in a shared [`Blob`]: trimmed bytes known by address, which many chunks
 //!   (in many files, of different logical lengths) can use. A blob is either
 //!   loaded already (a fully read checkpoint) or fetched from a
@@ -26,9 +24,6 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use triomphe::HeaderSlice;
-
-use crate::content::alloc_len;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where lazily loaded chunk bytes come from: a checkpoint file, later a
@@ -140,25 +135,19 @@ impl Blob {
     }
 }
 
-/// Where a chunk's bytes are. `Fixed` bytes sit in the chunk's own
-/// allocation, after its header (see [`Chunk`]); the other forms leave
-/// that slice empty.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Store {
-    /// Owned, in the chunk's allocation: length fixed at creation.
-    Fixed,
-    /// Owned, in a vector of their own that a write may grow.
     Owned(Vec<u8>),
     Shared(Arc<Blob>),
     Zeros,
 }
 
-/// The header of one chunk: where its bytes are and their memoized address.
+/// The bytes of one chunk and their memoized address.
 #[derive(Debug)]
-struct ChunkData {
+pub(crate) struct ChunkData {
     store: Store,
     /// Logical length for `Shared` and `Zeros` (at least the blob's length;
-    /// the rest reads as zeros). `Fixed` and `Owned` use their bytes' length.
+    /// the rest reads as zeros). `Owned` uses its vector's length.
     len: u32,
     /// `None` inside means the chunk reads as all zeros.
     addr: OnceLock<Option<blake3::Hash>>,
@@ -168,29 +157,22 @@ struct ChunkData {
     origin: u64,
 }
 
-impl ChunkData {
-    fn new(store: Store, len: u32, origin: u64) -> ChunkData {
+impl Clone for ChunkData {
+    fn clone(&self) -> Self {
+        // A clone is about to be written: its address would be stale.
         ChunkData {
-            store,
-            len,
+            store: self.store.clone(),
+            len: self.len,
             addr: OnceLock::new(),
-            origin,
+            origin: self.origin,
         }
     }
 }
 
-/// One allocation: the header, then (for `Fixed`) the bytes. `triomphe`'s
-/// `Arc` has no weak count, so proving a chunk unshared is a load.
-type Body = triomphe::Arc<HeaderSlice<ChunkData, [u8]>>;
-
-/// A shared chunk. Writers go through [`Chunk::bytes_mut`] and
-/// [`Chunk::grow`], which copy the bytes only if another tree still holds
-/// them. A chunk made from bytes in hand ([`Chunk::fixed`]) is a single
-/// allocation holding header and bytes; a chunk that a write extends moves
-/// its bytes into a vector of their own, so a file filled by small appends
-/// grows in amortized steps rather than by a copy per write.
+/// A shared chunk. Writers go through [`Chunk::bytes_mut`], which copies the
+/// bytes only if another tree still holds them.
 #[derive(Debug, Clone)]
-pub(crate) struct Chunk(Body);
+pub(crate) struct Chunk(Arc<ChunkData>);
 
 impl Chunk {
     #[cfg(test)]
@@ -198,48 +180,24 @@ impl Chunk {
         Chunk::owned(bytes, 0)
     }
 
-    fn make(data: ChunkData, bytes: &[u8]) -> Chunk {
-        Chunk(triomphe::Arc::from_header_and_slice(data, bytes))
-    }
-
-    /// A chunk owning `bytes`, made by the sandbox `origin` (the vector is
-    /// kept as it is: a later write may grow it in place).
+    /// A chunk owning `bytes`, made by the sandbox `origin`.
     pub(crate) fn owned(bytes: Vec<u8>, origin: u64) -> Chunk {
-        Chunk::make(ChunkData::new(Store::Owned(bytes), 0, origin), &[])
-    }
-
-    /// A chunk holding a copy of `bytes` (at most a chunk long), made by
-    /// the sandbox `origin`: one allocation for header and bytes, no
-    /// zero-fill before the copy.
-    pub(crate) fn fixed(bytes: &[u8], origin: u64) -> Chunk {
-        Chunk::make(ChunkData::new(Store::Fixed, 0, origin), bytes)
-    }
-
-    /// A private copy of `stored` (a chunk's stored bytes) as a chunk of
-    /// `len` bytes, the rest zeros, made by `origin`. Capacity is `len`.
-    fn copy_of(stored: &[u8], len: usize, origin: u64) -> Chunk {
-        if stored.len() >= len {
-            return Chunk::fixed(&stored[..len], origin);
-        }
-        let mut v = Vec::with_capacity(len);
-        v.extend_from_slice(stored);
-        v.resize(len, 0);
-        Chunk::owned(v, origin)
-    }
-
-    fn data(&self) -> &ChunkData {
-        &self.0.header
+        Chunk(Arc::new(ChunkData {
+            store: Store::Owned(bytes),
+            len: 0,
+            addr: OnceLock::new(),
+            origin,
+        }))
     }
 
     /// The sandbox that made this chunk's bytes (0 for none).
     pub(crate) fn origin(&self) -> u64 {
-        self.data().origin
+        self.0.origin
     }
 
-    /// Bytes the host allocated for an owned chunk's bytes (0 otherwise).
+    /// Bytes the host allocated for an owned chunk's vector (0 otherwise).
     pub(crate) fn capacity(&self) -> usize {
-        match &self.data().store {
-            Store::Fixed => self.0.slice.len(),
+        match &self.0.store {
             Store::Owned(v) => v.capacity(),
             _ => 0,
         }
@@ -250,33 +208,30 @@ impl Chunk {
     pub(crate) fn from_blob(blob: Arc<Blob>, len: u32) -> Chunk {
         let addr = OnceLock::new();
         let _ = addr.set((blob.len() > 0).then(|| blob.addr()));
-        let data = ChunkData {
+        Chunk(Arc::new(ChunkData {
             store: Store::Shared(blob),
             len,
             addr,
             origin: 0,
-        };
-        Chunk::make(data, &[])
+        }))
     }
 
     /// A chunk of `len` zero bytes that stores nothing but its length.
     pub(crate) fn zeros(len: u32) -> Chunk {
         let addr = OnceLock::new();
         let _ = addr.set(None);
-        let data = ChunkData {
+        Chunk(Arc::new(ChunkData {
             store: Store::Zeros,
             len,
             addr,
             origin: 0,
-        };
-        Chunk::make(data, &[])
+        }))
     }
 
     /// The stored bytes: at most `len()`, the rest reads as zeros. Fails
     /// when a lazily loaded chunk cannot be fetched or verified.
     pub(crate) fn bytes(&self) -> Result<&[u8]> {
-        match &self.data().store {
-            Store::Fixed => Ok(&self.0.slice),
+        match &self.0.store {
             Store::Owned(v) => Ok(v),
             Store::Shared(b) => b.get(),
             Store::Zeros => Ok(&[]),
@@ -285,17 +240,16 @@ impl Chunk {
 
     /// Logical length (what `held` counts), known without loading.
     pub(crate) fn len(&self) -> usize {
-        match &self.data().store {
-            Store::Fixed => self.0.slice.len(),
+        match &self.0.store {
             Store::Owned(v) => v.len(),
-            _ => self.data().len as usize,
+            _ => self.0.len as usize,
         }
     }
 
     /// The shared blob behind this chunk, if any (the checkpoint writer
     /// stores each blob once).
     pub(crate) fn blob(&self) -> Option<&Arc<Blob>> {
-        match &self.data().store {
+        match &self.0.store {
             Store::Shared(b) => Some(b),
             _ => None,
         }
@@ -303,7 +257,7 @@ impl Chunk {
 
     /// Whether the bytes are in memory (a lazy chunk not yet read is not).
     pub(crate) fn is_loaded(&self) -> bool {
-        match &self.data().store {
+        match &self.0.store {
             Store::Shared(b) => b.is_loaded(),
             _ => true,
         }
@@ -311,119 +265,48 @@ impl Chunk {
 
     /// Whether the chunk owns its bytes (a write can go in place).
     pub(crate) fn is_owned(&self) -> bool {
-        matches!(self.data().store, Store::Fixed | Store::Owned(_))
-    }
-
-    /// Makes the chunk writable in place: owned, unshared, `origin`'s,
-    /// without a memoized address. Copies first (padded to the logical
-    /// length) if it is shared or not its own; fails only if a lazy chunk
-    /// cannot be loaded, and then changes nothing.
-    fn make_writable(&mut self, origin: u64) -> Result<&mut HeaderSlice<ChunkData, [u8]>> {
-        if !self.is_owned() || !self.0.is_unique() {
-            let copy = Chunk::copy_of(self.bytes()?, self.len(), origin);
-            *self = copy;
-        }
-        match triomphe::Arc::get_mut(&mut self.0) {
-            Some(body) => {
-                body.header.addr = OnceLock::new();
-                body.header.origin = origin;
-                Ok(body)
-            }
-            None => Err(Error::with(ErrorKind::Io, "chunk is not writable")),
-        }
+        matches!(self.0.store, Store::Owned(_))
     }
 
     /// Mutable bytes, padded to the logical length, copied first if
     /// shared; the chunk is then `origin`'s. Forgets the memoized address.
     /// Fails only if a lazy chunk cannot be loaded, and then changes
-    /// nothing. A copy's capacity is its length.
-    pub(crate) fn bytes_mut(&mut self, origin: u64) -> Result<&mut [u8]> {
-        let body = self.make_writable(origin)?;
-        match &mut body.header.store {
-            Store::Fixed => Ok(&mut body.slice),
+    /// nothing. The vector's capacity is its length after a copy.
+    pub(crate) fn bytes_mut(&mut self, origin: u64) -> Result<&mut Vec<u8>> {
+        if !self.is_owned() {
+            let len = self.len();
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(self.bytes()?);
+            v.resize(len, 0);
+            *self = Chunk::owned(v, origin);
+        }
+        let data = Arc::make_mut(&mut self.0);
+        data.addr = OnceLock::new();
+        data.origin = origin;
+        match &mut data.store {
             Store::Owned(v) => Ok(v),
             _ => Err(Error::with(ErrorKind::Io, "chunk is not writable")),
         }
     }
 
-    /// Extends the chunk to `need` bytes (the new ones zeros), as
-    /// `origin`'s; when it must reallocate, the new capacity is exactly
-    /// `alloc_len(need)` (what is charged for it, never a doubling). A
-    /// shared chunk is copied once, straight into its grown form. Fails
-    /// only if a lazy chunk cannot be loaded, and then changes nothing.
-    pub(crate) fn grow(&mut self, need: usize, origin: u64) -> Result<()> {
-        let len = self.len();
-        if need <= len {
-            return Ok(());
-        }
-        if !matches!(self.data().store, Store::Owned(_)) || !self.0.is_unique() {
-            let stored = self.bytes()?;
-            let mut v = Vec::with_capacity(alloc_len(need));
-            v.extend_from_slice(&stored[..stored.len().min(len)]);
-            v.resize(need, 0);
-            *self = Chunk::owned(v, origin);
-            return Ok(());
-        }
-        let body = self.make_writable(origin)?;
-        if let Store::Owned(v) = &mut body.header.store {
-            if v.capacity() < need {
-                v.reserve_exact(alloc_len(need) - v.len());
-            }
-            v.resize(need, 0);
-        }
-        Ok(())
-    }
-
-    /// Cuts the chunk to its first `keep` bytes (no more than it has), as
-    /// `origin`'s, giving back what it no longer needs beyond
-    /// `alloc_len(keep)`. Fails only if a lazy chunk cannot be loaded, and
-    /// then changes nothing.
-    pub(crate) fn cut(&mut self, keep: usize, origin: u64) -> Result<()> {
-        if keep >= self.len() {
-            return Ok(());
-        }
-        if matches!(self.data().store, Store::Owned(_)) && self.0.is_unique() {
-            let body = self.make_writable(origin)?;
-            if let Store::Owned(v) = &mut body.header.store {
-                v.truncate(keep);
-                v.shrink_to(alloc_len(keep));
-            }
-            return Ok(());
-        }
-        // A fixed allocation cannot shrink in place: one copy, as a
-        // vector's `shrink_to` would make.
-        let copy = Chunk::copy_of(self.bytes()?, keep, origin);
-        *self = copy;
-        Ok(())
-    }
-
     /// Whether a write would have to copy (another tree holds these bytes,
     /// or they are not the chunk's own).
     pub(crate) fn is_shared(&self) -> bool {
-        !self.0.is_unique() || !self.is_owned()
+        Arc::strong_count(&self.0) > 1 || !self.is_owned()
     }
 
     /// Whether both handles share one allocation.
     pub(crate) fn ptr_eq(&self, other: &Chunk) -> bool {
-        triomphe::Arc::ptr_eq(&self.0, &other.0)
-    }
-
-    /// The bytes the chunk owns (`Fixed` or `Owned`), `None` otherwise.
-    fn owned_bytes(&self) -> Option<&[u8]> {
-        match &self.data().store {
-            Store::Fixed => Some(&self.0.slice),
-            Store::Owned(v) => Some(v),
-            _ => None,
-        }
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The content address: blake3 of the bytes without trailing zeros, or
     /// `None` when the chunk reads as zeros. Computed once; known without
     /// loading for a chunk made from a blob.
     pub(crate) fn addr(&self) -> Option<blake3::Hash> {
-        *self.data().addr.get_or_init(|| match &self.data().store {
-            Store::Fixed | Store::Owned(_) => {
-                let t = trimmed(self.owned_bytes().unwrap_or_default());
+        *self.0.addr.get_or_init(|| match &self.0.store {
+            Store::Owned(v) => {
+                let t = trimmed(v);
                 if t.is_empty() {
                     None
                 } else {
@@ -437,8 +320,8 @@ impl Chunk {
 
     /// Length of the bytes without trailing zeros, known without loading.
     pub(crate) fn trimmed_len(&self) -> usize {
-        match &self.data().store {
-            Store::Fixed | Store::Owned(_) => trimmed(self.owned_bytes().unwrap_or_default()).len(),
+        match &self.0.store {
+            Store::Owned(v) => trimmed(v).len(),
             Store::Shared(b) => b.len() as usize,
             Store::Zeros => 0,
         }
@@ -446,10 +329,8 @@ impl Chunk {
 
     /// Whether the chunk reads as all zeros (known without loading).
     pub(crate) fn reads_zero(&self) -> bool {
-        match &self.data().store {
-            Store::Fixed | Store::Owned(_) => {
-                trimmed(self.owned_bytes().unwrap_or_default()).is_empty()
-            }
+        match &self.0.store {
+            Store::Owned(v) => trimmed(v).is_empty(),
             Store::Shared(b) => b.len() == 0,
             Store::Zeros => true,
         }
@@ -478,9 +359,9 @@ impl Chunk {
         if self.ptr_eq(other) {
             return true;
         }
-        match (self.owned_bytes(), other.owned_bytes()) {
+        match (&self.0.store, &other.0.store) {
             // Comparing bytes beats hashing them when both are at hand.
-            (Some(a), Some(b)) => trimmed(a) == trimmed(b),
+            (Store::Owned(a), Store::Owned(b)) => trimmed(a) == trimmed(b),
             _ => self.addr() == other.addr(),
         }
     }

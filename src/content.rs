@@ -323,7 +323,7 @@ impl Content {
                 // Overwriting a whole borrowed chunk: never load its bytes.
                 Some(chunk) if !chunk.is_owned() && in_chunk == 0 && take >= chunk.len() => {
                     let old = chunk.len();
-                    *chunk = Chunk::fixed(piece, origin);
+                    *chunk = Chunk::owned(piece.to_vec(), origin);
                     allocated += take as u64;
                     self.held += (take - old) as u64;
                     self.charge += chunk_charge(take) - chunk_charge(old);
@@ -331,35 +331,31 @@ impl Content {
                 Some(chunk) => {
                     let shared = chunk.is_shared();
                     let old = chunk.len();
-                    if old < need {
-                        // Grown to exactly the charged size, never by
-                        // doubling; a shared chunk is copied once, grown.
-                        chunk.grow(need, origin)?;
-                        let grow = need - old;
+                    let bytes = chunk.bytes_mut(origin)?;
+                    if shared {
+                        allocated += bytes.len() as u64;
+                    }
+                    if bytes.len() < need {
+                        let grow = need - bytes.len();
+                        if bytes.capacity() < need {
+                            // Exactly the charged size, never Vec's doubling.
+                            bytes.reserve_exact(alloc_len(need) - bytes.len());
+                        }
                         allocated += grow as u64;
                         self.held += grow as u64;
                         self.charge += chunk_charge(need) - chunk_charge(old);
+                        bytes.resize(need, 0);
                     }
-                    if shared {
-                        allocated += old as u64;
-                    }
-                    chunk.bytes_mut(origin)?[in_chunk..need].copy_from_slice(piece);
+                    bytes[in_chunk..need].copy_from_slice(piece);
                 }
                 None => {
-                    // Made in its final form: header and bytes in one
-                    // allocation, the bytes copied once.
-                    let chunk = if in_chunk == 0 {
-                        Chunk::fixed(piece, origin)
-                    } else {
-                        let mut bytes = Vec::with_capacity(need);
-                        bytes.resize(in_chunk, 0);
-                        bytes.extend_from_slice(piece);
-                        Chunk::owned(bytes, origin)
-                    };
+                    let mut bytes = Vec::with_capacity(need);
+                    bytes.resize(in_chunk, 0);
+                    bytes.extend_from_slice(piece);
                     allocated += need as u64;
                     self.held += need as u64;
                     self.charge += chunk_charge(need);
-                    self.chunks.insert(idx, chunk);
+                    self.chunks.insert(idx, Chunk::owned(bytes, origin));
                 }
             }
             done += take;
@@ -419,7 +415,11 @@ impl Content {
             }
             if let Some(chunk) = self.chunks.get_mut(&first) {
                 let keep = (len - span(first).0) as usize;
-                chunk.cut(keep, origin)?;
+                if chunk.len() > keep {
+                    let bytes = chunk.bytes_mut(origin)?;
+                    bytes.truncate(keep);
+                    bytes.shrink_to(alloc_len(keep));
+                }
             }
             self.held -= freed.held;
             self.charge -= freed.charge;
