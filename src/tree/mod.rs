@@ -12,7 +12,7 @@
 //! - `trie`: the persistent inode-number-indexed map the inodes live in.
 //! - `numbers`: which number a new inode gets, and which freed ones may
 //!   be reused.
-//! - `parents`: the cache of the last parent path resolution checked.
+//! - `parents`: the cache of the last parent paths resolution checked.
 //!
 //! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
 //! behind `Arc` in an `InoTrie` (a 32-way radix trie on the inode number),
@@ -94,7 +94,7 @@ pub(crate) struct Tree {
     /// The directory generation: moves whenever a path of plain names
     /// could come to walk other directories (see `parents`).
     dir_gen: u64,
-    /// The last parent path checked, valid at one `dir_gen`.
+    /// The last parent paths checked, each valid at one `dir_gen`.
     parents: Parents,
 }
 

@@ -1,7 +1,8 @@
-//! The parent cache: the directory that the last checked parent path
-//! named, kept with that path's bytes and the chain of directories it
-//! walks, so the next resolution of a name in the same directory compares
-//! bytes instead of walking the directory's links back to the start.
+//! The parent cache: the directories that the last checked parent paths
+//! named (a few, one per slot), each kept with its path's bytes and the
+//! chain of directories it walks, so the next resolution of a name in the
+//! same directory compares bytes instead of walking the directory's links
+//! back to the start.
 //!
 //! An entry says "from `start`, the plain names `dirs` (no `.`, `..` or
 //! symlinks) walk these directories" and holds while the tree's directory
@@ -52,9 +53,45 @@ const WORDS: usize = 8;
 /// Directories an entry's chain can hold.
 pub(super) const CHAIN: usize = 8;
 
-/// One cached parent path (see the module documentation).
+/// Entries a cache holds, chosen by the path's length and last byte, so
+/// that work moving between a few directories (a rename from one to
+/// another) keeps each of them cached instead of replacing one entry
+/// with the other on every call.
+const SLOTS: usize = 4;
+
+/// A tree's cached parent paths (see the module documentation).
 #[derive(Debug, Default)]
 pub(super) struct ParentCache {
+    slots: [Slot; SLOTS],
+}
+
+impl ParentCache {
+    fn slot(&self, dirs: &[u8]) -> &Slot {
+        let last = dirs.last().copied().unwrap_or(0) as usize;
+        &self.slots[(last + dirs.len()) % SLOTS]
+    }
+
+    /// See [`Slot::lookup`].
+    #[inline]
+    pub(super) fn lookup(
+        &self,
+        generation: u64,
+        start: Ino,
+        dirs: &[u8],
+        out: &mut [Ino; CHAIN],
+    ) -> Option<usize> {
+        self.slot(dirs).lookup(generation, start, dirs, out)
+    }
+
+    /// See [`Slot::record`].
+    pub(super) fn record(&self, generation: u64, start: Ino, dirs: &[u8], chain: &[Ino]) {
+        self.slot(dirs).record(generation, start, dirs, chain)
+    }
+}
+
+/// One cached parent path.
+#[derive(Debug, Default)]
+struct Slot {
     /// Even: stable; odd: a writer is storing.
     seq: AtomicU64,
     /// The directory generation the entry holds for.
@@ -77,12 +114,12 @@ fn word(bytes: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-impl ParentCache {
+impl Slot {
     /// The chain of directories that `dirs` walks from `start` in a tree
     /// at directory generation `generation`, if this is the entry for it:
     /// their count, with `out[..count]` filled outermost first.
     #[inline]
-    pub(super) fn lookup(
+    fn lookup(
         &self,
         generation: u64,
         start: Ino,
@@ -134,7 +171,7 @@ impl ParentCache {
     /// Makes `dirs` from `start`, walking `chain` (outermost first), the
     /// entry for generation `generation`. Does nothing for a path or chain
     /// too long to hold, or while another thread is storing.
-    pub(super) fn record(&self, generation: u64, start: Ino, dirs: &[u8], chain: &[Ino]) {
+    fn record(&self, generation: u64, start: Ino, dirs: &[u8], chain: &[Ino]) {
         if dirs.len() > WORDS * 8 || chain.is_empty() || chain.len() > CHAIN {
             return;
         }
@@ -192,5 +229,17 @@ mod tests {
         assert_eq!(c.lookup(3, 1, long, &mut out), Some(3));
         c.record(3, 1, b"/x", &[1; CHAIN + 1]);
         assert_eq!(c.lookup(3, 1, b"/x", &mut out), None);
+    }
+
+    #[test]
+    fn two_directories_stay_cached_side_by_side() {
+        let c = ParentCache::default();
+        let mut out = [0; CHAIN];
+        c.record(1, 1, b"/app/d7", &[2, 7]);
+        c.record(1, 1, b"/app/d8", &[2, 8]);
+        assert_eq!(c.lookup(1, 1, b"/app/d7", &mut out), Some(2));
+        assert_eq!(out[..2], [2, 7]);
+        assert_eq!(c.lookup(1, 1, b"/app/d8", &mut out), Some(2));
+        assert_eq!(out[..2], [2, 8]);
     }
 }
