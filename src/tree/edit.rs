@@ -177,19 +177,25 @@ impl Tree {
         kind: FileType,
         now: Timestamp,
     ) -> Result<(Timestamp, Timestamp)> {
-        edit_inode(&mut self.inodes, dir, |d| {
+        let (replaced, old) = edit_inode(&mut self.inodes, dir, |d| {
             let Node::Dir(entries) = &mut d.node else {
                 return err(ErrorKind::NotADirectory);
             };
-            entries.insert(name.clone(), Entry { ino, kind });
+            let replaced = entries.insert(name.clone(), Entry { ino, kind });
             if kind == FileType::Dir {
                 d.nlink += 1;
             }
             let old = (d.mtime, d.ctime);
             d.mtime = now;
             d.ctime = now;
-            Ok(old)
-        })?
+            Ok((replaced, old))
+        })??;
+        // Callers check the name is free; should one not have, a path
+        // through the directory it named walks elsewhere now.
+        if replaced.is_some_and(|e| e.kind == FileType::Dir) {
+            self.dirs_changed();
+        }
+        Ok(old)
     }
 
     /// Adds the entry `dir/name -> ino` (of `kind`, which must be the
@@ -317,6 +323,10 @@ impl Tree {
             d.ctime = now;
             Ok((e, old))
         })??;
+        if e.kind == FileType::Dir {
+            // Paths through that directory walk nowhere now.
+            self.dirs_changed();
+        }
         self.counters.charged -= entry_charge(name);
         Ok((e, old))
     }

@@ -12,6 +12,7 @@
 //! - `trie`: the persistent inode-number-indexed map the inodes live in.
 //! - `numbers`: which number a new inode gets, and which freed ones may
 //!   be reused.
+//! - `parents`: the cache of the last parent paths resolution checked.
 //!
 //! A `Tree` is a value: cloning it is O(1) and shares everything. Inodes sit
 //! behind `Arc` in an `InoTrie` (a 32-way radix trie on the inode number),
@@ -37,6 +38,7 @@ mod hash;
 mod inode;
 mod inomap;
 mod numbers;
+mod parents;
 mod resolve;
 mod trie;
 mod walk;
@@ -62,6 +64,7 @@ pub(crate) use inode::{
 };
 pub(crate) use inomap::InoMap;
 use numbers::Numbers;
+use parents::Parents;
 pub(crate) use resolve::{Base, Resolved};
 pub(crate) use trie::InoTrie;
 pub(crate) use walk::{MapTable, Step, VecTable, WalkError, walk_from_root};
@@ -88,6 +91,11 @@ pub(crate) struct Tree {
     /// which the next one takes without searching the directory if one of
     /// its links is the entry looked up: also a hint checked on each use.
     entry_hint: Hint,
+    /// The directory generation: moves whenever a path of plain names
+    /// could come to walk other directories (see `parents`).
+    dir_gen: u64,
+    /// The last parent paths checked, each valid at one `dir_gen`.
+    parents: Parents,
 }
 
 /// An inode number any thread reading the tree may update: `resolve`
@@ -144,6 +152,8 @@ impl Tree {
             limits,
             dir_hint: Hint::default(),
             entry_hint: Hint::default(),
+            dir_gen: 0,
+            parents: Parents::default(),
         }
     }
 
@@ -162,6 +172,8 @@ impl Tree {
             limits,
             dir_hint: Hint::default(),
             entry_hint: Hint::default(),
+            dir_gen: 0,
+            parents: Parents::default(),
         }
     }
 
@@ -173,6 +185,14 @@ impl Tree {
     /// Changes the limits; lower ones stop growth, nothing is removed.
     pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+        // A lower `max_name_len` may refuse a cached path.
+        self.dirs_changed();
+    }
+
+    /// Moves the directory generation, so no cached parent path is used
+    /// again (see `parents`).
+    pub(super) fn dirs_changed(&mut self) {
+        self.dir_gen = self.dir_gen.wrapping_add(1);
     }
 
     /// What the tree holds (invariant 5).
@@ -243,6 +263,14 @@ impl Tree {
     /// A mutable inode, copied first if a snapshot shares it. Forgets the
     /// memoized hashes of the inode and of every ancestor that has one.
     pub(crate) fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode> {
+        // The caller may change a directory's entries.
+        if self
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| i.kind() == FileType::Dir)
+        {
+            self.dirs_changed();
+        }
         if !settled(&mut self.inodes, ino)? {
             invalidate(&mut self.inodes, ino);
         }

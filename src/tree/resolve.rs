@@ -2,8 +2,9 @@
 //! directory, following symlinks within the hop limit.
 
 use crate::error::{ErrorKind, Result, err};
-use crate::path::{check_path, components, wants_dir};
+use crate::path::{check_path, wants_dir};
 
+use super::parents::CHAIN;
 use super::{Entry, FileType, Ino, Inode, Name, Node, ROOT, Tree};
 
 /// Where a resolution starts.
@@ -119,6 +120,29 @@ impl DirStack {
     }
 }
 
+/// The components of a path, as `path::components` gives them (empty ones
+/// skipped, `.` and `..` kept), by a plain byte scan: most paths left to
+/// walk after the hints are one short name, where setting up a `str`
+/// splitter costs more than the scan.
+struct Comps<'p>(&'p str);
+
+impl<'p> Iterator for Comps<'p> {
+    type Item = &'p str;
+
+    fn next(&mut self) -> Option<&'p str> {
+        let bytes = self.0.as_bytes();
+        let begin = bytes.iter().position(|&b| b != b'/')?;
+        let end = bytes[begin..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(bytes.len(), |n| begin + n);
+        // Cut at ASCII slashes, so on character boundaries.
+        let comp = self.0.get(begin..end)?;
+        self.0 = self.0.get(end..).unwrap_or_default();
+        Some(comp)
+    }
+}
+
 /// Where the last `/` of `path` is.
 fn last_slash(path: &str) -> Option<usize> {
     path.bytes().rposition(|b| b == b'/')
@@ -188,7 +212,9 @@ impl Tree {
         // The inode of the innermost directory, once fetched.
         let mut cur_inode = if let Some(cut) = last_slash(path)
             && !matches!(&path[cut + 1..], "" | "." | "..")
-            && let Some(d) = self.parent_from_hint(start, &path[..cut], &mut stack)
+            && let Some(d) = self
+                .parent_cached(start, &path[..cut], &mut stack)
+                .or_else(|| self.parent_from_hint(start, &path[..cut], &mut stack))
         {
             // The hint's chain of links ended at `start`, which is so a
             // directory (invariant 2).
@@ -201,7 +227,7 @@ impl Tree {
             }
             Some(floor)
         };
-        let mut rest = components(todo).peekable();
+        let mut rest = Comps(todo).peekable();
         let mut pending: Vec<Comp<'p>> = Vec::new();
         let mut must_dir = wants_dir(path);
         let mut hops = 0u32;
@@ -390,10 +416,39 @@ impl Tree {
         if at != start || depth == 0 {
             return None;
         }
-        for &ino in chain[..depth].iter().rev() {
+        chain[..depth].reverse();
+        for &ino in &chain[..depth] {
             stack.push(ino);
         }
+        // Checked: the next name looked up in this directory by the same
+        // path compares bytes instead.
+        if depth <= CHAIN {
+            self.parents.get_or_make().record(
+                self.dir_gen,
+                start,
+                dirs.as_bytes(),
+                &chain[..depth],
+            );
+        }
         Some(found)
+    }
+
+    /// Directory `dirs` from `start` when the parent cache holds it for
+    /// this directory generation (see `parents`): what
+    /// [`Tree::parent_from_hint`] would find, by a comparison of bytes and
+    /// one lookup. Fills `stack` as the walk would have.
+    fn parent_cached(&self, start: Ino, dirs: &str, stack: &mut DirStack) -> Option<&Inode> {
+        let cache = self.parents.get()?;
+        let mut chain = [0 as Ino; CHAIN];
+        let depth = cache.lookup(self.dir_gen, start, dirs.as_bytes(), &mut chain)?;
+        let inode = self.inodes.get(&chain[depth - 1])?;
+        if inode.kind() != FileType::Dir {
+            return None;
+        }
+        for &ino in &chain[..depth] {
+            stack.push(ino);
+        }
+        Some(inode)
     }
 
     /// The entry `dir/name` if the entry hint is an inode it names, taken
@@ -410,6 +465,17 @@ impl Tree {
                 let kind = inode.kind();
                 (Entry { ino, kind }, inode)
             })
+    }
+
+    /// Whether resolving `path` from the root would take its parent from
+    /// the parent cache (for tests: a cache that never hits proves nothing).
+    #[cfg(test)]
+    pub(crate) fn parent_cache_hits(&self, path: &str) -> bool {
+        let Some(cut) = last_slash(path) else {
+            return false;
+        };
+        let mut stack = DirStack::new(ROOT);
+        self.parent_cached(ROOT, &path[..cut], &mut stack).is_some()
     }
 
     /// Resolves to an existing inode.
@@ -432,5 +498,34 @@ impl Tree {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Comps;
+    use crate::path::components;
+
+    #[test]
+    fn comps_split_as_components_does() {
+        for p in [
+            "",
+            "/",
+            "//",
+            "a",
+            "/a",
+            "a/",
+            "/a/b",
+            "a//b",
+            "/a/./../b/",
+            "..",
+            "./x/",
+            "/app/d7/n12",
+            "é/ü//ß",
+        ] {
+            let ours: Vec<&str> = Comps(p).collect();
+            let theirs: Vec<&str> = components(p).collect();
+            assert_eq!(ours, theirs, "{p:?}");
+        }
     }
 }

@@ -24,6 +24,10 @@ mod visit;
 #[path = "reuse_tests.rs"]
 mod reuse_tests;
 
+#[cfg(test)]
+#[path = "parent_cache_tests.rs"]
+mod parent_cache_tests;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,144 @@
+//! The parent cache (`tree/parents.rs`) as callers see it: once a
+//! directory's path is cached, every change that makes the path walk
+//! elsewhere (a rename or removal of a directory on it, a symlink in its
+//! place, a lower name limit) is seen by the next resolution, and a
+//! snapshot or fork resolves by its own tree.
+
+use crate::error::ErrorKind;
+use crate::{Limits, Vfs};
+
+/// Resolves `/a/b/x` until the parent path is cached (the first walk sets
+/// the hint, the second checks it and records the path, the third hits).
+fn warm(v: &mut Vfs) {
+    warm_to(v, b"old");
+}
+
+fn tree() -> Vfs {
+    let mut v = Vfs::new();
+    v.create_dir_all("/a/b").unwrap();
+    v.write_file("/a/b/x", b"old").unwrap();
+    v
+}
+
+#[test]
+fn a_renamed_directory_is_seen() {
+    let mut v = tree();
+    warm(&mut v);
+    v.rename("/a/b", "/a/moved").unwrap();
+    assert!(!v.tree.parent_cache_hits("/a/b/x"), "a rename empties it");
+    assert_eq!(
+        v.read_file("/a/b/x").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    v.create_dir("/a/b").unwrap();
+    v.write_file("/a/b/x", b"new").unwrap();
+    assert_eq!(v.read_file("/a/b/x").unwrap(), b"new");
+    assert_eq!(v.read_file("/a/moved/x").unwrap(), b"old");
+    v.check_invariants().unwrap();
+}
+
+#[test]
+fn a_directory_renamed_over_an_empty_one_is_seen() {
+    let mut v = tree();
+    v.create_dir("/a/c").unwrap();
+    v.write_file("/a/c/x", b"c").unwrap();
+    warm(&mut v);
+    v.remove_file("/a/b/x").unwrap();
+    // `/a/b` is empty now: `/a/c` may replace it.
+    v.rename("/a/c", "/a/b").unwrap();
+    assert_eq!(v.read_file("/a/b/x").unwrap(), b"c");
+    v.check_invariants().unwrap();
+}
+
+#[test]
+fn a_removed_directory_and_a_symlink_in_its_place_are_seen() {
+    let mut v = tree();
+    v.create_dir_all("/elsewhere").unwrap();
+    v.write_file("/elsewhere/x", b"there").unwrap();
+    warm(&mut v);
+    v.remove_file("/a/b/x").unwrap();
+    v.remove_dir("/a/b").unwrap();
+    assert!(!v.tree.parent_cache_hits("/a/b/x"), "a removal empties it");
+    assert_eq!(
+        v.metadata("/a/b/x").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    v.symlink("/elsewhere", "/a/b").unwrap();
+    assert_eq!(v.read_file("/a/b/x").unwrap(), b"there");
+    // And back: a directory again, through the cache's path.
+    v.remove_file("/a/b").unwrap();
+    v.create_dir("/a/b").unwrap();
+    v.write_file("/a/b/x", b"again").unwrap();
+    warm_to(&v, b"again");
+    v.check_invariants().unwrap();
+}
+
+fn warm_to(v: &Vfs, want: &[u8]) {
+    for _ in 0..3 {
+        assert_eq!(v.read_file("/a/b/x").unwrap(), want);
+    }
+    assert!(v.tree.parent_cache_hits("/a/b/x"), "the cache is warm");
+}
+
+#[test]
+fn a_lower_name_limit_refuses_a_cached_path() {
+    let mut v = Vfs::new();
+    v.create_dir_all("/a/longer-name").unwrap();
+    v.write_file("/a/longer-name/x", b"1").unwrap();
+    for _ in 0..3 {
+        v.metadata("/a/longer-name/x").unwrap();
+    }
+    assert!(v.tree.parent_cache_hits("/a/longer-name/x"));
+    v.set_limits(Limits {
+        max_name_len: 4,
+        ..Limits::default()
+    });
+    assert_eq!(
+        v.metadata("/a/longer-name/x").unwrap_err().kind(),
+        ErrorKind::NameTooLong
+    );
+}
+
+#[test]
+fn snapshots_and_forks_resolve_by_their_own_tree() {
+    let mut v = tree();
+    warm(&mut v);
+    let snap = v.snapshot();
+    let mut fork = snap.fork();
+    assert!(
+        !fork.tree.parent_cache_hits("/a/b/x"),
+        "a fork starts empty"
+    );
+    warm(&mut fork);
+    // The original moves its directory; the snapshot and fork keep theirs.
+    v.rename("/a/b", "/a/moved").unwrap();
+    v.create_dir("/a/b").unwrap();
+    v.write_file("/a/b/x", b"mine").unwrap();
+    for _ in 0..3 {
+        assert_eq!(v.read_file("/a/b/x").unwrap(), b"mine");
+        assert_eq!(snap.read_file("/a/b/x").unwrap(), b"old");
+        assert_eq!(fork.read_file("/a/b/x").unwrap(), b"old");
+    }
+    // The fork changes on its own.
+    fork.remove_file("/a/b/x").unwrap();
+    fork.remove_dir("/a/b").unwrap();
+    assert_eq!(
+        fork.read_file("/a/b/x").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(snap.read_file("/a/b/x").unwrap(), b"old");
+    v.check_invariants().unwrap();
+    fork.check_invariants().unwrap();
+}
+
+#[test]
+fn paths_that_differ_only_in_spelling_resolve_alike() {
+    let mut v = tree();
+    warm(&mut v);
+    for p in ["/a//b/x", "a/b/x", "/a/./b/x", "/a/b/../b/x", "/a/b/x"] {
+        assert_eq!(v.read_file(p).unwrap(), b"old", "{p}");
+    }
+    v.write_file("/a/b/y", b"y").unwrap();
+    assert_eq!(v.read_file("/a/b/y").unwrap(), b"y");
+    v.check_invariants().unwrap();
+}
