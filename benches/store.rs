@@ -22,6 +22,7 @@
 //! cargo bench --bench store                  # 1 GiB
 //! COWVFS_BENCH_MIB=256 cargo bench --bench store
 //! COWVFS_BENCH_BULK_ONLY=1 cargo bench --bench store   # part 1 only
+//! COWVFS_BENCH_PULL_ONLY=1 COWVFS_BENCH_RUNS=7 cargo bench --bench store
 //! ```
 //!
 //! Under `cargo test --all-targets` (no `--bench`) it runs a 2 MiB smoke
@@ -140,7 +141,15 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if bench { 1024 } else { 2 });
     let big_mib = if total_mib >= 128 { 64 } else { 1 };
-    let runs: usize = if bench { 3 } else { 1 };
+    let runs: usize = if bench {
+        std::env::var("COWVFS_BENCH_RUNS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3)
+            .max(1)
+    } else {
+        1
+    };
     let weed = Weed::start_sized(1024, 24);
     let dir = tempfile::tempdir().unwrap();
     let v = tree(total_mib, big_mib);
@@ -180,6 +189,7 @@ fn main() {
             let t = Instant::now();
             store::pull(&s3, &st.root, &out, None, &opts).unwrap();
             t_pull.push(t.elapsed());
+            println!("pull {r}: {:.3} s", t.elapsed().as_secs_f64());
             pull_reqs = s3.meter().requests() - before;
             std::fs::remove_file(&out).unwrap();
             pushed = Some(st);

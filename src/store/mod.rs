@@ -77,7 +77,6 @@ mod packer;
 pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
-mod staged;
 mod tombstone;
 mod transfer;
 mod url;
