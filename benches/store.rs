@@ -8,8 +8,10 @@
 //! - bulk transfers of a tree of unique data (1 GiB by default): push to
 //!   an empty prefix and pull without a cache, each beside one PUT (GET)
 //!   of the whole checkpoint file through the same client, every request
-//!   counted by `store::Metered`; median of `RUNS` runs, printed as a
-//!   Markdown table. Not criterion samples: criterion needs at least 10
+//!   counted by `store::Metered`; the GET twice: into memory, and
+//!   streamed into a local file that is then synced (what `aws s3 cp`
+//!   does, and what a pull also ends with: a durable file); median of
+//!   `RUNS` runs, printed as a Markdown table. Not criterion samples: criterion needs at least 10
 //!   iterations, and 10 GiB-sized uploads per row would fill the disk.
 //! - criterion benches (10 samples each): a near-identical push of that
 //!   tree, lazy start first byte at 10 ms/request, and a sequential read
@@ -20,6 +22,7 @@
 //! cargo bench --bench store                  # 1 GiB
 //! COWVFS_BENCH_MIB=256 cargo bench --bench store
 //! COWVFS_BENCH_BULK_ONLY=1 cargo bench --bench store   # part 1 only
+//! COWVFS_BENCH_PULL_ONLY=1 COWVFS_BENCH_RUNS=7 cargo bench --bench store
 //! ```
 //!
 //! Under `cargo test --all-targets` (no `--bench`) it runs a 2 MiB smoke
@@ -28,6 +31,8 @@
 #[path = "../tests/store_support/mod.rs"]
 mod store_support;
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +78,45 @@ fn tree(total_mib: usize, big_mib: usize) -> Vfs {
     v
 }
 
+/// One GET of `name` (under `prefix` in `bucket`) streamed into a new
+/// file at `out` as the body arrives, 1 MiB at a time, then synced: the
+/// plain-download baseline that, like a pull, ends with a durable file.
+/// Its own object_store client over the same server (the store's client
+/// is private), on a runtime of two workers like the store's. The bytes
+/// written.
+fn get_to_file(weed: &Weed, bucket: &str, key: &str, out: &Path) -> u64 {
+    use futures_util::StreamExt;
+    use object_store::ObjectStoreExt;
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    let mut b = AmazonS3Builder::new().with_bucket_name(bucket);
+    for (k, v) in weed.env() {
+        b = b.with_config(
+            k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>().unwrap(),
+            v,
+        );
+    }
+    let client = b.build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from(key);
+    rt.block_on(async {
+        let file = std::fs::File::create(out).unwrap();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut body = client.get(&path).await.unwrap().into_stream();
+        let mut n = 0u64;
+        while let Some(piece) = body.next().await {
+            let piece = piece.unwrap();
+            n += piece.len() as u64;
+            w.write_all(&piece).unwrap();
+        }
+        w.into_inner().unwrap().sync_all().unwrap();
+        n
+    })
+}
+
 /// Reads `/data/big` front to back in 64 KiB reads, as a guest would.
 fn read_big(snap: &Snapshot) -> u64 {
     let mut sandbox = snap.fork();
@@ -97,7 +141,15 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if bench { 1024 } else { 2 });
     let big_mib = if total_mib >= 128 { 64 } else { 1 };
-    let runs: usize = if bench { 3 } else { 1 };
+    let runs: usize = if bench {
+        std::env::var("COWVFS_BENCH_RUNS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3)
+            .max(1)
+    } else {
+        1
+    };
     let weed = Weed::start_sized(1024, 24);
     let dir = tempfile::tempdir().unwrap();
     let v = tree(total_mib, big_mib);
@@ -111,16 +163,37 @@ fn main() {
     // Part 1: bulk push and pull beside one whole-object PUT and GET.
     let mut rows: Vec<[String; 5]> = Vec::new();
     let (mut t_push, mut t_put, mut t_pull, mut t_get) = (vec![], vec![], vec![], vec![]);
+    let mut t_get_file = vec![];
     let (mut push_reqs, mut pull_reqs, mut pushed) = (0, 0, None);
     // COWVFS_BENCH_LAZY_ONLY=1: push once, untimed, and go straight to
     // the criterion part (while iterating on the lazy benches).
     let lazy_only = std::env::var_os("COWVFS_BENCH_LAZY_ONLY").is_some();
     let runs = if lazy_only { 1 } else { runs };
+    // COWVFS_BENCH_PULL_ONLY=1: push once, untimed, then time only the
+    // pulls (for a profiler: no push, PUT or GET in the samples).
+    let pull_only = std::env::var_os("COWVFS_BENCH_PULL_ONLY").is_some();
     for r in 0..runs {
         let s3 = Arc::new(Metered::new(weed.store("bench", &format!("run{r}"))));
         if lazy_only {
             pushed = Some(store::push(&a, &*s3, &opts).unwrap());
             break;
+        }
+        if pull_only {
+            let s3 = Metered::new(weed.store("bench", "run0"));
+            let st = match pushed {
+                Some(st) => st,
+                None => store::push(&a, &s3, &opts).unwrap(),
+            };
+            let out = dir.path().join("pulled.ck");
+            let before = s3.meter().requests();
+            let t = Instant::now();
+            store::pull(&s3, &st.root, &out, None, &opts).unwrap();
+            t_pull.push(t.elapsed());
+            println!("pull {r}: {:.3} s", t.elapsed().as_secs_f64());
+            pull_reqs = s3.meter().requests() - before;
+            std::fs::remove_file(&out).unwrap();
+            pushed = Some(st);
+            continue;
         }
         let t = Instant::now();
         let st = store::push(&a, &*s3, &opts).unwrap();
@@ -142,15 +215,25 @@ fn main() {
         let got = raw.get_raw("a.ck").unwrap().unwrap();
         t_get.push(t.elapsed());
         assert_eq!(got.len(), file.len());
+        drop(got);
+        let copy = dir.path().join("copied.ck");
+        let t = Instant::now();
+        let n = get_to_file(&weed, "bench", &format!("whole{r}/a.ck"), &copy);
+        t_get_file.push(t.elapsed());
+        assert_eq!(n, file.len() as u64);
+        std::fs::remove_file(&copy).unwrap();
         pushed = Some(st);
     }
     let st = pushed.unwrap();
     let n = file.len() as u64;
-    if lazy_only {
+    if lazy_only || pull_only {
         t_push.push(Duration::ZERO);
         t_put.push(Duration::ZERO);
-        t_pull.push(Duration::ZERO);
+        if lazy_only {
+            t_pull.push(Duration::ZERO);
+        }
         t_get.push(Duration::ZERO);
+        t_get_file.push(Duration::ZERO);
     }
     for (what, times, bytes, reqs) in [
         ("push (empty store)", t_push, st.chunk_bytes, push_reqs),
@@ -161,7 +244,18 @@ fn main() {
             st.chunk_bytes,
             pull_reqs,
         ),
-        ("  baseline: one GET of the checkpoint file", t_get, n, 1),
+        (
+            "  baseline: one GET of the checkpoint file, into memory",
+            t_get,
+            n,
+            1,
+        ),
+        (
+            "  baseline: one GET of the checkpoint file, streamed into a local file, synced",
+            t_get_file,
+            n,
+            1,
+        ),
     ] {
         let d = median(times);
         rows.push([
@@ -188,7 +282,7 @@ fn main() {
 
     // COWVFS_BENCH_BULK_ONLY=1: stop here (while iterating on the bulk
     // transfers, or under a profiler).
-    if std::env::var_os("COWVFS_BENCH_BULK_ONLY").is_some() {
+    if std::env::var_os("COWVFS_BENCH_BULK_ONLY").is_some() || pull_only {
         return;
     }
 

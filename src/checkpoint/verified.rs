@@ -3,17 +3,25 @@
 //! chunk as it arrives). The file is the one [`Snapshot::save`] makes,
 //! byte for byte (the same encoding of the same tree, the chunks in the
 //! same order, the same trailing hash), but no chunk is hashed against
-//! its address a second time or copied on its way to the file: the bytes
-//! go out from the caller's buffers in large vectored writes, while a
-//! second thread computes the trailing hash over the same buffers.
+//! its address a second time or copied on its way to the file.
+//!
+//! The chunk table gives every chunk's offset in the file before any
+//! arrives, so chunks are written as they come, in any order, from any
+//! thread, each at its own offset: a download that checks chunks on
+//! several threads writes each one right after hashing it, while its
+//! bytes are still in the processor's cache. The trailing hash needs the
+//! bytes in file order: a second thread takes the chunks from an
+//! in-order queue and hashes them while the download goes on.
 //!
 //! Loading does not trust any of this: a file written here is read and
 //! checked like any other.
 
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
@@ -23,22 +31,82 @@ use crate::atomic;
 use crate::error::{Error, ErrorKind, Result};
 use crate::vfs::Snapshot;
 
-/// Bytes gathered per write (and per message to the hashing thread).
-const WRITE_BATCH: usize = 8 << 20;
-/// Most buffers in one vectored write (Linux's `IOV_MAX`).
-const MAX_SLICES: usize = 1024;
+/// Bytes the hashing thread takes from its queue at once.
+const HASH_TAKE: u64 = 4 << 20;
+/// Most bytes queued for the hashing thread before a caller handing in
+/// more waits for it (only while it has work: see [`Queue::put`]).
+const MAX_QUEUED: u64 = 128 << 20;
 
-/// Saves `snap` in full to `path`, atomically, taking the data section's
-/// chunks from `next` (called with 0, 1, 2, ... in order; it may block
-/// until that chunk has arrived). `chunks` is the chunk table the caller
-/// fetched by (address, stored length), which must be the tree's own;
-/// the caller promises each chunk `next` returns hashes to its address.
-/// A chunk of the wrong length is an error, and nothing is left at `path`.
+/// Where the chunks of a [`save_verified`] go: the caller hands each one
+/// in by its position in the chunk table, in any order, from any thread.
+pub(crate) struct Placer<'a> {
+    file: &'a File,
+    chunks: &'a [(blake3::Hash, u32)],
+    /// Offset in the file of each chunk of the table.
+    at: Vec<u64>,
+    /// Which chunks are in the file already.
+    written: Vec<AtomicBool>,
+    queue: &'a Queue,
+}
+
+impl Placer<'_> {
+    fn check(&self, i: usize, len: usize) -> Result<()> {
+        let Some(&(addr, want)) = self.chunks.get(i) else {
+            return Err(Error::with(
+                ErrorKind::InvalidInput,
+                format!("chunk {i} given, the tree stores {}", self.chunks.len()),
+            ));
+        };
+        if len != want as usize {
+            return Err(Error::with(
+                ErrorKind::InvalidInput,
+                format!(
+                    "chunk {}: {len} bytes given, the tree stores {want}",
+                    addr.to_hex()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes chunk `i` of the table (checked against its address by the
+    /// caller) at its offset in the file, now: a caller that has just
+    /// hashed it writes it while its bytes are still in the processor's
+    /// cache. It still has to be handed in by [`Placer::put`].
+    pub(crate) fn write(&self, i: usize, bytes: &[u8]) -> Result<()> {
+        self.check(i, bytes.len())?;
+        self.file.write_all_at(bytes, self.at[i])?;
+        self.written[i].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Hands in chunk `i` of the table (checked against its address by
+    /// the caller): written at its offset unless [`Placer::write`] did
+    /// that already, and queued for the trailing hash. A chunk of the
+    /// wrong length is an error.
+    pub(crate) fn put(&self, i: usize, bytes: Bytes) -> Result<()> {
+        self.check(i, bytes.len())?;
+        if !self.written[i].load(Ordering::Acquire) {
+            self.write(i, &bytes)?;
+        }
+        self.queue.put(i, bytes);
+        Ok(())
+    }
+}
+
+/// Saves `snap` in full to `path`, atomically. `fill` hands the data
+/// section's chunks to the [`Placer`] it is given, each once, in any
+/// order (it may be a download that checks each chunk as it arrives).
+/// `chunks` is the chunk table the caller fetches by (address, stored
+/// length), which must be the tree's own; the caller promises each chunk
+/// it hands in hashes to its address. A chunk of the wrong length, one
+/// that never comes, or an error from `fill` fails the save, and nothing
+/// is left at `path`.
 pub(crate) fn save_verified(
     snap: &Snapshot,
     path: &Path,
     chunks: &[(blake3::Hash, u32)],
-    next: &mut dyn FnMut(usize) -> Result<Bytes>,
+    fill: &mut dyn FnMut(&Placer<'_>) -> Result<()>,
 ) -> Result<SaveStats> {
     let enc = encode(snap, None, false)?;
     let (header, meta, table) = enc.parts()?;
@@ -54,83 +122,179 @@ pub(crate) fn save_verified(
         ));
     }
     atomic::write_file(path, CHECKPOINT_FILE, |file| {
-        write_data(file, &header, meta, chunks, next)?;
+        write_data(file, &header, meta, chunks, fill)?;
         Ok(enc.stats)
     })
 }
 
 fn write_data(
-    mut file: &File,
+    file: &File,
     header: &[u8],
     meta: &[u8],
     chunks: &[(blake3::Hash, u32)],
-    next: &mut dyn FnMut(usize) -> Result<Bytes>,
+    fill: &mut dyn FnMut(&Placer<'_>) -> Result<()>,
 ) -> Result<()> {
+    let mut at = Vec::with_capacity(chunks.len());
+    let mut end = (header.len() + meta.len()) as u64;
+    for &(_, len) in chunks {
+        at.push(end);
+        end += len as u64;
+    }
+    write_all_at(file, &[header, meta], 0)?;
+    let queue = Queue::new(chunks.len());
     std::thread::scope(|s| {
-        let (tx, rx) = mpsc::sync_channel::<Vec<Bytes>>(2);
-        let hashing = s.spawn(move || {
-            let mut h = blake3::Hasher::new();
-            h.update(header);
-            h.update(meta);
-            for batch in rx {
-                for b in &batch {
-                    h.update(b);
-                }
-            }
-            h.finalize()
-        });
-        let written = (|| -> Result<()> {
-            write_slices(&mut file, &[header, meta])?;
-            let mut i = 0;
-            while i < chunks.len() {
-                let (mut batch, mut bytes) = (Vec::new(), 0usize);
-                while i < chunks.len() && bytes < WRITE_BATCH && batch.len() < MAX_SLICES {
-                    let b = next(i)?;
-                    let (addr, len) = chunks[i];
-                    if b.len() != len as usize {
-                        return Err(Error::with(
-                            ErrorKind::InvalidInput,
-                            format!(
-                                "chunk {}: {} bytes given, the tree stores {len}",
-                                addr.to_hex(),
-                                b.len()
-                            ),
-                        ));
-                    }
-                    bytes += b.len();
-                    batch.push(b);
-                    i += 1;
-                }
-                // Hashing (on its own thread) and writing the same batch
-                // overlap; the channel holds two batches at most.
-                tx.send(batch.clone())
-                    .map_err(|_| Error::with(ErrorKind::Io, "the hashing thread stopped"))?;
-                let slices: Vec<&[u8]> = batch.iter().map(|b| &b[..]).collect();
-                write_slices(&mut file, &slices)?;
-            }
-            Ok(())
-        })();
-        drop(tx);
+        let hashing = s.spawn(|| queue.hash_all(header, meta, chunks));
+        let placer = Placer {
+            file,
+            chunks,
+            at,
+            written: chunks.iter().map(|_| AtomicBool::new(false)).collect(),
+            queue: &queue,
+        };
+        let filled = fill(&placer);
+        // Whatever has not come now never will: the hashing thread stops
+        // at the first such chunk.
+        queue.end();
         let trailer = hashing
             .join()
-            .map_err(|_| Error::with(ErrorKind::Io, "hashing thread failed"))?;
-        written?;
-        file.write_all(trailer.as_bytes())?;
+            .unwrap_or_else(|_| Err(Error::with(ErrorKind::Io, "hashing thread failed")));
+        filled?;
+        write_all_at(file, &[trailer?.as_bytes()], end)?;
         Ok(())
     })
 }
 
-/// Writes every byte of `bufs`, in order, in as few system calls as the
-/// kernel allows.
-fn write_slices(file: &mut &File, bufs: &[&[u8]]) -> io::Result<()> {
+/// Chunks on their way to the hashing thread, which takes them in table
+/// order; a chunk leaves once taken, so what is held is what arrived
+/// ahead of the hash.
+struct Queue {
+    state: Mutex<QueueState>,
+    changed: Condvar,
+}
+
+struct QueueState {
+    slots: Vec<Option<Bytes>>,
+    /// The next chunk to hash.
+    next: usize,
+    /// Bytes in `slots`.
+    queued: u64,
+    /// No more chunks will come.
+    ended: bool,
+}
+
+impl Queue {
+    fn new(n: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                slots: vec![None; n],
+                next: 0,
+                queued: 0,
+                ended: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues chunk `i`. Past [`MAX_QUEUED`] bytes the caller waits, but
+    /// only while the hash has the chunk it needs next: were that one
+    /// still to come, waiting could never end.
+    fn put(&self, i: usize, bytes: Bytes) {
+        let mut st = self.lock();
+        if i < st.next || st.slots[i].is_some() {
+            return;
+        }
+        st.queued += bytes.len() as u64;
+        st.slots[i] = Some(bytes);
+        self.changed.notify_all();
+        while st.queued > MAX_QUEUED && st.slots.get(st.next).is_some_and(Option::is_some) {
+            st = self
+                .changed
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// No more chunks will come.
+    fn end(&self) {
+        self.lock().ended = true;
+        self.changed.notify_all();
+    }
+
+    /// The file's trailing hash: the header, the metadata, then every
+    /// chunk in table order as it arrives. An error if the queue ends
+    /// before all have.
+    fn hash_all(
+        &self,
+        header: &[u8],
+        meta: &[u8],
+        chunks: &[(blake3::Hash, u32)],
+    ) -> Result<blake3::Hash> {
+        let mut h = blake3::Hasher::new();
+        h.update(header);
+        h.update(meta);
+        let mut taken = Vec::new();
+        loop {
+            {
+                let mut st = self.lock();
+                loop {
+                    let mut bytes = 0u64;
+                    while bytes < HASH_TAKE {
+                        let next = st.next;
+                        let Some(b) = st.slots.get_mut(next).and_then(Option::take) else {
+                            break;
+                        };
+                        bytes += b.len() as u64;
+                        taken.push(b);
+                        st.next += 1;
+                    }
+                    if bytes > 0 {
+                        st.queued -= bytes;
+                        self.changed.notify_all();
+                        break;
+                    }
+                    if st.next == chunks.len() {
+                        return Ok(h.finalize());
+                    }
+                    if st.ended {
+                        return Err(Error::with(
+                            ErrorKind::Io,
+                            format!("chunk {} never came", chunks[st.next].0.to_hex()),
+                        ));
+                    }
+                    st = self
+                        .changed
+                        .wait(st)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            for b in taken.drain(..) {
+                h.update(&b);
+            }
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, in order, at `offset` of `file`, in as
+/// few system calls as the kernel allows.
+fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    if let [one] = bufs {
+        return file.write_all_at(one, offset);
+    }
     let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
-        match file.write_vectored(rest) {
+        match rustix::io::pwritev(file, rest, offset) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut rest, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -180,12 +344,39 @@ mod tests {
             "5 chunks of /big (shared by /copy) and /small"
         );
         let out = dir.path().join("v.ck");
-        let stats = save_verified(&snap, &out, &table, &mut |i| Ok(bytes[i].clone())).unwrap();
         let saved = snap.save(dir.path().join("s.ck")).unwrap();
-        assert_eq!(stats, saved);
         let want = std::fs::read(dir.path().join("s.ck")).unwrap();
+        // In table order, in reverse, and interleaved: each chunk lands at
+        // its own offset and the trailing hash takes them in order.
+        let n = table.len();
+        let orders: [Vec<usize>; 3] = [
+            (0..n).collect(),
+            (0..n).rev().collect(),
+            (0..n).step_by(2).chain((1..n).step_by(2)).collect(),
+        ];
+        for order in orders {
+            let stats = save_verified(&snap, &out, &table, &mut |p| {
+                order.iter().try_for_each(|&i| p.put(i, bytes[i].clone()))
+            })
+            .unwrap();
+            assert_eq!(stats, saved);
+            assert!(std::fs::read(&out).unwrap() == want, "order {order:?}");
+            assert!(snap.diff(&Snapshot::load(&out).unwrap()).is_empty());
+            std::fs::remove_file(&out).unwrap();
+        }
+        // Written early from two threads (as a download's checking
+        // threads do), handed in afterwards.
+        let stats = save_verified(&snap, &out, &table, &mut |p| {
+            std::thread::scope(|s| {
+                let odd = s.spawn(|| (1..n).step_by(2).try_for_each(|i| p.write(i, &bytes[i])));
+                (0..n).step_by(2).try_for_each(|i| p.write(i, &bytes[i]))?;
+                odd.join().unwrap()
+            })?;
+            (0..n).try_for_each(|i| p.put(i, bytes[i].clone()))
+        })
+        .unwrap();
+        assert_eq!(stats, saved);
         assert!(std::fs::read(&out).unwrap() == want);
-        assert!(snap.diff(&Snapshot::load(&out).unwrap()).is_empty());
     }
 
     #[test]
@@ -195,31 +386,52 @@ mod tests {
         let (table, bytes) = table(&snap);
         let out = dir.path().join("v.ck");
         // Another table than the tree's.
-        let e = save_verified(&snap, &out, &table[1..], &mut |i| Ok(bytes[i].clone())).unwrap_err();
+        let all = |p: &Placer<'_>| (0..bytes.len()).try_for_each(|i| p.put(i, bytes[i].clone()));
+        let e = save_verified(&snap, &out, &table[1..], &mut |p| all(p)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         // A chunk of the wrong length.
-        let e = save_verified(&snap, &out, &table, &mut |i| {
-            Ok(if i == 3 {
-                bytes[i].slice(1..)
-            } else {
-                bytes[i].clone()
+        let e = save_verified(&snap, &out, &table, &mut |p| {
+            (0..bytes.len()).try_for_each(|i| {
+                p.put(
+                    i,
+                    if i == 3 {
+                        bytes[i].slice(1..)
+                    } else {
+                        bytes[i].clone()
+                    },
+                )
             })
         })
         .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         assert!(
             e.to_string().contains(&table[3].0.to_hex().to_string()),
             "{e}"
         );
-        // A chunk that never comes: the caller's error, unchanged.
-        let e = save_verified(&snap, &out, &table, &mut |i| {
-            if i == 5 {
-                Err(Error::with(ErrorKind::Io, "chunk did not arrive"))
-            } else {
-                Ok(bytes[i].clone())
-            }
+        // A position past the table.
+        let e = save_verified(&snap, &out, &table, &mut |p| {
+            p.put(table.len(), Bytes::new())
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        // The caller's own error (a download that failed), unchanged.
+        let e = save_verified(&snap, &out, &table, &mut |p| {
+            (0..5).try_for_each(|i| p.put(i, bytes[i].clone()))?;
+            Err(Error::with(ErrorKind::Io, "chunk did not arrive"))
         })
         .unwrap_err();
         assert!(e.to_string().contains("did not arrive"), "{e}");
+        // A caller that ends without handing in every chunk.
+        let e = save_verified(&snap, &out, &table, &mut |p| {
+            (0..bytes.len())
+                .filter(|&i| i != 4)
+                .try_for_each(|i| p.put(i, bytes[i].clone()))
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(&table[4].0.to_hex().to_string()),
+            "{e}"
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -89,6 +89,25 @@ pub(crate) fn fetch_shared(
     verify: bool,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<()> {
+    fetch_placed(store, catalog, wants, batch_bytes, verify, None, sink)
+}
+
+/// Called with each chunk right after it is checked (before it goes to
+/// the sink), on whichever thread checked it, while its bytes are still
+/// in the processor's cache.
+pub(crate) type Place<'a> = &'a (dyn Fn(usize, &[u8]) -> Result<()> + Sync);
+
+/// [`fetch_shared`], also handing each chunk to `place` (if given) as
+/// soon as it is checked: the pull writes it to its file there.
+pub(crate) fn fetch_placed(
+    store: &dyn BlobStore,
+    catalog: &Catalog,
+    wants: &[(blake3::Hash, u32)],
+    batch_bytes: u64,
+    verify: bool,
+    place: Option<Place<'_>>,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
+) -> Result<()> {
     let (mut packed, mut loose) = (Vec::new(), Vec::new());
     for (i, (addr, _)) in wants.iter().enumerate() {
         match catalog.locate(addr) {
@@ -96,7 +115,7 @@ pub(crate) fn fetch_shared(
             None => loose.push(i),
         }
     }
-    let not_found = fetch_loose(store, wants, &loose, sink)?;
+    let not_found = fetch_loose(store, wants, &loose, place, sink)?;
     if !not_found.is_empty() {
         // Perhaps packed by a push since the catalog was read, or listed
         // in an index object that a garbage collection merged into a new
@@ -129,7 +148,7 @@ pub(crate) fn fetch_shared(
             packed.push((i, l));
         }
     }
-    let gone = fetch_packed(store, wants, packed, batch_bytes, verify, sink)?;
+    let gone = fetch_packed(store, wants, packed, batch_bytes, verify, place, sink)?;
     if gone.is_empty() {
         return Ok(());
     }
@@ -150,7 +169,7 @@ pub(crate) fn fetch_shared(
             }
         }
     }
-    let still = fetch_packed(store, wants, again, batch_bytes, verify, sink)?;
+    let still = fetch_packed(store, wants, again, batch_bytes, verify, place, sink)?;
     match still.first() {
         None => Ok(()),
         Some((i, pack)) => Err(io_err(format!(
@@ -171,6 +190,7 @@ fn fetch_packed(
     packed: Vec<(usize, ChunkLoc)>,
     batch_bytes: u64,
     verify: bool,
+    place: Option<Place<'_>>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<(usize, String)>> {
     let mut all = spans(packed);
@@ -207,6 +227,7 @@ fn fetch_packed(
                 &all[b.clone()],
                 got,
                 verify,
+                place,
                 sink,
             )?);
         }
@@ -223,6 +244,7 @@ fn fetch_loose(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
     loose: &[usize],
+    place: Option<Place<'_>>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<usize>> {
     let mut lacking = Vec::new();
@@ -249,6 +271,9 @@ fn fetch_loose(
                     store.location(),
                     addr.to_hex()
                 )));
+            }
+            if let Some(place) = place {
+                place(i, &bytes)?;
             }
             sink(i, Bytes::from(bytes))?;
         }
@@ -285,14 +310,16 @@ fn get_spans(store: &dyn BlobStore, spans: &[Span]) -> Result<Vec<Option<Vec<u8>
 }
 
 /// Checks every chunk in a batch of spans read by [`get_spans`] and hands
-/// them on; the members of spans whose pack is gone, with its key.
-/// Hashing runs on two threads when there is much of it.
+/// them on (to `place` as each is checked, then to `sink`); the members
+/// of spans whose pack is gone, with its key. Hashing (and placing) runs
+/// on two threads when there is much of it.
 fn check_spans(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
     spans: &[Span],
     got: Vec<Option<Vec<u8>>>,
     verify: bool,
+    place: Option<Place<'_>>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<(usize, String)>> {
     let keys: Vec<String> = spans
@@ -322,7 +349,15 @@ fn check_spans(
     let loc = store.location();
     let check = |from: usize, to: usize| -> Result<()> {
         for (n, s) in spans[from..to].iter().enumerate() {
-            check_span(&loc, &keys[from + n], wants, s, &bodies[from + n], verify)?;
+            check_span(
+                &loc,
+                &keys[from + n],
+                wants,
+                s,
+                &bodies[from + n],
+                verify,
+                place,
+            )?;
         }
         Ok(())
     };
@@ -357,6 +392,7 @@ fn check_span(
     s: &Span,
     body: &[u8],
     verify: bool,
+    place: Option<Place<'_>>,
 ) -> Result<()> {
     for &(i, l) in &s.members {
         let (addr, len) = wants[i];
@@ -371,6 +407,9 @@ fn check_span(
                     l.offset
                 ),
             ));
+        }
+        if let Some(place) = place {
+            place(i, bytes)?;
         }
     }
     Ok(())

@@ -78,7 +78,6 @@ mod publish;
 pub mod refs;
 #[cfg(feature = "s3")]
 mod s3;
-mod staged;
 mod survey;
 mod tombstone;
 mod transfer;

@@ -254,6 +254,8 @@ fn pull_err(store: &dyn BlobStore, root: &blake3::Hash) -> Error {
     let out = dir.path().join("p.ck");
     let e = pull(store, root, &out, None, &TransferOptions::default()).unwrap_err();
     assert!(!out.exists());
+    // Nor a temporary beside it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     e
 }
 

@@ -14,7 +14,6 @@ use super::fetch::{self, MAX_SPAN};
 use super::lazy::{CatalogSlot, StoreSource};
 use super::pack::DEFAULT_PACK_SIZE;
 use super::publish;
-use super::staged::Staged;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
 use crate::checkpoint;
 use crate::error::{Error, ErrorKind, Result};
@@ -358,8 +357,8 @@ fn in_manifest(store: &dyn BlobStore, root: &blake3::Hash, e: Error) -> Error {
 
 /// Downloads the tree `root` from `store` into a checkpoint file at `out`
 /// (saved atomically). Chunks already in `cache` are not fetched; fetched
-/// ones are verified and kept there. Without a cache they are held in
-/// memory until the file is written. Packed chunks come by ranged reads,
+/// ones are verified and kept there. Without a cache each is written
+/// into the file as soon as it is verified. Packed chunks come by ranged reads,
 /// adjacent ones of a pack in one request, several requests at once.
 pub fn pull(
     store: &dyn BlobStore,
@@ -452,13 +451,14 @@ pub fn pull(
     })
 }
 
-/// A pull without a cache: every chunk is fetched (verified) into memory
-/// while the checkpoint file is written from there, in table order, each
-/// chunk as soon as it and those before it have arrived, so downloading,
-/// checking, writing and the file's trailing hash overlap; the writer
-/// takes the downloaded buffers themselves and hashes no chunk again. The
-/// tree is checked (structure, root hash, the loader's limits) before
-/// any chunk moves. The chunk bytes moved.
+/// A pull without a cache: every chunk is fetched, checked against its
+/// address as it arrives, and written at once at its own offset in the
+/// checkpoint file (the chunk table gives every offset up front) by the
+/// thread that checked it, while its bytes are still in cache; a second
+/// thread computes the file's trailing hash over the same buffers in
+/// table order. No chunk is hashed against its address twice or copied
+/// on the way. The tree is checked (structure, root hash, the loader's limits)
+/// before any chunk moves. The chunk bytes moved.
 fn pull_streamed(
     store: &dyn BlobStore,
     root: &blake3::Hash,
@@ -468,9 +468,8 @@ fn pull_streamed(
     chunks: &[(blake3::Hash, u32)],
     catalog: &Catalog,
 ) -> Result<u64> {
-    let staged = Staged::new(chunks.len());
-    // Building the tree reads no chunk (the writer takes them from
-    // `staged`): the source it is built over stays empty.
+    // Building the tree reads no chunk (the writer takes them from the
+    // download): the source it is built over stays empty.
     let unread = Arc::new(StoreSource::new(
         Arc::new(MemStore::new()),
         None,
@@ -483,75 +482,52 @@ fn pull_streamed(
     if let Some(p) = opts.progress {
         p(0, total);
     }
-    // `stop`: the save failed on its own (the download stops too);
-    // `lost`: the download failed (the save then fails for want of it).
-    let (stop, lost) = (AtomicBool::new(false), AtomicBool::new(false));
-    let (fetched, saved) = std::thread::scope(|s| {
-        let fetcher = s.spawn(|| {
-            let mut done = 0u64;
-            let mut reported = 0u64;
-            let r = fetch::fetch_shared(
-                store,
-                catalog,
-                chunks,
-                STREAM_BATCH_BYTES,
-                true,
-                &mut |i, b| {
-                    if stop.load(Ordering::SeqCst) {
-                        return Err(io_err("writing the checkpoint file failed"));
-                    }
-                    done += b.len() as u64;
-                    staged.put(i, b);
-                    if let Some(p) = opts.progress
-                        && (done - reported >= 4 << 20 || done == total)
-                    {
-                        reported = done;
-                        p(done, total);
-                    }
-                    Ok(())
-                },
-            );
-            // Whatever has not arrived now never will: a save waiting
-            // for it gets an error, not a wait without end.
-            if r.is_err() {
-                lost.store(true, Ordering::SeqCst);
+    // An error of the writer's own passes through the download unchanged;
+    // the download's own gets named as the pull's.
+    let writing_failed = AtomicBool::new(false);
+    checkpoint::save_verified(&snap, out, chunks, &mut |placer| {
+        let (mut done, mut reported) = (0u64, 0u64);
+        let failed = |e: Error| {
+            writing_failed.store(true, Ordering::Relaxed);
+            e
+        };
+        let place = |i: usize, b: &[u8]| placer.write(i, b).map_err(failed);
+        let fetched = fetch::fetch_placed(
+            store,
+            catalog,
+            chunks,
+            STREAM_BATCH_BYTES,
+            true,
+            Some(&place),
+            &mut |i, b| {
+                done += b.len() as u64;
+                placer.put(i, b).map_err(failed)?;
+                if let Some(p) = opts.progress
+                    && (done - reported >= 4 << 20 || done == total)
+                {
+                    reported = done;
+                    p(done, total);
+                }
+                Ok(())
+            },
+        );
+        fetched.map_err(|e| {
+            if writing_failed.load(Ordering::Relaxed) {
+                e
+            } else {
+                Error::with(
+                    e.kind(),
+                    format!(
+                        "pulling {} from {}: {}",
+                        root.to_hex(),
+                        store.location(),
+                        e.context().unwrap_or("failed")
+                    ),
+                )
             }
-            staged.fail(match &r {
-                Err(e) => e.context().unwrap_or("the download failed").to_string(),
-                Ok(()) => "the download ended without it".to_string(),
-            });
-            r
-        });
-        let saved =
-            checkpoint::save_verified(&snap, out, chunks, &mut |i| staged.take(i, &chunks[i].0));
-        if saved.is_err() && !lost.load(Ordering::SeqCst) {
-            stop.store(true, Ordering::SeqCst);
-        }
-        let fetched = fetcher
-            .join()
-            .unwrap_or_else(|_| Err(io_err("download thread failed")));
-        (fetched, saved)
-    });
-    let in_pull = |e: Error| {
-        Error::with(
-            e.kind(),
-            format!(
-                "pulling {} from {}: {}",
-                root.to_hex(),
-                store.location(),
-                e.context().unwrap_or("failed")
-            ),
-        )
-    };
-    match (fetched, saved) {
-        // The save failed first (and stopped the download): its error.
-        (_, Err(e)) if stop.load(Ordering::SeqCst) => Err(e),
-        // The download's own error says more than the save's "did not
-        // arrive".
-        (Err(e), _) => Err(in_pull(e)),
-        (Ok(()), Err(e)) => Err(e),
-        (Ok(()), Ok(_)) => Ok(total),
-    }
+        })
+    })?;
+    Ok(total)
 }
 
 /// The checked manifest of `root` and the store's catalog, read at once
