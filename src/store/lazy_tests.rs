@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ahead::MAX_HELD;
+use super::pack_tests::noise;
 use super::transfer::open_lazy_source;
 use super::*;
 use crate::limits::Limits;
@@ -96,19 +97,6 @@ impl BlobStore for Slow {
     fn delete_objects(&self, keys: &[&str]) -> Result<()> {
         self.inner.delete_objects(keys)
     }
-}
-
-/// Bytes that do not repeat within a chunk.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A store holding `/big` (`mib` MiB) and `/other` (1 MiB); the store,

@@ -9,7 +9,7 @@ use super::*;
 use crate::{Snapshot, Vfs};
 
 /// Bytes that do not repeat within a chunk.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
