@@ -80,15 +80,55 @@ pub struct Weed {
     _data: tempfile::TempDir,
 }
 
-/// `n` ports free right now on loopback.
+/// `n` ports free right now on loopback, none handed out before by this
+/// process: tests run in parallel threads, each starting a server, and
+/// the kernel may offer a port one thread just released to the next.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            out.push(port);
+        }
+        held.push(l);
+    }
+    out
+}
+
+/// The server's command line on the ports `p` (eight of them).
+fn server_args(
+    store: &std::path::Path,
+    config: &std::path::Path,
+    p: &[u16],
+    volume_mb: u32,
+    volumes: u32,
+) -> Vec<String> {
+    vec![
+        "server".into(),
+        format!("-dir={}", store.display()),
+        "-ip=127.0.0.1".into(),
+        "-ip.bind=127.0.0.1".into(),
+        format!("-master.port={}", p[0]),
+        format!("-master.port.grpc={}", p[1]),
+        format!("-volume.port={}", p[2]),
+        format!("-volume.port.grpc={}", p[3]),
+        format!("-filer.port={}", p[4]),
+        format!("-filer.port.grpc={}", p[5]),
+        "-s3".into(),
+        format!("-s3.port={}", p[6]),
+        format!("-s3.port.grpc={}", p[7]),
+        format!("-s3.config={}", config.display()),
+        // Side services on fixed default ports would clash between tests.
+        "-s3.port.iceberg=0".into(),
+        "-s3.port.lance=0".into(),
+        format!("-master.volumeSizeLimitMB={volume_mb}"),
+        format!("-volume.max={volumes}"),
+    ]
 }
 
 impl Weed {
@@ -112,40 +152,37 @@ impl Weed {
         .unwrap();
         let store = data.path().join("data");
         std::fs::create_dir(&store).unwrap();
-        let p = free_ports(8);
-        let args: Vec<String> = vec![
-            "server".into(),
-            format!("-dir={}", store.display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            format!("-master.port={}", p[0]),
-            format!("-master.port.grpc={}", p[1]),
-            format!("-volume.port={}", p[2]),
-            format!("-volume.port.grpc={}", p[3]),
-            format!("-filer.port={}", p[4]),
-            format!("-filer.port.grpc={}", p[5]),
-            "-s3".into(),
-            format!("-s3.port={}", p[6]),
-            format!("-s3.port.grpc={}", p[7]),
-            format!("-s3.config={}", config.display()),
-            // Side services on fixed default ports would clash between tests.
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            format!("-master.volumeSizeLimitMB={volume_mb}"),
-            format!("-volume.max={volumes}"),
-        ];
-        let weed = Weed {
+        let mut weed = Weed {
             child: Mutex::new(None),
             bin,
-            args,
-            s3_port: p[6],
+            args: Vec::new(),
+            s3_port: 0,
             _data: data,
         };
-        weed.spawn();
+        // A port another process took between our pick and the server's
+        // bind makes that start fail (or answer as someone else): try
+        // again on other ports.
+        for attempt in 1.. {
+            let p = free_ports(8);
+            weed.args = server_args(&store, &config, &p, volume_mb, volumes);
+            weed.s3_port = p[6];
+            match weed.try_spawn() {
+                Ok(()) => break,
+                Err(e) if attempt < 4 => {
+                    eprintln!("weed server start {attempt} failed, trying other ports: {e}");
+                    weed.stop();
+                    // A fresh start: no state or log lines of the failed one.
+                    let _ = std::fs::remove_file(weed._data.path().join("weed.log"));
+                    let _ = std::fs::remove_dir_all(&store);
+                    std::fs::create_dir(&store).unwrap();
+                }
+                Err(e) => panic!("weed server did not come up: {e}"),
+            }
+        }
         weed
     }
 
-    fn spawn(&self) {
+    fn try_spawn(&self) -> Result<(), String> {
         let log = self._data.path().join("weed.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -170,30 +207,63 @@ impl Weed {
             .spawn()
             .expect("start weed server");
         *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    /// Waits until the S3 gateway answers a real request.
-    fn wait_ready(&self) {
+    /// The last lines of the server's log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self._data.path().join("weed.log")).unwrap_or_default();
+        let mut tail: Vec<&str> = log.lines().rev().take(30).collect();
+        tail.reverse();
+        tail.join("\n")
+    }
+
+    /// Why the server cannot serve, if it has shown that: it exited, or
+    /// could not bind one of its ports.
+    fn failed(&self) -> Option<String> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+            return Some(format!(
+                "it exited ({status}); log tail:\n{}",
+                self.log_tail()
+            ));
+        }
+        let log = std::fs::read_to_string(self._data.path().join("weed.log")).unwrap_or_default();
+        log.contains("address already in use")
+            .then(|| format!("a port was taken; log tail:\n{}", self.log_tail()))
+    }
+
+    /// Waits until the S3 gateway on our port stores an object and gives
+    /// it back (a 404 alone could come from another server's volume port)
+    /// while our server is still running.
+    fn wait_ready(&self) -> Result<(), String> {
         let start = Instant::now();
         let probe = self.store("probe", "");
         let mut last = String::new();
         loop {
+            if let Some(why) = self.failed() {
+                return Err(why);
+            }
             if TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok() {
-                match cowvfs::store::BlobStore::get_manifest(&probe, &blake3::hash(b"probe")) {
-                    Ok(_) => return,
+                let round_trip = probe
+                    .put_raw("ready", b"ready".to_vec())
+                    .and_then(|()| probe.get_raw("ready"));
+                match round_trip {
+                    Ok(Some(b)) if b == b"ready" => {
+                        return match self.failed() {
+                            Some(why) => Err(why),
+                            None => Ok(()),
+                        };
+                    }
+                    Ok(other) => last = format!("the probe object came back as {other:?}"),
                     Err(e) => last = e.to_string(),
                 }
             }
             if start.elapsed() > Duration::from_secs(90) {
-                eprintln!("last probe error: {last}");
-                let log =
-                    std::fs::read_to_string(self._data.path().join("weed.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                panic!(
-                    "weed server did not come up in 90 s; log tail:\n{}",
-                    tail.join("\n")
-                );
+                return Err(format!(
+                    "not up in 90 s; last probe error: {last}; log tail:\n{}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -215,7 +285,9 @@ impl Weed {
     #[allow(dead_code)] // used by the tests, not the bench
     pub fn restart(&self) {
         self.stop();
-        self.spawn();
+        if let Err(e) = self.try_spawn() {
+            panic!("weed server did not come back: {e}");
+        }
     }
 
     /// The AWS_* settings that reach this server.
