@@ -42,6 +42,15 @@ pub(crate) struct Packed {
     pub rewrote: Vec<PackRecord>,
 }
 
+impl Packed {
+    /// Adds the chunks, bytes and packs `more` uploaded to these counts.
+    pub(crate) fn count(&mut self, more: &Packed) {
+        self.chunks += more.chunks;
+        self.bytes += more.bytes;
+        self.packs += more.packs;
+    }
+}
+
 pub(crate) struct Packer<'a> {
     store: &'a dyn BlobStore,
     target: u64,

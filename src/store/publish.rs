@@ -119,12 +119,7 @@ pub(super) fn confirm(
             packs: Vec::new(),
         };
         if !lost_addrs.is_empty() {
-            let mut seen = HashSet::new();
-            let lost: Vec<usize> = (0..tree.addrs.len())
-                .filter(|&i| {
-                    lost_addrs.contains(tree.addrs[i].as_bytes()) && seen.insert(tree.addrs[i])
-                })
-                .collect();
+            let lost = first_of_each(tree.addrs, |a| lost_addrs.contains(a.as_bytes()));
             tracing::warn!(
                 "{}: a garbage collection deleted {} chunks of {what} as they were pushed; \
                  uploading them again",
@@ -141,9 +136,7 @@ pub(super) fn confirm(
                 &mut |_| {},
             )
             .map_err(failed)?;
-            packed.chunks += more.chunks;
-            packed.bytes += more.bytes;
-            packed.packs += more.packs;
+            packed.count(&more);
             risk.packs = more.rewrote;
         }
         if manifest_gone {
@@ -162,6 +155,18 @@ pub(super) fn confirm(
         ErrorKind::Busy,
         format!("garbage collections deleted what it wrote again {CONFIRM_ROUNDS} times running"),
     )))
+}
+
+/// The index of the first occurrence of each address in `addrs` that
+/// `keep` picks, in order: the chunks to upload, each once.
+pub(super) fn first_of_each(
+    addrs: &[blake3::Hash],
+    keep: impl Fn(&blake3::Hash) -> bool,
+) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    (0..addrs.len())
+        .filter(|&i| keep(&addrs[i]) && seen.insert(addrs[i]))
+        .collect()
 }
 
 /// Packs the chunks `which` (indexes into `addrs` and `chunks`) and

@@ -151,14 +151,9 @@ pub fn push(
     });
     let catalog = catalog.map_err(cut)?;
     let loose = loose.map_err(cut)?;
-    let mut seen = HashSet::new();
-    let todo: Vec<usize> = (0..addrs.len())
-        .filter(|&i| {
-            catalog.locate(&addrs[i]).is_none()
-                && !loose.contains(&addrs[i])
-                && seen.insert(addrs[i])
-        })
-        .collect();
+    let todo = publish::first_of_each(&addrs, |a| {
+        catalog.locate(a).is_none() && !loose.contains(a)
+    });
     // Whether this push counts on packs already in the store (see the
     // check after the manifest).
     let relied = addrs.iter().any(|a| catalog.locate(a).is_some());
@@ -212,14 +207,8 @@ pub fn push(
             .any(|k| !listed.contains(k.as_str()))
     {
         let again = Catalog::load(store, None).map_err(cut)?;
-        let mut seen = HashSet::new();
-        let lost: Vec<usize> = (0..addrs.len())
-            .filter(|&i| {
-                again.locate(&addrs[i]).is_none()
-                    && !loose.contains(&addrs[i])
-                    && seen.insert(addrs[i])
-            })
-            .collect();
+        let lost =
+            publish::first_of_each(&addrs, |a| again.locate(a).is_none() && !loose.contains(a));
         if !lost.is_empty() {
             let more = publish::pack_chunks(
                 store,
@@ -231,9 +220,7 @@ pub fn push(
                 &mut |_| {},
             )
             .map_err(cut)?;
-            packed.chunks += more.chunks;
-            packed.bytes += more.bytes;
-            packed.packs += more.packs;
+            packed.count(&more);
             packed.rewrote.extend(more.rewrote);
         }
     }
