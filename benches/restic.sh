@@ -103,13 +103,20 @@ requests() {
     curl -s "http://127.0.0.1:${port[8]}/metrics" |
         awk '/^SeaweedFS_s3_request_total/ { n += $NF } END { printf "%d\n", n }'
 }
+# timed OUT CMD...: runs CMD once, its output into OUT; prints the
+# milliseconds it took and the requests it made.
+timed() {
+    local a b t
+    a=$(requests)
+    t=$(date +%s%N)
+    "${@:2}" >"$1" 2>&1
+    t=$(($(date +%s%N) - t))
+    b=$(requests)
+    echo "$((t / 1000000)) $((b - a))"
+}
 # counted CMD...: runs CMD once, prints how many requests it made.
 counted() {
-    local a b
-    a=$(requests)
-    "$@" >/dev/null
-    b=$(requests)
-    echo $((b - a))
+    timed /dev/null "$@" | cut -d' ' -f2
 }
 
 # The tree: unique data, one 64 MiB file and 1 MiB files, plus a small file.
@@ -195,15 +202,6 @@ for i in $(seq 1 "$gcn"); do
     command restic -q --pack-size 16 -r "s3:$ep/bench/gc-r" backup --compression off "${rtag[@]}" "$work/g"
 done
 # One run each (it deletes), timed here; their reports are kept.
-timed() { # timed OUT CMD...: runs CMD, its output into OUT; prints milliseconds and requests
-    local a b t
-    a=$(requests)
-    t=$(date +%s%N)
-    "${@:2}" >"$1" 2>&1
-    t=$(($(date +%s%N) - t))
-    b=$(requests)
-    echo "$((t / 1000000)) $((b - a))"
-}
 read -r gc_ms gc_c < <(timed "$work/gc.out" $cowvfs gc s3://bench/gc --grace 0)
 read -r gcr_ms gc_r < <(timed "$work/gcr.out" command restic -r "s3:$ep/bench/gc-r" \
     forget --keep-tag keep --prune --max-unused 0)
