@@ -13,6 +13,12 @@
 //! bytes in file order: a second thread takes the chunks from an
 //! in-order queue and hashes them while the download goes on.
 //!
+//! The file must be durable before it is renamed into place. Rather than
+//! leave a gigabyte of dirty pages to one sync at the end (the disk idle
+//! while the network works, then the other way round), a third thread
+//! syncs the file every [`SYNC_STEP`] bytes written, so the disk writes
+//! while the download goes on and the last sync has little left to do.
+//!
 //! Loading does not trust any of this: a file written here is read and
 //! checked like any other.
 
@@ -20,7 +26,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -36,6 +42,8 @@ const HASH_TAKE: u64 = 4 << 20;
 /// Most bytes queued for the hashing thread before a caller handing in
 /// more waits for it (only while it has work: see [`Queue::put`]).
 const MAX_QUEUED: u64 = 128 << 20;
+/// Bytes written between two early syncs of the file.
+const SYNC_STEP: u64 = 64 << 20;
 
 /// Where the chunks of a [`save_verified`] go: the caller hands each one
 /// in by its position in the chunk table, in any order, from any thread.
@@ -47,6 +55,7 @@ pub(crate) struct Placer<'a> {
     /// Which chunks are in the file already.
     written: Vec<AtomicBool>,
     queue: &'a Queue,
+    flusher: &'a Flusher,
 }
 
 impl Placer<'_> {
@@ -77,6 +86,7 @@ impl Placer<'_> {
         self.check(i, bytes.len())?;
         self.file.write_all_at(bytes, self.at[i])?;
         self.written[i].store(true, Ordering::Release);
+        self.flusher.wrote(bytes.len() as u64);
         Ok(())
     }
 
@@ -142,26 +152,88 @@ fn write_data(
     }
     write_all_at(file, &[header, meta], 0)?;
     let queue = Queue::new(chunks.len());
+    let flusher = Flusher::default();
     std::thread::scope(|s| {
         let hashing = s.spawn(|| queue.hash_all(header, meta, chunks));
+        let syncing = s.spawn(|| flusher.run(file));
         let placer = Placer {
             file,
             chunks,
             at,
             written: chunks.iter().map(|_| AtomicBool::new(false)).collect(),
             queue: &queue,
+            flusher: &flusher,
         };
         let filled = fill(&placer);
         // Whatever has not come now never will: the hashing thread stops
         // at the first such chunk.
         queue.end();
+        flusher.end();
         let trailer = hashing
             .join()
             .unwrap_or_else(|_| Err(Error::with(ErrorKind::Io, "hashing thread failed")));
+        let synced = syncing
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("syncing thread failed")));
         filled?;
+        synced?;
         write_all_at(file, &[trailer?.as_bytes()], end)?;
         Ok(())
     })
+}
+
+/// Syncs the file every [`SYNC_STEP`] bytes written, on a thread of its
+/// own, until the writing ends (the caller's last sync does the rest).
+#[derive(Default)]
+struct Flusher {
+    written: AtomicU64,
+    /// The writing has ended.
+    ended: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Flusher {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.ended.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `n` bytes written; wakes the syncing thread each time the
+    /// total passes a multiple of [`SYNC_STEP`].
+    fn wrote(&self, n: u64) {
+        let before = self.written.fetch_add(n, Ordering::AcqRel);
+        if before / SYNC_STEP != (before + n) / SYNC_STEP {
+            // Under the lock, so the thread cannot miss it between its
+            // look at the count and its wait.
+            let _held = self.lock();
+            self.wake.notify_all();
+        }
+    }
+
+    fn end(&self) {
+        *self.lock() = true;
+        self.wake.notify_all();
+    }
+
+    /// The syncing thread: a sync each time [`SYNC_STEP`] more bytes
+    /// have been written, until [`Flusher::end`].
+    fn run(&self, file: &File) -> io::Result<()> {
+        let mut synced = 0;
+        loop {
+            let mut ended = self.lock();
+            while !*ended && self.written.load(Ordering::Acquire) < synced + SYNC_STEP {
+                ended = self
+                    .wake
+                    .wait(ended)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if *ended {
+                return Ok(());
+            }
+            drop(ended);
+            synced = self.written.load(Ordering::Acquire);
+            file.sync_data()?;
+        }
+    }
 }
 
 /// Chunks on their way to the hashing thread, which takes them in table

@@ -2,9 +2,12 @@
 //! chunks of one pack (and those a small gap apart) coalesced into one
 //! request, many requests handed to the store at once; loose chunks (a
 //! store written before packs) one object each. Every chunk is checked
-//! against its address and length before anyone sees it.
+//! against its address and length before anyone sees it. A request's
+//! buffer, once every chunk cut from it is dropped, goes back to a spare
+//! list for a later request of the same fetch to read into.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -22,6 +25,50 @@ pub(crate) const MAX_SPAN: u64 = 16 << 20;
 const REFRESHES: usize = 3;
 /// Loose chunk objects asked for per batch call.
 const LOOSE_BATCH: usize = 32;
+/// Most idle request buffers a fetch keeps for its next requests.
+const SPARE_KEEP: usize = 8;
+
+/// Request buffers of one fetch that nothing uses any more, for its next
+/// requests to read into (see [`BlobStore::get_ranges_into`]): a buffer
+/// of megabytes given back to the system and taken again costs a page
+/// fault and a zeroed page every 4 KiB. It holds no more than the fetch
+/// held at its peak, and goes with the last chunk of the fetch.
+#[derive(Default)]
+struct Spare(Mutex<Vec<Vec<u8>>>);
+
+impl Spare {
+    fn take(&self, n: usize) -> Vec<Vec<u8>> {
+        let mut bufs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let keep = bufs.len().saturating_sub(n);
+        bufs.split_off(keep)
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut bufs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if bufs.len() < SPARE_KEEP && buf.capacity() > 0 {
+            bufs.push(buf);
+        }
+    }
+}
+
+/// A request's body while chunks cut from it are in use; back to the
+/// spare list after the last one.
+struct Body {
+    buf: Vec<u8>,
+    spare: Arc<Spare>,
+}
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.spare.give(std::mem::take(&mut self.buf));
+    }
+}
 
 /// One ranged read and the chunks it carries.
 struct Span {
@@ -208,10 +255,12 @@ fn fetch_packed(
         start = end;
     }
     let all = &all[..];
+    let spare = Arc::new(Spare::default());
     std::thread::scope(|sc| {
         let get = |b: &Range<usize>| {
             let b = b.clone();
-            sc.spawn(move || get_spans(store, &all[b]))
+            let spare = &spare;
+            sc.spawn(move || get_spans(store, &all[b], spare))
         };
         let mut gone = Vec::new();
         let mut next = batches.first().map(get);
@@ -228,6 +277,7 @@ fn fetch_packed(
                 got,
                 verify,
                 place,
+                &spare,
                 sink,
             )?);
         }
@@ -281,9 +331,9 @@ fn fetch_loose(
     Ok(lacking)
 }
 
-/// Reads one batch of spans: each one's body, or `None` where its pack
-/// is gone.
-fn get_spans(store: &dyn BlobStore, spans: &[Span]) -> Result<Vec<Option<Vec<u8>>>> {
+/// Reads one batch of spans (into buffers from `spare` where it can):
+/// each one's body, or `None` where its pack is gone.
+fn get_spans(store: &dyn BlobStore, spans: &[Span], spare: &Spare) -> Result<Vec<Option<Vec<u8>>>> {
     let keys: Vec<String> = spans
         .iter()
         .map(|s| super::pack::pack_key(&s.pack))
@@ -297,7 +347,12 @@ fn get_spans(store: &dyn BlobStore, spans: &[Span]) -> Result<Vec<Option<Vec<u8>
         reqs.iter()
             .all(|(_, r)| r.end - r.start <= MAX_RANGE_REQUEST)
     );
-    let got = store.get_ranges(&reqs)?;
+    let mut bufs = spare.take(reqs.len());
+    let got = store.get_ranges_into(&reqs, &mut bufs);
+    for b in bufs {
+        spare.give(b);
+    }
+    let got = got?;
     if got.len() != reqs.len() {
         return Err(io_err(format!(
             "{}: asked for {} ranges, got {}",
@@ -320,6 +375,7 @@ fn check_spans(
     got: Vec<Option<Vec<u8>>>,
     verify: bool,
     place: Option<Place<'_>>,
+    spare: &Arc<Spare>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<(usize, String)>> {
     let keys: Vec<String> = spans
@@ -375,8 +431,11 @@ fn check_spans(
     } else {
         check(0, spans.len())?;
     }
-    for (s, body) in spans.iter().zip(bodies) {
-        let body = Bytes::from(body);
+    for (s, buf) in spans.iter().zip(bodies) {
+        let body = Bytes::from_owner(Body {
+            buf,
+            spare: spare.clone(),
+        });
         for &(i, l) in &s.members {
             let at = (l.offset - s.range.start) as usize;
             sink(i, body.slice(at..at + l.len as usize))?;

@@ -200,6 +200,16 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         Ok(got)
     }
 
+    fn get_ranges_into(
+        &self,
+        reqs: &[(&str, Range<u64>)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let got = self.inner.get_ranges_into(reqs, spare)?;
+        self.count_in(reqs.len(), &got);
+        Ok(got)
+    }
+
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
         self.inner.put_objects(objs)?;
         let m = &self.meter;

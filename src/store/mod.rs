@@ -151,6 +151,20 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// requests in flight.
     fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>>;
 
+    /// [`get_ranges`](BlobStore::get_ranges), reading into buffers taken
+    /// from `spare` where the store can. A caller reading many large
+    /// ranges hands in the buffers it is done with, so their memory is
+    /// not given back to the system and faulted in afresh (and zeroed)
+    /// for every request. A store may take any of them, or none.
+    fn get_ranges_into(
+        &self,
+        reqs: &[(&str, Range<u64>)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let _ = spare;
+        self.get_ranges(reqs)
+    }
+
     /// Stores objects, each atomically (a reader sees all of one or none),
     /// several at once where the store can; all are durable on return.
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()>;
@@ -396,6 +410,13 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
         (**self).get_ranges(reqs)
+    }
+    fn get_ranges_into(
+        &self,
+        reqs: &[(&str, Range<u64>)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get_ranges_into(reqs, spare)
     }
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
         (**self).put_objects(objs)

@@ -529,19 +529,27 @@ impl BlobStore for S3Store {
     }
 
     fn get_ranges(&self, reqs: &[(&str, Range<u64>)]) -> Result<Vec<Option<Vec<u8>>>> {
-        let items: Vec<(ObjPath, Range<u64>)> = reqs
+        self.get_ranges_into(reqs, &mut Vec::new())
+    }
+
+    fn get_ranges_into(
+        &self,
+        reqs: &[(&str, Range<u64>)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let items: Vec<(ObjPath, Range<u64>, Vec<u8>)> = reqs
             .iter()
             .map(|(k, r)| {
                 check_key(k)?;
                 check_range(k, r)?;
-                Ok((self.key(k), r.clone()))
+                Ok((self.key(k), r.clone(), fitting(spare, r.end - r.start)))
             })
             .collect::<Result<_>>()?;
         let loc = self.location();
         let client = self.client.clone();
         let results = self.run(async move {
             stream::iter(items)
-                .map(|(k, r)| get_range(client.clone(), k, r, loc.clone()))
+                .map(|(k, r, buf)| get_range(client.clone(), k, r, buf, loc.clone()))
                 .buffered(IN_FLIGHT)
                 .collect::<Vec<_>>()
                 .await
@@ -605,13 +613,25 @@ impl S3Store {
     }
 }
 
-/// Reads exactly `r` of an object: the body is streamed and cut off past
-/// the range's length, and a body that ends early (an object shorter than
-/// the index said) is an error naming the object.
+/// The smallest buffer of `spare` that holds `len` bytes without growing
+/// (taken out of it), or a new empty one.
+fn fitting(spare: &mut Vec<Vec<u8>>, len: u64) -> Vec<u8> {
+    let best = (spare.iter().enumerate())
+        .filter(|(_, b)| b.capacity() as u64 >= len)
+        .min_by_key(|(_, b)| b.capacity())
+        .map(|(i, _)| i);
+    best.map(|i| spare.swap_remove(i)).unwrap_or_default()
+}
+
+/// Reads exactly `r` of an object into `buf` (emptied first): the body is
+/// streamed and cut off past the range's length, and a body that ends
+/// early (an object shorter than the index said) is an error naming the
+/// object.
 async fn get_range(
     c: Arc<dyn ObjectStore>,
     k: ObjPath,
     r: Range<u64>,
+    mut buf: Vec<u8>,
     loc: String,
 ) -> Result<Option<Vec<u8>>> {
     let what = format!("{loc}/{k}");
@@ -630,7 +650,8 @@ async fn get_range(
         }
         Err(e) => return Err(s3_err(&format!("{loc}: reading {k}"), e)),
     };
-    let mut buf = Vec::with_capacity(want as usize);
+    buf.clear();
+    buf.reserve_exact(want as usize);
     let mut body = got.into_stream();
     while let Some(piece) = body.next().await {
         let piece = piece.map_err(|e| s3_err(&format!("{loc}: reading {k}"), e))?;
