@@ -436,9 +436,8 @@ fn lazy_open_never_trusts_the_header_root_hash() {
     // The root hash sits after magic (9), version (2) and flags (2).
     bytes[13] ^= 0x40;
     // Reseal the trailing hash, so only the root hash is wrong.
-    let n = bytes.len();
-    let seal = blake3::hash(&bytes[..n - 32]);
-    bytes[n - 32..].copy_from_slice(seal.as_bytes());
+    let (h, meta, data) = checkpoint::split_for_fuzzing(&bytes).unwrap();
+    bytes = checkpoint::seal_for_fuzzing(&h, meta, data);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.ck");
     std::fs::write(&path, &bytes).unwrap();
@@ -655,6 +654,10 @@ const COMPAT_V1_DELTA: &str = "tests/data/v1-small-delta.ck";
 const COMPAT_V1_ROOT: &str = "c8861beb6cbfc477bdac819d0a54c28403451f0c968e3f1a9b5c6e47fd02885a";
 const COMPAT_V1_DELTA_ROOT: &str =
     "54b485496c938244c75d3ef7652463447a8e6d21e4509530b1fd8cb953f79faa";
+/// Version 2 files of the same trees (the root hash does not depend on the
+/// format).
+const COMPAT_V2: &str = "tests/data/v2-small.ck";
+const COMPAT_V2_DELTA: &str = "tests/data/v2-small-delta.ck";
 
 fn compat_delta(base: &Snapshot) -> Snapshot {
     let mut v = base.fork_with_limits(base.limits().clone());
@@ -672,26 +675,78 @@ fn compat_delta(base: &Snapshot) -> Snapshot {
 #[ignore]
 fn write_compat_files() {
     let base = compat_tree();
-    base.save(COMPAT_V1).unwrap();
+    base.save(COMPAT_V2).unwrap();
     let d = compat_delta(&base);
-    d.save_delta(&base, COMPAT_V1_DELTA).unwrap();
+    d.save_delta(&base, COMPAT_V2_DELTA).unwrap();
     println!("base root {}", base.root_hash());
     println!("delta root {}", d.root_hash());
 }
 
-#[test]
-fn compat_v1_files_still_load() {
+/// Loads a compatibility pair (base and delta) every way there is.
+fn compat_files_load(base: &str, delta_name: &str, version: u16) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let base_path = root.join(COMPAT_V1);
+    let base_path = root.join(base);
+    assert_eq!(
+        checkpoint::read_header(&base_path).unwrap().version,
+        version
+    );
     let base = Snapshot::load(&base_path).unwrap();
     assert_eq!(base.root_hash().to_hex().as_str(), COMPAT_V1_ROOT);
     assert_same(&compat_tree(), &base);
-    let delta = Snapshot::load_delta(root.join(COMPAT_V1_DELTA), &base).unwrap();
+    let delta = Snapshot::load_delta(root.join(delta_name), &base).unwrap();
     assert_eq!(delta.root_hash().to_hex().as_str(), COMPAT_V1_DELTA_ROOT);
     assert_eq!(delta.read_file("/config").unwrap(), b"answer = 43\n");
     assert!(!delta.exists("/sparse"));
-    let lazy = checkpoint::open_chain(root.join(COMPAT_V1_DELTA), &[base_path]).unwrap();
+    let lazy = checkpoint::open_chain(root.join(delta_name), &[base_path]).unwrap();
     assert_same(&delta, &lazy);
+}
+
+#[test]
+fn compat_v1_files_still_load() {
+    compat_files_load(COMPAT_V1, COMPAT_V1_DELTA, 1);
+    // Its trailing hash is still checked, and over the whole file: damaged,
+    // the file is refused; resealed over the header and metadata only (the
+    // version 2 way), still refused; resealed over everything, it loads.
+    let mut bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(COMPAT_V1)).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    let e = Snapshot::load_from(Cursor::new(&bytes)).unwrap_err();
+    assert!(e.to_string().contains("trailing hash"), "{e}");
+    let (h, meta, data) = checkpoint::split_for_fuzzing(&bytes).unwrap();
+    let head = n - 32 - data.len();
+    assert_eq!(&bytes[head - meta.len()..head], meta);
+    assert_eq!(h.version, 1);
+    let seal = blake3::hash(&bytes[..head]);
+    bytes[n - 32..].copy_from_slice(seal.as_bytes());
+    let e = Snapshot::load_from(Cursor::new(&bytes)).unwrap_err();
+    assert!(e.to_string().contains("trailing hash"), "{e}");
+    let seal = blake3::hash(&bytes[..n - 32]);
+    bytes[n - 32..].copy_from_slice(seal.as_bytes());
+    Snapshot::load_from(Cursor::new(&bytes)).unwrap();
+}
+
+#[test]
+fn compat_v2_files_still_load_and_are_what_a_save_writes() {
+    compat_files_load(COMPAT_V2, COMPAT_V2_DELTA, 2);
+    // This build writes version 2, byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = compat_tree();
+    base.save(dir.path().join("b.ck")).unwrap();
+    assert!(
+        std::fs::read(dir.path().join("b.ck")).unwrap()
+            == std::fs::read(root.join(COMPAT_V2)).unwrap()
+    );
+    // Its trailing hash covers the header and metadata only.
+    let bytes = std::fs::read(root.join(COMPAT_V2)).unwrap();
+    let (h, meta, data) = checkpoint::split_for_fuzzing(&bytes).unwrap();
+    let head = bytes.len() - 32 - data.len();
+    assert_eq!(head, bytes.len() - 32 - h.data_len as usize);
+    assert_eq!(&bytes[head - meta.len()..head], meta);
+    assert_eq!(
+        &bytes[bytes.len() - 32..],
+        blake3::hash(&bytes[..head]).as_bytes()
+    );
 }
 
 // -------------------------------------------------------------------------

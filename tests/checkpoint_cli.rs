@@ -46,7 +46,7 @@ fn import_info_ls_cat_export_verify() {
     ok(&cowvfs(&[&"checkpoint", &"import", &src, &ck]));
 
     let info = ok(&cowvfs(&[&"checkpoint", &"info", &ck]));
-    assert!(info.contains("format version: 1"), "{info}");
+    assert!(info.contains("format version: 2"), "{info}");
     assert!(info.contains("files:          2"), "{info}");
     assert!(info.contains("symlinks:       1"), "{info}");
     assert!(info.contains("parent hash:    none"), "{info}");

@@ -326,21 +326,15 @@ fn blob_bytes(b: &BlobOut) -> Result<&[u8]> {
     }
 }
 
-/// The trailing hash of an encoded checkpoint.
-fn trailer_hash(enc: &Encoded, header: &[u8]) -> Result<blake3::Hash> {
+/// The trailing hash of a checkpoint of this build's version: of its
+/// encoded header and its metadata (the chunks are covered by their
+/// addresses, which the metadata lists).
+pub(super) fn trailer_hash(header: &[u8], meta: &[u8]) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(header);
-    hasher.update(&enc.meta);
-    for b in &enc.blobs {
-        hasher.update(blob_bytes(b)?);
-    }
-    Ok(hasher.finalize())
+    hasher.update(meta);
+    hasher.finalize()
 }
-
-/// Past this much data the trailing hash runs on its own thread while the
-/// bytes are written: hashing and writing each take about as long, so
-/// overlapping them nearly halves the save time on two cores.
-const PARALLEL_HASH_MIN: u64 = 8 << 20;
 
 fn write_encoded(
     enc: &Encoded,
@@ -349,38 +343,22 @@ fn write_encoded(
 ) -> Result<()> {
     let total = enc.stats.file_len;
     let header = enc.header.encode();
-    let write_all = |w: &mut dyn Write, progress: &mut Option<&mut dyn FnMut(u64, u64)>| {
-        w.write_all(&header)?;
-        w.write_all(&enc.meta)?;
-        let mut done = (header.len() + enc.meta.len()) as u64;
-        let mut last_report = 0u64;
-        for b in &enc.blobs {
-            let bytes = blob_bytes(b)?;
-            w.write_all(bytes)?;
-            done += bytes.len() as u64;
-            if let Some(p) = progress.as_mut()
-                && done - last_report >= 4 << 20
-            {
-                p(done, total);
-                last_report = done;
-            }
+    w.write_all(&header)?;
+    w.write_all(&enc.meta)?;
+    let mut done = (header.len() + enc.meta.len()) as u64;
+    let mut last_report = 0u64;
+    for b in &enc.blobs {
+        let bytes = blob_bytes(b)?;
+        w.write_all(bytes)?;
+        done += bytes.len() as u64;
+        if let Some(p) = progress.as_mut()
+            && done - last_report >= 4 << 20
+        {
+            p(done, total);
+            last_report = done;
         }
-        Ok::<(), Error>(())
-    };
-    let trailer = if enc.header.data_len >= PARALLEL_HASH_MIN {
-        std::thread::scope(|s| {
-            let hashing = s.spawn(|| trailer_hash(enc, &header));
-            let written = write_all(w, progress);
-            let hash = hashing
-                .join()
-                .unwrap_or_else(|_| Err(Error::with(ErrorKind::Io, "hashing thread failed")));
-            written.and(hash)
-        })?
-    } else {
-        write_all(w, progress)?;
-        trailer_hash(enc, &header)?
-    };
-    w.write_all(trailer.as_bytes())?;
+    }
+    w.write_all(trailer_hash(&header, &enc.meta).as_bytes())?;
     if let Some(p) = progress.as_mut() {
         p(total, total);
     }

@@ -7,7 +7,8 @@
 //! | meta length u64 | data length u64 | blake3 of meta [32]
 //! | meta: postcard-encoded TreeRecord
 //! | data: the stored chunks, back to back, in record order
-//! | blake3 of everything before [32]
+//! | trailing hash [32]: blake3 of the header and the metadata
+//!   (version 1: of everything before it, the data too)
 //! ```
 //!
 //! (integers little-endian). Against DESIGN.md's sketch this adds the two
@@ -17,7 +18,14 @@
 //! without reading the data, whose chunks are then verified one by one
 //! against their blake3 address when first read. The full loaders
 //! ([`Snapshot::load`](crate::Snapshot::load), [`verify`](super::verify))
-//! check the trailing hash as well.
+//! check every chunk and the trailing hash.
+//!
+//! Version 2 stopped the trailing hash at the metadata. The metadata names
+//! every stored chunk by its blake3 address, and every loader checks each
+//! chunk against it, so a hash of the data section as well proved nothing
+//! more; it cost a second pass over every byte on each save, full load and
+//! pull. Version 1 files are still read, their trailing hash checked over
+//! everything as before.
 //!
 //! Stored chunks are raw or zstd-compressed (`compress`, `decompress`).
 
@@ -30,9 +38,11 @@ use crate::limits::Limits;
 use crate::time::Timestamp;
 use crate::tree::FileType;
 
-/// The format version this build writes. It reads this one only so far;
-/// a later format bumps it and keeps reading the old ones.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes. It reads this one and every one
+/// back to [`FIRST_VERSION`].
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const FIRST_VERSION: u16 = 1;
 
 const MAGIC: [u8; 9] = *b"cowvfs\0ck";
 const FLAG_DELTA: u16 = 1;
@@ -238,6 +248,12 @@ impl Header {
         self.parent_hash.is_some()
     }
 
+    /// Whether the trailing hash covers the data section too (version 1),
+    /// not just the header and the metadata.
+    pub(super) fn trailer_covers_data(&self) -> bool {
+        self.version < 2
+    }
+
     fn encoded_len(&self) -> u64 {
         (FIXED_LEN + LENS_LEN + if self.is_delta() { 32 } else { 0 }) as u64
     }
@@ -302,12 +318,12 @@ impl Header {
         }
         read_exact(r, &mut fixed[9..], "header")?;
         let version = u16::from_le_bytes([fixed[9], fixed[10]]);
-        if version != FORMAT_VERSION {
+        if !(FIRST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::with(
                 ErrorKind::Unsupported,
                 format!(
                     "checkpoint format version {version} is not supported \
-                     (this build reads version {FORMAT_VERSION})"
+                     (this build reads versions {FIRST_VERSION} to {FORMAT_VERSION})"
                 ),
             ));
         }
@@ -426,8 +442,13 @@ pub fn seal_for_fuzzing(header: &Header, meta: &[u8], data: &[u8]) -> Vec<u8> {
     };
     let mut out = h.encode();
     out.extend_from_slice(meta);
+    let covered = if h.trailer_covers_data() {
+        out.len() + data.len()
+    } else {
+        out.len()
+    };
     out.extend_from_slice(data);
-    let trailer = blake3::hash(&out);
+    let trailer = blake3::hash(&out[..covered]);
     out.extend_from_slice(trailer.as_bytes());
     out
 }

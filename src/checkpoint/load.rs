@@ -24,16 +24,19 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::vfs::Snapshot;
 
-/// Hashes everything read through it (for the trailing hash).
+/// Hashes what is read through it while `on` (for the trailing hash).
 struct HashRead<'a> {
     inner: &'a mut dyn Read,
     hasher: blake3::Hasher,
+    on: bool,
 }
 
 impl Read for HashRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if self.on {
+            self.hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -177,6 +180,7 @@ pub(super) fn load_stream(
     let mut hr = HashRead {
         inner: r,
         hasher: blake3::Hasher::new(),
+        on: true,
     };
     let h = Header::decode(&mut hr)?;
     if let Some(t) = total {
@@ -184,6 +188,9 @@ pub(super) fn load_stream(
     }
     check_parent(&h, parent)?;
     let meta = read_meta(&mut hr, &h, limits)?;
+    // Since version 2 the trailing hash stops here: each chunk is checked
+    // against the address the metadata gives it.
+    hr.on = h.trailer_covers_data();
     let m = decode_tree_record(&h, &meta)?;
     // Every chunk stored is held once decoded, and a compressed one can be
     // a thousand times its stored size: what they will cost is checked

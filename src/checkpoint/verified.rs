@@ -2,20 +2,19 @@
 //! already checked against its address (the store's pull checks every
 //! chunk as it arrives). The file is the one [`Snapshot::save`] makes,
 //! byte for byte (the same encoding of the same tree, the chunks in the
-//! same order, the same trailing hash), but no chunk is hashed against
-//! its address a second time or copied on its way to the file.
+//! same order), but no chunk is hashed a second time or copied on its way
+//! to the file: the trailing hash covers the header and the metadata only
+//! (format version 2), so it is known before any chunk arrives.
 //!
 //! The chunk table gives every chunk's offset in the file before any
 //! arrives, so chunks are written as they come, in any order, from any
 //! thread, each at its own offset: a download that checks chunks on
 //! several threads writes each one right after hashing it, while its
-//! bytes are still in the processor's cache. The trailing hash needs the
-//! bytes in file order: a second thread takes the chunks from an
-//! in-order queue and hashes them while the download goes on.
+//! bytes are still in the processor's cache.
 //!
 //! The file must be durable before it is renamed into place. Rather than
 //! leave a gigabyte of dirty pages to one sync at the end (the disk idle
-//! while the network works, then the other way round), a third thread
+//! while the network works, then the other way round), a second thread
 //! syncs the file every [`SYNC_STEP`] bytes written, so the disk writes
 //! while the download goes on and the last sync has little left to do.
 //!
@@ -29,19 +28,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
-
-use super::encode::encode;
+use super::encode::{encode, trailer_hash};
 use super::{CHECKPOINT_FILE, SaveStats};
 use crate::atomic;
 use crate::error::{Error, ErrorKind, Result};
 use crate::vfs::Snapshot;
 
-/// Bytes the hashing thread takes from its queue at once.
-const HASH_TAKE: u64 = 4 << 20;
-/// Most bytes queued for the hashing thread before a caller handing in
-/// more waits for it (only while it has work: see [`Queue::put`]).
-const MAX_QUEUED: u64 = 128 << 20;
 /// Bytes written between two early syncs of the file.
 const SYNC_STEP: u64 = 64 << 20;
 
@@ -54,53 +46,45 @@ pub(crate) struct Placer<'a> {
     at: Vec<u64>,
     /// Which chunks are in the file already.
     written: Vec<AtomicBool>,
-    queue: &'a Queue,
     flusher: &'a Flusher,
 }
 
 impl Placer<'_> {
-    fn check(&self, i: usize, len: usize) -> Result<()> {
+    /// Writes chunk `i` of the table (checked against its address by the
+    /// caller) at its offset in the file, now: a caller that has just
+    /// hashed it writes it while its bytes are still in the processor's
+    /// cache. A chunk of the wrong length, or a position past the table,
+    /// is an error.
+    pub(crate) fn put(&self, i: usize, bytes: &[u8]) -> Result<()> {
         let Some(&(addr, want)) = self.chunks.get(i) else {
             return Err(Error::with(
                 ErrorKind::InvalidInput,
                 format!("chunk {i} given, the tree stores {}", self.chunks.len()),
             ));
         };
-        if len != want as usize {
+        if bytes.len() != want as usize {
             return Err(Error::with(
                 ErrorKind::InvalidInput,
                 format!(
-                    "chunk {}: {len} bytes given, the tree stores {want}",
-                    addr.to_hex()
+                    "chunk {}: {} bytes given, the tree stores {want}",
+                    addr.to_hex(),
+                    bytes.len()
                 ),
             ));
         }
-        Ok(())
-    }
-
-    /// Writes chunk `i` of the table (checked against its address by the
-    /// caller) at its offset in the file, now: a caller that has just
-    /// hashed it writes it while its bytes are still in the processor's
-    /// cache. It still has to be handed in by [`Placer::put`].
-    pub(crate) fn write(&self, i: usize, bytes: &[u8]) -> Result<()> {
-        self.check(i, bytes.len())?;
         self.file.write_all_at(bytes, self.at[i])?;
         self.written[i].store(true, Ordering::Release);
         self.flusher.wrote(bytes.len() as u64);
         Ok(())
     }
 
-    /// Hands in chunk `i` of the table (checked against its address by
-    /// the caller): written at its offset unless [`Placer::write`] did
-    /// that already, and queued for the trailing hash. A chunk of the
-    /// wrong length is an error.
-    pub(crate) fn put(&self, i: usize, bytes: Bytes) -> Result<()> {
-        self.check(i, bytes.len())?;
-        if !self.written[i].load(Ordering::Acquire) {
-            self.write(i, &bytes)?;
-        }
-        self.queue.put(i, bytes);
-        Ok(())
+    /// The first chunk of the table not handed in, if any.
+    fn missing(&self) -> Option<&blake3::Hash> {
+        let i = self
+            .written
+            .iter()
+            .position(|w| !w.load(Ordering::Acquire))?;
+        Some(&self.chunks[i].0)
     }
 }
 
@@ -151,33 +135,30 @@ fn write_data(
         end += len as u64;
     }
     write_all_at(file, &[header, meta], 0)?;
-    let queue = Queue::new(chunks.len());
     let flusher = Flusher::default();
     std::thread::scope(|s| {
-        let hashing = s.spawn(|| queue.hash_all(header, meta, chunks));
         let syncing = s.spawn(|| flusher.run(file));
         let placer = Placer {
             file,
             chunks,
             at,
             written: chunks.iter().map(|_| AtomicBool::new(false)).collect(),
-            queue: &queue,
             flusher: &flusher,
         };
         let filled = fill(&placer);
-        // Whatever has not come now never will: the hashing thread stops
-        // at the first such chunk.
-        queue.end();
         flusher.end();
-        let trailer = hashing
-            .join()
-            .unwrap_or_else(|_| Err(Error::with(ErrorKind::Io, "hashing thread failed")));
         let synced = syncing
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("syncing thread failed")));
         filled?;
         synced?;
-        write_all_at(file, &[trailer?.as_bytes()], end)?;
+        if let Some(addr) = placer.missing() {
+            return Err(Error::with(
+                ErrorKind::Io,
+                format!("chunk {} never came", addr.to_hex()),
+            ));
+        }
+        write_all_at(file, &[trailer_hash(header, meta).as_bytes()], end)?;
         Ok(())
     })
 }
@@ -236,120 +217,6 @@ impl Flusher {
     }
 }
 
-/// Chunks on their way to the hashing thread, which takes them in table
-/// order; a chunk leaves once taken, so what is held is what arrived
-/// ahead of the hash.
-struct Queue {
-    state: Mutex<QueueState>,
-    changed: Condvar,
-}
-
-struct QueueState {
-    slots: Vec<Option<Bytes>>,
-    /// The next chunk to hash.
-    next: usize,
-    /// Bytes in `slots`.
-    queued: u64,
-    /// No more chunks will come.
-    ended: bool,
-}
-
-impl Queue {
-    fn new(n: usize) -> Queue {
-        Queue {
-            state: Mutex::new(QueueState {
-                slots: vec![None; n],
-                next: 0,
-                queued: 0,
-                ended: false,
-            }),
-            changed: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues chunk `i`. Past [`MAX_QUEUED`] bytes the caller waits, but
-    /// only while the hash has the chunk it needs next: were that one
-    /// still to come, waiting could never end.
-    fn put(&self, i: usize, bytes: Bytes) {
-        let mut st = self.lock();
-        if i < st.next || st.slots[i].is_some() {
-            return;
-        }
-        st.queued += bytes.len() as u64;
-        st.slots[i] = Some(bytes);
-        self.changed.notify_all();
-        while st.queued > MAX_QUEUED && st.slots.get(st.next).is_some_and(Option::is_some) {
-            st = self
-                .changed
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// No more chunks will come.
-    fn end(&self) {
-        self.lock().ended = true;
-        self.changed.notify_all();
-    }
-
-    /// The file's trailing hash: the header, the metadata, then every
-    /// chunk in table order as it arrives. An error if the queue ends
-    /// before all have.
-    fn hash_all(
-        &self,
-        header: &[u8],
-        meta: &[u8],
-        chunks: &[(blake3::Hash, u32)],
-    ) -> Result<blake3::Hash> {
-        let mut h = blake3::Hasher::new();
-        h.update(header);
-        h.update(meta);
-        let mut taken = Vec::new();
-        loop {
-            {
-                let mut st = self.lock();
-                loop {
-                    let mut bytes = 0u64;
-                    while bytes < HASH_TAKE {
-                        let next = st.next;
-                        let Some(b) = st.slots.get_mut(next).and_then(Option::take) else {
-                            break;
-                        };
-                        bytes += b.len() as u64;
-                        taken.push(b);
-                        st.next += 1;
-                    }
-                    if bytes > 0 {
-                        st.queued -= bytes;
-                        self.changed.notify_all();
-                        break;
-                    }
-                    if st.next == chunks.len() {
-                        return Ok(h.finalize());
-                    }
-                    if st.ended {
-                        return Err(Error::with(
-                            ErrorKind::Io,
-                            format!("chunk {} never came", chunks[st.next].0.to_hex()),
-                        ));
-                    }
-                    st = self
-                        .changed
-                        .wait(st)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-            }
-            for b in taken.drain(..) {
-                h.update(&b);
-            }
-        }
-    }
-}
-
 /// Writes every byte of `bufs`, in order, at `offset` of `file`, in as
 /// few system calls as the kernel allows.
 fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
@@ -376,6 +243,7 @@ fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> 
 mod tests {
     use super::*;
     use crate::Vfs;
+    use bytes::Bytes;
 
     fn tree() -> Snapshot {
         let mut v = Vfs::new();
@@ -419,7 +287,7 @@ mod tests {
         let saved = snap.save(dir.path().join("s.ck")).unwrap();
         let want = std::fs::read(dir.path().join("s.ck")).unwrap();
         // In table order, in reverse, and interleaved: each chunk lands at
-        // its own offset and the trailing hash takes them in order.
+        // its own offset.
         let n = table.len();
         let orders: [Vec<usize>; 3] = [
             (0..n).collect(),
@@ -428,7 +296,7 @@ mod tests {
         ];
         for order in orders {
             let stats = save_verified(&snap, &out, &table, &mut |p| {
-                order.iter().try_for_each(|&i| p.put(i, bytes[i].clone()))
+                order.iter().try_for_each(|&i| p.put(i, &bytes[i]))
             })
             .unwrap();
             assert_eq!(stats, saved);
@@ -436,15 +304,13 @@ mod tests {
             assert!(snap.diff(&Snapshot::load(&out).unwrap()).is_empty());
             std::fs::remove_file(&out).unwrap();
         }
-        // Written early from two threads (as a download's checking
-        // threads do), handed in afterwards.
+        // From two threads at once, as a download's checking threads do.
         let stats = save_verified(&snap, &out, &table, &mut |p| {
             std::thread::scope(|s| {
-                let odd = s.spawn(|| (1..n).step_by(2).try_for_each(|i| p.write(i, &bytes[i])));
-                (0..n).step_by(2).try_for_each(|i| p.write(i, &bytes[i]))?;
+                let odd = s.spawn(|| (1..n).step_by(2).try_for_each(|i| p.put(i, &bytes[i])));
+                (0..n).step_by(2).try_for_each(|i| p.put(i, &bytes[i]))?;
                 odd.join().unwrap()
-            })?;
-            (0..n).try_for_each(|i| p.put(i, bytes[i].clone()))
+            })
         })
         .unwrap();
         assert_eq!(stats, saved);
@@ -458,21 +324,13 @@ mod tests {
         let (table, bytes) = table(&snap);
         let out = dir.path().join("v.ck");
         // Another table than the tree's.
-        let all = |p: &Placer<'_>| (0..bytes.len()).try_for_each(|i| p.put(i, bytes[i].clone()));
+        let all = |p: &Placer<'_>| (0..bytes.len()).try_for_each(|i| p.put(i, &bytes[i]));
         let e = save_verified(&snap, &out, &table[1..], &mut |p| all(p)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         // A chunk of the wrong length.
         let e = save_verified(&snap, &out, &table, &mut |p| {
-            (0..bytes.len()).try_for_each(|i| {
-                p.put(
-                    i,
-                    if i == 3 {
-                        bytes[i].slice(1..)
-                    } else {
-                        bytes[i].clone()
-                    },
-                )
-            })
+            (0..bytes.len())
+                .try_for_each(|i| p.put(i, if i == 3 { &bytes[i][1..] } else { &bytes[i] }))
         })
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
@@ -481,14 +339,11 @@ mod tests {
             "{e}"
         );
         // A position past the table.
-        let e = save_verified(&snap, &out, &table, &mut |p| {
-            p.put(table.len(), Bytes::new())
-        })
-        .unwrap_err();
+        let e = save_verified(&snap, &out, &table, &mut |p| p.put(table.len(), &[])).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         // The caller's own error (a download that failed), unchanged.
         let e = save_verified(&snap, &out, &table, &mut |p| {
-            (0..5).try_for_each(|i| p.put(i, bytes[i].clone()))?;
+            (0..5).try_for_each(|i| p.put(i, &bytes[i]))?;
             Err(Error::with(ErrorKind::Io, "chunk did not arrive"))
         })
         .unwrap_err();
@@ -497,7 +352,7 @@ mod tests {
         let e = save_verified(&snap, &out, &table, &mut |p| {
             (0..bytes.len())
                 .filter(|&i| i != 4)
-                .try_for_each(|i| p.put(i, bytes[i].clone()))
+                .try_for_each(|i| p.put(i, &bytes[i]))
         })
         .unwrap_err();
         assert!(

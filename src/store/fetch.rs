@@ -259,8 +259,8 @@ fn fetch_packed(
     std::thread::scope(|sc| {
         let get = |b: &Range<usize>| {
             let b = b.clone();
-            let spare = &spare;
-            sc.spawn(move || get_spans(store, &all[b], spare))
+            let spare = spare.clone();
+            sc.spawn(move || get_spans(store, &all[b], &spare))
         };
         let mut gone = Vec::new();
         let mut next = batches.first().map(get);
@@ -277,7 +277,6 @@ fn fetch_packed(
                 got,
                 verify,
                 place,
-                &spare,
                 sink,
             )?);
         }
@@ -332,8 +331,13 @@ fn fetch_loose(
 }
 
 /// Reads one batch of spans (into buffers from `spare` where it can):
-/// each one's body, or `None` where its pack is gone.
-fn get_spans(store: &dyn BlobStore, spans: &[Span], spare: &Spare) -> Result<Vec<Option<Vec<u8>>>> {
+/// each one's body (its buffer back to `spare` when the last chunk cut
+/// from it goes), or `None` where its pack is gone.
+fn get_spans(
+    store: &dyn BlobStore,
+    spans: &[Span],
+    spare: &Arc<Spare>,
+) -> Result<Vec<Option<Bytes>>> {
     let keys: Vec<String> = spans
         .iter()
         .map(|s| super::pack::pack_key(&s.pack))
@@ -361,7 +365,13 @@ fn get_spans(store: &dyn BlobStore, spans: &[Span], spare: &Spare) -> Result<Vec
             got.len()
         )));
     }
-    Ok(got)
+    let body = |buf| {
+        Bytes::from_owner(Body {
+            buf,
+            spare: spare.clone(),
+        })
+    };
+    Ok(got.into_iter().map(|g| g.map(body)).collect())
 }
 
 /// Checks every chunk in a batch of spans read by [`get_spans`] and hands
@@ -372,10 +382,9 @@ fn check_spans(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
     spans: &[Span],
-    got: Vec<Option<Vec<u8>>>,
+    got: Vec<Option<Bytes>>,
     verify: bool,
     place: Option<Place<'_>>,
-    spare: &Arc<Spare>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<(usize, String)>> {
     let keys: Vec<String> = spans
@@ -431,11 +440,7 @@ fn check_spans(
     } else {
         check(0, spans.len())?;
     }
-    for (s, buf) in spans.iter().zip(bodies) {
-        let body = Bytes::from_owner(Body {
-            buf,
-            spare: spare.clone(),
-        });
+    for (s, body) in spans.iter().zip(bodies) {
         for &(i, l) in &s.members {
             let at = (l.offset - s.range.start) as usize;
             sink(i, body.slice(at..at + l.len as usize))?;

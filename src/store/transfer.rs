@@ -441,11 +441,11 @@ pub fn pull(
 /// A pull without a cache: every chunk is fetched, checked against its
 /// address as it arrives, and written at once at its own offset in the
 /// checkpoint file (the chunk table gives every offset up front) by the
-/// thread that checked it, while its bytes are still in cache; a second
-/// thread computes the file's trailing hash over the same buffers in
-/// table order. No chunk is hashed against its address twice or copied
-/// on the way. The tree is checked (structure, root hash, the loader's limits)
-/// before any chunk moves. The chunk bytes moved.
+/// thread that checked it, while its bytes are still in cache. No chunk is
+/// hashed against its address twice or copied on the way (the file's
+/// trailing hash covers its header and metadata only). The tree is checked
+/// (structure, root hash, the loader's limits) before any chunk moves. The
+/// chunk bytes moved.
 fn pull_streamed(
     store: &dyn BlobStore,
     root: &blake3::Hash,
@@ -478,7 +478,7 @@ fn pull_streamed(
             writing_failed.store(true, Ordering::Relaxed);
             e
         };
-        let place = |i: usize, b: &[u8]| placer.write(i, b).map_err(failed);
+        let place = |i: usize, b: &[u8]| placer.put(i, b).map_err(failed);
         let fetched = fetch::fetch_placed(
             store,
             catalog,
@@ -486,9 +486,8 @@ fn pull_streamed(
             STREAM_BATCH_BYTES,
             true,
             Some(&place),
-            &mut |i, b| {
+            &mut |_, b| {
                 done += b.len() as u64;
-                placer.put(i, b).map_err(failed)?;
                 if let Some(p) = opts.progress
                     && (done - reported >= 4 << 20 || done == total)
                 {
