@@ -134,6 +134,7 @@ fn write_data(
         at.push(end);
         end += len as u64;
     }
+    reserve(file, end + 32)?;
     write_all_at(file, &[header, meta], 0)?;
     let flusher = Flusher::default();
     std::thread::scope(|s| {
@@ -161,6 +162,18 @@ fn write_data(
         write_all_at(file, &[trailer_hash(header, meta).as_bytes()], end)?;
         Ok(())
     })
+}
+
+/// Gives the file its `len` bytes of disk before anything is written: a
+/// full disk fails the save now, not a gigabyte into the download, and
+/// the writes that follow land in space already allocated. A file system
+/// that cannot reserve space is written as it is.
+fn reserve(file: &File, len: u64) -> Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(io::Error::from(e).into()),
+    }
 }
 
 /// Syncs the file every [`SYNC_STEP`] bytes written, on a thread of its
