@@ -7,10 +7,11 @@
 //! list for a later request of the same fetch to read into.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::buffers::Spare;
 use super::catalog::{Catalog, ChunkLoc};
 use super::{BlobStore, MAX_RANGE_REQUEST, io_err};
 use crate::error::{Error, ErrorKind, Result};
@@ -25,51 +26,6 @@ pub(crate) const MAX_SPAN: u64 = 16 << 20;
 const REFRESHES: usize = 3;
 /// Loose chunk objects asked for per batch call.
 const LOOSE_BATCH: usize = 32;
-/// Most idle request buffers a fetch keeps for its next requests.
-const SPARE_KEEP: usize = 8;
-
-/// Request buffers of one fetch that nothing uses any more, for its next
-/// requests to read into (see [`BlobStore::get_ranges_into`]): a buffer
-/// of megabytes given back to the system and taken again costs a page
-/// fault and a zeroed page every 4 KiB. It holds no more than the fetch
-/// held at its peak, and goes with the last chunk of the fetch.
-#[derive(Default)]
-struct Spare(Mutex<Vec<Vec<u8>>>);
-
-impl Spare {
-    fn take(&self, n: usize) -> Vec<Vec<u8>> {
-        let mut bufs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let keep = bufs.len().saturating_sub(n);
-        bufs.split_off(keep)
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        let mut bufs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if bufs.len() < SPARE_KEEP && buf.capacity() > 0 {
-            bufs.push(buf);
-        }
-    }
-}
-
-/// A request's body while chunks cut from it are in use; back to the
-/// spare list after the last one.
-struct Body {
-    buf: Vec<u8>,
-    spare: Arc<Spare>,
-}
-
-impl AsRef<[u8]> for Body {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        self.spare.give(std::mem::take(&mut self.buf));
-    }
-}
-
 /// One ranged read and the chunks it carries.
 struct Span {
     pack: blake3::Hash,
@@ -365,13 +321,7 @@ fn get_spans(
             got.len()
         )));
     }
-    let body = |buf| {
-        Bytes::from_owner(Body {
-            buf,
-            spare: spare.clone(),
-        })
-    };
-    Ok(got.into_iter().map(|g| g.map(body)).collect())
+    Ok(got.into_iter().map(|g| g.map(|b| spare.bytes(b))).collect())
 }
 
 /// Checks every chunk in a batch of spans read by [`get_spans`] and hands

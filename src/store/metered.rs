@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BlobStore, RefVersion};
 use crate::error::Result;
+use bytes::Bytes;
 
 /// Requests and bytes that went through a [`Metered`] store.
 #[derive(Debug, Default)]
@@ -212,10 +213,14 @@ impl<S: BlobStore> BlobStore for Metered<S> {
 
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
         self.inner.put_objects(objs)?;
-        let m = &self.meter;
-        m.puts.fetch_add(objs.len() as u64, Ordering::Relaxed);
-        let bytes: usize = objs.iter().map(|(_, b)| b.len()).sum();
-        m.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.count_out(objs.len(), objs.iter().map(|(_, b)| b.len()).sum());
+        Ok(())
+    }
+
+    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
+        let (n, bytes) = (objs.len(), objs.iter().map(|(_, b)| b.len()).sum());
+        self.inner.put_owned(objs)?;
+        self.count_out(n, bytes);
         Ok(())
     }
 
@@ -229,6 +234,12 @@ impl<S: BlobStore> BlobStore for Metered<S> {
 }
 
 impl<S> Metered<S> {
+    fn count_out(&self, puts: usize, bytes: usize) {
+        let m = &self.meter;
+        m.puts.fetch_add(puts as u64, Ordering::Relaxed);
+        m.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     fn count_in(&self, asked: usize, got: &[Option<Vec<u8>>]) {
         let m = &self.meter;
         m.gets.fetch_add(asked as u64, Ordering::Relaxed);

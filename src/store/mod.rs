@@ -56,8 +56,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
+use bytes::Bytes;
 
 mod ahead;
+mod buffers;
 mod catalog;
 mod dir;
 mod fetch;
@@ -168,6 +170,15 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Stores objects, each atomically (a reader sees all of one or none),
     /// several at once where the store can; all are durable on return.
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()>;
+
+    /// [`put_objects`](BlobStore::put_objects) of bytes the caller gives
+    /// up, which a store that needs its own copy of each body (a remote
+    /// one, whose requests outlive the call's borrows) can keep without
+    /// copying.
+    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
+        let refs: Vec<(&str, &[u8])> = objs.iter().map(|(k, b)| (*k, &b[..])).collect();
+        self.put_objects(&refs)
+    }
 
     /// Removes objects; one already gone is fine.
     fn delete_objects(&self, keys: &[&str]) -> Result<()>;
@@ -420,6 +431,9 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
         (**self).put_objects(objs)
+    }
+    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
+        (**self).put_owned(objs)
     }
     fn delete_objects(&self, keys: &[&str]) -> Result<()> {
         (**self).delete_objects(keys)

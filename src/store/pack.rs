@@ -138,8 +138,16 @@ pub(crate) struct PackBuilder {
 }
 
 impl PackBuilder {
-    pub(crate) fn new(capacity: u64) -> PackBuilder {
-        let mut buf = Vec::with_capacity(capacity.min(MAX_PACK_SIZE) as usize + 4096);
+    /// Bytes of buffer a pack of about `capacity` bytes needs (its
+    /// chunks, then its trailer and footer) without growing.
+    pub(crate) fn room(capacity: u64) -> usize {
+        capacity.min(MAX_PACK_SIZE) as usize + 4096
+    }
+
+    /// A builder writing into `buf` (emptied first; a caller that reuses
+    /// its buffers gives one of [`PackBuilder::room`] bytes).
+    pub(crate) fn with_buffer(mut buf: Vec<u8>) -> PackBuilder {
+        buf.clear();
         buf.extend_from_slice(&PACK_MAGIC);
         buf.extend_from_slice(&PACK_VERSION.to_le_bytes());
         PackBuilder {
@@ -384,7 +392,7 @@ mod tests {
     use super::*;
 
     fn sample() -> (PackRecord, Vec<u8>) {
-        let mut b = PackBuilder::new(1 << 20);
+        let mut b = PackBuilder::with_buffer(Vec::new());
         for i in 0..5u8 {
             let data = vec![i + 1; 1000 + i as usize];
             b.push(&blake3::hash(&data), &data);

@@ -12,8 +12,12 @@
 //! collection may be about to delete them: see `transfer::push`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::BlobStore;
+use super::buffers::Spare;
 use super::catalog::Catalog;
 use super::pack::{
     self, MAX_INDEX_ENTRIES, MAX_PACK_ENTRIES, MAX_PACK_SIZE, PackBuilder, PackRecord,
@@ -58,6 +62,8 @@ pub(crate) struct Packer<'a> {
     condemned: HashSet<String>,
     building: Option<PackBuilder>,
     ready: Vec<(PackRecord, Vec<u8>)>,
+    /// Buffers of packs uploaded, for the next ones.
+    spare: Arc<Spare>,
     written: Vec<PackRecord>,
     stats: Packed,
     progress: &'a mut dyn FnMut(u64),
@@ -112,6 +118,7 @@ impl<'a> Packer<'a> {
             condemned,
             building: None,
             ready: Vec::new(),
+            spare: Arc::default(),
             written: Vec::new(),
             stats: Packed::default(),
             progress,
@@ -128,7 +135,9 @@ impl<'a> Packer<'a> {
             self.seal()?;
         }
         self.building
-            .get_or_insert_with(|| PackBuilder::new(self.target))
+            .get_or_insert_with(|| {
+                PackBuilder::with_buffer(self.spare.one(PackBuilder::room(self.target)))
+            })
             .push(addr, bytes);
         Ok(())
     }
@@ -146,15 +155,21 @@ impl<'a> Packer<'a> {
     fn upload(&mut self) -> Result<()> {
         let ready = std::mem::take(&mut self.ready);
         let keys: Vec<String> = ready.iter().map(|(r, _)| r.key()).collect();
-        let objs: Vec<(&str, &[u8])> = keys
-            .iter()
-            .zip(&ready)
-            .filter(|(k, _)| !self.existing.contains(*k))
-            .map(|(k, (_, b))| (k.as_str(), b.as_slice()))
-            .collect();
-        self.store.put_objects(&objs)?;
+        let mut recs = Vec::with_capacity(ready.len());
+        let mut objs: Vec<(&str, Bytes)> = Vec::with_capacity(ready.len());
+        for (k, (rec, buf)) in keys.iter().zip(ready) {
+            if self.existing.contains(k) {
+                self.spare.give(buf);
+            } else {
+                // Handed over, not copied; the buffer comes back for the
+                // next pack once the store is done with it.
+                objs.push((k.as_str(), self.spare.bytes(buf)));
+            }
+            recs.push(rec);
+        }
+        self.store.put_owned(objs)?;
         let mut done = 0;
-        for (k, (rec, _)) in keys.iter().zip(ready) {
+        for (k, rec) in keys.iter().zip(recs) {
             let bytes: u64 = rec.entries.iter().map(|e| e.len as u64).sum();
             done += bytes;
             if self.existing.contains(k) {

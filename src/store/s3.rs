@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjPath;
@@ -362,9 +363,9 @@ impl BlobStore for S3Store {
     }
 
     fn put_chunks(&self, chunks: &[(blake3::Hash, &[u8])]) -> Result<()> {
-        let items: Vec<(ObjPath, Vec<u8>)> = chunks
+        let items: Vec<(ObjPath, Bytes)> = chunks
             .iter()
-            .map(|(a, b)| (self.key(&chunk_key(a)), b.to_vec()))
+            .map(|(a, b)| (self.key(&chunk_key(a)), Bytes::copy_from_slice(b)))
             .collect();
         self.put_all(items)
     }
@@ -542,7 +543,8 @@ impl BlobStore for S3Store {
             .map(|(k, r)| {
                 check_key(k)?;
                 check_range(k, r)?;
-                Ok((self.key(k), r.clone(), fitting(spare, r.end - r.start)))
+                let buf = super::buffers::fitting(spare, (r.end - r.start) as usize);
+                Ok((self.key(k), r.clone(), buf.unwrap_or_default()))
             })
             .collect::<Result<_>>()?;
         let loc = self.location();
@@ -558,9 +560,17 @@ impl BlobStore for S3Store {
     }
 
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
-        let items: Vec<(ObjPath, Vec<u8>)> = objs
+        let items: Vec<(ObjPath, Bytes)> = objs
             .iter()
-            .map(|(k, b)| check_key(k).map(|()| (self.key(k), b.to_vec())))
+            .map(|(k, b)| check_key(k).map(|()| (self.key(k), Bytes::copy_from_slice(b))))
+            .collect::<Result<_>>()?;
+        self.put_all(items)
+    }
+
+    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
+        let items: Vec<(ObjPath, Bytes)> = objs
+            .into_iter()
+            .map(|(k, b)| check_key(k).map(|()| (self.key(k), b)))
             .collect::<Result<_>>()?;
         self.put_all(items)
     }
@@ -590,7 +600,7 @@ impl BlobStore for S3Store {
 
 impl S3Store {
     /// PUTs objects, up to [`IN_FLIGHT`] at once.
-    fn put_all(&self, items: Vec<(ObjPath, Vec<u8>)>) -> Result<()> {
+    fn put_all(&self, items: Vec<(ObjPath, Bytes)>) -> Result<()> {
         let loc = self.location();
         let client = self.client.clone();
         let results = self.run(async move {
@@ -611,16 +621,6 @@ impl S3Store {
         })?;
         results.into_iter().collect()
     }
-}
-
-/// The smallest buffer of `spare` that holds `len` bytes without growing
-/// (taken out of it), or a new empty one.
-fn fitting(spare: &mut Vec<Vec<u8>>, len: u64) -> Vec<u8> {
-    let best = (spare.iter().enumerate())
-        .filter(|(_, b)| b.capacity() as u64 >= len)
-        .min_by_key(|(_, b)| b.capacity())
-        .map(|(i, _)| i);
-    best.map(|i| spare.swap_remove(i)).unwrap_or_default()
 }
 
 /// Reads exactly `r` of an object into `buf` (emptied first): the body is
