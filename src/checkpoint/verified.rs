@@ -35,7 +35,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::vfs::Snapshot;
 
 /// Bytes written between two early syncs of the file.
-const SYNC_STEP: u64 = 64 << 20;
+const SYNC_STEP: u64 = 16 << 20;
 
 /// Where the chunks of a [`save_verified`] go: the caller hands each one
 /// in by its position in the chunk table, in any order, from any thread.
@@ -181,6 +181,8 @@ fn reserve(file: &File, len: u64) -> Result<()> {
 #[derive(Default)]
 struct Flusher {
     written: AtomicU64,
+    /// Syncs made so far.
+    syncs: AtomicU64,
     /// The writing has ended.
     ended: Mutex<bool>,
     wake: Condvar,
@@ -226,6 +228,7 @@ impl Flusher {
             drop(ended);
             synced = self.written.load(Ordering::Acquire);
             file.sync_data()?;
+            self.syncs.fetch_add(1, Ordering::Release);
         }
     }
 }
@@ -328,6 +331,43 @@ mod tests {
         .unwrap();
         assert_eq!(stats, saved);
         assert!(std::fs::read(&out).unwrap() == want);
+    }
+
+    #[test]
+    fn the_file_is_synced_as_it_fills() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        let flusher = Flusher::default();
+        let syncs = || flusher.syncs.load(Ordering::Acquire);
+        // Waits up to 10 s for `n` syncs in all.
+        let reach = |n: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while syncs() < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            syncs()
+        };
+        std::thread::scope(|s| {
+            let syncing = s.spawn(|| flusher.run(&file));
+            // Just short of a step: no sync.
+            flusher.wrote(SYNC_STEP - 1);
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(syncs(), 0);
+            // Past it: one.
+            flusher.wrote(2);
+            assert_eq!(reach(1), 1);
+            // Two more steps in pieces, from two threads at once: the
+            // thread wakes for each step passed, however it is reached.
+            std::thread::scope(|w| {
+                w.spawn(|| (0..4).for_each(|_| flusher.wrote(SYNC_STEP / 4)));
+                (0..4).for_each(|_| flusher.wrote(SYNC_STEP / 4));
+            });
+            assert!(reach(2) >= 2, "{} syncs", syncs());
+            flusher.end();
+            syncing.join().unwrap().unwrap();
+        });
+        assert!(syncs() <= 3, "{} syncs for 3 steps", syncs());
     }
 
     #[test]
