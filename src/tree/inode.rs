@@ -27,7 +27,7 @@ pub(crate) const MAX_LINKS: u32 = 65_000;
 /// first node of its entry map. Rounded up from measurements.
 pub(crate) const INODE_CHARGE: u64 = 384;
 /// What one directory entry costs toward `max_bytes` beyond its name's
-/// bytes: its slot in the directory's map, the name's shared header and
+/// bytes: its slot in the directory's map, a long name's shared header and
 /// the `(directory, name)` back link in the inode it names.
 pub(crate) const ENTRY_CHARGE: u64 = 160;
 
