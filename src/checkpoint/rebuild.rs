@@ -25,7 +25,7 @@ use crate::path;
 use crate::time::Timestamp;
 use crate::tree::{
     Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, MapTable, Name, Node, ROOT, SharedInode,
-    Step, Tree, VecTable, WalkError, entry_charge, walk_from_root,
+    Step, Target, Tree, VecTable, WalkError, entry_charge, walk_from_root,
 };
 use crate::vfs::Snapshot;
 
@@ -224,7 +224,7 @@ fn inode_from_rec(
                     ),
                 )
             })?;
-            Node::Symlink(Name::from(target))
+            Node::Symlink(Target::from(target))
         }
         (NodeRec::FilePatch { .. } | NodeRec::DirPatch { .. }, _) => {
             return Err(Error::corrupt(format!(

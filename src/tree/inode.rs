@@ -9,7 +9,12 @@ use crate::content::Content;
 use crate::time::Timestamp;
 
 pub(crate) type Ino = u64;
-pub(crate) type Name = Arc<str>;
+/// A name in a directory (or a symlink's target): short ones inline, long
+/// ones shared; either way a clone allocates nothing.
+pub(crate) type Name = smol_str::SmolStr;
+/// A symlink's target: often a whole path, so kept behind one `Arc`
+/// (resolution hands out pieces of it by range, without a copy).
+pub(crate) type Target = Arc<str>;
 
 /// The root directory's inode number.
 pub(crate) const ROOT: Ino = 1;
@@ -22,7 +27,7 @@ pub(crate) const MAX_LINKS: u32 = 65_000;
 /// first node of its entry map. Rounded up from measurements.
 pub(crate) const INODE_CHARGE: u64 = 384;
 /// What one directory entry costs toward `max_bytes` beyond its name's
-/// bytes: its slot in the directory's map, the name's shared header and
+/// bytes: its slot in the directory's map, a long name's shared header and
 /// the `(directory, name)` back link in the inode it names.
 pub(crate) const ENTRY_CHARGE: u64 = 160;
 
@@ -54,7 +59,7 @@ pub(crate) struct Entry {
 pub(crate) enum Node {
     File(Content),
     Dir(OrdMap<Name, Entry>),
-    Symlink(Name),
+    Symlink(Target),
 }
 
 #[derive(Clone, Debug)]

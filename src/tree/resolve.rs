@@ -5,7 +5,7 @@ use crate::error::{ErrorKind, Result, err};
 use crate::path::{check_path, wants_dir};
 
 use super::parents::CHAIN;
-use super::{Entry, FileType, Ino, Inode, Name, Node, ROOT, Tree};
+use super::{Entry, FileType, Ino, Inode, Name, Node, ROOT, Target, Tree};
 
 /// Where a resolution starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub(crate) enum Base {
 #[derive(Clone, Debug)]
 pub(crate) enum Comp<'p> {
     Borrowed(&'p str),
-    Shared(Name, usize, usize),
+    Shared(Target, usize, usize),
 }
 
 impl Comp<'_> {
@@ -34,10 +34,15 @@ impl Comp<'_> {
         }
     }
 
+    /// The component as a name of its own: inline when short, built by
+    /// `new_inline`, which the compiler inlines (`Name::from` calls out
+    /// to a constructor that also looks for runs of whitespace).
     pub(crate) fn to_name(&self) -> Name {
-        match self {
-            Comp::Shared(s, 0, b) if *b == s.len() => s.clone(),
-            _ => Name::from(self.as_str()),
+        let s = self.as_str();
+        if s.len() <= Name::INLINE_CAP {
+            Name::new_inline(s)
+        } else {
+            Name::from(s)
         }
     }
 }
@@ -209,17 +214,22 @@ impl Tree {
         // symlink's come first, from `pending` (innermost last). When the
         // directory hint is the path's parent, only the last one is left.
         let mut todo = path;
-        // The inode of the innermost directory, once fetched.
+        // The inode of the innermost directory, once fetched. A cached
+        // parent is not fetched until a name must be searched in it: when
+        // the entry hint names the final object, nothing needs it.
         let mut cur_inode = if let Some(cut) = last_slash(path)
             && !matches!(&path[cut + 1..], "" | "." | "..")
             && let Some(d) = self
                 .parent_cached(start, &path[..cut], &mut stack)
-                .or_else(|| self.parent_from_hint(start, &path[..cut], &mut stack))
-        {
-            // The hint's chain of links ended at `start`, which is so a
+                .map(|()| None)
+                .or_else(|| {
+                    self.parent_from_hint(start, &path[..cut], &mut stack)
+                        .map(Some)
+                }) {
+            // The chain of links ended at `start`, which is so a
             // directory (invariant 2).
             todo = &path[cut + 1..];
-            Some(d)
+            d
         } else {
             let floor = self.get(start)?;
             if floor.entries().is_none() {
@@ -256,39 +266,46 @@ impl Tree {
             if name.len() > self.name_max() {
                 return err(ErrorKind::NameTooLong);
             }
+            // Every directory on `stack` is one (the floor was checked,
+            // and only entries of kind `Dir` are pushed).
             let cur = stack.last();
-            let dir = match cur_inode {
-                Some(i) => i,
-                None => {
-                    let i = self.get(cur)?;
-                    cur_inode = Some(i);
-                    i
-                }
-            };
-            let Some(entries) = dir.entries() else {
-                return err(ErrorKind::NotADirectory);
-            };
-            // The final object's inode, when the entry hint gave it.
+            // The final object's entry and inode, when the entry hint
+            // names it: one of its links is `cur/name`, so that entry
+            // exists (invariant 1) and `cur`'s own inode is not needed.
             let mut this_inode = None;
-            let found = if last {
+            let mut hinted = None;
+            if last {
                 if cur != self.dir_hint.get() {
                     self.dir_hint.set(cur);
                 }
-                let found = match self.entry_from_hint(cur, name) {
-                    Some((e, inode)) => {
-                        this_inode = Some(inode);
-                        Some(e)
-                    }
-                    None => entries.get(name).copied(),
-                };
-                if let Some(e) = found
-                    && e.ino != self.entry_hint.get()
-                {
-                    self.entry_hint.set(e.ino);
+                if let Some((e, inode)) = self.entry_from_hint(cur, name) {
+                    this_inode = Some(inode);
+                    hinted = Some(e);
                 }
-                found
-            } else {
-                entries.get(name).copied()
+            }
+            let found = match hinted {
+                Some(e) => Some(e),
+                None => {
+                    let dir = match cur_inode {
+                        Some(i) => i,
+                        None => {
+                            let i = self.get(cur)?;
+                            cur_inode = Some(i);
+                            i
+                        }
+                    };
+                    let Some(entries) = dir.entries() else {
+                        return err(ErrorKind::NotADirectory);
+                    };
+                    let found = entries.get(name).copied();
+                    if last
+                        && let Some(e) = found
+                        && e.ino != self.entry_hint.get()
+                    {
+                        self.entry_hint.set(e.ino);
+                    }
+                    found
+                }
             };
             let Some(entry) = found else {
                 if last {
@@ -298,7 +315,7 @@ impl Tree {
                         ino: None,
                         kind: None,
                         must_dir,
-                        dir_mode: Some(dir.mode),
+                        dir_mode: cur_inode.map(|i| i.mode),
                     };
                     return Ok((r, None));
                 }
@@ -348,7 +365,7 @@ impl Tree {
                         ino: Some(entry.ino),
                         kind: Some(kind),
                         must_dir,
-                        dir_mode: Some(dir.mode),
+                        dir_mode: cur_inode.map(|i| i.mode),
                     };
                     return Ok((r, this_inode));
                 }
@@ -435,20 +452,19 @@ impl Tree {
 
     /// Directory `dirs` from `start` when the parent cache holds it for
     /// this directory generation (see `parents`): what
-    /// [`Tree::parent_from_hint`] would find, by a comparison of bytes and
-    /// one lookup. Fills `stack` as the walk would have.
-    fn parent_cached(&self, start: Ino, dirs: &str, stack: &mut DirStack) -> Option<&Inode> {
+    /// [`Tree::parent_from_hint`] would find, by a comparison of bytes
+    /// alone. Fills `stack` as the walk would have; the directory's inode
+    /// is left for the caller to fetch if it needs it. Every inode of the
+    /// chain is a directory: the generation moves whenever an entry naming
+    /// a directory goes, so none of them was freed and its number reused.
+    fn parent_cached(&self, start: Ino, dirs: &str, stack: &mut DirStack) -> Option<()> {
         let cache = self.parents.get()?;
         let mut chain = [0 as Ino; CHAIN];
         let depth = cache.lookup(self.dir_gen, start, dirs.as_bytes(), &mut chain)?;
-        let inode = self.inodes.get(&chain[depth - 1])?;
-        if inode.kind() != FileType::Dir {
-            return None;
-        }
         for &ino in &chain[..depth] {
             stack.push(ino);
         }
-        Some(inode)
+        Some(())
     }
 
     /// The entry `dir/name` if the entry hint is an inode it names, taken

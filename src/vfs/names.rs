@@ -6,7 +6,7 @@ use imbl::OrdMap;
 
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::path;
-use crate::tree::{Base, FileType, MAX_LINKS, Name, Node, ROOT, entry_charge};
+use crate::tree::{Base, FileType, MAX_LINKS, Node, ROOT, Target, entry_charge};
 
 use super::read::{read_link, stat};
 use super::{Fd, Symlinks, Vfs, ctx};
@@ -246,7 +246,7 @@ impl Vfs {
         self.tree.create(
             r.dir,
             name.to_name(),
-            Node::Symlink(Name::from(target)),
+            Node::Symlink(Target::from(target)),
             0o777,
             &*self.clock,
         )?;
