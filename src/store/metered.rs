@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BlobStore, RefVersion};
+use super::{BlobStore, Pending, RefVersion};
 use crate::error::Result;
 use bytes::Bytes;
 
@@ -222,6 +222,16 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         self.inner.put_owned(objs)?;
         self.count_out(n, bytes);
         Ok(())
+    }
+
+    fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
+        let (n, bytes) = (objs.len(), objs.iter().map(|(_, b)| b.len()).sum());
+        let wait = self.inner.put_owned_begin(objs);
+        Box::new(move || {
+            wait()?;
+            self.count_out(n, bytes);
+            Ok(())
+        })
     }
 
     fn delete_objects(&self, keys: &[&str]) -> Result<()> {

@@ -109,6 +109,10 @@ pub use url::{
     resolve, split_root, split_tree,
 };
 
+/// A write under way ([`BlobStore::put_owned_begin`]): call it to wait for
+/// the outcome.
+pub type Pending<'s> = Box<dyn FnOnce() -> Result<()> + Send + 's>;
+
 /// A content-addressed store of chunks and tree manifests.
 ///
 /// Implementations need not verify anything: the functions of this module
@@ -178,6 +182,15 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
         let refs: Vec<(&str, &[u8])> = objs.iter().map(|(k, b)| (*k, &b[..])).collect();
         self.put_objects(&refs)
+    }
+
+    /// [`put_owned`](BlobStore::put_owned), started: the objects are
+    /// durable once the returned [`Pending`] is waited for and says so.
+    /// A remote store sends them while the caller goes on (a push builds
+    /// its next packs); others store them before returning.
+    fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
+        let done = self.put_owned(objs);
+        Box::new(move || done)
     }
 
     /// Removes objects; one already gone is fine.
@@ -434,6 +447,9 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
         (**self).put_owned(objs)
+    }
+    fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
+        (**self).put_owned_begin(objs)
     }
     fn delete_objects(&self, keys: &[&str]) -> Result<()> {
         (**self).delete_objects(keys)

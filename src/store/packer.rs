@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::BlobStore;
 use super::buffers::Spare;
 use super::catalog::Catalog;
 use super::pack::{
     self, MAX_INDEX_ENTRIES, MAX_PACK_ENTRIES, MAX_PACK_SIZE, PackBuilder, PackRecord,
 };
+use super::{BlobStore, Pending};
 use crate::content::CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -64,9 +64,19 @@ pub(crate) struct Packer<'a> {
     ready: Vec<(PackRecord, Vec<u8>)>,
     /// Buffers of packs uploaded, for the next ones.
     spare: Arc<Spare>,
+    /// The batch of packs on its way to the store.
+    pending: Option<Upload<'a>>,
     written: Vec<PackRecord>,
     stats: Packed,
     progress: &'a mut dyn FnMut(u64),
+}
+
+/// A batch of packs being uploaded: the wait for it, and each pack's key
+/// and record (in the order they were made).
+struct Upload<'a> {
+    wait: Pending<'a>,
+    keys: Vec<String>,
+    recs: Vec<PackRecord>,
 }
 
 /// Checks a pack target size.
@@ -119,6 +129,7 @@ impl<'a> Packer<'a> {
             building: None,
             ready: Vec::new(),
             spare: Arc::default(),
+            pending: None,
             written: Vec::new(),
             stats: Packed::default(),
             progress,
@@ -152,6 +163,9 @@ impl<'a> Packer<'a> {
         Ok(())
     }
 
+    /// Starts the upload of the packs ready, then waits for the upload
+    /// before it: one batch travels while the next is built, and no more
+    /// than two are held.
     fn upload(&mut self) -> Result<()> {
         let ready = std::mem::take(&mut self.ready);
         let keys: Vec<String> = ready.iter().map(|(r, _)| r.key()).collect();
@@ -167,9 +181,19 @@ impl<'a> Packer<'a> {
             }
             recs.push(rec);
         }
-        self.store.put_owned(objs)?;
+        let wait = self.store.put_owned_begin(objs);
+        let before = self.pending.replace(Upload { wait, keys, recs });
+        match before {
+            Some(b) => self.settle(b),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for an upload and counts what it stored.
+    fn settle(&mut self, up: Upload<'a>) -> Result<()> {
+        (up.wait)()?;
         let mut done = 0;
-        for (k, rec) in keys.iter().zip(recs) {
+        for (k, rec) in up.keys.iter().zip(up.recs) {
             let bytes: u64 = rec.entries.iter().map(|e| e.len as u64).sum();
             done += bytes;
             if self.existing.contains(k) {
@@ -194,6 +218,9 @@ impl<'a> Packer<'a> {
         self.seal()?;
         if !self.ready.is_empty() {
             self.upload()?;
+        }
+        if let Some(up) = self.pending.take() {
+            self.settle(up)?;
         }
         let written = std::mem::take(&mut self.written);
         let objects = write_indexes(self.store, written)?;

@@ -27,7 +27,7 @@ use object_store::{
 
 use super::refs::{self, MAX_REF_OBJECT, RefVersion, ref_key};
 use super::{
-    BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, check_key, check_range, chunk_key,
+    BlobStore, MAX_CHUNK_OBJECT, MAX_MANIFEST_OBJECT, Pending, check_key, check_range, chunk_key,
     manifest_key, oversized, short_object,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -146,6 +146,15 @@ impl S3Store {
 
     /// Runs `fut` on the store's runtime and waits for it.
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        self.start(fut)?.wait()
+    }
+
+    /// Starts `fut` on the store's runtime; the returned function waits
+    /// for its outcome.
+    fn start<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<Started<T>> {
         let Some(rt) = &self.runtime else {
             return Err(Error::with(ErrorKind::Io, "S3 client runtime is gone"));
         };
@@ -153,8 +162,7 @@ impl S3Store {
         rt.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        rx.recv()
-            .map_err(|_| Error::with(ErrorKind::Io, "S3 request was cancelled"))
+        Ok(Started(rx))
     }
 
     /// Applies `op` to every key, up to [`IN_FLIGHT`] at once, in order.
@@ -568,11 +576,18 @@ impl BlobStore for S3Store {
     }
 
     fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
-        let items: Vec<(ObjPath, Bytes)> = objs
+        self.put_owned_begin(objs)()
+    }
+
+    fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
+        let items: Result<Vec<(ObjPath, Bytes)>> = objs
             .into_iter()
             .map(|(k, b)| check_key(k).map(|()| (self.key(k), b)))
-            .collect::<Result<_>>()?;
-        self.put_all(items)
+            .collect();
+        match items.and_then(|items| self.start(self.put_stream(items))) {
+            Ok(started) => Box::new(move || started.wait()?),
+            Err(e) => Box::new(move || Err(e)),
+        }
     }
 
     fn delete_objects(&self, keys: &[&str]) -> Result<()> {
@@ -601,10 +616,18 @@ impl BlobStore for S3Store {
 impl S3Store {
     /// PUTs objects, up to [`IN_FLIGHT`] at once.
     fn put_all(&self, items: Vec<(ObjPath, Bytes)>) -> Result<()> {
+        self.run(self.put_stream(items))?
+    }
+
+    /// [`put_all`](S3Store::put_all), to be run on the store's runtime.
+    fn put_stream(
+        &self,
+        items: Vec<(ObjPath, Bytes)>,
+    ) -> impl Future<Output = Result<()>> + Send + use<> {
         let loc = self.location();
         let client = self.client.clone();
-        let results = self.run(async move {
-            stream::iter(items)
+        async move {
+            let results = stream::iter(items)
                 .map(|(k, b)| {
                     let c = client.clone();
                     let loc = loc.clone();
@@ -617,9 +640,19 @@ impl S3Store {
                 })
                 .buffer_unordered(IN_FLIGHT)
                 .collect::<Vec<_>>()
-                .await
-        })?;
-        results.into_iter().collect()
+                .await;
+            results.into_iter().collect()
+        }
+    }
+}
+
+/// Work running on the store's runtime ([`S3Store::start`]).
+struct Started<T>(mpsc::Receiver<T>);
+
+impl<T> Started<T> {
+    /// Waits for the outcome.
+    fn wait(self) -> Result<T> {
+        (self.0.recv()).map_err(|_| Error::with(ErrorKind::Io, "S3 request was cancelled"))
     }
 }
 
