@@ -26,6 +26,7 @@ pub(crate) const MAX_SPAN: u64 = 16 << 20;
 const REFRESHES: usize = 3;
 /// Loose chunk objects asked for per batch call.
 const LOOSE_BATCH: usize = 32;
+
 /// One ranged read and the chunks it carries.
 struct Span {
     pack: blake3::Hash,

@@ -55,8 +55,9 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
+
+use crate::error::{Error, ErrorKind, Result};
 
 mod ahead;
 mod buffers;
