@@ -134,7 +134,7 @@ fn write_data(
         at.push(end);
         end += len as u64;
     }
-    reserve(file, end + 32)?;
+    reserve(file, end + blake3::OUT_LEN as u64)?;
     write_all_at(file, &[header, meta], 0)?;
     let flusher = Flusher::default();
     std::thread::scope(|s| {
@@ -259,7 +259,6 @@ fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> 
 mod tests {
     use super::*;
     use crate::Vfs;
-    use bytes::Bytes;
 
     fn tree() -> Snapshot {
         let mut v = Vfs::new();
@@ -272,16 +271,16 @@ mod tests {
     }
 
     /// The tree's chunk table and each chunk's bytes, as a pull has them.
-    fn table(snap: &Snapshot) -> (Vec<(blake3::Hash, u32)>, Vec<Bytes>) {
+    fn table(snap: &Snapshot) -> (Vec<(blake3::Hash, u32)>, Vec<Vec<u8>>) {
         let enc = encode(snap, None, false).unwrap();
         let (_, _, table) = enc.parts().unwrap();
-        let mut bytes = vec![Bytes::new(); table.len()];
+        let mut bytes = vec![Vec::new(); table.len()];
         for (_, inode) in snap.inodes() {
             if let crate::tree::Node::File(c) = &inode.node {
                 for (_, ch) in c.chunks() {
                     if let Some(a) = ch.addr() {
                         let i = table.iter().position(|t| t.0 == a).unwrap();
-                        bytes[i] = Bytes::copy_from_slice(ch.trimmed().unwrap());
+                        bytes[i] = ch.trimmed().unwrap().to_vec();
                     }
                 }
             }

@@ -217,13 +217,6 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         Ok(())
     }
 
-    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
-        let (n, bytes) = (objs.len(), objs.iter().map(|(_, b)| b.len()).sum());
-        self.inner.put_owned(objs)?;
-        self.count_out(n, bytes);
-        Ok(())
-    }
-
     fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
         let (n, bytes) = (objs.len(), objs.iter().map(|(_, b)| b.len()).sum());
         let wait = self.inner.put_owned_begin(objs);

@@ -177,20 +177,14 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()>;
 
     /// [`put_objects`](BlobStore::put_objects) of bytes the caller gives
-    /// up, which a store that needs its own copy of each body (a remote
-    /// one, whose requests outlive the call's borrows) can keep without
-    /// copying.
-    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
-        let refs: Vec<(&str, &[u8])> = objs.iter().map(|(k, b)| (*k, &b[..])).collect();
-        self.put_objects(&refs)
-    }
-
-    /// [`put_owned`](BlobStore::put_owned), started: the objects are
-    /// durable once the returned [`Pending`] is waited for and says so.
-    /// A remote store sends them while the caller goes on (a push builds
-    /// its next packs); others store them before returning.
+    /// up, started: the objects are durable once the returned [`Pending`]
+    /// is waited for and says so. A remote store keeps the bytes without
+    /// copying them (its requests outlive the call's borrows) and sends
+    /// them while the caller goes on (a push builds its next packs);
+    /// others store them before returning.
     fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
-        let done = self.put_owned(objs);
+        let refs: Vec<(&str, &[u8])> = objs.iter().map(|(k, b)| (*k, &b[..])).collect();
+        let done = self.put_objects(&refs);
         Box::new(move || done)
     }
 
@@ -445,9 +439,6 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn put_objects(&self, objs: &[(&str, &[u8])]) -> Result<()> {
         (**self).put_objects(objs)
-    }
-    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
-        (**self).put_owned(objs)
     }
     fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
         (**self).put_owned_begin(objs)

@@ -575,10 +575,6 @@ impl BlobStore for S3Store {
         self.put_all(items)
     }
 
-    fn put_owned(&self, objs: Vec<(&str, Bytes)>) -> Result<()> {
-        self.put_owned_begin(objs)()
-    }
-
     fn put_owned_begin<'s>(&'s self, objs: Vec<(&str, Bytes)>) -> Pending<'s> {
         let items: Result<Vec<(ObjPath, Bytes)>> = objs
             .into_iter()
