@@ -395,6 +395,9 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("small_file_cycle/naive", |b| {
         b.iter(|| hotpath::small_cycles_naive(&mut n, &names, &data))
     });
+    g.bench_function("small_file_cycle/floor", |b| {
+        b.iter(|| hotpath::small_cycles_floor(&names, &data))
+    });
 
     // One iteration: open a new file, 512 write_at of 64 KiB, 512 read_at
     // into a reused 64 KiB buffer, close, remove.

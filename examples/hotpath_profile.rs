@@ -4,6 +4,7 @@
 //! ```text
 //! hotpath_profile small [SECS] [naive]   small-file cycles for SECS (3) s
 //! hotpath_profile big [SECS] [naive]     32 MiB in 64 KiB blocks, for SECS s
+//! hotpath_profile floor [SECS]           the cycle's copies alone
 //! hotpath_profile counts                 allocations per call, both sides
 //! ```
 //!
@@ -229,6 +230,11 @@ fn main() {
                 hotpath::small_cycles_naive(&mut n, &names, &data)
             });
         }
+        ("floor", _) => {
+            run_for(secs, "small-file cycles x5000, copies alone", || {
+                hotpath::small_cycles_floor(&names, &data)
+            });
+        }
         ("big", false) => {
             let mut v = hotpath::fork(&snap);
             run_for(secs, "big file, cowvfs", || {
@@ -243,7 +249,7 @@ fn main() {
         }
         ("counts", _) => counts(&snap, &naive),
         _ => {
-            eprintln!("usage: hotpath_profile small|big|counts [SECS] [naive]");
+            eprintln!("usage: hotpath_profile small|big|floor|counts [SECS] [naive]");
             std::process::exit(2);
         }
     }

@@ -316,6 +316,20 @@ pub fn small_cycles_naive(n: &mut Naive, names: &[String], data: &[u8]) {
     }
 }
 
+/// What any store must do per small-file cycle when `write_file` takes
+/// `&[u8]` and `read_file` returns a `Vec<u8>`: copy the 4 KiB into a
+/// buffer of its own, copy that into a new vector for the reader, free
+/// both. No lookup, no metadata: the floor under both sides' cycles.
+pub fn small_cycles_floor(names: &[String], data: &[u8]) {
+    for name in names {
+        let kept = black_box(data.to_vec());
+        let read = black_box(kept.clone());
+        black_box(name);
+        drop(read);
+        drop(kept);
+    }
+}
+
 /// 32 MiB written in 64 KiB `write_at` blocks into a new file, read back
 /// with `read_at` into `buf` (64 KiB, reused), closed, removed.
 pub fn big_file_cowvfs(v: &mut Vfs, block: &[u8], buf: &mut [u8]) {
