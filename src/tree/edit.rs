@@ -19,7 +19,7 @@ use crate::path;
 use crate::time::{Clock, Timestamp};
 
 use super::{
-    Entry, FileType, INODE_CHARGE, Ino, Inode, Name, Node, Tree, edit_inode, entry_charge,
+    Entry, FileType, INODE_CHARGE, Ino, Inode, Name, Node, Probe, Tree, edit_inode, entry_charge,
 };
 
 /// What [`Tree::release`] did with an inode whose entry went.
@@ -315,7 +315,7 @@ impl Tree {
             let Node::Dir(entries) = &mut d.node else {
                 return err(ErrorKind::NotADirectory);
             };
-            let Some(e) = entries.remove(name) else {
+            let Some(e) = entries.remove(&Probe(name)) else {
                 return err(ErrorKind::NotFound);
             };
             if e.kind == FileType::Dir {

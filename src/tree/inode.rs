@@ -9,9 +9,126 @@ use crate::content::Content;
 use crate::time::Timestamp;
 
 pub(crate) type Ino = u64;
-/// A name in a directory (or a symlink's target): short ones inline, long
-/// ones shared; either way a clone allocates nothing.
-pub(crate) type Name = smol_str::SmolStr;
+/// A name in a directory: short ones inline, long ones shared; either way
+/// a clone allocates nothing. A `SmolStr` ordered by [`name_cmp`] instead
+/// of `memcmp`, in the same (bytewise) order.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Name(smol_str::SmolStr);
+
+impl Name {
+    /// The longest name kept inline.
+    pub(crate) const INLINE_CAP: usize = smol_str::SmolStr::INLINE_CAP;
+
+    /// A name of at most [`Name::INLINE_CAP`] bytes, built inline (the
+    /// compiler inlines this; `Name::from` calls out to a constructor
+    /// that also looks for runs of whitespace). Panics if longer.
+    #[inline]
+    pub(crate) fn new_inline(s: &str) -> Name {
+        Name(smol_str::SmolStr::new_inline(s))
+    }
+}
+
+// Bytewise, as `str` orders (so `Borrow<str>` lookups agree), by
+// `name_cmp`: a directory insert compares the new name with several keys.
+impl Ord for Name {
+    #[inline]
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        name_cmp(self.as_bytes(), other.as_bytes())
+    }
+}
+
+impl PartialOrd for Name {
+    #[inline]
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name(smol_str::SmolStr::from(s))
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name(smol_str::SmolStr::from(s))
+    }
+}
+/// A name as a directory is searched for it: the same order as `str`'s
+/// (bytewise), compared eight bytes at a time. Names are short, and a
+/// B-tree search compares one with several keys, where a call to
+/// `memcmp` per key cost more than the comparison itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probe<'a>(pub &'a str);
+
+impl equivalent::Equivalent<Name> for Probe<'_> {
+    fn equivalent(&self, key: &Name) -> bool {
+        self.0.len() == key.len() && name_cmp(self.0.as_bytes(), key.as_bytes()).is_eq()
+    }
+}
+
+impl equivalent::Comparable<Name> for Probe<'_> {
+    fn compare(&self, key: &Name) -> std::cmp::Ordering {
+        name_cmp(self.0.as_bytes(), key.as_bytes())
+    }
+}
+
+/// Bytewise order of two names (as `<[u8]>::cmp`): whole words compared
+/// as big-endian integers, then the tail byte by byte, then the lengths.
+#[inline]
+pub(crate) fn name_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    let (mut wa, mut wb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    for (x, y) in (&mut wa).zip(&mut wb) {
+        let (x, y) = (word(x), word(y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    for (x, y) in wa.remainder().iter().zip(wb.remainder()) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Eight bytes as a big-endian integer (so integer order is byte order).
+#[inline]
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(bytes);
+    u64::from_be_bytes(w)
+}
+
 /// A symlink's target: often a whole path, so kept behind one `Arc`
 /// (resolution hands out pieces of it by range, without a copy).
 pub(crate) type Target = Arc<str>;
@@ -261,5 +378,69 @@ impl<'a> IntoIterator for &'a Links {
 
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Name, Probe, name_cmp};
+    use equivalent::{Comparable, Equivalent};
+
+    #[test]
+    fn names_order_as_their_bytes_do() {
+        let samples = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "aa",
+            "a\u{1}",
+            "n0",
+            "n9",
+            "n10",
+            "n99",
+            "f42",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefghi",
+            "abcdefgh\u{7f}",
+            "abcdefghabcdefgh",
+            "abcdefghabcdefgi",
+            "__init__.cpython-311.pyc",
+            "__init__.cpython-312.pyc",
+            "é",
+            "ü",
+            "eé",
+            "\u{ff}",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ];
+        for a in samples {
+            for b in samples {
+                let want = a.as_bytes().cmp(b.as_bytes());
+                assert_eq!(name_cmp(a.as_bytes(), b.as_bytes()), want, "{a:?} {b:?}");
+                assert_eq!(Name::from(a).cmp(&Name::from(b)), want, "{a:?} {b:?}");
+                assert_eq!(Probe(a).compare(&Name::from(b)), want, "{a:?} {b:?}");
+                assert_eq!(Probe(a).equivalent(&Name::from(b)), a == b);
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_finds_names_by_probe_as_by_str() {
+        let mut m = imbl::OrdMap::new();
+        for i in 0..300 {
+            m.insert(Name::from(format!("name-{i}").as_str()), i);
+        }
+        for i in 0..300 {
+            let n = format!("name-{i}");
+            assert_eq!(m.get(&Probe(&n)), Some(&i));
+            assert_eq!(m.get(n.as_str()), Some(&i));
+        }
+        assert_eq!(m.get(&Probe("name-300")), None);
+        let names: Vec<&str> = m.keys().map(|k| &**k).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
     }
 }

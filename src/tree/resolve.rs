@@ -5,7 +5,7 @@ use crate::error::{ErrorKind, Result, err};
 use crate::path::{check_path, wants_dir};
 
 use super::parents::CHAIN;
-use super::{Entry, FileType, Ino, Inode, Name, Node, ROOT, Target, Tree};
+use super::{Entry, FileType, Ino, Inode, Name, Node, Probe, ROOT, Target, Tree};
 
 /// Where a resolution starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +297,7 @@ impl Tree {
                     let Some(entries) = dir.entries() else {
                         return err(ErrorKind::NotADirectory);
                     };
-                    let found = entries.get(name).copied();
+                    let found = entries.get(&Probe(name)).copied();
                     if last
                         && let Some(e) = found
                         && e.ino != self.entry_hint.get()
