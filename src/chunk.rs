@@ -170,11 +170,9 @@ impl Clone for ChunkData {
 }
 
 /// A shared chunk. Writers go through [`Chunk::bytes_mut`], which copies the
-/// bytes only if another tree still holds them. Behind `triomphe`'s `Arc`,
-/// which has no weak count: proving a chunk unshared is one load, and
-/// dropping the last handle one atomic decrement instead of two.
+/// bytes only if another tree still holds them.
 #[derive(Debug, Clone)]
-pub(crate) struct Chunk(triomphe::Arc<ChunkData>);
+pub(crate) struct Chunk(Arc<ChunkData>);
 
 impl Chunk {
     #[cfg(test)]
@@ -184,7 +182,7 @@ impl Chunk {
 
     /// A chunk owning `bytes`, made by the sandbox `origin`.
     pub(crate) fn owned(bytes: Vec<u8>, origin: u64) -> Chunk {
-        Chunk(triomphe::Arc::new(ChunkData {
+        Chunk(Arc::new(ChunkData {
             store: Store::Owned(bytes),
             len: 0,
             addr: OnceLock::new(),
@@ -210,7 +208,7 @@ impl Chunk {
     pub(crate) fn from_blob(blob: Arc<Blob>, len: u32) -> Chunk {
         let addr = OnceLock::new();
         let _ = addr.set((blob.len() > 0).then(|| blob.addr()));
-        Chunk(triomphe::Arc::new(ChunkData {
+        Chunk(Arc::new(ChunkData {
             store: Store::Shared(blob),
             len,
             addr,
@@ -222,7 +220,7 @@ impl Chunk {
     pub(crate) fn zeros(len: u32) -> Chunk {
         let addr = OnceLock::new();
         let _ = addr.set(None);
-        Chunk(triomphe::Arc::new(ChunkData {
+        Chunk(Arc::new(ChunkData {
             store: Store::Zeros,
             len,
             addr,
@@ -282,7 +280,7 @@ impl Chunk {
             v.resize(len, 0);
             *self = Chunk::owned(v, origin);
         }
-        let data = triomphe::Arc::make_mut(&mut self.0);
+        let data = Arc::make_mut(&mut self.0);
         data.addr = OnceLock::new();
         data.origin = origin;
         match &mut data.store {
@@ -294,12 +292,12 @@ impl Chunk {
     /// Whether a write would have to copy (another tree holds these bytes,
     /// or they are not the chunk's own).
     pub(crate) fn is_shared(&self) -> bool {
-        triomphe::Arc::count(&self.0) > 1 || !self.is_owned()
+        Arc::strong_count(&self.0) > 1 || !self.is_owned()
     }
 
     /// Whether both handles share one allocation.
     pub(crate) fn ptr_eq(&self, other: &Chunk) -> bool {
-        triomphe::Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The content address: blake3 of the bytes without trailing zeros, or
