@@ -67,7 +67,7 @@ impl std::fmt::Debug for Name {
 
 impl std::fmt::Display for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_str())
+        std::fmt::Display::fmt(self.0.as_str(), f)
     }
 }
 
@@ -82,6 +82,7 @@ impl From<String> for Name {
         Name(smol_str::SmolStr::from(s))
     }
 }
+
 /// A name as a directory is searched for it: the same order as `str`'s
 /// (bytewise), compared eight bytes at a time. Names are short, and a
 /// B-tree search compares one with several keys, where a call to
@@ -414,6 +415,20 @@ mod tests {
             "eé",
             "\u{ff}",
             "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            // Pairs that differ inside a whole word in both directions
+            // at once (a little-endian or signed word would order them
+            // wrongly), and non-ASCII bytes inside whole words.
+            "azzzzzzz",
+            "baaaaaaa",
+            "azzzzzzzz",
+            "baaaaaaaa",
+            "éééé",
+            "eeeeeeee",
+            "ÿÿÿÿ",
+            "ÿÿÿÿÿÿÿÿ",
+            "\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}",
+            "abcdefgh\u{80}",
+            "abcdefghé",
         ];
         for a in samples {
             for b in samples {
@@ -423,6 +438,24 @@ mod tests {
                 assert_eq!(Probe(a).compare(&Name::from(b)), want, "{a:?} {b:?}");
                 assert_eq!(Probe(a).equivalent(&Name::from(b)), a == b);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Random names sharing a random prefix: the order and equality
+        /// are those of their bytes.
+        #[test]
+        fn names_order_as_bytes_for_any_pair(
+            prefix in "[a-cé\u{7f}-\u{ff}]{0,20}",
+            a in "[a-cé\u{7f}-\u{ff}]{0,12}",
+            b in "[a-cé\u{7f}-\u{ff}]{0,12}",
+        ) {
+            let (a, b) = (format!("{prefix}{a}"), format!("{prefix}{b}"));
+            let want = a.as_bytes().cmp(b.as_bytes());
+            proptest::prop_assert_eq!(name_cmp(a.as_bytes(), b.as_bytes()), want);
+            proptest::prop_assert_eq!(Name::from(a.as_str()).cmp(&Name::from(b.as_str())), want);
+            proptest::prop_assert_eq!(Probe(&a).compare(&Name::from(b.as_str())), want);
+            proptest::prop_assert_eq!(Probe(&a).equivalent(&Name::from(b.as_str())), a == b);
         }
     }
 
@@ -438,6 +471,12 @@ mod tests {
             assert_eq!(m.get(n.as_str()), Some(&i));
         }
         assert_eq!(m.get(&Probe("name-300")), None);
+        // Removal by probe takes out exactly the named entry.
+        assert_eq!(m.remove(&Probe("name-150")), Some(150));
+        assert_eq!(m.remove(&Probe("name-150")), None);
+        assert_eq!(m.len(), 299);
+        assert_eq!(m.get("name-149"), Some(&149));
+        assert_eq!(m.get("name-151"), Some(&151));
         let names: Vec<&str> = m.keys().map(|k| &**k).collect();
         let mut sorted = names.clone();
         sorted.sort_unstable();
