@@ -15,19 +15,6 @@ pub(crate) type Ino = u64;
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Name(smol_str::SmolStr);
 
-impl Name {
-    /// The longest name kept inline.
-    pub(crate) const INLINE_CAP: usize = smol_str::SmolStr::INLINE_CAP;
-
-    /// A name of at most [`Name::INLINE_CAP`] bytes, built inline (the
-    /// compiler inlines this; `Name::from` calls out to a constructor
-    /// that also looks for runs of whitespace). Panics if longer.
-    #[inline]
-    pub(crate) fn new_inline(s: &str) -> Name {
-        Name(smol_str::SmolStr::new_inline(s))
-    }
-}
-
 // Bytewise, as `str` orders (so `Borrow<str>` lookups agree), by
 // `name_cmp`: a directory insert compares the new name with several keys.
 impl Ord for Name {
@@ -72,8 +59,16 @@ impl std::fmt::Display for Name {
 }
 
 impl From<&str> for Name {
+    /// A short name is built in place by `new_inline`, which the compiler
+    /// inlines; `SmolStr::from` is an out-of-line call that also looks for
+    /// runs of whitespace.
+    #[inline]
     fn from(s: &str) -> Name {
-        Name(smol_str::SmolStr::from(s))
+        if s.len() <= smol_str::SmolStr::INLINE_CAP {
+            Name(smol_str::SmolStr::new_inline(s))
+        } else {
+            Name(smol_str::SmolStr::from(s))
+        }
     }
 }
 

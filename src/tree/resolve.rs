@@ -34,16 +34,9 @@ impl Comp<'_> {
         }
     }
 
-    /// The component as a name of its own: inline when short, built by
-    /// `new_inline`, which the compiler inlines (`Name::from` calls out
-    /// to a constructor that also looks for runs of whitespace).
+    /// The component as a name of its own.
     pub(crate) fn to_name(&self) -> Name {
-        let s = self.as_str();
-        if s.len() <= Name::INLINE_CAP {
-            Name::new_inline(s)
-        } else {
-            Name::from(s)
-        }
+        Name::from(self.as_str())
     }
 }
 
