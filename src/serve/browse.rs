@@ -156,9 +156,9 @@ pub async fn diff(
 ) -> ApiResult<Json<Value>> {
     let (ra, sa) = find(&app, &a).await?;
     let (rb, sb) = find(&app, &b).await?;
-    let max = app.config.max_diff;
+    let cap = app.config.diff_cap();
     let (list, more) =
-        super::catalog::blocking(&app, false, move |_| Ok(changes(&sa, &sb, max))).await?;
+        super::catalog::blocking(&app, false, move |_| Ok(changes(&sa, &sb, cap))).await?;
     let list: Vec<Value> = list
         .iter()
         .map(|(p, k)| json!({"path": p, "kind": kind_name(*k)}))

@@ -96,6 +96,8 @@ pub struct Config {
     pub max_fs_inodes: u64,
     /// Changes a diff lists at most.
     pub max_diff: usize,
+    /// Bytes of the paths a diff lists, in all, at most.
+    pub max_diff_bytes: usize,
     /// Bytes a run's `read` returns in all (before base64).
     pub max_read: u64,
     /// Distinct modules held.
@@ -131,6 +133,7 @@ impl Default for Config {
             max_fs_bytes: 256 << 20,
             max_fs_inodes: 100_000,
             max_diff: 10_000,
+            max_diff_bytes: 4 << 20,
             max_read: 16 << 20,
             max_modules: 256,
             store: None,
@@ -139,6 +142,16 @@ impl Default for Config {
                 max_private_bytes: u64::MAX,
                 ..crate::Limits::default()
             },
+        }
+    }
+}
+
+impl Config {
+    /// What one diff lists at most.
+    fn diff_cap(&self) -> sandbox::DiffCap {
+        sandbox::DiffCap {
+            entries: self.max_diff,
+            bytes: self.max_diff_bytes,
         }
     }
 }

@@ -163,7 +163,7 @@ pub async fn run(
         max_output: max_output as usize,
         fs_bytes,
         fs_inodes,
-        diff: req.diff.then_some(c.max_diff),
+        diff: req.diff.then_some(c.diff_cap()),
         read: req.read,
         read_budget: c.max_read,
         save,

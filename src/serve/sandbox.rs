@@ -35,8 +35,8 @@ pub struct Job {
     pub fs_bytes: u64,
     /// Files, directories and symlinks the fork may add.
     pub fs_inodes: u64,
-    /// Most changes listed, if the diff was asked for.
-    pub diff: Option<usize>,
+    /// What the diff may list, if it was asked for.
+    pub diff: Option<DiffCap>,
     /// Files to return, and the most bytes all of them may take.
     pub read: Vec<String>,
     /// Bytes `read` may return in all.
@@ -228,7 +228,7 @@ fn finish(job: &mut Job, outcome: RunOutcome, run: Duration, registry: &Registry
     };
     let usage = vfs.usage();
     let snap = vfs.snapshot();
-    let diff = job.diff.map(|max| changes(base, &snap, max));
+    let diff = job.diff.map(|cap| changes(base, &snap, cap));
     let files = (!job.read.is_empty()).then(|| read_files(&snap, &job.read, job.read_budget));
     let (mut snapshot, mut save_error) = (None, None);
     if let Some(name) = job.save.take() {
@@ -268,16 +268,34 @@ fn memory_error(hit: Option<LimitHit>, max: usize) -> Option<ApiError> {
     })
 }
 
-/// At most `max` changes from `base` to `new` (streamed, so a huge change
-/// costs no more than `max` entries), and whether there were more.
-pub fn changes(base: &Snapshot, new: &Snapshot, max: usize) -> (Vec<(String, ChangeKind)>, bool) {
+/// How much a diff lists: at most `entries` changes, whose paths take at
+/// most `bytes` in all. The byte cap matters because a path is bounded
+/// only per call, not per tree: a guest can nest directories far deeper
+/// than any one path it passes (by renames, or beneath descriptors), and
+/// the paths of a chain `d` deep take about `d²/2` times a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiffCap {
+    /// Changes listed at most.
+    pub entries: usize,
+    /// Bytes of all listed paths together at most.
+    pub bytes: usize,
+}
+
+/// The changes from `base` to `new` within `cap` (streamed, so a huge
+/// change costs no more than the cap), and whether there were more.
+pub fn changes(base: &Snapshot, new: &Snapshot, cap: DiffCap) -> (Vec<(String, ChangeKind)>, bool) {
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     let mut more = false;
     let _ = base.diff_each(new, |kind, path| {
-        if out.len() >= max {
+        let within = bytes
+            .checked_add(path.len())
+            .filter(|&b| b <= cap.bytes && out.len() < cap.entries);
+        let Some(b) = within else {
             more = true;
             return std::ops::ControlFlow::Break(());
-        }
+        };
+        bytes = b;
         out.push((path.to_string(), kind));
         std::ops::ControlFlow::Continue(())
     });
@@ -312,4 +330,62 @@ fn read_files(snap: &Snapshot, paths: &[String], budget: u64) -> Vec<(String, Op
             (p.clone(), data)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DiffCap, changes};
+    use crate::Vfs;
+
+    /// A chain of directories `depth` deep with `name_len`-byte names,
+    /// made by renames (so no path passed is longer than one name and a
+    /// slash), as a guest can make it.
+    fn deep_chain(depth: usize, name_len: usize) -> Vfs {
+        let mut v = Vfs::new();
+        v.create_dir("/c").unwrap();
+        let long = "a".repeat(name_len);
+        for _ in 0..depth {
+            v.create_dir("/t").unwrap();
+            v.rename("/c", &format!("/t/{long}")).unwrap();
+            v.rename("/t", "/c").unwrap();
+        }
+        v
+    }
+
+    #[test]
+    fn a_deep_chain_lists_within_the_byte_cap() {
+        let base = Vfs::new().snapshot();
+        let v = deep_chain(300, 200);
+        let new = v.snapshot();
+        // Uncapped, the paths would take about 300² / 2 × 201 = 9 MB.
+        let mut all = 0usize;
+        let _ = base.diff_each(&new, |_, p| {
+            all += p.len();
+            std::ops::ControlFlow::Continue(())
+        });
+        assert!(all > 8 << 20, "{all}");
+        let cap = DiffCap {
+            entries: 10_000,
+            bytes: 1 << 20,
+        };
+        let (list, more) = changes(&base, &new, cap);
+        let listed: usize = list.iter().map(|(p, _)| p.len()).sum();
+        assert!(more);
+        assert!(listed <= cap.bytes, "{listed}");
+        // It stops at the first path that does not fit, not earlier.
+        assert!(listed > cap.bytes - 300 * 201, "{listed}");
+        // Within both caps, everything is listed.
+        let wide = DiffCap {
+            entries: 10_000,
+            bytes: 16 << 20,
+        };
+        let (list, more) = changes(&base, &new, wide);
+        assert_eq!((list.len(), more), (301, false));
+        let narrow = DiffCap {
+            entries: 5,
+            bytes: 16 << 20,
+        };
+        let (list, more) = changes(&base, &new, narrow);
+        assert_eq!((list.len(), more), (5, true));
+    }
 }
