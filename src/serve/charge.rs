@@ -15,8 +15,12 @@
 //!   a removed one), at the trie's depth for the tree's largest inode
 //!   number (numbers are never reused, so all are below `next_ino`);
 //! - for a directory whose entry map was copied, the map's nodes on the
-//!   paths to its entries (its depth for its size), and for each new
-//!   inode its names (`entry_charge`);
+//!   paths the fork's entry edits took (its depth for its size, per edit,
+//!   counting edits undone later: `Tree::map_edits`), at most the whole
+//!   map;
+//! - each name an inode has that it did not have in the base
+//!   (`entry_charge`): all of a new inode's, and those a hard link or a
+//!   rename gave a base inode;
 //! - the registry's own entry and the tree handle, which the registry
 //!   adds to every snapshot (`snapshots::ENTRY_COST`).
 //!
@@ -33,6 +37,7 @@
 //! charged a few times what it holds, and one that writes much about its
 //! data.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::tree::{INODE_CHARGE, InodeChange, Node, entry_charge};
@@ -71,12 +76,13 @@ fn map_depth(len: u64) -> u64 {
 }
 
 /// What one new or copied inode keeps alive beyond its chunks, in a
-/// change of `changes` inodes with trie paths of `path` bytes.
+/// fork whose trie paths take `path` bytes and which made `edits`
+/// directory-entry edits.
 fn inode_cost(
     new: &crate::tree::Inode,
     old: Option<&crate::tree::Inode>,
     path: u64,
-    changes: u64,
+    edits: u64,
 ) -> u64 {
     let mut cost = INODE_CHARGE + path;
     if let Node::Dir(map) = &new.node {
@@ -85,20 +91,34 @@ fn inode_cost(
             _ => true,
         };
         if copied {
-            // Every entry added, removed or renamed changes an inode, and
-            // one inode change is at most two entry changes (a rename); each
-            // copies the map's path to it, and no change copies more nodes
-            // than the map has.
+            // Each edit of an entry, even one undone later, copied at most
+            // the map's path to it; no map holds more new nodes than it has.
             let len = map.len() as u64;
-            let paths = changes.saturating_mul(2).saturating_mul(map_depth(len));
+            let paths = edits.saturating_mul(map_depth(len));
             let all = len.div_ceil(DIR_MIN_FANOUT).saturating_mul(2) + 1;
             cost = cost.saturating_add(paths.min(all).saturating_mul(DIR_NODE));
         }
     }
-    if old.is_none() {
-        cost += new.links.iter().map(|(_, n)| entry_charge(n)).sum::<u64>();
+    cost.saturating_add(new_names(new, old))
+}
+
+/// The charge of the names `new` has that `old` (the same inode in the
+/// base) lacked: a hard link to a base file adds a name to an inode that
+/// is not new.
+fn new_names(new: &crate::tree::Inode, old: Option<&crate::tree::Inode>) -> u64 {
+    let old_links = old.map_or(&[][..], |o| &o.links[..]);
+    let charge = |l: &(crate::tree::Ino, crate::tree::Name)| entry_charge(&l.1);
+    if old_links.is_empty() {
+        return new.links.iter().map(charge).fold(0, u64::saturating_add);
     }
-    cost
+    // Up to `MAX_LINKS` names each: compare as sets.
+    let before: HashSet<(crate::tree::Ino, &str)> =
+        old_links.iter().map(|(d, n)| (*d, &**n)).collect();
+    new.links
+        .iter()
+        .filter(|(d, n)| !before.contains(&(*d, &**n)))
+        .map(charge)
+        .fold(0, u64::saturating_add)
 }
 
 /// What `snap`, registered whole, holds: its tree's charge, each distinct
@@ -133,13 +153,13 @@ pub fn held_cost(snap: &Snapshot) -> u64 {
 pub fn saved_cost(base: &Snapshot, snap: &Snapshot, usage: &Usage) -> u64 {
     let (old, new) = (base.tree(), snap.tree());
     let path = trie_depth(old.next_ino().max(new.next_ino())) * TRIE_NODE;
-    let changes: Vec<InodeChange<'_>> = old.inode_changes(new).collect();
-    let n = changes.len() as u64;
-    let nodes: u64 = changes
-        .into_iter()
+    // The fork started from `base`, so its edits are those past the base's.
+    let edits = new.map_edits().saturating_sub(old.map_edits());
+    let nodes: u64 = old
+        .inode_changes(new)
         .map(|c| match c {
-            InodeChange::Added(_, i) => inode_cost(i, None, path, n),
-            InodeChange::Changed { old, new, .. } => inode_cost(new, Some(old), path, n),
+            InodeChange::Added(_, i) => inode_cost(i, None, path, edits),
+            InodeChange::Changed { old, new, .. } => inode_cost(new, Some(old), path, edits),
             InodeChange::Removed(_) => path,
         })
         .fold(0, u64::saturating_add);
@@ -163,6 +183,53 @@ mod tests {
         let cost = saved_cost(&base, &fork.snapshot(), &fork.usage());
         assert!(cost >= 3 << 20, "{cost}");
         assert!(cost < (3 << 20) + (64 << 10), "{cost}");
+    }
+
+    /// Names a fork gave to base inodes cost what they hold: many hard
+    /// links to one base file are one changed inode, not one per name.
+    #[test]
+    fn links_to_a_base_file_are_charged_per_name() {
+        let mut v = Vfs::new();
+        v.write_file("/blob", b"base").unwrap();
+        v.create_dir("/h").unwrap();
+        let base = v.snapshot();
+        let mut fork = base.fork();
+        let long = "n".repeat(200);
+        for i in 0..2_000 {
+            fork.hard_link("/blob", &format!("/h/{long}{i}")).unwrap();
+        }
+        let snap = fork.snapshot();
+        let grown = snap.usage().charged_bytes - base.usage().charged_bytes;
+        let cost = saved_cost(&base, &snap, &fork.usage());
+        assert!(cost >= grown, "charged {cost} for {grown} more bytes");
+        // Each name's own charge, at least.
+        assert!(cost >= 2_000 * (160 + 200), "{cost}");
+    }
+
+    /// Edits undone before the snapshot still copied map nodes: renaming
+    /// one base file through many names of a big base directory and back
+    /// leaves one changed inode, but a map copied along every path.
+    #[test]
+    fn undone_edits_still_count() {
+        let mut v = Vfs::new();
+        v.create_dir("/d").unwrap();
+        for i in 0..4_000 {
+            v.write_file(&format!("/d/f{i:05}"), b"").unwrap();
+        }
+        let base = v.snapshot();
+        let mut fork = base.fork();
+        let mut at = "/d/f00000".to_string();
+        for i in 0..4_000 {
+            let next = format!("/d/f{i:05}.x");
+            fork.rename(&at, &next).unwrap();
+            at = next;
+        }
+        fork.rename(&at, "/d/f00000").unwrap();
+        let snap = fork.snapshot();
+        let cost = saved_cost(&base, &snap, &fork.usage());
+        // The whole map of 4,000 entries (at least 4,000 / 16 full leaves)
+        // was copied.
+        assert!(cost >= 4_000 / 16 * DIR_NODE, "{cost}");
     }
 
     #[test]

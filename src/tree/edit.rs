@@ -182,6 +182,7 @@ impl Tree {
                 return err(ErrorKind::NotADirectory);
             };
             let replaced = entries.insert(name.clone(), Entry { ino, kind });
+            self.map_edits += 1;
             if kind == FileType::Dir {
                 d.nlink += 1;
             }
@@ -318,6 +319,7 @@ impl Tree {
             let Some(e) = entries.remove(&Probe(name)) else {
                 return err(ErrorKind::NotFound);
             };
+            self.map_edits += 1;
             if e.kind == FileType::Dir {
                 d.nlink -= 1;
             }

@@ -96,6 +96,11 @@ pub(crate) struct Tree {
     dir_gen: u64,
     /// The last parent paths checked, each valid at one `dir_gen`.
     parents: Parents,
+    /// Entries put into or taken out of directories, ever: each edit
+    /// copies at most one path of one directory's map, so a fork's edits
+    /// bound the map nodes it holds apart from its base (what a saved
+    /// run is charged, `serve::charge`), whatever the net change.
+    map_edits: u64,
 }
 
 /// An inode number any thread reading the tree may update: `resolve`
@@ -154,6 +159,7 @@ impl Tree {
             entry_hint: Hint::default(),
             dir_gen: 0,
             parents: Parents::default(),
+            map_edits: 0,
         }
     }
 
@@ -174,6 +180,7 @@ impl Tree {
             entry_hint: Hint::default(),
             dir_gen: 0,
             parents: Parents::default(),
+            map_edits: 0,
         }
     }
 
@@ -204,6 +211,12 @@ impl Tree {
     /// below it are in use; see `numbers`).
     pub(crate) fn next_ino(&self) -> Ino {
         self.numbers.next()
+    }
+
+    /// Directory entries added or removed over the tree's life (see the
+    /// field).
+    pub(crate) fn map_edits(&self) -> u64 {
+        self.map_edits
     }
 
     /// Every inode, by number.
