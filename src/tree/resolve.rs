@@ -141,6 +141,10 @@ impl<'p> Iterator for Comps<'p> {
     }
 }
 
+/// The most links of an inode the entry hint scans (see
+/// [`Tree::entry_from_hint`]); beyond them the directory is searched.
+const HINT_LINKS: usize = 8;
+
 /// Where the last `/` of `path` is.
 fn last_slash(path: &str) -> Option<usize> {
     path.bytes().rposition(|b| b == b'/')
@@ -462,10 +466,15 @@ impl Tree {
 
     /// The entry `dir/name` if the entry hint is an inode it names, taken
     /// from the inode's links (which equal the entries naming it,
-    /// invariant 1) instead of a search of the directory.
+    /// invariant 1) instead of a search of the directory. Only for an
+    /// inode with few links: a file can have `MAX_LINKS`, and scanning
+    /// them all on every lookup would make each call cost O(links).
     fn entry_from_hint(&self, dir: Ino, name: &str) -> Option<(Entry, &Inode)> {
         let ino = self.entry_hint.get();
         let inode: &Inode = self.inodes.get(&ino)?;
+        if inode.links.len() > HINT_LINKS {
+            return None;
+        }
         inode
             .links
             .iter()
