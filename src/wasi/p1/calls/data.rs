@@ -19,11 +19,21 @@ struct Iovecs<'m, 'a> {
     mem: &'m mut Mem<'a>,
     iovs: u32,
     n: u32,
+    /// Bytes the buffers still handed out may hold: the count a call
+    /// reports is a u32, so one call moves at most `u32::MAX` bytes
+    /// (later buffers come out shorter or empty, a short transfer) however
+    /// many iovecs name the same memory.
+    left: u32,
 }
 
 impl<'m, 'a> Iovecs<'m, 'a> {
     fn new(mem: &'m mut Mem<'a>, iovs: u32, n: u32) -> Self {
-        Iovecs { mem, iovs, n }
+        Iovecs {
+            mem,
+            iovs,
+            n,
+            left: u32::MAX,
+        }
     }
 }
 
@@ -36,7 +46,11 @@ impl Buffers for Iovecs<'_, '_> {
 
     fn get(&mut self, i: u32) -> R<&mut [u8]> {
         let (buf, len) = self.mem.iovec(self.iovs, i)?;
-        self.mem.bytes_mut(buf, len)
+        // Checked in full, as the guest gave it, then cut to what is left.
+        let full = self.mem.bytes_mut(buf, len)?;
+        let cut = len.min(self.left);
+        self.left -= cut;
+        Ok(&mut full[..cut as usize])
     }
 }
 
@@ -113,7 +127,10 @@ impl WasiP1Ctx {
             }
             _ => return Err(Errno::BADF.into()),
         };
-        mem.put_u32(out as u32, total as u32)
+        mem.put_u32(
+            out as u32,
+            u32::try_from(total).map_err(|_| Errno::OVERFLOW)?,
+        )
     }
 
     pub(crate) fn fd_pread(
@@ -135,7 +152,10 @@ impl WasiP1Ctx {
             Slot::Stdin => return Err(Errno::SPIPE.into()),
             _ => return Err(Errno::BADF.into()),
         };
-        mem.put_u32(out as u32, total as u32)
+        mem.put_u32(
+            out as u32,
+            u32::try_from(total).map_err(|_| Errno::OVERFLOW)?,
+        )
     }
 
     pub(crate) fn fd_write(
@@ -166,8 +186,12 @@ impl WasiP1Ctx {
                 let mut total = 0u64;
                 for i in 0..n {
                     let (buf, len) = mem.iovec(iovs, i)?;
-                    sink.write(mem.bytes(buf, len)?, stderr)?;
-                    total += u64::from(len);
+                    let data = mem.bytes(buf, len)?;
+                    // At most `u32::MAX` bytes per call, as for files.
+                    let room = u64::from(u32::MAX) - total;
+                    let data = &data[..data.len().min(room as usize)];
+                    sink.write(data, stderr)?;
+                    total += data.len() as u64;
                 }
                 total
             }
@@ -241,5 +265,34 @@ impl WasiP1Ctx {
             Slot::Dir(_) => return Err(Errno::BADF.into()),
         };
         mem.put_u64(out as u32, pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Buffers, Iovecs, Mem};
+
+    /// Three iovecs naming the same 8 bytes at 16, under a budget of 10:
+    /// 8, then 2, then nothing; a bad buffer still traps once cut to 0.
+    #[test]
+    fn iovecs_stop_at_what_a_count_can_say() {
+        let mut bytes = vec![0u8; 64];
+        for i in 0..4u32 {
+            let at = (i * 8) as usize;
+            let ptr: u32 = if i == 3 { 60 } else { 16 };
+            bytes[at..at + 4].copy_from_slice(&ptr.to_le_bytes());
+            bytes[at + 4..at + 8].copy_from_slice(&8u32.to_le_bytes());
+        }
+        let mut mem = Mem(&mut bytes);
+        let mut io = Iovecs::new(&mut mem, 0, 4);
+        io.left = 10;
+        assert_eq!(io.get(0).map(|b| b.len()).ok(), Some(8));
+        assert_eq!(io.get(1).map(|b| b.len()).ok(), Some(2));
+        assert_eq!(io.get(2).map(|b| b.len()).ok(), Some(0));
+        // 60..68 is past the end of memory: a trap, cut or not.
+        assert!(io.get(3).is_err());
+        // By default a call may move `u32::MAX` bytes in all.
+        let io = Iovecs::new(&mut mem, 0, 4);
+        assert_eq!(io.left, u32::MAX);
     }
 }
