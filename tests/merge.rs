@@ -757,3 +757,77 @@ mod cli {
         assert!(String::from_utf8_lossy(&r.stderr).contains("unknown policy"));
     }
 }
+
+/// Descriptors of every directory of a chain `/c/L/L/...` (`L` a long
+/// name), outermost first, opened one name at a time beneath the last:
+/// the deep ones have paths far past `max_path_len`.
+fn chain_dirs(v: &mut Vfs, long: &str) -> Vec<cowvfs::Fd> {
+    let mut fds = vec![v.open("/c", OpenOptions::new().read(true)).unwrap()];
+    while let Ok(fd) = v.open_at(*fds.last().unwrap(), long, OpenOptions::new().read(true)) {
+        fds.push(fd);
+    }
+    fds
+}
+
+/// Writes `data` to `f` in every directory of the chain.
+fn write_all_levels(v: &mut Vfs, long: &str, data: &[u8]) {
+    for dir in chain_dirs(v, long) {
+        let o = OpenOptions::new().write(true).truncate(true).clone();
+        let fd = v.open_at(dir, "f", &o).unwrap();
+        v.write_at(fd, data, 0).unwrap();
+        v.close(fd).unwrap();
+    }
+}
+
+/// A conflict in each of 301 nested directories with 200-byte names: the
+/// paths would take about 9 MB in all. The report keeps within its byte
+/// cap and counts the rest; the merge itself settles every one.
+#[test]
+fn a_deep_tree_s_conflicts_report_within_the_cap() {
+    let long = "L".repeat(200);
+    let base = base_with(|v| {
+        v.create_dir("/c").unwrap();
+        v.write_file("/c/f", b"base").unwrap();
+        for _ in 0..300 {
+            v.create_dir("/t").unwrap();
+            v.rename("/c", &format!("/t/{long}")).unwrap();
+            v.rename("/t", "/c").unwrap();
+            v.write_file("/c/f", b"base").unwrap();
+        }
+    });
+    let (mut o, mut t) = (base.fork(), base.fork());
+    write_all_levels(&mut o, &long, b"ours");
+    write_all_levels(&mut t, &long, b"them");
+    let (os, ts) = (o.snapshot(), t.snapshot());
+
+    let all = Snapshot::merge(&base, &os, &ts, &opts(ConflictPolicy::Fail)).unwrap();
+    assert_eq!((all.conflicts().len(), all.omitted()), (301, 0));
+    let bytes: usize = all.conflicts().iter().map(|c| c.path().len()).sum();
+    assert!(bytes > 8 << 20, "{bytes}");
+
+    let cap = 1 << 20;
+    let capped = opts(ConflictPolicy::Fail).max_report_bytes(cap);
+    let m = Snapshot::merge(&base, &os, &ts, &capped).unwrap();
+    let listed: usize = m.conflicts().iter().map(|c| c.path().len()).sum();
+    assert!(listed <= cap && listed > 0, "{listed}");
+    assert!(m.omitted() > 0);
+    assert_eq!(m.conflicts().len() as u64 + m.omitted(), 301);
+    assert!(!m.is_clean() && m.snapshot().is_none());
+    let e = m.into_snapshot().unwrap_err();
+    assert!(e.to_string().contains("301 conflict"), "{e}");
+
+    // Settled, every conflict takes ours, listed or not.
+    let ours = opts(ConflictPolicy::Ours).max_report_bytes(cap);
+    let m = Snapshot::merge(&base, &os, &ts, &ours).unwrap();
+    assert!(m.omitted() > 0);
+    let mut v = m.into_snapshot().unwrap().fork();
+    let dirs = chain_dirs(&mut v, &long);
+    assert_eq!(dirs.len(), 301);
+    for dir in dirs {
+        let fd = v.open_at(dir, "f", OpenOptions::new().read(true)).unwrap();
+        let mut buf = [0u8; 8];
+        let n = v.read_at(fd, &mut buf, 0).unwrap();
+        assert_eq!(&buf[..n], b"ours");
+        v.close(fd).unwrap();
+    }
+}

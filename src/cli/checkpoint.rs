@@ -298,7 +298,13 @@ fn merge(
     for c in merged.conflicts() {
         outln!("{c}");
     }
-    let n = merged.conflicts().len();
+    if merged.omitted() > 0 {
+        outln!(
+            "... and {} more conflict(s), not listed (their paths are too long)",
+            merged.omitted()
+        );
+    }
+    let n = merged.conflicts().len() as u64 + merged.omitted();
     let Some(snap) = merged.snapshot() else {
         eprintln!(
             "{n} conflict(s); nothing written (choose --conflicts ours, theirs or keep-both)"

@@ -20,7 +20,7 @@ mod report;
 mod sides;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::tree::{ROOT, Tree};
+use crate::tree::Tree;
 use crate::vfs::Snapshot;
 
 pub use report::{Action, Conflict, ConflictKind, ConflictPolicy, MergeOptions, Resolution};
@@ -30,11 +30,14 @@ use names::{Names, Pending, Settled, Subject, find_aliases};
 use sides::{Side, Sides, path_by};
 
 /// What [`Snapshot::merge`] made: the merged snapshot (none if a conflict
-/// met [`ConflictPolicy::Fail`]) and every conflict, in path order.
+/// met [`ConflictPolicy::Fail`]) and the conflicts, in path order.
 #[derive(Clone, Debug)]
 pub struct Merge {
     snapshot: Option<Snapshot>,
     conflicts: Vec<Conflict>,
+    /// Conflicts found and settled but not listed: their paths would have
+    /// gone over [`MergeOptions::max_report_bytes`].
+    omitted: u64,
 }
 
 impl Merge {
@@ -44,14 +47,25 @@ impl Merge {
         self.snapshot.as_ref()
     }
 
-    /// Every conflict and how it was settled.
+    /// The conflicts and how each was settled: all of them, unless their
+    /// paths would take more than [`MergeOptions::max_report_bytes`]
+    /// ([`Merge::omitted`] counts the rest).
     pub fn conflicts(&self) -> &[Conflict] {
         &self.conflicts
     }
 
+    /// Conflicts settled (or, under [`ConflictPolicy::Fail`], found) but
+    /// left out of [`Merge::conflicts`] to keep the report within
+    /// [`MergeOptions::max_report_bytes`]. A path is bounded only per
+    /// call, not per tree: a deep tree's paths grow with the square of
+    /// its depth.
+    pub fn omitted(&self) -> u64 {
+        self.omitted
+    }
+
     /// Whether nothing conflicted.
     pub fn is_clean(&self) -> bool {
-        self.conflicts.is_empty()
+        self.conflicts.is_empty() && self.omitted == 0
     }
 
     /// The merged snapshot, or an `InvalidInput` error naming the first
@@ -63,10 +77,10 @@ impl Merge {
                 ErrorKind::InvalidInput,
                 format!(
                     "the merge has {} conflict(s), the first: {}",
-                    self.conflicts.len(),
+                    self.conflicts.len() as u64 + self.omitted,
                     self.conflicts
                         .first()
-                        .map_or(String::new(), |c| c.to_string())
+                        .map_or("(not listed)".to_string(), |c| c.to_string())
                 ),
             )),
         }
@@ -120,17 +134,19 @@ impl Snapshot {
             return Ok(Merge {
                 snapshot: Some(ours.clone()),
                 conflicts: Vec::new(),
+                omitted: 0,
             });
         }
-        let (tree, pending, sides_paths) =
-            merge_trees(base.tree(), ours.tree(), theirs.tree(), policy)?;
-        let mut conflicts: Vec<Conflict> = pending
-            .into_iter()
-            .map(|p| finish(p, policy, &tree, &sides_paths))
-            .collect();
+        let (tree, mut conflicts, omitted) = merge_trees(
+            base.tree(),
+            ours.tree(),
+            theirs.tree(),
+            policy,
+            options.max_report_bytes,
+        )?;
         conflicts.sort_by(|a, b| (a.path.as_str(), a.kind).cmp(&(b.path.as_str(), b.kind)));
-        tracing::debug!(conflicts = conflicts.len(), "merge");
-        let snapshot = if policy == ConflictPolicy::Fail && !conflicts.is_empty() {
+        tracing::debug!(conflicts = conflicts.len(), omitted, "merge");
+        let snapshot = if policy == ConflictPolicy::Fail && (!conflicts.is_empty() || omitted > 0) {
             None
         } else {
             Some(ours.with_tree(tree))
@@ -138,20 +154,20 @@ impl Snapshot {
         Ok(Merge {
             snapshot,
             conflicts,
+            omitted,
         })
     }
 }
 
-/// The paths of inodes the merged tree dropped, named in the sides.
-type SidePaths = std::collections::HashMap<crate::tree::Ino, String>;
-
-/// The merged tree and the conflicts found on the way.
+/// The merged tree, the conflicts found on the way whose paths fit in
+/// `budget` bytes, and how many more there were.
 fn merge_trees(
     base: &Tree,
     ours: &Tree,
     theirs: &Tree,
     policy: ConflictPolicy,
-) -> Result<(Tree, Vec<Pending>, SidePaths)> {
+    budget: usize,
+) -> Result<(Tree, Vec<Conflict>, u64)> {
     let mut sides = Sides::new(base, ours, theirs)?;
     let touched = sides.touched()?;
     find_aliases(&mut sides, &touched);
@@ -169,34 +185,47 @@ fn merge_trees(
         keep_both,
     };
     let tree = assemble(&mut names, &rules)?;
-    // Name, in the sides, what the merged tree no longer has.
-    let mut side_paths = SidePaths::new();
-    for p in &names.conflicts {
-        let ino = match &p.subject {
-            Subject::Inode(i) => *i,
-            Subject::Slot(d, _) => *d,
-        };
-        if tree.get(ino).is_err() || ino == ROOT {
-            let path = [Side::Ours, Side::Theirs, Side::Base]
+    let pending = std::mem::take(&mut names.conflicts);
+    // Named in the merged tree, or else where a side has it (the merged
+    // tree dropped it). Each path is built only while the budget lasts.
+    let path_of = |ino: crate::tree::Ino| {
+        path_by(ino, |i| {
+            tree.get(i).ok().and_then(|x| x.links.first().cloned())
+        })
+        .or_else(|| {
+            [Side::Ours, Side::Theirs, Side::Base]
                 .into_iter()
-                .find_map(|s| sides.path(s, ino));
-            if let Some(path) = path {
-                side_paths.insert(ino, path);
+                .find_map(|s| sides.path(s, ino))
+        })
+        .unwrap_or_else(|| format!("<inode {ino}>"))
+    };
+    let mut left = budget;
+    let mut omitted = 0u64;
+    let mut conflicts = Vec::new();
+    for p in pending {
+        if left == 0 {
+            omitted += 1;
+            continue;
+        }
+        let c = finish(p, policy, &path_of);
+        let bytes = c.path.len()
+            + match &c.resolution {
+                Resolution::Both { beside } => beside.len(),
+                _ => 0,
+            };
+        match left.checked_sub(bytes) {
+            Some(l) => {
+                left = l;
+                conflicts.push(c);
+            }
+            None => {
+                // Nothing more fits: the rest are only counted.
+                left = 0;
+                omitted += 1;
             }
         }
     }
-    let conflicts = std::mem::take(&mut names.conflicts);
-    Ok((tree, conflicts, side_paths))
-}
-
-/// A path in the merged tree, or where a side has it.
-fn path_in(tree: &Tree, side_paths: &SidePaths, ino: crate::tree::Ino) -> String {
-    let merged = path_by(ino, |i| {
-        tree.get(i).ok().and_then(|x| x.links.first().cloned())
-    });
-    merged
-        .or_else(|| side_paths.get(&ino).cloned())
-        .unwrap_or_else(|| format!("<inode {ino}>"))
+    Ok((tree, conflicts, omitted))
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -207,11 +236,16 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// A pending conflict with its paths and resolution named.
-fn finish(p: Pending, policy: ConflictPolicy, tree: &Tree, side_paths: &SidePaths) -> Conflict {
+/// A pending conflict with its paths (from `path_of`) and resolution
+/// named.
+fn finish(
+    p: Pending,
+    policy: ConflictPolicy,
+    path_of: &dyn Fn(crate::tree::Ino) -> String,
+) -> Conflict {
     let path = match &p.subject {
-        Subject::Inode(i) => path_in(tree, side_paths, *i),
-        Subject::Slot(d, n) => join(&path_in(tree, side_paths, *d), n),
+        Subject::Inode(i) => path_of(*i),
+        Subject::Slot(d, n) => join(&path_of(*d), n),
     };
     let resolution = match (policy, p.settled) {
         (ConflictPolicy::Fail, _) => Resolution::Unresolved,
@@ -220,7 +254,7 @@ fn finish(p: Pending, policy: ConflictPolicy, tree: &Tree, side_paths: &SidePath
         (_, Settled::Side(Side::Theirs)) => Resolution::Theirs,
         (_, Settled::Side(_)) => Resolution::Ours,
         (_, Settled::Beside(d, n)) => Resolution::Both {
-            beside: join(&path_in(tree, side_paths, d), &n),
+            beside: join(&path_of(d), &n),
         },
     };
     Conflict {

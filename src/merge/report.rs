@@ -24,15 +24,32 @@ pub enum ConflictPolicy {
 
 /// How [`Snapshot::merge`](crate::Snapshot::merge) settles conflicts. A
 /// merge without conflicts needs no options: the default fails on one.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MergeOptions {
     /// What a conflict does.
     pub policy: ConflictPolicy,
+    /// Bytes the paths of the listed conflicts may take in all
+    /// ([`MergeOptions::DEFAULT_REPORT_BYTES`] by default); conflicts past
+    /// it are settled as the rest but only counted
+    /// ([`Merge::omitted`](crate::Merge::omitted)).
+    pub max_report_bytes: usize,
+}
+
+impl Default for MergeOptions {
+    fn default() -> MergeOptions {
+        MergeOptions {
+            policy: ConflictPolicy::default(),
+            max_report_bytes: MergeOptions::DEFAULT_REPORT_BYTES,
+        }
+    }
 }
 
 impl MergeOptions {
-    /// The default options: [`ConflictPolicy::Fail`].
+    /// The default of [`MergeOptions::max_report_bytes`]: 16 MiB.
+    pub const DEFAULT_REPORT_BYTES: usize = 16 << 20;
+
+    /// The default options: [`ConflictPolicy::Fail`], a 16 MiB report.
     pub fn new() -> MergeOptions {
         MergeOptions::default()
     }
@@ -40,6 +57,12 @@ impl MergeOptions {
     /// Sets the conflict policy.
     pub fn policy(mut self, policy: ConflictPolicy) -> MergeOptions {
         self.policy = policy;
+        self
+    }
+
+    /// Sets [`MergeOptions::max_report_bytes`].
+    pub fn max_report_bytes(mut self, bytes: usize) -> MergeOptions {
+        self.max_report_bytes = bytes;
         self
     }
 }
