@@ -182,7 +182,6 @@ impl Tree {
                 return err(ErrorKind::NotADirectory);
             };
             let replaced = entries.insert(name.clone(), Entry { ino, kind });
-            self.map_edits += 1;
             if kind == FileType::Dir {
                 d.nlink += 1;
             }
@@ -191,6 +190,7 @@ impl Tree {
             d.ctime = now;
             Ok((replaced, old))
         })??;
+        self.map_edits += 1;
         // Callers check the name is free; should one not have, a path
         // through the directory it named walks elsewhere now.
         if replaced.is_some_and(|e| e.kind == FileType::Dir) {
@@ -319,7 +319,6 @@ impl Tree {
             let Some(e) = entries.remove(&Probe(name)) else {
                 return err(ErrorKind::NotFound);
             };
-            self.map_edits += 1;
             if e.kind == FileType::Dir {
                 d.nlink -= 1;
             }
@@ -328,6 +327,7 @@ impl Tree {
             d.ctime = now;
             Ok((e, old))
         })??;
+        self.map_edits += 1;
         if e.kind == FileType::Dir {
             // Paths through that directory walk nowhere now.
             self.dirs_changed();

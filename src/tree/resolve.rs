@@ -141,10 +141,6 @@ impl<'p> Iterator for Comps<'p> {
     }
 }
 
-/// The most links of an inode the entry hint scans (see
-/// [`Tree::entry_from_hint`]); beyond them the directory is searched.
-const HINT_LINKS: usize = 8;
-
 /// Where the last `/` of `path` is.
 fn last_slash(path: &str) -> Option<usize> {
     path.bytes().rposition(|b| b == b'/')
@@ -464,25 +460,20 @@ impl Tree {
         Some(())
     }
 
-    /// The entry `dir/name` if the entry hint is an inode it names, taken
-    /// from the inode's links (which equal the entries naming it,
-    /// invariant 1) instead of a search of the directory. Only for an
-    /// inode with few links: a file can have `MAX_LINKS`, and scanning
-    /// them all on every lookup would make each call cost O(links).
+    /// The entry `dir/name` if the entry hint is an inode whose first
+    /// link it is (links equal the entries naming the inode, invariant
+    /// 1), instead of a search of the directory. Only the first link is
+    /// compared: a file can have `MAX_LINKS`, and scanning them all on
+    /// every lookup would make each call cost O(links); a name among the
+    /// others is searched for in its directory.
     fn entry_from_hint(&self, dir: Ino, name: &str) -> Option<(Entry, &Inode)> {
         let ino = self.entry_hint.get();
         let inode: &Inode = self.inodes.get(&ino)?;
-        if inode.links.len() > HINT_LINKS {
-            return None;
-        }
-        inode
-            .links
-            .iter()
-            .any(|(p, n)| *p == dir && same_name(n.as_bytes(), name.as_bytes()))
-            .then(|| {
-                let kind = inode.kind();
-                (Entry { ino, kind }, inode)
-            })
+        let (p, n) = inode.links.first()?;
+        (*p == dir && same_name(n.as_bytes(), name.as_bytes())).then(|| {
+            let kind = inode.kind();
+            (Entry { ino, kind }, inode)
+        })
     }
 
     /// Whether resolving `path` from the root would take its parent from
