@@ -103,6 +103,17 @@ impl Lease {
         })
     }
 
+    /// Whether the lease no longer holds at `now`: past its expiry, or
+    /// expiring further ahead than any collector writes one
+    /// (`LEASE_TTL` from its own clock, allowing `LEASE_MARGIN` for clocks
+    /// that disagree). Such a lease is no collector's; honouring it would
+    /// stall every push and collection on the store for as long as it
+    /// says.
+    fn expired(&self, now: u64) -> bool {
+        let furthest = now.saturating_add((LEASE_TTL + LEASE_MARGIN).as_secs());
+        self.expires <= now || self.expires > furthest
+    }
+
     fn holder(&self) -> String {
         format!(
             "held by {} (pid {}) since {}, expires {}",
@@ -191,7 +202,7 @@ pub(crate) fn acquire(store: &dyn BlobStore) -> Result<Held> {
             continue;
         };
         let lease = decode_named(store, &found)?;
-        if lease.expires > unix_now() {
+        if !lease.expired(unix_now()) {
             return Err(busy(format!("lease {}", lease.holder())));
         }
         tracing::warn!("taking over an expired gc lease ({})", lease.holder());
@@ -260,7 +271,7 @@ pub(crate) fn wait_for_collection(store: &dyn BlobStore, what: &str) -> Result<D
         Err(e) => return Err(e),
     };
     let lease = decode_named(store, &first.0)?;
-    if lease.expires <= unix_now() {
+    if lease.expired(unix_now()) {
         return Ok(Duration::ZERO);
     }
     tracing::info!(
@@ -330,6 +341,26 @@ mod tests {
             let e = Lease::decode(bad.as_bytes()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Corrupt, "{bad:?}");
         }
+    }
+
+    /// A lease expiring further ahead than any collector writes one is
+    /// no one's: a push does not wait for it and a collection takes it
+    /// over, instead of both stalling until the year 584 billion.
+    #[test]
+    fn a_lease_from_the_far_future_holds_nothing() {
+        let s = MemStore::new();
+        s.put_if(LEASE_KEY, &other(u64::MAX), None).unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(wait_for_collection(&s, "x").unwrap(), Duration::ZERO);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let held = acquire(&s).unwrap();
+        check(&s, &held).unwrap();
+        // One a collector could have written (an hour from now, by a clock
+        // a little ahead) still holds.
+        let s = MemStore::new();
+        let ahead = unix_now() + LEASE_TTL.as_secs() + 60;
+        s.put_if(LEASE_KEY, &other(ahead), None).unwrap();
+        assert_eq!(acquire(&s).unwrap_err().kind(), ErrorKind::Busy);
     }
 
     fn other(expires: u64) -> Vec<u8> {
