@@ -239,8 +239,13 @@ impl<'a> Sides<'a> {
         if x.mode != b.mode || !same_node(x, b) {
             return true;
         }
-        let base_links = self.links(Side::Base, m);
-        self.links(side, m).iter().any(|l| !base_links.contains(l))
+        // Sorted and searched: an inode may have `MAX_LINKS` names, and a
+        // scan of the base's per name would be quadratic in them.
+        let mut base_links = self.links(Side::Base, m);
+        base_links.sort_unstable();
+        self.links(side, m)
+            .iter()
+            .any(|l| base_links.binary_search(l).is_err())
     }
 
     /// Whether `side` moved or renamed `m` (its names differ from the base's).
