@@ -22,7 +22,7 @@ use crate::tree::{
 };
 
 use super::content::merge_content;
-use super::names::{Names, Pending, Settled, Subject, counts_as_subdir};
+use super::names::{Beside, Names, Pending, Settled, Subject, counts_as_subdir};
 use super::report::{Action, ConflictKind};
 use super::sides::Side;
 
@@ -185,8 +185,17 @@ pub(super) fn assemble(names: &mut Names, rules: &Rules) -> Result<Tree> {
     }
     let mut next_ino = sides.next_ino();
     if rules.keep_both {
+        let mut picker = Beside::default();
         for m in copies {
-            next_ino = keep_theirs_beside(names, &mut built, &map, &mut counters, m, next_ino)?;
+            next_ino = keep_theirs_beside(
+                names,
+                &mut picker,
+                &mut built,
+                &map,
+                &mut counters,
+                m,
+                next_ino,
+            )?;
         }
     }
     let changed: Vec<Ino> = built.keys().copied().collect();
@@ -278,6 +287,7 @@ fn merge_dir(
 /// as a new inode beside it; the next free inode number after.
 fn keep_theirs_beside(
     names: &mut Names,
+    picker: &mut Beside,
     built: &mut BTreeMap<Ino, Inode>,
     map: &InodeMap,
     counters: &mut Counters,
@@ -307,27 +317,7 @@ fn keep_theirs_beside(
         return Ok(ino);
     };
     let max = sides.ours.name_max().max(1);
-    let mut beside: Option<Name> = None;
-    for i in 1u32..u32::MAX {
-        let suffix = if i == 1 {
-            ".theirs".to_string()
-        } else {
-            format!(".theirs.{i}")
-        };
-        let mut stem: &str = &name;
-        while stem.len() + suffix.len() > max && !stem.is_empty() {
-            let mut cut = stem.len() - 1;
-            while !stem.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            stem = &stem[..cut];
-        }
-        let cand: Name = format!("{stem}{suffix}").into();
-        if !entries.contains_key(&cand) {
-            beside = Some(cand);
-            break;
-        }
-    }
+    let beside = picker.pick(d, &name, "theirs", max, |cand| entries.contains_key(cand));
     let Some(beside) = beside else {
         built.insert(d, dir);
         return Ok(ino);

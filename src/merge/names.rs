@@ -76,10 +76,73 @@ pub(super) struct Names<'s, 'a> {
     lost_slot: HashSet<Ino>,
     links: HashMap<Ino, Vec<(Ino, Name)>>,
     reach: HashMap<Ino, bool>,
+    /// Free names for what `KeepBoth` keeps beside.
+    beside: Beside,
 }
 
 /// The names of directory `d` whose entries differ between the base and
 /// a side (all of them where one has no such directory); pointer-pruned.
+/// Picks free names for things kept beside others: `name.tag`, then
+/// `name.tag.2`, `name.tag.3`, ..., the name cut (at a character
+/// boundary) so that name and suffix fit `name_max`. Long names that
+/// differ only at their end share a cut stem, so without a memory the
+/// k-th of them would try k numbers first; the picker remembers, per
+/// directory and stem, the number after the last one it found taken or
+/// gave out, which makes K picks O(K) tries in all. A number it skips is
+/// never free-and-better: it only ever moves to names it has seen taken.
+#[derive(Debug, Default)]
+pub(super) struct Beside {
+    next: HashMap<(Ino, String), u32>,
+}
+
+impl Beside {
+    /// A name for something beside `name` in `d` for which `taken` is
+    /// false, or `None` once the numbers run out.
+    pub fn pick(
+        &mut self,
+        d: Ino,
+        name: &str,
+        tag: &str,
+        name_max: usize,
+        taken: impl Fn(&Name) -> bool,
+    ) -> Option<Name> {
+        let mut i = 1u32;
+        loop {
+            let suffix = if i == 1 {
+                format!(".{tag}")
+            } else {
+                format!(".{tag}.{i}")
+            };
+            let mut stem = name;
+            while stem.len() + suffix.len() > name_max && !stem.is_empty() {
+                let mut cut = stem.len() - 1;
+                while !stem.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                stem = &stem[..cut];
+            }
+            // Numbers 2 and up share a memory per stem; 1 has no number.
+            let key = (d, format!("{stem}.{tag}"));
+            if i > 1
+                && let Some(&n) = self.next.get(&key)
+                && n > i
+            {
+                i = n;
+                continue;
+            }
+            let cand: Name = format!("{stem}{suffix}").into();
+            let free = !taken(&cand);
+            if i > 1 {
+                self.next.insert(key, i.saturating_add(1));
+            }
+            if free {
+                return Some(cand);
+            }
+            i = i.checked_add(1)?;
+        }
+    }
+}
+
 fn changed_names(sides: &Sides, d: Ino, out: &mut BTreeSet<Name>) {
     let base = sides.inode(Side::Base, d).and_then(|i| i.entries());
     for side in [Side::Ours, Side::Theirs] {
@@ -187,6 +250,7 @@ impl<'s, 'a> Names<'s, 'a> {
             lost_slot: HashSet::new(),
             links: HashMap::new(),
             reach: HashMap::new(),
+            beside: Beside::default(),
         }
     }
 
@@ -247,29 +311,17 @@ impl<'s, 'a> Names<'s, 'a> {
         self.conflicts.push(p);
     }
 
-    /// A free name for something kept beside `name` in `d`: `name.tag`,
-    /// then `name.tag.2`, ..., shortened to fit the name limit.
-    fn beside_name(&self, d: Ino, name: &str, tag: &str) -> Name {
-        for i in 1u32.. {
-            let suffix = if i == 1 {
-                format!(".{tag}")
-            } else {
-                format!(".{tag}.{i}")
-            };
-            let mut stem = name;
-            while stem.len() + suffix.len() > self.name_max && !stem.is_empty() {
-                let mut cut = stem.len() - 1;
-                while !stem.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                stem = &stem[..cut];
-            }
-            let cand: Name = format!("{stem}{suffix}").into();
-            if !self.is_pinned(d, &cand) && self.value(d, &cand).is_none() {
-                return cand;
-            }
-        }
-        unreachable!("u32 suffixes run out before free names do")
+    /// A free name for something kept beside `name` in `d` (see
+    /// [`Beside`]).
+    fn beside_name(&mut self, d: Ino, name: &str, tag: &str) -> Name {
+        let mut beside = std::mem::take(&mut self.beside);
+        let picked = beside.pick(d, name, tag, self.name_max, |cand| {
+            self.is_pinned(d, cand) || self.value(d, cand).is_some()
+        });
+        self.beside = beside;
+        // Numbers run out only after four billion names beside one stem,
+        // more than a directory of a tree within its limits can hold.
+        picked.unwrap_or_else(|| format!("{name}.{tag}").into())
     }
 
     fn tag(side: Side) -> &'static str {
@@ -617,4 +669,56 @@ impl<'s, 'a> Names<'s, 'a> {
 /// Whether a merged entry names a directory (for `nlink`).
 pub(super) fn counts_as_subdir(e: Option<Entry>) -> i64 {
     i64::from(e.as_ref().is_some_and(is_dir))
+}
+
+#[cfg(test)]
+mod beside_tests {
+    use std::cell::Cell;
+    use std::collections::HashSet;
+
+    use super::Beside;
+    use crate::tree::Name;
+
+    /// 2,000 long names that differ only in their last bytes share one
+    /// cut stem: each gets a free name of its own, within the limit, and
+    /// all of them together cost a number of tries linear in 2,000.
+    #[test]
+    fn names_sharing_a_stem_take_linear_tries() {
+        let max = 255;
+        let mut b = Beside::default();
+        let mut taken: HashSet<Name> = HashSet::new();
+        let tries = Cell::new(0u64);
+        for k in 0..2_000 {
+            let name = format!("{}{k:07}", "a".repeat(248));
+            let got = b
+                .pick(7, &name, "theirs", max, |c| {
+                    tries.set(tries.get() + 1);
+                    taken.contains(c)
+                })
+                .unwrap();
+            assert!(got.len() <= max, "{}", got.len());
+            assert!(got.contains(".theirs"), "{got}");
+            assert!(taken.insert(got), "a name given twice");
+        }
+        assert!(tries.get() <= 3 * 2_000, "{} tries", tries.get());
+    }
+
+    /// Short names get `name.tag` first and numbers after, per directory.
+    #[test]
+    fn short_names_count_up_per_directory() {
+        let mut b = Beside::default();
+        let mut taken: HashSet<(u64, Name)> = HashSet::new();
+        let mut pick = |d: u64, b: &mut Beside| {
+            let n = b
+                .pick(d, "x", "theirs", 255, |c| taken.contains(&(d, c.clone())))
+                .unwrap();
+            taken.insert((d, n.clone()));
+            n.to_string()
+        };
+        assert_eq!(pick(1, &mut b), "x.theirs");
+        assert_eq!(pick(1, &mut b), "x.theirs.2");
+        assert_eq!(pick(2, &mut b), "x.theirs");
+        assert_eq!(pick(1, &mut b), "x.theirs.3");
+        assert_eq!(pick(2, &mut b), "x.theirs.2");
+    }
 }
