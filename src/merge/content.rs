@@ -230,13 +230,46 @@ fn merge_chunk(
     Ok(Some(Chunk::owned(trimmed.to_vec(), 0)))
 }
 
+/// The most ranges one conflict lists (see [`push_range`]).
+pub(super) const MAX_RANGES: usize = 64;
+
 /// Adds byte `pos` to `ranges`, extending the last range when adjacent.
+/// Once `MAX_RANGES` are listed the last one stretches to `pos` instead:
+/// sides that differ at every other byte would otherwise make 16 bytes
+/// of report per 2 bytes of file. The ranges then still cover every
+/// conflicting byte, with some that are not between the last ones.
 fn push_range(ranges: &mut Vec<Range<u64>>, pos: u64) {
+    let full = ranges.len() >= MAX_RANGES;
     if let Some(last) = ranges.last_mut()
-        && last.end == pos
+        && (last.end == pos || full)
     {
         last.end = pos + 1;
         return;
     }
     ranges.push(pos..pos + 1);
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::{MAX_RANGES, push_range};
+
+    #[test]
+    fn ranges_coalesce_then_stop_growing() {
+        let mut r = Vec::new();
+        for pos in [3, 4, 5, 9] {
+            push_range(&mut r, pos);
+        }
+        assert_eq!(r, vec![3..6, 9..10]);
+        // Every other byte of a large span: at most MAX_RANGES ranges,
+        // covering each byte pushed.
+        let mut r = Vec::new();
+        let pushed: Vec<u64> = (0..100_000u64).map(|i| 2 * i).collect();
+        for &p in &pushed {
+            push_range(&mut r, p);
+        }
+        assert_eq!(r.len(), MAX_RANGES);
+        assert!(pushed.iter().all(|p| r.iter().any(|x| x.contains(p))));
+        assert_eq!(r.last().map(|x| x.end), Some(199_999));
+        assert!(r.windows(2).all(|w| w[0].end < w[1].start));
+    }
 }

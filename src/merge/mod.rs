@@ -209,6 +209,7 @@ fn merge_trees(
         }
         let c = finish(p, policy, &path_of);
         let bytes = c.path.len()
+            + c.ranges.len() * std::mem::size_of::<std::ops::Range<u64>>()
             + match &c.resolution {
                 Resolution::Both { beside } => beside.len(),
                 _ => 0,

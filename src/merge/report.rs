@@ -29,8 +29,8 @@ pub enum ConflictPolicy {
 pub struct MergeOptions {
     /// What a conflict does.
     pub policy: ConflictPolicy,
-    /// Bytes the paths of the listed conflicts may take in all
-    /// ([`MergeOptions::DEFAULT_REPORT_BYTES`] by default); conflicts past
+    /// Bytes the paths and byte ranges of the listed conflicts may take in
+    /// all ([`MergeOptions::DEFAULT_REPORT_BYTES`] by default); conflicts past
     /// it are settled as the rest but only counted
     /// ([`Merge::omitted`](crate::Merge::omitted)).
     pub max_report_bytes: usize,
@@ -153,8 +153,10 @@ impl Conflict {
     }
 
     /// For [`ConflictKind::Content`]: the byte ranges both sides changed
-    /// differently, coalesced, in order. For [`ConflictKind::Size`]: the
-    /// range between the two new sizes. Empty otherwise.
+    /// differently, coalesced, in order; at most 64, the last one then
+    /// stretched over every later conflicting byte. For
+    /// [`ConflictKind::Size`]: the range between the two new sizes. Empty
+    /// otherwise.
     pub fn ranges(&self) -> &[Range<u64>] {
         &self.ranges
     }
