@@ -360,6 +360,50 @@ fn rename_cases() {
     ok(&v);
 }
 
+/// Every name of a file with many links resolves to it, whichever was
+/// looked up last (the entry hint compares only an inode's first link;
+/// the others are searched for), and each removal leaves the rest.
+#[test]
+fn each_of_many_names_resolves_in_any_order() {
+    let mut v = Vfs::new();
+    v.create_dir("/a").unwrap();
+    v.create_dir("/b").unwrap();
+    v.write_file("/a/f0", b"data").unwrap();
+    let names: Vec<String> = (0..40)
+        .map(|i| format!("/{}/f{i}", if i % 2 == 0 { "a" } else { "b" }))
+        .collect();
+    for n in &names[1..] {
+        v.hard_link("/a/f0", n).unwrap();
+    }
+    let ino = v.metadata("/a/f0").unwrap().ino;
+    // Forwards, backwards and interleaved, so the hint is every name.
+    let order: Vec<usize> = (0..40)
+        .chain((0..40).rev())
+        .chain((0..40).step_by(7))
+        .collect();
+    for &i in &order {
+        let m = v.metadata(&names[i]).unwrap();
+        assert_eq!((m.ino, m.nlink), (ino, 40), "{}", names[i]);
+        assert_eq!(v.read_file(&names[i]).unwrap(), b"data");
+        assert_eq!(
+            kind(v.metadata(&format!("{}x", names[i]))),
+            ErrorKind::NotFound
+        );
+    }
+    // Take the names away from the middle out; the rest still resolve.
+    let mut left: Vec<usize> = (0..40).collect();
+    while let Some(i) = left.get(left.len() / 2).copied() {
+        v.remove_file(&names[i]).unwrap();
+        left.retain(|&x| x != i);
+        assert_eq!(kind(v.metadata(&names[i])), ErrorKind::NotFound);
+        for &j in &left {
+            let m = v.metadata(&names[j]).unwrap();
+            assert_eq!((m.ino, m.nlink), (ino, left.len() as u64 as _));
+        }
+    }
+    v.check_invariants().unwrap();
+}
+
 #[test]
 fn hard_links_and_open_unlinked() {
     let mut v = Vfs::new();

@@ -300,7 +300,7 @@ fn merge(
     }
     if merged.omitted() > 0 {
         outln!(
-            "... and {} more conflict(s), not listed (their paths are too long)",
+            "... and {} more conflict(s), not listed (the report's 16 MiB of paths is spent)",
             merged.omitted()
         );
     }

@@ -87,12 +87,14 @@ pub(super) struct Names<'s, 'a> {
 /// boundary) so that name and suffix fit `name_max`. Long names that
 /// differ only at their end share a cut stem, so without a memory the
 /// k-th of them would try k numbers first; the picker remembers, per
-/// directory and stem, the number after the last one it found taken or
-/// gave out, which makes K picks O(K) tries in all. A number it skips is
-/// never free-and-better: it only ever moves to names it has seen taken.
+/// directory, stem and suffix length, the number after the last one it
+/// found taken or gave out, which makes K picks O(K) tries in all. It
+/// skips only candidates it has seen taken or given out (a name freed
+/// since may so be passed over for a higher number, never given twice:
+/// every pick is checked).
 #[derive(Debug, Default)]
 pub(super) struct Beside {
-    next: HashMap<(Ino, String), u32>,
+    next: HashMap<(Ino, String, usize), u32>,
 }
 
 impl Beside {
@@ -121,8 +123,10 @@ impl Beside {
                 }
                 stem = &stem[..cut];
             }
-            // Numbers 2 and up share a memory per stem; 1 has no number.
-            let key = (d, format!("{stem}.{tag}"));
+            // Numbers 2 and up of one length share a memory per stem (a
+            // stem cut for a longer number may equal another name's
+            // whole); 1 has no number.
+            let key = (d, format!("{stem}.{tag}"), suffix.len());
             if i > 1
                 && let Some(&n) = self.next.get(&key)
                 && n > i
@@ -312,16 +316,15 @@ impl<'s, 'a> Names<'s, 'a> {
     }
 
     /// A free name for something kept beside `name` in `d` (see
-    /// [`Beside`]).
-    fn beside_name(&mut self, d: Ino, name: &str, tag: &str) -> Name {
+    /// [`Beside`]); `None` only once four billion are taken, more than a
+    /// tree within its limits holds.
+    fn beside_name(&mut self, d: Ino, name: &str, tag: &str) -> Option<Name> {
         let mut beside = std::mem::take(&mut self.beside);
         let picked = beside.pick(d, name, tag, self.name_max, |cand| {
             self.is_pinned(d, cand) || self.value(d, cand).is_some()
         });
         self.beside = beside;
-        // Numbers run out only after four billion names beside one stem,
-        // more than a directory of a tree within its limits can hold.
-        picked.unwrap_or_else(|| format!("{name}.{tag}").into())
+        picked
     }
 
     fn tag(side: Side) -> &'static str {
@@ -366,8 +369,8 @@ impl<'s, 'a> Names<'s, 'a> {
             let mut settled = Settled::Winner;
             if self.keep_both
                 && let Some(e) = lose
+                && let Some(beside) = self.beside_name(d, &name, Self::tag(Side::Theirs))
             {
-                let beside = self.beside_name(d, &name, Self::tag(Side::Theirs));
                 self.pin(d, beside.clone(), Some(e));
                 settled = Settled::Beside(d, beside);
             }
@@ -522,8 +525,7 @@ impl<'s, 'a> Names<'s, 'a> {
             if now != Some(want) {
                 if (now.is_none() || displace) && !self.is_pinned(p, &n) {
                     self.pin(p, n, Some(want));
-                } else {
-                    let b = self.beside_name(p, &n, Self::tag(side));
+                } else if let Some(b) = self.beside_name(p, &n, Self::tag(side)) {
                     self.pin(p, b.clone(), Some(want));
                     if cur == m {
                         beside = Some((p, b));

@@ -30,9 +30,10 @@ pub struct MergeOptions {
     /// What a conflict does.
     pub policy: ConflictPolicy,
     /// Bytes the paths and byte ranges of the listed conflicts may take in
-    /// all ([`MergeOptions::DEFAULT_REPORT_BYTES`] by default); conflicts past
-    /// it are settled as the rest but only counted
-    /// ([`Merge::omitted`](crate::Merge::omitted)).
+    /// all ([`MergeOptions::DEFAULT_REPORT_BYTES`] by default). Conflicts
+    /// are listed in the order the merge finds them (then sorted by path)
+    /// until one does not fit; that one and all after it are settled as
+    /// the rest but only counted ([`Merge::omitted`](crate::Merge::omitted)).
     pub max_report_bytes: usize,
 }
 

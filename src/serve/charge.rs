@@ -40,7 +40,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::tree::{INODE_CHARGE, InodeChange, Node, entry_charge};
+use crate::tree::{INODE_CHARGE, Ino, Inode, InodeChange, Name, Node, entry_charge};
 use crate::{Snapshot, Usage};
 
 /// One inode-trie node: 32 pointer slots and its key range, behind an
@@ -55,8 +55,10 @@ const TRIE_BITS: u32 = 5;
 /// an `Arc`, rounded up.
 const DIR_NODE: u64 = 640;
 
-/// Entries a map node below the root holds at the least (half full).
-const DIR_MIN_FANOUT: u64 = 8;
+/// Entries or children a map node below the root holds at the least:
+/// imbl lets a leaf shrink to a third of its 16 before it rebalances, and
+/// this bound takes that for branches too.
+const DIR_MIN_FANOUT: u64 = 5;
 
 /// Nodes on the trie's path to any key below `next_ino`.
 fn trie_depth(next_ino: u64) -> u64 {
@@ -64,13 +66,15 @@ fn trie_depth(next_ino: u64) -> u64 {
     u64::from(bits.div_ceil(TRIE_BITS).max(1))
 }
 
-/// Nodes on a path of a directory map of `len` entries.
+/// Nodes on a path of a directory map of `len` entries, at most: a map
+/// `d` levels deep has a root of two or more children and every node
+/// below it at least `DIR_MIN_FANOUT`, so at least `2 * F^(d-1)` entries.
 fn map_depth(len: u64) -> u64 {
     let mut depth = 1;
-    let mut reach = 2 * DIR_MIN_FANOUT;
-    while reach < len {
+    let mut least = 2 * DIR_MIN_FANOUT;
+    while least <= len {
         depth += 1;
-        reach = reach.saturating_mul(DIR_MIN_FANOUT);
+        least = least.saturating_mul(DIR_MIN_FANOUT);
     }
     depth
 }
@@ -78,12 +82,7 @@ fn map_depth(len: u64) -> u64 {
 /// What one new or copied inode keeps alive beyond its chunks, in a
 /// fork whose trie paths take `path` bytes and which made `edits`
 /// directory-entry edits.
-fn inode_cost(
-    new: &crate::tree::Inode,
-    old: Option<&crate::tree::Inode>,
-    path: u64,
-    edits: u64,
-) -> u64 {
+fn inode_cost(new: &Inode, old: Option<&Inode>, path: u64, edits: u64) -> u64 {
     let mut cost = INODE_CHARGE + path;
     if let Node::Dir(map) = &new.node {
         let copied = match old.map(|o| &o.node) {
@@ -92,31 +91,47 @@ fn inode_cost(
         };
         if copied {
             // Each edit of an entry, even one undone later, copied at most
-            // the map's path to it; no map holds more new nodes than it has.
+            // the map's path to it, a new sibling per level where a node
+            // split, and a sibling it rebalanced with; no map holds more
+            // nodes than its size allows.
             let len = map.len() as u64;
-            let paths = edits.saturating_mul(map_depth(len));
+            let per_edit = 2 * map_depth(len) + 1;
+            let paths = edits.saturating_mul(per_edit);
             let all = len.div_ceil(DIR_MIN_FANOUT).saturating_mul(2) + 1;
             cost = cost.saturating_add(paths.min(all).saturating_mul(DIR_NODE));
         }
     }
+    if new.links.len() > 1 {
+        // More than one name lives in a list of its own, which a copied
+        // inode copies whole.
+        cost = cost.saturating_add(new.links.len() as u64 * LINK_SLOT);
+    }
     cost.saturating_add(new_names(new, old))
 }
 
-/// The charge of the names `new` has that `old` (the same inode in the
-/// base) lacked: a hard link to a base file adds a name to an inode that
-/// is not new.
-fn new_names(new: &crate::tree::Inode, old: Option<&crate::tree::Inode>) -> u64 {
+/// One `(directory, name)` back link in an inode's list of names.
+const LINK_SLOT: u64 = std::mem::size_of::<(Ino, Name)>() as u64;
+
+/// The charge of the names `new` holds that `old` (the same inode in the
+/// base) does not share with it: all of a new inode's; for a base inode,
+/// a name a hard link or a rename gave it, and a long name made anew
+/// even if it reads the same (renamed away and back: its bytes are a new
+/// allocation).
+fn new_names(new: &Inode, old: Option<&Inode>) -> u64 {
     let old_links = old.map_or(&[][..], |o| &o.links[..]);
-    let charge = |l: &(crate::tree::Ino, crate::tree::Name)| entry_charge(&l.1);
+    let charge = |l: &(Ino, Name)| entry_charge(&l.1);
     if old_links.is_empty() {
         return new.links.iter().map(charge).fold(0, u64::saturating_add);
     }
-    // Up to `MAX_LINKS` names each: compare as sets.
-    let before: HashSet<(crate::tree::Ino, &str)> =
-        old_links.iter().map(|(d, n)| (*d, &**n)).collect();
+    // Up to `MAX_LINKS` names each: compare as sets, a long name by where
+    // its bytes are.
+    let before: HashSet<(Ino, &str, usize)> = old_links
+        .iter()
+        .map(|(d, n)| (*d, &**n, n.heap_ptr()))
+        .collect();
     new.links
         .iter()
-        .filter(|(d, n)| !before.contains(&(*d, &**n)))
+        .filter(|(d, n)| !before.contains(&(*d, &**n, n.heap_ptr())))
         .map(charge)
         .fold(0, u64::saturating_add)
 }
@@ -153,8 +168,13 @@ pub fn held_cost(snap: &Snapshot) -> u64 {
 pub fn saved_cost(base: &Snapshot, snap: &Snapshot, usage: &Usage) -> u64 {
     let (old, new) = (base.tree(), snap.tree());
     let path = trie_depth(old.next_ino().max(new.next_ino())) * TRIE_NODE;
-    // The fork started from `base`, so its edits are those past the base's.
-    let edits = new.map_edits().saturating_sub(old.map_edits());
+    // The fork started from `base`, so its edits are those past the
+    // base's; a tree with fewer is no fork of it, and every map it copied
+    // is charged whole.
+    let edits = new
+        .map_edits()
+        .checked_sub(old.map_edits())
+        .unwrap_or(u64::MAX);
     let nodes: u64 = old
         .inode_changes(new)
         .map(|c| match c {
@@ -203,6 +223,32 @@ mod tests {
         let cost = saved_cost(&base, &snap, &fork.usage());
         assert!(cost >= grown, "charged {cost} for {grown} more bytes");
         // Each name's own charge, at least.
+        assert!(cost >= 2_000 * (160 + 200), "{cost}");
+    }
+
+    /// A copied inode holds a copy of its list of names, and a long name
+    /// renamed away and back holds new bytes though it reads the same.
+    #[test]
+    fn copied_name_lists_and_remade_long_names_are_charged() {
+        let mut v = Vfs::new();
+        v.write_file("/blob", b"base").unwrap();
+        v.create_dir("/h").unwrap();
+        let long = "n".repeat(200);
+        for i in 0..2_000 {
+            v.hard_link("/blob", &format!("/h/{long}{i}")).unwrap();
+        }
+        let base = v.snapshot();
+        let mut fork = base.fork();
+        fork.set_permissions("/blob", 0o600).unwrap();
+        let cost = saved_cost(&base, &fork.snapshot(), &fork.usage());
+        assert!(cost >= 2_001 * LINK_SLOT, "{cost}");
+        let mut fork = base.fork();
+        for i in 0..2_000 {
+            let name = format!("/h/{long}{i}");
+            fork.rename(&name, "/h/away").unwrap();
+            fork.rename("/h/away", &name).unwrap();
+        }
+        let cost = saved_cost(&base, &fork.snapshot(), &fork.usage());
         assert!(cost >= 2_000 * (160 + 200), "{cost}");
     }
 

@@ -149,7 +149,7 @@ pub fn build(secured: bool) -> Value {
                         "error": {"type": "object", "description": "why the run ended early (deadline_exceeded, trapped, limit_exceeded)"},
                         "diff": {"type": "array", "items": {"type": "object", "properties": {
                             "path": {"type": "string"}, "kind": {"type": "string", "enum": ["added", "removed", "modified"]}}}},
-                        "diff_truncated": {"type": "boolean", "description": "more changes than listed (at most 10,000 changes, 4 MiB of paths)"},
+                        "diff_truncated": {"type": "boolean", "description": "more changes than listed (the server lists at most max_diff changes and max_diff_bytes of paths: by default 10,000 and 4 MiB)"},
                         "files": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
                         "snapshot": {"type": "string", "description": "root hash of the saved fork"},
                         "name": {"type": "string"},

@@ -177,6 +177,9 @@ impl Tree {
         kind: FileType,
         now: Timestamp,
     ) -> Result<(Timestamp, Timestamp)> {
+        // Counted first: a map's path is copied on the way down, whether
+        // or not the edit then succeeds.
+        self.map_edits += 1;
         let (replaced, old) = edit_inode(&mut self.inodes, dir, |d| {
             let Node::Dir(entries) = &mut d.node else {
                 return err(ErrorKind::NotADirectory);
@@ -190,7 +193,6 @@ impl Tree {
             d.ctime = now;
             Ok((replaced, old))
         })??;
-        self.map_edits += 1;
         // Callers check the name is free; should one not have, a path
         // through the directory it named walks elsewhere now.
         if replaced.is_some_and(|e| e.kind == FileType::Dir) {
@@ -312,6 +314,8 @@ impl Tree {
         name: &str,
         now: Timestamp,
     ) -> Result<(Entry, (Timestamp, Timestamp))> {
+        // Counted first, as in `add_entry`.
+        self.map_edits += 1;
         let (e, old) = edit_inode(&mut self.inodes, dir, |d| {
             let Node::Dir(entries) = &mut d.node else {
                 return err(ErrorKind::NotADirectory);
@@ -327,7 +331,6 @@ impl Tree {
             d.ctime = now;
             Ok((e, old))
         })??;
-        self.map_edits += 1;
         if e.kind == FileType::Dir {
             // Paths through that directory walk nowhere now.
             self.dirs_changed();

@@ -58,6 +58,19 @@ impl std::fmt::Display for Name {
     }
 }
 
+impl Name {
+    /// Where a long name's bytes live (shared by its clones), or 0 for a
+    /// short one, which lives in place: two names with the same non-zero
+    /// pointer hold one allocation between them.
+    pub(crate) fn heap_ptr(&self) -> usize {
+        if self.0.is_heap_allocated() {
+            self.0.as_str().as_ptr() as usize
+        } else {
+            0
+        }
+    }
+}
+
 impl From<&str> for Name {
     /// A short name is built in place by `new_inline`, which the compiler
     /// inlines; `SmolStr::from` is an out-of-line call that also looks for

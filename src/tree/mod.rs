@@ -88,8 +88,8 @@ pub(crate) struct Tree {
     /// hint, never trusted, so a stale or foreign value costs one check.
     dir_hint: Hint,
     /// The inode the last resolution found (or the last create made),
-    /// which the next one takes without searching the directory if one of
-    /// its links is the entry looked up: also a hint checked on each use.
+    /// which the next one takes without searching the directory if its
+    /// first link is the entry looked up: also a hint checked on each use.
     entry_hint: Hint,
     /// The directory generation: moves whenever a path of plain names
     /// could come to walk other directories (see `parents`).
