@@ -230,7 +230,9 @@ mod tests {
     /// renamed away and back holds new bytes though it reads the same.
     #[test]
     fn copied_name_lists_and_remade_long_names_are_charged() {
-        let mut v = Vfs::new();
+        // Later than the base, as in `undone_edits_still_count`.
+        let clock = Arc::new(crate::ManualClock::new(crate::Timestamp::default()));
+        let mut v = Vfs::with_clock(crate::Limits::default(), clock.clone());
         v.write_file("/blob", b"base").unwrap();
         v.create_dir("/h").unwrap();
         let long = "n".repeat(200);
@@ -238,6 +240,7 @@ mod tests {
             v.hard_link("/blob", &format!("/h/{long}{i}")).unwrap();
         }
         let base = v.snapshot();
+        clock.advance(60);
         let mut fork = base.fork();
         fork.set_permissions("/blob", 0o600).unwrap();
         let cost = saved_cost(&base, &fork.snapshot(), &fork.usage());
@@ -257,12 +260,17 @@ mod tests {
     /// leaves one changed inode, but a map copied along every path.
     #[test]
     fn undone_edits_still_count() {
-        let mut v = Vfs::new();
+        // The fork works later than the base was made, as a run does: an
+        // inode that ends equal to the base's in every field (times too)
+        // is not a change at all.
+        let clock = Arc::new(crate::ManualClock::new(crate::Timestamp::default()));
+        let mut v = Vfs::with_clock(crate::Limits::default(), clock.clone());
         v.create_dir("/d").unwrap();
         for i in 0..4_000 {
             v.write_file(&format!("/d/f{i:05}"), b"").unwrap();
         }
         let base = v.snapshot();
+        clock.advance(60);
         let mut fork = base.fork();
         let mut at = "/d/f00000".to_string();
         for i in 0..4_000 {

@@ -18,6 +18,20 @@ use super::p1::{CAPTURE_LIMIT, exit_status, is_core_module};
 use super::{WasiVfsCtx, WasiVfsCtxView, WasiVfsView};
 use crate::Vfs;
 
+/// Resources (descriptors, streams, pollables, errors) a guest may hold
+/// at once. wasmtime's own default is a million, whose entries the host
+/// holds outside the guest's memory cap; a guest that subscribes or
+/// fails in a loop without dropping what it gets back could fill it.
+/// Well above what `max_open_files` descriptors and their streams need.
+const MAX_RESOURCES: usize = 1 << 16;
+
+/// The resource table of one run, held to [`MAX_RESOURCES`].
+fn guest_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    table
+}
+
 /// Store data of a [`Sandbox`] run.
 struct SandboxState {
     wasi: WasiCtx,
@@ -267,7 +281,7 @@ impl Sandbox {
         self.wasi.args(&argv);
         let state = SandboxState {
             wasi: self.wasi.build(),
-            table: ResourceTable::new(),
+            table: guest_table(),
             fs: self.fs,
             limiter: limits::new_limiter(&self.limits),
             deadline: None,
@@ -439,4 +453,24 @@ pub fn cache_dir() -> Option<PathBuf> {
         _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
     };
     Some(base.join("cowvfs"))
+}
+
+#[cfg(test)]
+mod table_tests {
+    use wasmtime::component::ResourceTable;
+
+    use super::{MAX_RESOURCES, guest_table};
+
+    /// The table refuses entries past the cap (a trap for the guest)
+    /// rather than growing to wasmtime's million.
+    #[test]
+    fn a_run_s_table_is_capped() {
+        let mut t = guest_table();
+        assert_eq!(t.max_capacity(), MAX_RESOURCES);
+        for i in 0..MAX_RESOURCES {
+            t.push(i as u64).unwrap();
+        }
+        assert!(t.push(0u64).is_err());
+        assert!(ResourceTable::new().max_capacity() > MAX_RESOURCES);
+    }
 }
