@@ -1291,6 +1291,46 @@ fn host_mount_works_natively() {
     );
 }
 
+/// A FIFO with no writer in a host mount: opening it returns at once
+/// (it would block the host thread past any deadline otherwise), asking
+/// for it as a directory is `ENOTDIR`, and reading it fails cleanly.
+#[test]
+fn a_fifo_in_a_mount_never_blocks_open() {
+    let dir = tempfile::tempdir().unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dir.path().join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let mut p = P1::with(|c| {
+            c.preopen("/", "/").unwrap();
+            c.mount(&path, "/mnt", false).unwrap();
+        });
+        let m = 4;
+        // Read only (2 is fd_read): read-write opens never wait anyway.
+        let as_dir = p.open(m, "fifo", O_DIRECTORY, 2, 0).err();
+        let f = p.open(m, "fifo", 0, 2, 0);
+        let read = f.map(|f| p.read(f, 4));
+        let _ = tx.send((as_dir, read));
+    });
+    let (as_dir, read) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("opening a FIFO in a mount blocked");
+    assert_eq!(as_dir, Some(Errno::NOTDIR));
+    // Opened without waiting for a writer; a read finds nothing to read
+    // (no writer: end of file, or an error), never blocks.
+    match read {
+        Ok(Ok(bytes)) => assert!(bytes.is_empty(), "{bytes:?}"),
+        Ok(Err(_)) | Err(_) => {}
+    }
+}
+
 fn exit_module(code: i64) -> String {
     format!(
         r#"(module

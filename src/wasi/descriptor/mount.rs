@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cap_primitives::fs as cap;
+use cap_primitives::fs::OpenOptionsExt;
+use rustix::fs::OFlags;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::{Buffers, DirectoryStream, Identity, Kind, Listing, OpenRequest, Stat};
@@ -380,6 +382,15 @@ impl MountBackend {
             .create_new(req.exclusive)
             .truncate(req.truncate)
             ._cap_fs_ext_follow(follow_of(req.follow));
+        // Never wait in `open`: a FIFO without a writer (or a device) in
+        // the host directory would block this thread past any deadline,
+        // where epoch checks cannot reach. Regular files and directories
+        // ignore the flag; a directory wanted is asked for as one.
+        let mut flags = OFlags::NONBLOCK | OFlags::NOCTTY;
+        if req.directory {
+            flags |= OFlags::DIRECTORY;
+        }
+        o.custom_flags(flags.bits() as i32);
         let opened = cap::open(self.dir(), Path::new(path), &o)?;
         let dir = opened.metadata()?.is_dir();
         if req.directory && !dir {
