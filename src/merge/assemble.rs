@@ -11,7 +11,7 @@
 //! `ctime` is the later of the two; names and `nlink` are what the merged
 //! namespace gives.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::content::Content;
 use crate::error::{Error, ErrorKind, Result};
@@ -186,9 +186,21 @@ pub(super) fn assemble(names: &mut Names, rules: &Rules) -> Result<Tree> {
     let mut next_ino = sides.next_ino();
     if rules.keep_both {
         let mut picker = Beside::default();
+        // Each copy's content conflict, found once (the last one for an
+        // inode, as a search from the end would): a search per copy made
+        // K copies cost K² / 2.
+        let mut content: HashMap<Ino, usize> = HashMap::new();
+        for (i, p) in names.conflicts.iter().enumerate() {
+            if let Subject::Inode(x) = p.subject
+                && !p.ranges.is_empty()
+            {
+                content.insert(x, i);
+            }
+        }
         for m in copies {
             next_ino = keep_theirs_beside(
                 names,
+                &content,
                 &mut picker,
                 &mut built,
                 &map,
@@ -287,6 +299,7 @@ fn merge_dir(
 /// as a new inode beside it; the next free inode number after.
 fn keep_theirs_beside(
     names: &mut Names,
+    content: &HashMap<Ino, usize>,
     picker: &mut Beside,
     built: &mut BTreeMap<Ino, Inode>,
     map: &InodeMap,
@@ -337,12 +350,7 @@ fn keep_theirs_beside(
     add(counters, &copy)?;
     counters.charged += entry_charge(&beside);
     built.insert(ino, copy);
-    if let Some(p) = names
-        .conflicts
-        .iter_mut()
-        .rev()
-        .find(|p| matches!(p.subject, Subject::Inode(x) if x == m) && !p.ranges.is_empty())
-    {
+    if let Some(p) = content.get(&m).and_then(|&i| names.conflicts.get_mut(i)) {
         p.settled = Settled::Beside(d, beside);
     }
     Ok(ino + 1)
