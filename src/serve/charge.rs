@@ -20,7 +20,9 @@
 //!   map;
 //! - each name an inode has that it did not have in the base
 //!   (`entry_charge`): all of a new inode's, and those a hard link or a
-//!   rename gave a base inode;
+//!   rename gave a base inode (a long name made anew counts, though it
+//!   reads the same); and the list of names of an inode with more than
+//!   one, which a copy copies whole;
 //! - the registry's own entry and the tree handle, which the registry
 //!   adds to every snapshot (`snapshots::ENTRY_COST`).
 //!

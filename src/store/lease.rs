@@ -108,8 +108,7 @@ impl Lease {
     /// lease to expire `LEASE_TTL` after its own clock, so that one is no
     /// collector's however far the clocks disagree within reason, and
     /// honouring it would stall every push and collection on the store
-    /// for as long as it says (a damaged store once said 584 billion
-    /// years).
+    /// for as long as it says (`u64::MAX` seconds: 584 billion years).
     fn expired(&self, now: u64) -> bool {
         self.expires <= now || self.expires > now.saturating_add(2 * LEASE_TTL.as_secs())
     }
