@@ -185,23 +185,11 @@ pub(super) fn assemble(names: &mut Names, rules: &Rules) -> Result<Tree> {
     }
     let mut next_ino = sides.next_ino();
     if rules.keep_both {
-        let mut picker = Beside::default();
-        // Each copy's content conflict, found once (the last one for an
-        // inode, as a search from the end would): a search per copy made
-        // K copies cost K² / 2.
-        let mut content: HashMap<Ino, usize> = HashMap::new();
-        for (i, p) in names.conflicts.iter().enumerate() {
-            if let Subject::Inode(x) = p.subject
-                && !p.ranges.is_empty()
-            {
-                content.insert(x, i);
-            }
-        }
+        let mut keep = KeepBoth::new(names);
         for m in copies {
             next_ino = keep_theirs_beside(
                 names,
-                &content,
-                &mut picker,
+                &mut keep,
                 &mut built,
                 &map,
                 &mut counters,
@@ -295,12 +283,37 @@ fn merge_dir(
     Ok((entries, subdirs, charge))
 }
 
+/// What keep-both needs across its copies: free names beside, and each
+/// copy's content conflict, found once (the last one for an inode, as a
+/// search from the end would): a search per copy made K copies cost
+/// K² / 2.
+struct KeepBoth {
+    picker: Beside,
+    content: HashMap<Ino, usize>,
+}
+
+impl KeepBoth {
+    fn new(names: &Names) -> KeepBoth {
+        let mut content = HashMap::new();
+        for (i, p) in names.conflicts.iter().enumerate() {
+            if let Subject::Inode(x) = p.subject
+                && !p.ranges.is_empty()
+            {
+                content.insert(x, i);
+            }
+        }
+        KeepBoth {
+            picker: Beside::default(),
+            content,
+        }
+    }
+}
+
 /// Keeps theirs' version of file `m` (a content conflict under keep-both)
 /// as a new inode beside it; the next free inode number after.
 fn keep_theirs_beside(
     names: &mut Names,
-    content: &HashMap<Ino, usize>,
-    picker: &mut Beside,
+    keep: &mut KeepBoth,
     built: &mut BTreeMap<Ino, Inode>,
     map: &InodeMap,
     counters: &mut Counters,
@@ -330,7 +343,9 @@ fn keep_theirs_beside(
         return Ok(ino);
     };
     let max = sides.ours.name_max().max(1);
-    let beside = picker.pick(d, &name, "theirs", max, |cand| entries.contains_key(cand));
+    let beside = keep
+        .picker
+        .pick(d, &name, "theirs", max, |cand| entries.contains_key(cand));
     let Some(beside) = beside else {
         built.insert(d, dir);
         return Ok(ino);
@@ -350,7 +365,11 @@ fn keep_theirs_beside(
     add(counters, &copy)?;
     counters.charged += entry_charge(&beside);
     built.insert(ino, copy);
-    if let Some(p) = content.get(&m).and_then(|&i| names.conflicts.get_mut(i)) {
+    if let Some(p) = keep
+        .content
+        .get(&m)
+        .and_then(|&i| names.conflicts.get_mut(i))
+    {
         p.settled = Settled::Beside(d, beside);
     }
     Ok(ino + 1)

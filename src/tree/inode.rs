@@ -61,7 +61,9 @@ impl std::fmt::Display for Name {
 impl Name {
     /// Where a long name's bytes live (shared by its clones), or 0 for a
     /// short one, which lives in place: two names with the same non-zero
-    /// pointer hold one allocation between them.
+    /// pointer hold one allocation between them. Read by the service's
+    /// charge only.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
     pub(crate) fn heap_ptr(&self) -> usize {
         if self.0.is_heap_allocated() {
             self.0.as_str().as_ptr() as usize

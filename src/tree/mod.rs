@@ -214,7 +214,8 @@ impl Tree {
     }
 
     /// Directory entries added or removed over the tree's life (see the
-    /// field).
+    /// field). Read by the service's charge only.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
     pub(crate) fn map_edits(&self) -> u64 {
         self.map_edits
     }
