@@ -831,3 +831,22 @@ fn a_deep_tree_s_conflicts_report_within_the_cap() {
         v.close(fd).unwrap();
     }
 }
+
+/// Found by `merge_matches_the_model`: theirs writes through `/b -> /a ->
+/// /c` (creating `/c`) while ours makes and removes `/c`. The model must
+/// see that both named `/c` (a chain of two links), so that it does not
+/// expect the two orders to agree.
+#[test]
+fn the_model_follows_symlink_chains() {
+    use model::Op;
+    let base = vec![
+        Op::Symlink("/c".into(), "/a".into()),
+        Op::Symlink("/a".into(), "/b".into()),
+    ];
+    let ours = vec![
+        Op::Symlink("/a".into(), "/c".into()),
+        Op::Remove("/c".into()),
+    ];
+    let theirs = vec![Op::Write("/b".into(), 0, vec![0])];
+    model::check(&base, &ours, &theirs).unwrap();
+}

@@ -161,19 +161,24 @@ pub fn check(base_ops: &[Op], ours_ops: &[Op], theirs_ops: &[Op]) -> Result<(), 
     // Disjoint by inode, and by the paths the operations named (a file
     // made and removed again on one side leaves no inode to compare, but
     // replaying it on the other side would remove theirs).
-    // A path through a symlink names its target too.
+    // A path through a symlink names its target too, and the target's
+    // target: a write through `/b -> /a -> /c` names `/c`.
     let expand = |ps: Vec<&str>| {
         let mut out: Vec<String> = Vec::new();
-        for p in ps {
-            out.push(p.to_string());
+        let mut work: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+        while let Some(p) = work.pop() {
+            if out.contains(&p) || out.len() > 256 {
+                continue;
+            }
             for (i, _) in p.match_indices('/').skip(1).chain([(p.len(), "")]) {
                 let (q, rest) = p.split_at(i);
                 for s in [&base, &o.snapshot(), &t.snapshot()] {
                     if let Ok(target) = s.read_link(q) {
-                        out.push(format!("{target}{rest}"));
+                        work.push(format!("{target}{rest}"));
                     }
                 }
             }
+            out.push(p);
         }
         out
     };
