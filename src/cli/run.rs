@@ -20,9 +20,10 @@ pub struct RunArgs {
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
     /// Mount a live host directory at GUEST beside the in-memory tree, and
-    /// preopen it there; `:ro` refuses every change. Renames and links
+    /// preopen it there; `:ro` refuses every change (`:rw`, the default,
+    /// allows them). Renames and links
     /// between it and the rest fail with EXDEV.
-    #[arg(long = "mount", value_name = "HOST::GUEST[:ro]")]
+    #[arg(long = "mount", value_name = "HOST::GUEST[:ro|:rw]")]
     mounts: Vec<String>,
     /// Preopen the in-memory tree's directory GUEST (e.g. `/` of a --from
     /// tree) at that guest path. The guest sees exactly the --dir, --mount
@@ -555,15 +556,24 @@ fn parse_dir(spec: &str) -> anyhow::Result<(PathBuf, String)> {
     Ok((host_dir(host, "--dir")?, guest))
 }
 
-/// `HOST::GUEST[:ro]`.
+/// `HOST::GUEST[:ro|:rw]`. A `:` in the guest path must start one of
+/// those options: a mistyped one (`:RO`) would otherwise become part of a
+/// writable mount's path.
 fn parse_mount(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
     let Some((host, rest)) = spec.split_once("::") else {
         bail!("bad --mount {spec:?}: expected HOST::GUEST[:ro]");
     };
-    let (guest, read_only) = match rest.strip_suffix(":ro") {
-        Some(g) => (g, true),
+    let (guest, read_only) = match rest.rsplit_once(':') {
+        Some((g, "ro")) => (g, true),
+        Some((g, "rw")) => (g, false),
+        Some((_, opt)) => {
+            bail!("bad --mount {spec:?}: unknown option {opt:?} after the guest path (ro or rw)")
+        }
         None => (rest, false),
     };
+    if let Some((_, opt)) = guest.split_once(':') {
+        bail!("bad --mount {spec:?}: unknown option {opt:?} after the guest path (ro or rw)");
+    }
     if guest == "/" {
         bail!("bad --mount {spec:?}: the in-memory tree is at /; mount below it");
     }
@@ -674,6 +684,24 @@ mod tests {
             parse_mount("/tmp::/data:ro").ok(),
             Some((PathBuf::from("/tmp"), "/data".to_string(), true))
         );
+        assert_eq!(
+            parse_mount("/tmp::/data:rw").ok(),
+            Some((PathBuf::from("/tmp"), "/data".to_string(), false))
+        );
+        assert_eq!(
+            parse_mount("/tmp::/data").ok(),
+            Some((PathBuf::from("/tmp"), "/data".to_string(), false))
+        );
+        // A mistyped option is refused, not taken into a writable path.
+        for bad in [
+            "/tmp::/data:RO",
+            "/tmp::/data:ro:ro",
+            "/tmp::/a:b",
+            "/tmp::/data:",
+        ] {
+            let e = parse_mount(bad).unwrap_err().to_string();
+            assert!(e.contains("unknown option"), "{bad}: {e}");
+        }
     }
 
     #[test]
