@@ -566,10 +566,7 @@ fn parse_mount(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
     let (guest, read_only) = match rest.rsplit_once(':') {
         Some((g, "ro")) => (g, true),
         Some((g, "rw")) => (g, false),
-        Some((_, opt)) => {
-            bail!("bad --mount {spec:?}: unknown option {opt:?} after the guest path (ro or rw)")
-        }
-        None => (rest, false),
+        _ => (rest, false),
     };
     if let Some((_, opt)) = guest.split_once(':') {
         bail!("bad --mount {spec:?}: unknown option {opt:?} after the guest path (ro or rw)");

@@ -80,8 +80,6 @@ pub(super) struct Names<'s, 'a> {
     beside: Beside,
 }
 
-/// The names of directory `d` whose entries differ between the base and
-/// a side (all of them where one has no such directory); pointer-pruned.
 /// Picks free names for things kept beside others: `name.tag`, then
 /// `name.tag.2`, `name.tag.3`, ..., the name cut (at a character
 /// boundary) so that name and suffix fit `name_max`. Long names that
@@ -147,6 +145,8 @@ impl Beside {
     }
 }
 
+/// The names of directory `d` whose entries differ between the base and
+/// a side (all of them where one has no such directory); pointer-pruned.
 fn changed_names(sides: &Sides, d: Ino, out: &mut BTreeSet<Name>) {
     let base = sides.inode(Side::Base, d).and_then(|i| i.entries());
     for side in [Side::Ours, Side::Theirs] {

@@ -92,6 +92,15 @@ impl Input {
     }
 }
 
+/// Stores the byte count a read or write reports at `out`. `Iovecs` cuts
+/// every transfer to `u32::MAX` bytes, so `EOVERFLOW` is only a guard.
+fn put_count(mem: &mut Mem<'_>, out: i32, total: u64) -> R<()> {
+    mem.put_u32(
+        out as u32,
+        u32::try_from(total).map_err(|_| Errno::OVERFLOW)?,
+    )
+}
+
 impl WasiP1Ctx {
     pub(crate) fn fd_read(
         &mut self,
@@ -127,10 +136,7 @@ impl WasiP1Ctx {
             }
             _ => return Err(Errno::BADF.into()),
         };
-        mem.put_u32(
-            out as u32,
-            u32::try_from(total).map_err(|_| Errno::OVERFLOW)?,
-        )
+        put_count(mem, out, total)
     }
 
     pub(crate) fn fd_pread(
@@ -152,10 +158,7 @@ impl WasiP1Ctx {
             Slot::Stdin => return Err(Errno::SPIPE.into()),
             _ => return Err(Errno::BADF.into()),
         };
-        mem.put_u32(
-            out as u32,
-            u32::try_from(total).map_err(|_| Errno::OVERFLOW)?,
-        )
+        put_count(mem, out, total)
     }
 
     pub(crate) fn fd_write(
@@ -183,13 +186,11 @@ impl WasiP1Ctx {
                 } else {
                     &mut self.stdout
                 };
+                // Cut as for files: at most `u32::MAX` bytes per call.
+                let mut bufs = Iovecs::new(mem, iovs, n);
                 let mut total = 0u64;
                 for i in 0..n {
-                    let (buf, len) = mem.iovec(iovs, i)?;
-                    let data = mem.bytes(buf, len)?;
-                    // At most `u32::MAX` bytes per call, as for files.
-                    let room = u64::from(u32::MAX) - total;
-                    let data = &data[..data.len().min(room as usize)];
+                    let data = bufs.get(i)?;
                     sink.write(data, stderr)?;
                     total += data.len() as u64;
                 }
@@ -197,8 +198,7 @@ impl WasiP1Ctx {
             }
             _ => return Err(Errno::BADF.into()),
         };
-        let total = u32::try_from(total).map_err(|_| Errno::OVERFLOW)?;
-        mem.put_u32(out as u32, total)
+        put_count(mem, out, total)
     }
 
     /// `pwrite` on a descriptor opened with `APPEND` appends, as on Linux
@@ -225,8 +225,7 @@ impl WasiP1Ctx {
             Slot::Stdout | Slot::Stderr => return Err(Errno::SPIPE.into()),
             _ => return Err(Errno::BADF.into()),
         };
-        let total = u32::try_from(total).map_err(|_| Errno::OVERFLOW)?;
-        mem.put_u32(out as u32, total)
+        put_count(mem, out, total)
     }
 
     pub(crate) fn fd_seek(
