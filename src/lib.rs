@@ -57,7 +57,7 @@ pub use path::{NAME_MAX, PATH_MAX, SYMLINK_HOPS};
 #[doc(hidden)]
 pub use time::civil_date;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
-pub use tree::{Change, ChangeKind, FileType};
+pub use tree::{Change, ChangeKind, FileType, Name};
 pub use vfs::{DirEntry, Fd, FdInfo, Metadata, OpenOptions, SetTime, Snapshot, Symlinks, Vfs};
 
 // The README's examples are doctests too.

@@ -558,7 +558,7 @@ fn read_dir_cursor_is_stable() {
             v.remove_file("/d/f099").unwrap();
         }
         round += 1;
-        cursor = Some(page.last().unwrap().name.clone());
+        cursor = Some(page.last().unwrap().name.to_string());
         seen.extend(page.into_iter().map(|e| e.name));
     }
     for i in 0..99 {

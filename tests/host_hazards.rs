@@ -218,7 +218,7 @@ fn sync_removes_a_5000_deep_tree_on_a_small_stack() {
         .read_dir("/")
         .unwrap()
         .into_iter()
-        .map(|e| e.name)
+        .map(|e| e.name.into())
         .collect();
     assert_eq!(names, ["kept"]);
     vfs.check_invariants().unwrap();

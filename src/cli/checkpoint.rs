@@ -369,7 +369,7 @@ fn ls(snap: &Snapshot, path: &str, long: bool) -> Result<ExitCode> {
             } else {
                 format!("{path}/{}", e.name)
             };
-            rows.push((e.name, p));
+            rows.push((e.name.into(), p));
         }
     } else {
         rows.push((path.to_string(), path.to_string()));

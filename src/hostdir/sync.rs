@@ -55,7 +55,7 @@ pub fn sync_dir_with(
                     wanted.insert(utf8_name(h, n)?);
                 }
                 for e in vfs.read_dir(g).map_err(guest_err(g))? {
-                    if !wanted.contains(&e.name) {
+                    if !wanted.contains(e.name.as_str()) {
                         remove_tree(vfs, &path::join(g, &e.name))?;
                     }
                 }

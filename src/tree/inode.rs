@@ -9,11 +9,89 @@ use crate::content::Content;
 use crate::time::Timestamp;
 
 pub(crate) type Ino = u64;
-/// A name in a directory: short ones inline, long ones shared; either way
-/// a clone allocates nothing. A `SmolStr` ordered by [`name_cmp`] instead
-/// of `memcmp`, in the same (bytewise) order.
+/// A name in a directory, as listings hand it out ([`DirEntry::name`]):
+/// names up to 23 bytes live in place, longer ones behind a shared
+/// pointer, so neither listing a directory nor cloning a name allocates.
+/// Reads as a `str` (it derefs to one) and compares with `str` and
+/// `String`; `String::from` or `to_string` makes an owned copy. Ordered
+/// bytewise, as `str` is.
+///
+/// [`DirEntry::name`]: crate::DirEntry::name
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub(crate) struct Name(smol_str::SmolStr);
+pub struct Name(smol_str::SmolStr);
+
+impl Name {
+    /// The name as a `str`.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl AsRef<std::path::Path> for Name {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(self.0.as_str())
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.0.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.0.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        self.0.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for str {
+    fn eq(&self, other: &Name) -> bool {
+        self == other.0.as_str()
+    }
+}
+
+impl PartialEq<Name> for &str {
+    fn eq(&self, other: &Name) -> bool {
+        *self == other.0.as_str()
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.0.as_str()
+    }
+}
+
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> String {
+        n.0.to_string()
+    }
+}
+
+impl From<&Name> for String {
+    fn from(n: &Name) -> String {
+        n.0.to_string()
+    }
+}
 
 // Bytewise, as `str` orders (so `Borrow<str>` lookups agree), by
 // `name_cmp`: a directory insert compares the new name with several keys.

@@ -59,8 +59,9 @@ use crate::time::Timestamp;
 pub use diff::{Change, ChangeKind};
 pub(crate) use edit::Released;
 pub use inode::FileType;
+pub use inode::Name;
 pub(crate) use inode::{
-    Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Name, Node, Probe, ROOT, Target, entry_charge,
+    Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Node, Probe, ROOT, Target, entry_charge,
 };
 pub(crate) use inomap::InoMap;
 use numbers::Numbers;

@@ -64,8 +64,8 @@ impl Metadata {
 /// One entry of a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DirEntry {
-    /// The entry's name.
-    pub name: String,
+    /// The entry's name (no allocation of its own: see [`Name`]).
+    pub name: Name,
     /// The inode it names.
     pub ino: u64,
     /// Its kind.
@@ -123,7 +123,7 @@ pub(super) fn dir_page(
         return err(ErrorKind::PermissionDenied);
     }
     let to_entry = |(n, e): (&Name, &Entry)| DirEntry {
-        name: n.to_string(),
+        name: n.clone(),
         ino: e.ino,
         kind: e.kind,
     };

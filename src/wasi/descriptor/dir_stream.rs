@@ -71,13 +71,13 @@ impl DirectoryStream {
                     let more = with_vfs(vfs, |v| v.read_dir_page(*fd, after.as_deref(), DIR_PAGE))?;
                     *done = more.len() < DIR_PAGE;
                     if let Some(last) = more.last() {
-                        *after = Some(last.name.clone());
+                        *after = Some(last.name.to_string());
                     }
                     page.extend(more);
                 }
                 Ok(page.pop_front().map(|e| Entry {
                     kind: kind_of(e.kind),
-                    name: e.name,
+                    name: e.name.into(),
                 }))
             }
             Inner::Mount(iter) => {

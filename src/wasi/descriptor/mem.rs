@@ -214,7 +214,7 @@ impl MemBackend {
                     }
                 }
                 match page.last() {
-                    Some(last) if page.len() == want => after = Some(last.name.clone()),
+                    Some(last) if page.len() == want => after = Some(last.name.to_string()),
                     _ => return Ok(()),
                 }
             }
