@@ -6,6 +6,8 @@
 //! hotpath_profile big [SECS] [naive]     32 MiB in 64 KiB blocks, for SECS s
 //! hotpath_profile floor [SECS]           the cycle's copies alone
 //! hotpath_profile counts                 allocations per call, both sides
+//! hotpath_profile op NAME [SECS]         one of the per-op rows in a loop:
+//!                                        write4k, stat, open, create, rename
 //! ```
 //!
 //! The allocator counts only inside `counts`, so under `perf` it costs
@@ -205,6 +207,57 @@ fn counts(snap: &cowvfs::Snapshot, naive: &Naive) {
     t.print("naive");
 }
 
+/// One per-op row of the bench in a loop of 1,000 calls per round, for
+/// `perf`: the same paths and options as `benches/engine.rs`.
+fn one_op(snap: &cowvfs::Snapshot, what: &str, secs: f64) {
+    let mut v = hotpath::fork(snap);
+    let data = hotpath::pattern(hotpath::SMALL_LEN, 1);
+    v.write_file("/app/d7/rw", &data).unwrap();
+    let rw = OpenOptions::new().read(true).write(true).clone();
+    let reading = OpenOptions::new().read(true).clone();
+    let creating = OpenOptions::new().write(true).create_new(true).clone();
+    let fd = v.open("/app/d7/rw", &rw).unwrap();
+    let batch: Vec<String> = (0..1000).map(|i| format!("/app/d7/c{i}")).collect();
+    let label = format!("{what} x1000");
+    match what {
+        "write4k" => run_for(secs, &label, || {
+            for _ in 0..1000 {
+                black_box(v.write_at(fd, &data, black_box(0)).unwrap());
+            }
+        }),
+        "stat" => run_for(secs, &label, || {
+            for _ in 0..1000 {
+                black_box(v.metadata(black_box("/app/d7/f42")).unwrap());
+            }
+        }),
+        "open" => run_for(secs, &label, || {
+            for _ in 0..1000 {
+                let f = v.open(black_box("/app/d7/f42"), &reading).unwrap();
+                v.close(f).unwrap();
+            }
+        }),
+        "create" => run_for(secs, &format!("{label} (and as many unlinks)"), || {
+            for p in &batch {
+                let f = v.open(p, &creating).unwrap();
+                v.close(f).unwrap();
+            }
+            for p in &batch {
+                v.remove_file(p).unwrap();
+            }
+        }),
+        "rename" => run_for(secs, &label, || {
+            for _ in 0..500 {
+                v.rename("/app/d7/f0", "/app/d8/m0").unwrap();
+                v.rename("/app/d8/m0", "/app/d7/f0").unwrap();
+            }
+        }),
+        _ => {
+            eprintln!("op: write4k, stat, open, create or rename");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("counts");
@@ -248,6 +301,11 @@ fn main() {
             });
         }
         ("counts", _) => counts(&snap, &naive),
+        ("op", _) => {
+            let what = args.get(1).map(String::as_str).unwrap_or("");
+            let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+            one_op(&snap, what, secs);
+        }
         _ => {
             eprintln!("usage: hotpath_profile small|big|floor|counts [SECS] [naive]");
             std::process::exit(2);
