@@ -119,8 +119,10 @@ pub(crate) trait Listing {
     /// How many entries to fetch from the engine at a time: a hint that
     /// changes only the cost of the listing, not its outcome.
     fn page(&self) -> usize;
-    /// Takes one entry; `false` once no more are wanted.
-    fn entry(&mut self, name: &str, kind: Kind, ino: u64) -> Result<bool, Self::Error>;
+    /// Takes one entry; `false` once no more are wanted. The name as the
+    /// tree keeps it, so a listing that remembers it copies no bytes.
+    fn entry(&mut self, name: &crate::Name, kind: Kind, ino: u64)
+    -> Result<bool, Self::Error>;
 }
 
 /// What `open-at` asks for, once the descriptor has checked it.

@@ -299,7 +299,7 @@ impl MountBackend {
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
         for (name, kind) in entries.into_iter().skip(skip) {
             let (dev, ino) = self.dev_ino_at(false, &name)?;
-            if !out.entry(&name, kind, ino_of(dev, ino))? {
+            if !out.entry(&crate::Name::from(name), kind, ino_of(dev, ino))? {
                 break;
             }
         }

@@ -134,7 +134,9 @@ pub(crate) struct DirSlot {
 /// listing only moves forward, so it can neither loop nor grow anything.
 #[derive(Default)]
 pub(crate) struct Cookies {
-    recent: VecDeque<(u64, String)>,
+    /// Names as the tree keeps them: a short one is held in place, so
+    /// remembering it allocates nothing (one per listed entry).
+    recent: VecDeque<(u64, crate::Name)>,
     name_bytes: usize,
 }
 
@@ -156,8 +158,8 @@ pub(crate) enum Resume {
 
 impl Cookies {
     /// Remembers that `cookie` follows `name`, forgetting the oldest.
-    fn remember(&mut self, cookie: u64, name: &str) {
-        self.recent.push_back((cookie, name.to_string()));
+    fn remember(&mut self, cookie: u64, name: &crate::Name) {
+        self.recent.push_back((cookie, name.clone()));
         self.name_bytes += name.len();
         while self.recent.len() > COOKIE_MEMORY || self.name_bytes > COOKIE_NAME_BYTES {
             match self.recent.pop_front() {
@@ -170,7 +172,7 @@ impl Cookies {
     /// Where the names after `cookie` (3 or more) start.
     fn resume(&self, cookie: u64) -> Resume {
         match self.recent.iter().rev().find(|(c, _)| *c == cookie) {
-            Some((_, name)) => Resume::After(Some(name.clone())),
+            Some((_, name)) => Resume::After(Some(name.to_string())),
             None => Resume::Skip(cookie - (FIRST_NAME_COOKIE - 1)),
         }
     }

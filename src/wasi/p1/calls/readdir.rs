@@ -82,7 +82,7 @@ impl Listing for Dirents<'_, '_> {
         (self.w.room() / (DIRENT_SIZE + 1)).clamp(1, 1024) + 1
     }
 
-    fn entry(&mut self, name: &str, kind: Kind, ino: u64) -> R<bool> {
+    fn entry(&mut self, name: &crate::Name, kind: Kind, ino: u64) -> R<bool> {
         self.next = self.next.checked_add(1).ok_or(Errno::OVERFLOW)?;
         self.cookies.remember(self.next, name);
         Ok(self
