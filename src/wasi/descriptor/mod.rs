@@ -121,8 +121,7 @@ pub(crate) trait Listing {
     fn page(&self) -> usize;
     /// Takes one entry; `false` once no more are wanted. The name as the
     /// tree keeps it, so a listing that remembers it copies no bytes.
-    fn entry(&mut self, name: &crate::Name, kind: Kind, ino: u64)
-    -> Result<bool, Self::Error>;
+    fn entry(&mut self, name: &crate::Name, kind: Kind, ino: u64) -> Result<bool, Self::Error>;
 }
 
 /// What `open-at` asks for, once the descriptor has checked it.
