@@ -906,3 +906,75 @@ fn a_checkpoint_whose_sizes_add_up_past_u64_is_refused() {
     let e = checkpoint::inspect(&path).unwrap_err();
     assert!(e.to_string().contains("overflow"), "{e}");
 }
+
+/// A checkpoint whose metadata says the next inode number is `next`
+/// (the first field of the metadata), resealed: a tree of one file.
+fn with_next_ino(next: u64) -> Vec<u8> {
+    let mut v = Vfs::new();
+    v.write_file("/a", b"a").unwrap();
+    let bytes = save(&v.snapshot());
+    let (h, meta, data) = checkpoint::split_for_fuzzing(&bytes).unwrap();
+    let old = meta.iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    let mut patched = varint(next);
+    patched.extend_from_slice(&meta[old..]);
+    checkpoint::seal_for_fuzzing(&h, &patched, data)
+}
+
+#[test]
+fn a_next_inode_number_that_would_wrap_is_refused() {
+    // At u64::MAX, the third create would wrap the number round to the
+    // root's and put a file in its place.
+    for next in [u64::MAX, (1 << 62) + 1] {
+        let e = Snapshot::load_from(Cursor::new(with_next_ino(next))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("next inode number"), "{e}");
+    }
+    // At the limit itself the tree loads, and a create fails with
+    // ENOSPC, changing nothing.
+    let snap = Snapshot::load_from(Cursor::new(with_next_ino(1 << 62))).unwrap();
+    let mut v = snap.fork();
+    let e = v.write_file("/b", b"b").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    let e = v.create_dir("/d").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    assert!(!v.exists("/b") && !v.exists("/d"));
+    assert_eq!(v.read_file("/a").unwrap(), b"a");
+    assert!(v.read_dir("/").unwrap().iter().all(|e| e.name == "a"));
+    v.snapshot().check_invariants().unwrap();
+    // Everything but a create still works.
+    v.remove_file("/a").unwrap();
+    assert!(v.read_dir("/").unwrap().is_empty());
+    v.snapshot().check_invariants().unwrap();
+}
+
+/// A list of empty names is one byte each on the wire and sixteen in
+/// memory: metadata within the byte limit could ask for many times it.
+/// Lists are now decoded within the loader's `max_bytes`.
+#[test]
+fn metadata_lists_are_decoded_within_the_byte_limit() {
+    let bytes = save(&Vfs::new().snapshot());
+    let (h, meta, data) = checkpoint::split_for_fuzzing(&bytes).unwrap();
+    // The root is the one inode and the last record: a directory with no
+    // entries (variant 2, length 0), then no removed inodes (length 0).
+    assert!(meta.ends_with(&[2, 0, 0]), "{meta:?}");
+    let n = 200_000u64;
+    let mut patched = meta[..meta.len() - 3].to_vec();
+    // A directory patch (variant 3): nothing set, `n` empty names removed.
+    patched.extend_from_slice(&[3, 0]);
+    patched.extend_from_slice(&varint(n));
+    patched.extend(std::iter::repeat_n(0u8, n as usize));
+    patched.push(0);
+    let sealed = checkpoint::seal_for_fuzzing(&h, &patched, data);
+    let limits = Limits {
+        max_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    assert!((sealed.len() as u64) < limits.max_bytes);
+    let e = Snapshot::load_from_with_limits(Cursor::new(&sealed), None, &limits).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("byte limit"), "{e}");
+    // Under a limit the lists fit in, the same file decodes and is then
+    // refused for what it says (a patch in a full checkpoint).
+    let e = Snapshot::load_from(Cursor::new(&sealed)).unwrap_err();
+    assert!(!e.to_string().contains("byte limit"), "{e}");
+}

@@ -70,13 +70,16 @@ pub(super) struct TreeRecord<'a> {
     pub(super) next_ino: u64,
     pub(super) limits: LimitsRec,
     /// Chunks stored in this file, in data order.
+    #[serde(deserialize_with = "budgeted")]
     pub(super) blobs: Vec<BlobRec>,
     /// Addresses of the parent's chunks that this delta reuses.
+    #[serde(deserialize_with = "budgeted")]
     pub(super) parent_blobs: Vec<[u8; 32]>,
     /// Inodes, by strictly increasing number.
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "budgeted")]
     pub(super) inodes: Vec<InodeRec<'a>>,
     /// Delta only: parent inodes that are gone, increasing.
+    #[serde(deserialize_with = "budgeted")]
     pub(super) removed: Vec<u64>,
 }
 
@@ -130,23 +133,26 @@ pub(super) struct InodeRec<'a> {
 pub(super) enum NodeRec<'a> {
     File {
         size: u64,
+        #[serde(deserialize_with = "budgeted")]
         chunks: Vec<ChunkRec>,
     },
     /// Delta only: the parent's file at this inode with chunks replaced.
     FilePatch {
         size: u64,
+        #[serde(deserialize_with = "budgeted")]
         set: Vec<ChunkRec>,
+        #[serde(deserialize_with = "budgeted")]
         clear: Vec<u64>,
     },
     Dir {
-        #[serde(borrow)]
+        #[serde(borrow, deserialize_with = "budgeted")]
         entries: Vec<EntryRec<'a>>,
     },
     /// Delta only: the parent's directory at this inode with entries changed.
     DirPatch {
-        #[serde(borrow)]
+        #[serde(borrow, deserialize_with = "budgeted")]
         set: Vec<EntryRec<'a>>,
-        #[serde(borrow)]
+        #[serde(borrow, deserialize_with = "budgeted")]
         remove: Vec<&'a str>,
     },
     Symlink {
@@ -178,6 +184,80 @@ pub(super) struct EntryRec<'a> {
     pub(super) ino: u64,
     /// 0 file, 1 directory, 2 symlink.
     pub(super) kind: u8,
+}
+
+// -------------------------------------------------------------------------
+// Decoding within a memory budget
+
+std::thread_local! {
+    /// Bytes the lists of the metadata being decoded on this thread may
+    /// still take ([`with_decode_budget`]).
+    static DECODE_LEFT: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+    /// Whether a list went past the budget (postcard keeps no message of
+    /// a decoder's own error, so the reason travels here).
+    static DECODE_OVER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `decode` with at most `budget` bytes for the lists it builds.
+///
+/// A list element can take far more memory than its bytes on the wire
+/// (an empty name: 1 byte read, 16 held), so a limit on the metadata's
+/// length alone lets a hostile file ask for many times it. Every list of
+/// the metadata is built through [`budgeted`], which counts what it
+/// allocates against this budget and fails the decode once past it; the
+/// flag returned says whether that is why it failed.
+pub(super) fn with_decode_budget<T>(budget: u64, decode: impl FnOnce() -> T) -> (T, bool) {
+    let before = (DECODE_LEFT.replace(budget), DECODE_OVER.replace(false));
+    let out = decode();
+    let over = DECODE_OVER.get();
+    DECODE_LEFT.set(before.0);
+    DECODE_OVER.set(before.1);
+    (out, over)
+}
+
+/// A list, its allocation counted against the decode budget as it grows
+/// (so at most twice the elements' size, as a vector grows).
+fn budgeted<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Budgeted<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Budgeted<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Vec<T>, A::Error> {
+            let size = std::mem::size_of::<T>().max(1) as u64;
+            let mut out: Vec<T> = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                if out.len() == out.capacity() {
+                    let more = out.capacity().max(4);
+                    let cost = more as u64 * size;
+                    let left = DECODE_LEFT.get();
+                    if cost > left {
+                        DECODE_OVER.set(true);
+                        return Err(serde::de::Error::custom(
+                            "its lists would take more memory than the loader's byte limit",
+                        ));
+                    }
+                    DECODE_LEFT.set(left - cost);
+                    out.reserve_exact(more);
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_seq(Budgeted(std::marker::PhantomData))
 }
 
 pub(super) fn kind_code(k: FileType) -> u8 {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::format::{
     BlobRec, BlobRef, CODEC_RAW, CODEC_ZSTD, Header, NodeRec, TreeRecord, decompress, hex,
-    read_exact,
+    read_exact, with_decode_budget,
 };
 use super::in_file;
 use super::rebuild::{RootCheck, build};
@@ -73,8 +73,22 @@ fn check_parent(h: &Header, parent: Option<&Snapshot>) -> Result<()> {
     }
 }
 
-pub(super) fn decode_tree_record<'m>(h: &Header, meta: &'m [u8]) -> Result<TreeRecord<'m>> {
-    let decode = || postcard::take_from_bytes::<TreeRecord>(meta);
+/// Decodes and checks the metadata, its lists taking at most `budget`
+/// bytes of memory (see [`with_decode_budget`]): the loader's `max_bytes`,
+/// which a tree's records in memory stay below (each inode, entry and
+/// chunk is charged more than its record takes).
+pub(super) fn decode_tree_record<'m>(
+    h: &Header,
+    meta: &'m [u8],
+    budget: u64,
+) -> Result<TreeRecord<'m>> {
+    let decode = || with_decode_budget(budget, || postcard::take_from_bytes::<TreeRecord>(meta));
+    let over_budget = || {
+        Error::corrupt(format!(
+            "metadata does not decode: its lists would take more than the loader's \
+             byte limit ({budget} bytes) in memory"
+        ))
+    };
     // Large metadata is hashed on a second thread while it decodes (the
     // decoder is safe on any bytes; its result is dropped on a mismatch).
     let (hash, decoded) = if meta.len() >= 1 << 20 {
@@ -89,8 +103,14 @@ pub(super) fn decode_tree_record<'m>(h: &Header, meta: &'m [u8]) -> Result<TreeR
     if hash != Some(h.meta_hash) {
         return Err(Error::corrupt("metadata does not match its hash"));
     }
-    let (m, rest) =
-        decoded.map_err(|e| Error::corrupt(format!("metadata does not decode: {e}")))?;
+    let (decoded, over) = decoded;
+    let (m, rest) = decoded.map_err(|e| {
+        if over {
+            over_budget()
+        } else {
+            Error::corrupt(format!("metadata does not decode: {e}"))
+        }
+    })?;
     if !rest.is_empty() {
         return Err(Error::corrupt("metadata has trailing bytes"));
     }
@@ -191,7 +211,7 @@ pub(super) fn load_stream(
     // Since version 2 the trailing hash stops here: each chunk is checked
     // against the address the metadata gives it.
     hr.on = h.trailer_covers_data();
-    let m = decode_tree_record(&h, &meta)?;
+    let m = decode_tree_record(&h, &meta, limits.max_bytes)?;
     // Every chunk stored is held once decoded, and a compressed one can be
     // a thousand times its stored size: what they will cost is checked
     // against the loader's byte limit before any is decompressed (a tree
@@ -311,7 +331,7 @@ pub(super) fn open_path(
         // The header was read from the start of `file`, so the metadata
         // follows at the file's position.
         let meta = read_meta(&mut &file, &h, limits)?;
-        let m = decode_tree_record(&h, &meta)?;
+        let m = decode_tree_record(&h, &meta, limits.max_bytes)?;
         let mut off = h.data_offset();
         let mut table = Vec::with_capacity(m.blobs.len());
         for rec in &m.blobs {
@@ -333,7 +353,12 @@ pub(super) fn open_path(
 // Store metadata: a full checkpoint's header and metadata with no data
 // section, its chunks kept elsewhere by address (see `encode_meta`).
 
-fn decode_meta(bytes: &[u8]) -> Result<(Header, TreeRecord<'_>)> {
+/// What store metadata may take in memory once decoded when no loader's
+/// limits apply (garbage collection, a push's checks): the default
+/// `max_bytes`, a tree of about 30 million inodes.
+const STORE_META_BUDGET: u64 = 4 << 30;
+
+fn decode_meta(bytes: &[u8], budget: u64) -> Result<(Header, TreeRecord<'_>)> {
     let mut r = bytes;
     let h = Header::decode(&mut r)?;
     if h.is_delta() || h.compressed {
@@ -344,7 +369,7 @@ fn decode_meta(bytes: &[u8]) -> Result<(Header, TreeRecord<'_>)> {
     if r.len() as u64 != h.meta_len {
         return Err(Error::corrupt("metadata length disagrees with the header"));
     }
-    let m = decode_tree_record(&h, r)?;
+    let m = decode_tree_record(&h, r, budget)?;
     Ok((h, m))
 }
 
@@ -352,7 +377,7 @@ fn decode_meta(bytes: &[u8]) -> Result<(Header, TreeRecord<'_>)> {
 /// and lists their root hash and chunks: (address, length without trailing
 /// zeros) in order.
 pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Hash, u32)>)> {
-    let (h, m) = decode_meta(bytes)?;
+    let (h, m) = decode_meta(bytes, STORE_META_BUDGET)?;
     let chunks = m
         .blobs
         .iter()
@@ -366,7 +391,7 @@ pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Ha
 /// order): how far a lazy reader's read-ahead may go without leaving the
 /// file.
 pub(crate) fn meta_file_runs(bytes: &[u8]) -> Result<Vec<u64>> {
-    let (_, m) = decode_meta(bytes)?;
+    let (_, m) = decode_meta(bytes, STORE_META_BUDGET)?;
     let n = m.blobs.len();
     let mut linked = vec![false; n];
     for i in &m.inodes {
@@ -400,7 +425,7 @@ pub(crate) fn open_meta(
     source: Arc<dyn ChunkSource>,
     limits: &Limits,
 ) -> Result<Snapshot> {
-    let (h, m) = decode_meta(bytes)?;
+    let (h, m) = decode_meta(bytes, limits.max_bytes)?;
     let blobs = lazy_blobs(&m.blobs, &source);
     // A store names a tree by its root hash, so that is checked here.
     build(&h, m, blobs, None, RootCheck::Verify, limits)

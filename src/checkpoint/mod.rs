@@ -403,8 +403,9 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Info> {
     let res = (|| {
         let h = Header::decode(&mut &file)?;
         h.check_file_len(len)?;
-        let meta = read_meta(&mut &file, &h, &Limits::default())?;
-        let m = decode_tree_record(&h, &meta)?;
+        let limits = Limits::default();
+        let meta = read_meta(&mut &file, &h, &limits)?;
+        let m = decode_tree_record(&h, &meta, limits.max_bytes)?;
         let mut info = Info {
             header: h.clone(),
             file_len: len,

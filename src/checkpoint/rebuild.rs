@@ -24,8 +24,8 @@ use crate::limits::{Counters, Limits};
 use crate::path;
 use crate::time::Timestamp;
 use crate::tree::{
-    Entry, FileType, Ino, Inode, InodeMap, MAX_LINKS, MapTable, Name, Node, ROOT, SharedInode,
-    Step, Target, Tree, VecTable, WalkError, entry_charge, walk_from_root,
+    Entry, FileType, INO_LIMIT, Ino, Inode, InodeMap, MAX_LINKS, MapTable, Name, Node, ROOT,
+    SharedInode, Step, Target, Tree, VecTable, WalkError, entry_charge, walk_from_root,
 };
 use crate::vfs::Snapshot;
 
@@ -411,6 +411,13 @@ fn finish(
     touched: &[Ino],
     check: RootCheck,
 ) -> Result<Snapshot> {
+    // Inode numbers count up from here; one near the top of the range
+    // would wrap around onto numbers in use.
+    if next_ino > INO_LIMIT {
+        return Err(Error::corrupt(format!(
+            "next inode number {next_ino} is over the limit ({INO_LIMIT})"
+        )));
+    }
     // The tree must fit the loader's quotas, as if a sandbox had made it.
     if counters.inodes > limits.max_inodes {
         return Err(Error::with(

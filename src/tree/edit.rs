@@ -88,7 +88,7 @@ impl Tree {
         };
         self.check_bytes(charge + entry_charge(&name))?;
         let now = clock.now();
-        let ino = self.numbers.peek();
+        let ino = self.numbers.peek()?;
         let kind = match node {
             Node::File(_) => FileType::File,
             Node::Dir(_) => FileType::Dir,
@@ -150,7 +150,7 @@ impl Tree {
         let Ok(allocated) = content.write_at_prepared(data, 0, origin) else {
             return Ok(None);
         };
-        let ino = self.numbers.peek();
+        let ino = self.numbers.peek()?;
         self.add_entry(dir, &name, ino, FileType::File, now)?;
         let mut inode = Inode::new(Node::File(content), mode, now);
         inode.nlink = 1;

@@ -64,6 +64,7 @@ pub(crate) use inode::{
     Entry, INODE_CHARGE, Ino, Inode, MAX_LINKS, Node, Probe, ROOT, Target, entry_charge,
 };
 pub(crate) use inomap::InoMap;
+pub(crate) use numbers::INO_LIMIT;
 use numbers::Numbers;
 use parents::Parents;
 pub(crate) use resolve::{Base, Resolved};

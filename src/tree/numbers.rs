@@ -20,7 +20,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::error::{Error, ErrorKind, Result};
+
 use super::Ino;
+
+/// Inode numbers stay below this. A tree that counts up one create at a
+/// time never gets near it; a loaded tree whose next number is above it
+/// is refused, so `next` can never wrap around onto numbers in use.
+pub(crate) const INO_LIMIT: Ino = 1 << 62;
 
 /// At most this many spare numbers are kept; more are forgotten (they are
 /// below `next`, so forgetting them only costs fresh numbers later).
@@ -59,17 +66,21 @@ impl Numbers {
     }
 
     /// The number the next inode gets; [`Numbers::take`] commits it.
-    pub(super) fn peek(&mut self) -> Ino {
+    /// `ENOSPC` once the numbers below [`INO_LIMIT`] are all given out.
+    pub(super) fn peek(&mut self) -> Result<Ino> {
         let watermark = *self.watermark.get_mut();
         match self.spare.last() {
-            Some(&n) if n >= watermark => n,
+            Some(&n) if n >= watermark => return Ok(n),
             Some(_) => {
                 // The tree was cloned since these were freed.
                 self.spare.clear();
-                self.next
             }
-            None => self.next,
+            None => {}
         }
+        if self.next >= INO_LIMIT {
+            return Err(Error::with(ErrorKind::NoSpace, "no inode numbers left"));
+        }
+        Ok(self.next)
     }
 
     /// Marks `ino`, which [`Numbers::peek`] just returned, as given out.
