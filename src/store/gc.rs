@@ -265,49 +265,60 @@ fn collect(
         written: unix_secs(start),
         ..Tomb::default()
     };
-    let mut to_repack: Vec<&PackRecord> = Vec::new();
-    for (name, rec) in &indexed {
+    let mut to_repack: Vec<PackRecord> = Vec::new();
+    let mut by_name: Vec<(&blake3::Hash, &&PackRecord)> = indexed.iter().collect();
+    by_name.sort_by_key(|(n, _)| *n.as_bytes());
+    for (name, claimed) in by_name {
         let Some(info) = ls.packs.get(name) else {
             continue;
         };
-        if young(info) {
+        if young(info) || !doomed(claimed, &live, opts.repack_below) {
             continue;
         }
-        let total: u64 = rec.entries.iter().map(|e| e.len as u64).sum();
-        let alive: u64 = rec
+        // An index record is only a claim: one listing fewer chunks than
+        // the pack holds would have live chunks deleted with it. What is
+        // condemned, copied and written into the tombstone is what the
+        // pack's own trailer (named by its hash) says.
+        let own = super::read_pack_index(store, name, info.size).map_err(refuse)?;
+        if !doomed(&own, &live, opts.repack_below) {
+            continue;
+        }
+        gone.insert(*name);
+        rep.condemned_packs.add(own.size);
+        if own
             .entries
             .iter()
-            .filter(|e| live.contains(&blake3::Hash::from_bytes(e.addr)))
-            .map(|e| e.len as u64)
-            .sum();
-        if alive == 0 {
-            gone.insert(*name);
-            rep.condemned_packs.add(rec.size);
-            condemned.packs.push((*rec).clone());
-        } else if (alive as f64) < opts.repack_below * total as f64 {
-            gone.insert(*name);
-            rep.repacked.add(rec.size);
-            rep.condemned_packs.add(rec.size);
-            condemned.packs.push((*rec).clone());
-            to_repack.push(rec);
+            .any(|e| live.contains(&blake3::Hash::from_bytes(e.addr)))
+        {
+            rep.repacked.add(own.size);
+            to_repack.push(own.clone());
         }
+        condemned.packs.push(own);
     }
     // What stays findable: chunks of indexed packs that stay, live loose
     // chunks (those are never condemned).
-    let mut avail: HashSet<blake3::Hash> = HashSet::new();
-    for (name, rec) in &indexed {
-        if !gone.contains(name) && ls.packs.contains_key(name) {
-            avail.extend(rec.entries.iter().map(|e| blake3::Hash::from_bytes(e.addr)));
+    let mut avail = Avail::new(store);
+    for (_, recs) in &ls.index {
+        for rec in recs {
+            let name = blake3::Hash::from_bytes(rec.name);
+            if let Some(info) = ls.packs.get(&name)
+                && !gone.contains(&name)
+            {
+                avail.claimed(rec, info.size);
+            }
         }
     }
-    avail.extend(ls.loose.keys().filter(|a| live.contains(*a)));
+    for a in ls.loose.keys().filter(|a| live.contains(*a)) {
+        avail.found(*a);
+    }
     // The live chunks the repack copies (each once).
     let mut copy: Vec<(&PackRecord, Vec<pack::PackEntry>)> = Vec::new();
     for rec in &to_repack {
         let mut want = Vec::new();
         for e in &rec.entries {
             let a = blake3::Hash::from_bytes(e.addr);
-            if live.contains(&a) && avail.insert(a) {
+            if live.contains(&a) && !avail.holds(&a) {
+                avail.found(a);
                 want.push(*e);
                 rep.written_packs.bytes += e.len as u64;
             }
@@ -327,7 +338,7 @@ fn collect(
     orphans.sort_by_key(|(n, _)| *n.as_bytes());
     for (name, info) in orphans {
         let rec = super::read_pack_index(store, name, info.size).map_err(refuse)?;
-        if needed(&rec, &live, &avail) {
+        if needed(&rec, &live, &mut avail) {
             note_restored(&rec, &mut avail, &mut rep);
             restore.push(rec);
         } else {
@@ -367,6 +378,8 @@ fn collect(
     let mut del_manifests: Vec<(String, u64)> = Vec::new();
     let mut del_loose: Vec<(String, u64)> = Vec::new();
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
+    // The own records of the packs in `del_packs`.
+    let mut doomed_recs: Vec<PackRecord> = Vec::new();
     for t in &ripe {
         // A pack an earlier run condemned that is in the index again (a
         // push merged an index object read before that run) may be what a
@@ -384,12 +397,16 @@ fn collect(
             {
                 continue;
             }
-            if needed(p, &live, &avail) {
-                note_restored(p, &mut avail, &mut rep);
-                restore.push(p.clone());
+            // The tombstone's record, like an index's, is a claim: the
+            // pack's own trailer decides.
+            let own = super::read_pack_index(store, &name, info.size).map_err(refuse)?;
+            if needed(&own, &live, &mut avail) {
+                note_restored(&own, &mut avail, &mut rep);
+                restore.push(own);
             } else {
                 rep.deleted_packs.add(info.size);
-                del_packs.push((p.key(), info.size));
+                del_packs.push((own.key(), info.size));
+                doomed_recs.push(own);
             }
         }
         for m in &t.manifests {
@@ -413,7 +430,7 @@ fn collect(
             }
         }
     }
-    rep.missing_live_chunks = live.iter().filter(|a| !avail.contains(*a)).count() as u64;
+    rep.missing_live_chunks = live.iter().filter(|a| !avail.has(a)).count() as u64;
     // Index objects that list a condemned pack are replaced.
     let stale: Vec<&(ObjectInfo, Vec<PackRecord>)> = ls
         .index
@@ -531,10 +548,10 @@ fn collect(
         }
         let mut back: Vec<PackRecord> = Vec::new();
         let mut candidates: Vec<&PackRecord> = condemned.packs.iter().collect();
-        candidates.extend(ripe_records(&ls, &del_packs));
+        candidates.extend(&doomed_recs);
         let mut named: HashSet<[u8; 32]> = HashSet::new();
         for rec in candidates {
-            if named.insert(rec.name) && needed(rec, &late_live, &avail) {
+            if named.insert(rec.name) && needed(rec, &late_live, &mut avail) {
                 note_restored(rec, &mut avail, &mut rep);
                 back.push(rec.clone());
             }
@@ -593,25 +610,123 @@ fn late_roots(
 
 /// The tombstone records of the packs in `doomed` (keys), from the
 /// listing's tombstones.
-fn ripe_records<'a>(ls: &'a Listing, doomed: &[(String, u64)]) -> Vec<&'a PackRecord> {
-    let keys: HashSet<&str> = doomed.iter().map(|(k, _)| k.as_str()).collect();
-    let mut out: Vec<&PackRecord> = Vec::new();
-    for (_, t) in &ls.tombs {
-        out.extend(t.packs.iter().filter(|p| keys.contains(p.key().as_str())));
-    }
-    out
+/// Whether `rec` holds nothing live, or so little that its live chunks
+/// are copied out and it goes (`repack_below`).
+fn doomed(rec: &PackRecord, live: &HashSet<blake3::Hash>, repack_below: f64) -> bool {
+    let total: u64 = rec.entries.iter().map(|e| e.len as u64).sum();
+    let alive: u64 = rec
+        .entries
+        .iter()
+        .filter(|e| live.contains(&blake3::Hash::from_bytes(e.addr)))
+        .map(|e| e.len as u64)
+        .sum();
+    alive == 0 || (alive as f64) < repack_below * total as f64
 }
 
-/// Whether a tree needs a chunk of `rec` that nothing else holds.
-fn needed(rec: &PackRecord, live: &HashSet<blake3::Hash>, avail: &HashSet<blake3::Hash>) -> bool {
+/// Where a chunk stays findable after this run: read from a pack's own
+/// trailer or a loose object, or only claimed by index records.
+enum Held {
+    Found,
+    /// In these packs (name, object size), index records say.
+    Claimed(Vec<(blake3::Hash, u64)>),
+}
+
+/// The chunks that stay findable. A chunk only an index record places
+/// somewhere is looked up in that pack's own trailer before anything is
+/// deleted or left uncopied on the strength of it: an index object is
+/// anyone's claim, and one naming a chunk its pack does not hold would
+/// otherwise have the chunk's real holder deleted.
+struct Avail<'s> {
+    store: &'s dyn BlobStore,
+    at: HashMap<blake3::Hash, Held>,
+    /// The chunks of each pack whose trailer was read.
+    read: HashMap<blake3::Hash, HashSet<blake3::Hash>>,
+}
+
+impl<'s> Avail<'s> {
+    fn new(store: &'s dyn BlobStore) -> Avail<'s> {
+        Avail {
+            store,
+            at: HashMap::new(),
+            read: HashMap::new(),
+        }
+    }
+
+    /// The chunks an index record places in a pack that stays.
+    fn claimed(&mut self, rec: &PackRecord, size: u64) {
+        let name = blake3::Hash::from_bytes(rec.name);
+        for e in &rec.entries {
+            let held = self
+                .at
+                .entry(blake3::Hash::from_bytes(e.addr))
+                .or_insert_with(|| Held::Claimed(Vec::new()));
+            if let Held::Claimed(packs) = held
+                && !packs.contains(&(name, size))
+            {
+                packs.push((name, size));
+            }
+        }
+    }
+
+    /// A chunk read where it stays (a checked record's, a loose object).
+    fn found(&mut self, a: blake3::Hash) {
+        self.at.insert(a, Held::Found);
+    }
+
+    /// Whether `a` stays findable, as the index records say (for the
+    /// report, which reads no pack).
+    fn has(&self, a: &blake3::Hash) -> bool {
+        self.at.contains_key(a)
+    }
+
+    /// Whether `a` stays findable, each claim checked against its pack's
+    /// trailer first. A pack that cannot be read holds nothing here, so
+    /// the doubt keeps the chunk's other copy.
+    fn holds(&mut self, a: &blake3::Hash) -> bool {
+        let packs = match self.at.get(a) {
+            None => return false,
+            Some(Held::Found) => return true,
+            Some(Held::Claimed(packs)) => packs.clone(),
+        };
+        let store = self.store;
+        for (pack, size) in packs {
+            let chunks = self.read.entry(pack).or_insert_with(|| {
+                match super::read_pack_index(store, &pack, size) {
+                    Ok(rec) => rec
+                        .entries
+                        .iter()
+                        .map(|e| blake3::Hash::from_bytes(e.addr))
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!("gc: a pack an index names cannot be read: {e}");
+                        HashSet::new()
+                    }
+                }
+            });
+            if chunks.contains(a) {
+                self.at.insert(*a, Held::Found);
+                return true;
+            }
+        }
+        self.at.remove(a);
+        false
+    }
+}
+
+/// Whether a tree needs a chunk of `rec` (a pack's own record) that
+/// nothing else holds.
+fn needed(rec: &PackRecord, live: &HashSet<blake3::Hash>, avail: &mut Avail<'_>) -> bool {
     rec.entries.iter().any(|e| {
         let a = blake3::Hash::from_bytes(e.addr);
-        live.contains(&a) && !avail.contains(&a)
+        live.contains(&a) && !avail.holds(&a)
     })
 }
 
-fn note_restored(rec: &PackRecord, avail: &mut HashSet<blake3::Hash>, rep: &mut GcReport) {
-    avail.extend(rec.entries.iter().map(|e| blake3::Hash::from_bytes(e.addr)));
+/// `rec` (a pack's own record) goes back into the index.
+fn note_restored(rec: &PackRecord, avail: &mut Avail<'_>, rep: &mut GcReport) {
+    for e in &rec.entries {
+        avail.found(blake3::Hash::from_bytes(e.addr));
+    }
     rep.restored_packs += 1;
 }
 

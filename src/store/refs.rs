@@ -533,7 +533,20 @@ fn set(
         Some(r) => (Some(r.root()), r.history, Some(r.version)),
         None => (None, Vec::new(), None),
     };
-    let seq = history.first().map_or(1, |e| e.seq.saturating_add(1));
+    // A ref at the last number cannot move on: saturating would write a
+    // history that is not newest first, which no later read accepts.
+    let seq = match history.first() {
+        None => 1,
+        Some(e) => e.seq.checked_add(1).ok_or_else(|| {
+            Error::with(
+                ErrorKind::Corrupt,
+                format!(
+                    "ref {name} is at sequence number {}: it cannot move on",
+                    e.seq
+                ),
+            )
+        })?,
+    };
     history.insert(
         0,
         RefEntry {
@@ -659,5 +672,27 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Busy);
         assert!(roll_back(&s, "base", HISTORY_KEPT, Expect::Any, "rollback").is_err());
         assert_eq!(reachable_roots(&s).unwrap().len(), HISTORY_KEPT);
+    }
+
+    #[test]
+    fn a_ref_at_the_last_sequence_number_is_refused_and_kept() {
+        // Saturating to u64::MAX again wrote a history with two equal
+        // numbers, which every later read refused.
+        let s = MemStore::new();
+        let top = RefEntry {
+            root: h("top"),
+            seq: u64::MAX,
+            time: UNIX_EPOCH,
+            by: "me@host".into(),
+            via: "tag".into(),
+            nonce: 1,
+        };
+        s.put_ref("base", &encode("base", &[top]).unwrap(), None)
+            .unwrap();
+        let e = update(&s, "base", &h("next"), Expect::Any, "tag").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("cannot move on"), "{e}");
+        let r = read_ref(&s, "base").unwrap().unwrap();
+        assert_eq!((r.root(), r.current().seq), (h("top"), u64::MAX));
     }
 }
