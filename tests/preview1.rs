@@ -61,7 +61,13 @@ const FUNCS: &[(&str, &str)] = &[
     ("sock_shutdown", "ii"),
 ];
 
+/// The harness module with the default memory, 2 pages.
 fn harness_wat() -> String {
+    harness_wat_with("(memory (export \"memory\") 2)")
+}
+
+/// The harness module with the memory `memory` declares.
+fn harness_wat_with(memory: &str) -> String {
     let mut w = String::from("(module\n");
     for (name, params) in FUNCS {
         let ps: Vec<&str> = params
@@ -78,7 +84,7 @@ fn harness_wat() -> String {
         );
     }
     w += "  (import \"wasi_snapshot_preview1\" \"proc_exit\" (func $proc_exit (param i32)))\n";
-    w += "  (memory (export \"memory\") 2)\n";
+    w += &format!("  {memory}\n");
     // Host calls need a wasm caller (the functions find memory through
     // it), so each import gets a wasm wrapper.
     for (name, params) in FUNCS {
@@ -137,8 +143,12 @@ impl P1 {
     }
 
     fn over(vfs: Vfs, setup: impl FnOnce(&mut WasiP1Ctx)) -> P1 {
+        P1::over_module(vfs, &harness_wat(), setup)
+    }
+
+    fn over_module(vfs: Vfs, wat: &str, setup: impl FnOnce(&mut WasiP1Ctx)) -> P1 {
         let engine = Engine::default();
-        let module = Module::new(&engine, harness_wat()).unwrap();
+        let module = Module::new(&engine, wat).unwrap();
         let mut linker = Linker::<WasiP1Ctx>::new(&engine);
         p1::add_to_linker(&mut linker, |c| c).unwrap();
         let mut ctx = WasiP1Ctx::new(vfs);
@@ -1328,6 +1338,104 @@ fn a_fifo_in_a_mount_never_blocks_open() {
     if let Ok(Ok(bytes)) = read {
         assert!(bytes.is_empty(), "{bytes:?}");
     }
+}
+
+/// Paths into a host mount are bounded before the host sees them, as the
+/// memory tree bounds them; and one read or write call takes at most
+/// `IOV_MAX` (1,024) buffers, each of which costs a call however short.
+#[test]
+fn mount_paths_and_iovec_counts_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let path = dir.path().to_path_buf();
+    let mut p = P1::with(|c| {
+        c.preopen("/", "/").unwrap();
+        c.mount(&path, "/mnt", false).unwrap();
+    });
+    let m = 4;
+    let long = "a/".repeat(2500);
+    for (dir, what) in [(m, "mount"), (ROOT, "memory tree")] {
+        let [ptr, len] = p.path(&long);
+        let e = p.call("path_filestat_get", &[dir, 0, ptr, len, OUT as i64]);
+        assert_eq!(e, Errno::NAMETOOLONG, "{what}");
+        let [ptr, len] = p.path("f\0g");
+        let e = p.call("path_filestat_get", &[dir, 0, ptr, len, OUT as i64]);
+        assert_eq!(e, Errno::INVAL, "{what}");
+    }
+    let [ptr, len] = p.path("f");
+    let e = p.call("path_filestat_get", &[m, 0, ptr, len, OUT as i64]);
+    assert_eq!(e, Errno::SUCCESS);
+    // 1,024 empty buffers are a write of nothing; 1,025 are EINVAL.
+    let fd = p.open(m, "f", 0, RIGHTS_RW, 0).unwrap();
+    const IOVS: u32 = 0x5000;
+    for i in 0..1025u32 {
+        p.put(IOVS + 8 * i, &BUF.to_le_bytes());
+        p.put(IOVS + 8 * i + 4, &0u32.to_le_bytes());
+    }
+    for call in ["fd_write", "fd_read"] {
+        let e = p.call(call, &[fd, IOVS as i64, 1024, OUT as i64]);
+        assert_eq!((e, p.u32(OUT)), (Errno::SUCCESS, 0), "{call}");
+        let e = p.call(call, &[fd, IOVS as i64, 1025, OUT as i64]);
+        assert_eq!(e, Errno::INVAL, "{call}");
+    }
+    for call in ["fd_pwrite", "fd_pread"] {
+        let e = p.call(call, &[fd, IOVS as i64, 1025, 0, OUT as i64]);
+        assert_eq!(e, Errno::INVAL, "{call}");
+    }
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"x");
+}
+
+/// A 64-bit memory past 4 GiB: preview1's pointers are 32-bit, so the
+/// calls see its first 4 GiB only. A subscription array that would run
+/// past 4 GiB traps; before, its offsets wrapped (a panic in a debug
+/// build, the wrong bytes in a release one).
+#[test]
+fn a_memory_past_4_gib_is_seen_up_to_4_gib() {
+    let wat = harness_wat_with("(memory (export \"memory\") i64 65537)");
+    let mut p = P1::over_module(Vfs::new(), &wat, |c| {
+        c.preopen("/", "/").unwrap();
+    });
+    assert!(p.memory.data_size(&p.store) > 1 << 32);
+    let at = (1u64 << 32) - 8;
+    p.traps("poll_oneoff", &[at as u32 as i32 as i64, 0, 1, 8]);
+    // Below 4 GiB everything works as before.
+    let [ptr, len] = p.path(".");
+    let e = p.call("path_filestat_get", &[ROOT, 0, ptr, len, OUT as i64]);
+    assert_eq!(e, Errno::SUCCESS);
+}
+
+/// With `max_open_files` above the table's 65,536, a full table is
+/// `EMFILE` before the open: an `O_CREAT|O_TRUNC` open that cannot get a
+/// descriptor leaves the file as it was.
+#[test]
+fn a_full_descriptor_table_fails_before_the_open_changes_anything() {
+    let limits = cowvfs::Limits {
+        max_open_files: 100_000,
+        ..cowvfs::Limits::default()
+    };
+    let mut vfs = Vfs::with_limits(limits);
+    vfs.write_file("/kept", b"contents").unwrap();
+    let mut p = P1::over(vfs, |c| {
+        c.preopen("/", "/").unwrap();
+    });
+    let mut last = 0;
+    loop {
+        match p.open(ROOT, "kept", 0, RIGHTS_RW, 0) {
+            Ok(fd) => last = fd,
+            Err(e) => {
+                assert_eq!(e, Errno::MFILE);
+                break;
+            }
+        }
+    }
+    assert_eq!(last, cowvfs::wasi::p1::MAX_DESCRIPTORS as i64 - 1);
+    let e = p.open(ROOT, "kept", O_CREAT | O_TRUNC, RIGHTS_RW, 0);
+    assert_eq!(e, Err(Errno::MFILE));
+    let e = p.open(ROOT, "new", O_CREAT, RIGHTS_RW, 0);
+    assert_eq!(e, Err(Errno::MFILE));
+    let vfs = p.vfs();
+    assert_eq!(vfs.read_file("/kept").unwrap(), b"contents");
+    assert!(!vfs.exists("/new"));
 }
 
 fn exit_module(code: i64) -> String {

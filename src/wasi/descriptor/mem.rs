@@ -10,6 +10,9 @@ use crate::wasi::shared::{Held, SharedVfs, on_tree, with_vfs};
 use crate::wasi::stream::{MemInput, MemOutput, WriteMode};
 use crate::{Fd, FileType, Metadata, OpenOptions, SetTime, Symlinks, Timestamp};
 
+/// Most names one page fetches while a listing skips to a position.
+const SKIP_PAGE: u64 = 1024;
+
 /// An engine descriptor of the sandbox's tree.
 pub(super) struct MemBackend {
     pub(super) fd: Fd,
@@ -202,7 +205,14 @@ impl MemBackend {
     ) -> Result<(), L::Error> {
         on_tree(vfs, |v| {
             loop {
-                let want = out.page();
+                // Names to skip come a bounded page at a time however
+                // small the listing's own pages are (a guest's buffer of
+                // a few bytes would otherwise walk a directory two
+                // names per page).
+                let want = match skip {
+                    0 => out.page(),
+                    n => out.page().max(n.min(SKIP_PAGE) as usize),
+                };
                 let page = v
                     .read_dir_page(self.fd, after.as_deref(), want)
                     .map_err(ErrorCode::from)?;

@@ -29,6 +29,21 @@ pub(super) struct MountBackend {
     pub(super) mount: u32,
 }
 
+/// A guest's path (or symlink target) as the host gets it. Refused as the
+/// memory tree refuses it: 4,096 bytes or more is `ENAMETOOLONG`, a NUL
+/// byte `EINVAL`. Checked before cap-primitives sees it, which copies the
+/// whole path (and without `openat2`, splits it into a list of its
+/// components) before the kernel would say it is too long.
+fn host_path(path: &str) -> Result<&Path, ErrorCode> {
+    if path.len() >= crate::PATH_MAX {
+        return Err(ErrorCode::NameTooLong);
+    }
+    if path.as_bytes().contains(&0) {
+        return Err(ErrorCode::Invalid);
+    }
+    Ok(Path::new(path))
+}
+
 fn follow_of(follow: bool) -> cap::FollowSymlinks {
     if follow {
         cap::FollowSymlinks::Yes
@@ -308,17 +323,17 @@ impl MountBackend {
 
     pub(super) fn create_directory_at(&self, path: &str) -> Result<(), ErrorCode> {
         let options = cap::DirOptions::new();
-        Ok(cap::create_dir(self.dir(), Path::new(path), &options)?)
+        Ok(cap::create_dir(self.dir(), host_path(path)?, &options)?)
     }
 
     pub(super) fn stat_at(&self, follow: bool, path: &str) -> Result<Stat, ErrorCode> {
-        let m = cap::stat(self.dir(), Path::new(path), follow_of(follow))?;
+        let m = cap::stat(self.dir(), host_path(path)?, follow_of(follow))?;
         Ok(cap_stat_of(&m))
     }
 
     pub(super) fn dev_ino_at(&self, follow: bool, path: &str) -> Result<(u64, u64), ErrorCode> {
         use cap::MetadataExt as _;
-        let m = cap::stat(self.dir(), Path::new(path), follow_of(follow))?;
+        let m = cap::stat(self.dir(), host_path(path)?, follow_of(follow))?;
         Ok((m.dev(), m.ino()))
     }
 
@@ -330,7 +345,7 @@ impl MountBackend {
         mtime: NewTimestamp,
     ) -> Result<(), ErrorCode> {
         let (a, m) = (cap_time(atime)?, cap_time(mtime)?);
-        let path = Path::new(path);
+        let path = host_path(path)?;
         if follow {
             cap::set_times(self.dir(), path, a, m)?;
         } else {
@@ -351,7 +366,7 @@ impl MountBackend {
         if follow {
             return Err(ErrorCode::Invalid);
         }
-        let (old, new) = (Path::new(old_path), Path::new(new_path));
+        let (old, new) = (host_path(old_path)?, host_path(new_path)?);
         Ok(cap::hard_link(self.dir(), old, new_dir.dir(), new)?)
     }
 
@@ -361,7 +376,7 @@ impl MountBackend {
         new_dir: &MountBackend,
         new_path: &str,
     ) -> Result<(), ErrorCode> {
-        let (old, new) = (Path::new(old_path), Path::new(new_path));
+        let (old, new) = (host_path(old_path)?, host_path(new_path)?);
         Ok(cap::rename(self.dir(), old, new_dir.dir(), new)?)
     }
 
@@ -391,7 +406,7 @@ impl MountBackend {
             flags |= OFlags::DIRECTORY;
         }
         o.custom_flags(flags.bits() as i32);
-        let opened = cap::open(self.dir(), Path::new(path), &o)?;
+        let opened = cap::open(self.dir(), host_path(path)?, &o)?;
         let dir = opened.metadata()?.is_dir();
         if req.directory && !dir {
             return Err(ErrorCode::NotDirectory);
@@ -407,25 +422,25 @@ impl MountBackend {
     }
 
     pub(super) fn readlink_at(&self, path: &str) -> Result<String, ErrorCode> {
-        cap::read_link(self.dir(), Path::new(path))?
+        cap::read_link(self.dir(), host_path(path)?)?
             .into_os_string()
             .into_string()
             .map_err(|_| ErrorCode::IllegalByteSequence)
     }
 
     pub(super) fn remove_directory_at(&self, path: &str) -> Result<(), ErrorCode> {
-        Ok(cap::remove_dir(self.dir(), Path::new(path))?)
+        Ok(cap::remove_dir(self.dir(), host_path(path)?)?)
     }
 
     pub(super) fn unlink_file_at(&self, path: &str) -> Result<(), ErrorCode> {
-        Ok(cap::remove_file(self.dir(), Path::new(path))?)
+        Ok(cap::remove_file(self.dir(), host_path(path)?)?)
     }
 
     pub(super) fn symlink_at(&self, target: &str, path: &str) -> Result<(), ErrorCode> {
         Ok(cap::symlink(
-            Path::new(target),
+            host_path(target)?,
             self.dir(),
-            Path::new(path),
+            host_path(path)?,
         )?)
     }
 }

@@ -453,11 +453,23 @@ impl Mem<'_> {
         Ok((self.u32_at(at)?, self.u32_at(at.wrapping_add(4))?))
     }
 
-    /// Checks an `iovec` array: 8 bytes each, 4-aligned.
+    /// Checks an `iovec` array: 8 bytes each, 4-aligned, in memory (a
+    /// trap otherwise), and at most [`IOV_MAX`] of them (`EINVAL` beyond,
+    /// as `readv` and `writev` say).
     pub fn iovecs(&self, iovs: u32, n: u32) -> R<()> {
-        self.array(iovs, n, 8, 4).map(drop)
+        self.array(iovs, n, 8, 4)?;
+        if n > IOV_MAX {
+            return Err(Errno::INVAL.into());
+        }
+        Ok(())
     }
 }
+
+/// The most buffers one read or write call takes (Linux's `IOV_MAX`).
+/// Each buffer costs a call into the tree or the host however short it
+/// is, so without a bound one call could run through half a billion
+/// empty buffers of a 4 GiB memory, past any deadline.
+pub(crate) const IOV_MAX: u32 = 1024;
 
 /// A `filestat` (64 bytes, 8-aligned).
 pub(crate) struct Filestat {

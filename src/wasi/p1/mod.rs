@@ -387,6 +387,12 @@ impl WasiP1Ctx {
         }
     }
 
+    /// Whether [`WasiP1Ctx::push`] has a number to give: checked before
+    /// anything that changes the tree on the way to a new descriptor.
+    fn has_room(&self) -> bool {
+        !self.free.is_empty() || self.table.len() < MAX_DESCRIPTORS
+    }
+
     /// Puts `slot` at the lowest free number, as POSIX `open` does.
     fn push(&mut self, slot: Slot) -> R<u32> {
         if let Some(fd) = self.free.pop_first() {
@@ -465,6 +471,11 @@ fn call<T: 'static>(
         },
     };
     let (bytes, data) = memory.data_and_store_mut(caller);
+    // Pointers are 32-bit: a 64-bit memory past 4 GiB is seen up to 4 GiB,
+    // so no checked range can end beyond what a u32 offset reaches.
+    let reach = usize::try_from(1u64 << 32).unwrap_or(usize::MAX);
+    let end = bytes.len().min(reach);
+    let bytes = &mut bytes[..end];
     let ctx = get(data);
     let result = ctx.start().and_then(|()| f(ctx, &mut Mem(bytes)));
     match result {

@@ -269,7 +269,7 @@ impl WasiP1Ctx {
 
 #[cfg(test)]
 mod tests {
-    use super::{Buffers, Iovecs, Mem};
+    use super::{Buffers, Errno, Error, Iovecs, Mem};
 
     /// Three iovecs naming the same 8 bytes at 16, under a budget of 10:
     /// 8, then 2, then nothing; a bad buffer still traps once cut to 0.
@@ -293,5 +293,23 @@ mod tests {
         // By default a call may move `u32::MAX` bytes in all.
         let io = Iovecs::new(&mut mem, 0, 4);
         assert_eq!(io.left, u32::MAX);
+    }
+
+    /// Every buffer costs a call however empty it is: more than
+    /// `IOV_MAX` in one call is `EINVAL`, before any is used.
+    #[test]
+    fn more_iovecs_than_iov_max_are_refused() {
+        let max = crate::wasi::p1::abi::IOV_MAX;
+        let mut bytes = vec![0u8; 8 * (max as usize + 1)];
+        let mem = Mem(&mut bytes);
+        assert!(mem.iovecs(0, max).is_ok());
+        let errno = |r: crate::wasi::p1::abi::R<()>| match r {
+            Err(Error::Errno(e)) => Some(e),
+            _ => None,
+        };
+        assert_eq!(errno(mem.iovecs(0, max + 1)), Some(Errno::INVAL));
+        // An array that is not in memory traps first.
+        assert!(mem.iovecs(0, max + 2).is_err());
+        assert_eq!(errno(mem.iovecs(0, max + 2)), None);
     }
 }

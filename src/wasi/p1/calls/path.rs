@@ -133,6 +133,11 @@ impl WasiP1Ctx {
         // checked before opening, kept by a mount's descriptor (the engine
         // counts its own).
         let held = self.fs.admit().map_err(|_| Errno::MFILE)?;
+        // A full table fails before the open, which may create or
+        // truncate the file.
+        if !self.has_room() {
+            return Err(Errno::MFILE.into());
+        }
         let desc = dir
             .open_at(vfs, follow, path, open, flags)?
             .adopt(held, &mut self.fs.opened);
