@@ -978,3 +978,30 @@ fn metadata_lists_are_decoded_within_the_byte_limit() {
     let e = Snapshot::load_from(Cursor::new(&sealed)).unwrap_err();
     assert!(!e.to_string().contains("byte limit"), "{e}");
 }
+
+#[test]
+fn a_merge_that_would_number_inodes_past_the_limit_is_refused() {
+    // Their new inodes are numbered after ours: 5 + 8 new ones past a
+    // base 10 below the limit would end 3 above it, where the merged tree
+    // could be saved but never loaded again.
+    let base = Snapshot::load_from(Cursor::new(with_next_ino((1 << 62) - 10))).unwrap();
+    let (mut ours, mut theirs) = (base.fork(), base.fork());
+    for i in 0..5 {
+        ours.write_file(&format!("/o{i}"), b"o").unwrap();
+    }
+    for i in 0..8 {
+        theirs.write_file(&format!("/t{i}"), b"t").unwrap();
+    }
+    let opts = cowvfs::MergeOptions::default();
+    let e = Snapshot::merge(&base, &ours.snapshot(), &theirs.snapshot(), &opts).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    // Within the limit it merges.
+    let mut few = base.fork();
+    few.write_file("/t0", b"t").unwrap();
+    let m = Snapshot::merge(&base, &ours.snapshot(), &few.snapshot(), &opts).unwrap();
+    assert!(m.conflicts().is_empty());
+    let merged = m.snapshot().unwrap();
+    assert_eq!(merged.read_file("/t0").unwrap(), b"t");
+    let back = Snapshot::load_from(Cursor::new(save(merged))).unwrap();
+    assert_eq!(back.root_hash(), merged.root_hash());
+}

@@ -1438,6 +1438,21 @@ fn a_full_descriptor_table_fails_before_the_open_changes_anything() {
     assert!(!vfs.exists("/new"));
 }
 
+/// One `poll_oneoff` reads each subscription twice in a call no deadline
+/// interrupts: more than the descriptor table holds is `EINVAL`.
+#[test]
+fn poll_oneoff_takes_at_most_a_table_of_subscriptions() {
+    let wat = harness_wat_with("(memory (export \"memory\") 1200)");
+    let mut p = P1::over_module(Vfs::new(), &wat, |c| {
+        c.preopen("/", "/").unwrap();
+    });
+    let n = p1::MAX_DESCRIPTORS as i64 + 1;
+    let subs = 0x10000i64;
+    let events = subs + 48 * n;
+    let e = p.call("poll_oneoff", &[subs, events, n, OUT as i64]);
+    assert_eq!(e, Errno::INVAL);
+}
+
 fn exit_module(code: i64) -> String {
     format!(
         r#"(module

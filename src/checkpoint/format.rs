@@ -207,12 +207,17 @@ std::thread_local! {
 /// allocates against this budget and fails the decode once past it; the
 /// flag returned says whether that is why it failed.
 pub(super) fn with_decode_budget<T>(budget: u64, decode: impl FnOnce() -> T) -> (T, bool) {
-    let before = (DECODE_LEFT.replace(budget), DECODE_OVER.replace(false));
+    /// Puts the thread's budget back however the decode ends.
+    struct Restore(u64, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODE_LEFT.set(self.0);
+            DECODE_OVER.set(self.1);
+        }
+    }
+    let _restore = Restore(DECODE_LEFT.replace(budget), DECODE_OVER.replace(false));
     let out = decode();
-    let over = DECODE_OVER.get();
-    DECODE_LEFT.set(before.0);
-    DECODE_OVER.set(before.1);
-    (out, over)
+    (out, DECODE_OVER.get())
 }
 
 /// A list, its allocation counted against the decode budget as it grows

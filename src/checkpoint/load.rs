@@ -353,11 +353,6 @@ pub(super) fn open_path(
 // Store metadata: a full checkpoint's header and metadata with no data
 // section, its chunks kept elsewhere by address (see `encode_meta`).
 
-/// What store metadata may take in memory once decoded when no loader's
-/// limits apply (garbage collection, a push's checks): the default
-/// `max_bytes`, a tree of about 30 million inodes.
-const STORE_META_BUDGET: u64 = 4 << 30;
-
 fn decode_meta(bytes: &[u8], budget: u64) -> Result<(Header, TreeRecord<'_>)> {
     let mut r = bytes;
     let h = Header::decode(&mut r)?;
@@ -375,9 +370,13 @@ fn decode_meta(bytes: &[u8], budget: u64) -> Result<(Header, TreeRecord<'_>)> {
 
 /// Checks bytes from [`encode_meta`](super::encode_meta) (header, metadata hash, every length)
 /// and lists their root hash and chunks: (address, length without trailing
-/// zeros) in order.
-pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Hash, u32)>)> {
-    let (h, m) = decode_meta(bytes, STORE_META_BUDGET)?;
+/// zeros) in order. Its lists take at most `budget` bytes while decoding
+/// (`u64::MAX` where no loader's limits apply).
+pub(crate) fn meta_chunks(
+    bytes: &[u8],
+    budget: u64,
+) -> Result<(blake3::Hash, Vec<(blake3::Hash, u32)>)> {
+    let (h, m) = decode_meta(bytes, budget)?;
     let chunks = m
         .blobs
         .iter()
@@ -390,8 +389,8 @@ pub(crate) fn meta_chunks(bytes: &[u8]) -> Result<(blake3::Hash, Vec<(blake3::Ha
 /// that follows it in the same file (the table lists a file's chunks in
 /// order): how far a lazy reader's read-ahead may go without leaving the
 /// file.
-pub(crate) fn meta_file_runs(bytes: &[u8]) -> Result<Vec<u64>> {
-    let (_, m) = decode_meta(bytes, STORE_META_BUDGET)?;
+pub(crate) fn meta_file_runs(bytes: &[u8], budget: u64) -> Result<Vec<u64>> {
+    let (_, m) = decode_meta(bytes, budget)?;
     let n = m.blobs.len();
     let mut linked = vec![false; n];
     for i in &m.inodes {

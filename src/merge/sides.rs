@@ -68,6 +68,14 @@ impl<'a> Sides<'a> {
         let t_end = t_off
             .checked_add(theirs.next_ino() - n)
             .ok_or_else(|| not_fork("theirs"))?;
+        // Their new inodes are numbered after ours: past the limit, the
+        // merged tree could not be saved and loaded again.
+        if t_end > crate::tree::INO_LIMIT {
+            return Err(Error::with(
+                ErrorKind::NoSpace,
+                "the merged tree would need inode numbers past the limit",
+            ));
+        }
         Ok(Sides {
             base,
             ours,

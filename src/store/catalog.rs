@@ -418,44 +418,104 @@ pub fn read_pack_index(
     pack: &blake3::Hash,
     size: u64,
 ) -> Result<PackRecord> {
-    let key = pack::pack_key(pack);
-    let named = |e: Error| {
-        Error::with(
-            e.kind(),
-            format!(
-                "{}/{key}: {}",
-                store.location(),
-                e.context().unwrap_or("corrupt")
-            ),
-        )
-    };
-    if !(pack::PACK_HEAD + pack::PACK_FOOT..=super::MAX_PACK_OBJECT).contains(&size) {
-        return Err(named(Error::corrupt(format!(
-            "size {size} is out of range for a pack"
-        ))));
-    }
-    let missing = || {
-        Error::with(
-            ErrorKind::NotFound,
-            format!("{}/{key}: no such pack", store.location()),
-        )
-    };
-    let foot = store
-        .get_ranges(&[(&key, size - pack::PACK_FOOT..size)])?
+    read_pack_indexes(store, &[(*pack, size)])?
         .pop()
-        .flatten()
-        .ok_or_else(missing)?;
-    let (len, hash) = pack::decode_footer(size, &foot).map_err(named)?;
-    let end = size - pack::PACK_FOOT;
-    if len > super::MAX_RANGE_REQUEST {
-        return Err(named(Error::corrupt("pack trailer is too long")));
+        .unwrap_or_else(|| Err(Error::with(ErrorKind::Io, "no answer for a pack")))
+}
+
+/// [`read_pack_index`] of many packs, their footers and then their
+/// trailers asked for a batch at a time (a remote store keeps a batch's
+/// requests in flight together). The outer error is the store's; each
+/// pack's own problem (missing, damaged) is its own entry's.
+pub(crate) fn read_pack_indexes(
+    store: &dyn BlobStore,
+    packs: &[(blake3::Hash, u64)],
+) -> Result<Vec<Result<PackRecord>>> {
+    const BATCH: usize = 64;
+    let mut out = Vec::with_capacity(packs.len());
+    for part in packs.chunks(BATCH) {
+        let keys: Vec<String> = part.iter().map(|(p, _)| pack::pack_key(p)).collect();
+        let named = |i: usize, e: Error| {
+            Error::with(
+                e.kind(),
+                format!(
+                    "{}/{}: {}",
+                    store.location(),
+                    keys[i],
+                    e.context().unwrap_or("corrupt")
+                ),
+            )
+        };
+        let missing = |i: usize| {
+            Error::with(
+                ErrorKind::NotFound,
+                format!("{}/{}: no such pack", store.location(), keys[i]),
+            )
+        };
+        // Each pack's state as the reads go: an error, or what to read.
+        let mut state: Vec<Result<u64>> = part
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, size))| {
+                if (pack::PACK_HEAD + pack::PACK_FOOT..=super::MAX_PACK_OBJECT).contains(&size) {
+                    Ok(size)
+                } else {
+                    Err(named(
+                        i,
+                        Error::corrupt(format!("size {size} is out of range for a pack")),
+                    ))
+                }
+            })
+            .collect();
+        let want: Vec<usize> = (0..part.len()).filter(|&i| state[i].is_ok()).collect();
+        let reqs: Vec<(&str, std::ops::Range<u64>)> = want
+            .iter()
+            .map(|&i| {
+                let size = part[i].1;
+                (keys[i].as_str(), size - pack::PACK_FOOT..size)
+            })
+            .collect();
+        let feet = store.get_ranges(&reqs)?;
+        let mut trailers: Vec<(usize, [u8; 32], std::ops::Range<u64>)> = Vec::new();
+        for (&i, foot) in want.iter().zip(feet) {
+            let size = part[i].1;
+            let Some(foot) = foot else {
+                state[i] = Err(missing(i));
+                continue;
+            };
+            match pack::decode_footer(size, &foot) {
+                Ok((len, _)) if len > super::MAX_RANGE_REQUEST => {
+                    state[i] = Err(named(i, Error::corrupt("pack trailer is too long")));
+                }
+                Ok((len, hash)) => {
+                    let end = size - pack::PACK_FOOT;
+                    trailers.push((i, hash, end - len..end));
+                }
+                Err(e) => state[i] = Err(named(i, e)),
+            }
+        }
+        let reqs: Vec<(&str, std::ops::Range<u64>)> = trailers
+            .iter()
+            .map(|(i, _, r)| (keys[*i].as_str(), r.clone()))
+            .collect();
+        let got = store.get_ranges(&reqs)?;
+        let mut recs: Vec<Option<Result<PackRecord>>> = part.iter().map(|_| None).collect();
+        for ((i, hash, _), trailer) in trailers.iter().zip(got) {
+            let (name, size) = part[*i];
+            recs[*i] = Some(match trailer {
+                None => Err(missing(*i)),
+                Some(t) => pack::decode_trailer(&name, size, hash, &t).map_err(|e| named(*i, e)),
+            });
+        }
+        for (rec, st) in recs.into_iter().zip(state) {
+            out.push(match (rec, st) {
+                (Some(r), _) => r,
+                (None, Err(e)) => Err(e),
+                (None, Ok(_)) => Err(Error::with(ErrorKind::Io, "no answer for a pack")),
+            });
+        }
     }
-    let trailer = store
-        .get_ranges(&[(&key, end - len..end)])?
-        .pop()
-        .flatten()
-        .ok_or_else(missing)?;
-    pack::decode_trailer(pack, size, &hash, &trailer).map_err(named)
+    Ok(out)
 }
 
 /// Reads a whole pack and checks it: header, trailer, name, and every

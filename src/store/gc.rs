@@ -21,7 +21,10 @@
 //!
 //! Everything read is checked first; a damaged ref, index object,
 //! tombstone or kept manifest stops the run before it writes or deletes
-//! anything. Each batch of deletes waits on a check that the run's lease
+//! anything. Index and tombstone records are claims: what a run condemns,
+//! copies out and deletes is decided from each pack's own trailer, and a
+//! chunk counts as held elsewhere only once read there (`Avail`); a pack
+//! whose trailer cannot be read is kept. Each batch of deletes waits on a check that the run's lease
 //! is still its own and not about to expire (`lease::check`), which is
 //! what lets a push that wrote over an object this run may delete find
 //! out, by reading the lease, when to look whether it went (DESIGN.md,
@@ -266,20 +269,33 @@ fn collect(
         ..Tomb::default()
     };
     let mut to_repack: Vec<PackRecord> = Vec::new();
-    let mut by_name: Vec<(&blake3::Hash, &&PackRecord)> = indexed.iter().collect();
-    by_name.sort_by_key(|(n, _)| *n.as_bytes());
-    for (name, claimed) in by_name {
-        let Some(info) = ls.packs.get(name) else {
-            continue;
+    // An index record is only a claim: one listing fewer chunks than the
+    // pack holds would have live chunks deleted with it. What is condemned,
+    // copied and written into the tombstone is what the pack's own trailer
+    // (named by its hash) says; the records only pick which packs to read.
+    let mut candidates: Vec<(blake3::Hash, u64)> = indexed
+        .iter()
+        .filter_map(|(name, claimed)| {
+            let info = ls.packs.get(name)?;
+            (!young(info) && doomed(claimed, &live, opts.repack_below))
+                .then_some((*name, info.size))
+        })
+        .collect();
+    candidates.sort_by_key(|(n, _)| *n.as_bytes());
+    // Packs' own records, as read this run.
+    let mut owns: HashMap<blake3::Hash, PackRecord> = HashMap::new();
+    let read = super::catalog::read_pack_indexes(store, &candidates).map_err(refuse)?;
+    for ((name, _), own) in candidates.iter().zip(read) {
+        let own = match own {
+            Ok(own) => own,
+            Err(e) => {
+                // Kept: what it holds cannot be known, so nothing of it is
+                // condemned on a record's word.
+                tracing::warn!("gc: keeping a pack whose trailer cannot be read: {e}");
+                continue;
+            }
         };
-        if young(info) || !doomed(claimed, &live, opts.repack_below) {
-            continue;
-        }
-        // An index record is only a claim: one listing fewer chunks than
-        // the pack holds would have live chunks deleted with it. What is
-        // condemned, copied and written into the tombstone is what the
-        // pack's own trailer (named by its hash) says.
-        let own = super::read_pack_index(store, name, info.size).map_err(refuse)?;
+        owns.insert(*name, own.clone());
         if !doomed(&own, &live, opts.repack_below) {
             continue;
         }
@@ -309,7 +325,7 @@ fn collect(
         }
     }
     for a in ls.loose.keys().filter(|a| live.contains(*a)) {
-        avail.found(*a);
+        avail.claim(*a, Where::Loose);
     }
     // The live chunks the repack copies (each once).
     let mut copy: Vec<(&PackRecord, Vec<pack::PackEntry>)> = Vec::new();
@@ -378,8 +394,8 @@ fn collect(
     let mut del_manifests: Vec<(String, u64)> = Vec::new();
     let mut del_loose: Vec<(String, u64)> = Vec::new();
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
-    // The own records of the packs in `del_packs`.
-    let mut doomed_recs: Vec<PackRecord> = Vec::new();
+    // The packs the ripe tombstones list that may go, each once.
+    let mut sweep: Vec<(blake3::Hash, u64)> = Vec::new();
     for t in &ripe {
         // A pack an earlier run condemned that is in the index again (a
         // push merged an index object read before that run) may be what a
@@ -397,18 +413,43 @@ fn collect(
             {
                 continue;
             }
-            // The tombstone's record, like an index's, is a claim: the
-            // pack's own trailer decides.
-            let own = super::read_pack_index(store, &name, info.size).map_err(refuse)?;
-            if needed(&own, &live, &mut avail) {
-                note_restored(&own, &mut avail, &mut rep);
-                restore.push(own);
-            } else {
-                rep.deleted_packs.add(info.size);
-                del_packs.push((own.key(), info.size));
-                doomed_recs.push(own);
+            sweep.push((name, info.size));
+        }
+    }
+    // The tombstone's record, like an index's, is a claim: the pack's own
+    // trailer decides (read once for the packs this run condemned).
+    let unread: Vec<(blake3::Hash, u64)> = sweep
+        .iter()
+        .filter(|(n, _)| !owns.contains_key(n))
+        .copied()
+        .collect();
+    let read = super::catalog::read_pack_indexes(store, &unread).map_err(refuse)?;
+    for ((name, _), own) in unread.iter().zip(read) {
+        match own {
+            Ok(own) => {
+                owns.insert(*name, own);
+            }
+            Err(e) => {
+                tracing::warn!("gc: keeping a condemned pack whose trailer cannot be read: {e}");
             }
         }
+    }
+    // The own records of the packs in `del_packs`.
+    let mut doomed_recs: Vec<PackRecord> = Vec::new();
+    for (name, size) in &sweep {
+        let Some(own) = owns.get(name).cloned() else {
+            continue;
+        };
+        if needed(&own, &live, &mut avail) {
+            note_restored(&own, &mut avail, &mut rep);
+            restore.push(own);
+        } else {
+            rep.deleted_packs.add(*size);
+            del_packs.push((own.key(), *size));
+            doomed_recs.push(own);
+        }
+    }
+    for t in &ripe {
         for m in &t.manifests {
             let root = blake3::Hash::from_bytes(*m);
             let Some(info) = ls.manifests.get(&root) else {
@@ -531,6 +572,8 @@ fn collect(
         }
         !keep
     });
+    let doomed_keys: HashSet<&str> = del_packs.iter().map(|(k, _)| k.as_str()).collect();
+    doomed_recs.retain(|r| doomed_keys.contains(r.key().as_str()));
     // A push racing this run: trees written (or written again) or named
     // by a ref since the listing. What they need stays: the condemned or
     // doomed packs holding their chunks go back into the index, and their
@@ -608,8 +651,6 @@ fn late_roots(
     Ok(late)
 }
 
-/// The tombstone records of the packs in `doomed` (keys), from the
-/// listing's tombstones.
 /// Whether `rec` holds nothing live, or so little that its live chunks
 /// are copied out and it goes (`repack_below`).
 fn doomed(rec: &PackRecord, live: &HashSet<blake3::Hash>, repack_below: f64) -> bool {
@@ -623,24 +664,35 @@ fn doomed(rec: &PackRecord, live: &HashSet<blake3::Hash>, repack_below: f64) -> 
     alive == 0 || (alive as f64) < repack_below * total as f64
 }
 
-/// Where a chunk stays findable after this run: read from a pack's own
-/// trailer or a loose object, or only claimed by index records.
+/// Where a chunk stays findable after this run: checked, or only claimed
+/// (by index records, or by a loose object's name).
 enum Held {
     Found,
-    /// In these packs (name, object size), index records say.
-    Claimed(Vec<(blake3::Hash, u64)>),
+    Claimed(Vec<Where>),
 }
 
-/// The chunks that stay findable. A chunk only an index record places
-/// somewhere is looked up in that pack's own trailer before anything is
-/// deleted or left uncopied on the strength of it: an index object is
-/// anyone's claim, and one naming a chunk its pack does not hold would
-/// otherwise have the chunk's real holder deleted.
+/// Where a claim places a chunk.
+#[derive(Clone, PartialEq)]
+enum Where {
+    /// In this pack (name, object size), an index record says.
+    Pack(blake3::Hash, u64),
+    /// In its loose chunk object (the store lists one by that name).
+    Loose,
+}
+
+/// The chunks that stay findable. A chunk is taken as held elsewhere only
+/// once the object claimed to hold it is read: the pack's trailer must
+/// list it and its bytes there (or the loose object's) must hash to its
+/// address. Index objects and object names are anyone's claims; one that
+/// places a chunk where it is not would otherwise have its real holder
+/// deleted, or its copy skipped in a repack. Only chunks some pack being
+/// let go also holds are checked so, so a run reads nothing more unless
+/// chunks are stored twice.
 struct Avail<'s> {
     store: &'s dyn BlobStore,
     at: HashMap<blake3::Hash, Held>,
-    /// The chunks of each pack whose trailer was read.
-    read: HashMap<blake3::Hash, HashSet<blake3::Hash>>,
+    /// Where each pack whose trailer was read keeps each chunk.
+    read: HashMap<blake3::Hash, HashMap<blake3::Hash, (u64, u32)>>,
 }
 
 impl<'s> Avail<'s> {
@@ -652,64 +704,94 @@ impl<'s> Avail<'s> {
         }
     }
 
+    fn claim(&mut self, a: blake3::Hash, place: Where) {
+        let held = self
+            .at
+            .entry(a)
+            .or_insert_with(|| Held::Claimed(Vec::new()));
+        if let Held::Claimed(places) = held
+            && !places.contains(&place)
+        {
+            places.push(place);
+        }
+    }
+
     /// The chunks an index record places in a pack that stays.
     fn claimed(&mut self, rec: &PackRecord, size: u64) {
         let name = blake3::Hash::from_bytes(rec.name);
         for e in &rec.entries {
-            let held = self
-                .at
-                .entry(blake3::Hash::from_bytes(e.addr))
-                .or_insert_with(|| Held::Claimed(Vec::new()));
-            if let Held::Claimed(packs) = held
-                && !packs.contains(&(name, size))
-            {
-                packs.push((name, size));
-            }
+            self.claim(blake3::Hash::from_bytes(e.addr), Where::Pack(name, size));
         }
     }
 
-    /// A chunk read where it stays (a checked record's, a loose object).
+    /// A chunk this run copies into a pack of its own (from bytes it
+    /// checked).
     fn found(&mut self, a: blake3::Hash) {
         self.at.insert(a, Held::Found);
     }
 
-    /// Whether `a` stays findable, as the index records say (for the
-    /// report, which reads no pack).
+    /// Whether `a` stays findable, as the claims say (for the report,
+    /// which reads nothing).
     fn has(&self, a: &blake3::Hash) -> bool {
         self.at.contains_key(a)
     }
 
-    /// Whether `a` stays findable, each claim checked against its pack's
-    /// trailer first. A pack that cannot be read holds nothing here, so
-    /// the doubt keeps the chunk's other copy.
+    /// Whether `a` stays findable, each claim checked by reading first.
+    /// An object that cannot be read holds nothing here, so the doubt
+    /// keeps the chunk's other copy.
     fn holds(&mut self, a: &blake3::Hash) -> bool {
-        let packs = match self.at.get(a) {
+        let places = match self.at.get(a) {
             None => return false,
             Some(Held::Found) => return true,
-            Some(Held::Claimed(packs)) => packs.clone(),
+            Some(Held::Claimed(places)) => places.clone(),
         };
-        let store = self.store;
-        for (pack, size) in packs {
-            let chunks = self.read.entry(pack).or_insert_with(|| {
-                match super::read_pack_index(store, &pack, size) {
-                    Ok(rec) => rec
-                        .entries
-                        .iter()
-                        .map(|e| blake3::Hash::from_bytes(e.addr))
-                        .collect(),
-                    Err(e) => {
-                        tracing::warn!("gc: a pack an index names cannot be read: {e}");
-                        HashSet::new()
-                    }
-                }
-            });
-            if chunks.contains(a) {
+        for place in places {
+            if self.check(a, &place) {
                 self.at.insert(*a, Held::Found);
                 return true;
             }
         }
         self.at.remove(a);
         false
+    }
+
+    /// Whether `place` holds the bytes of chunk `a`.
+    fn check(&mut self, a: &blake3::Hash, place: &Where) -> bool {
+        let store = self.store;
+        let got = match place {
+            Where::Pack(pack, size) => {
+                let chunks =
+                    self.read.entry(*pack).or_insert_with(|| {
+                        match super::read_pack_index(store, pack, *size) {
+                            Ok(rec) => rec
+                                .entries
+                                .iter()
+                                .map(|e| (blake3::Hash::from_bytes(e.addr), (e.offset, e.len)))
+                                .collect(),
+                            Err(e) => {
+                                tracing::warn!("gc: a pack an index names cannot be read: {e}");
+                                HashMap::new()
+                            }
+                        }
+                    });
+                let Some(&(offset, len)) = chunks.get(a) else {
+                    return false;
+                };
+                store.get_ranges(&[(&pack::pack_key(pack), offset..offset + len as u64)])
+            }
+            Where::Loose => store.get_chunks(&[*a]),
+        };
+        match got.map(|mut v| v.pop().flatten()) {
+            Ok(Some(bytes)) => blake3::hash(&bytes) == *a,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(
+                    "gc: the other copy of chunk {} cannot be read: {e}",
+                    a.to_hex()
+                );
+                false
+            }
+        }
     }
 }
 
@@ -722,11 +804,10 @@ fn needed(rec: &PackRecord, live: &HashSet<blake3::Hash>, avail: &mut Avail<'_>)
     })
 }
 
-/// `rec` (a pack's own record) goes back into the index.
+/// `rec` (a pack's own record) goes back into the index. Its chunks are
+/// claims like an index record's: its trailer was read, its bytes not.
 fn note_restored(rec: &PackRecord, avail: &mut Avail<'_>, rep: &mut GcReport) {
-    for e in &rec.entries {
-        avail.found(blake3::Hash::from_bytes(e.addr));
-    }
+    avail.claimed(rec, rec.size);
     rep.restored_packs += 1;
 }
 

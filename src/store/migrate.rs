@@ -71,7 +71,7 @@ pub fn migrate(store: &dyn BlobStore, opts: &TransferOptions<'_>) -> Result<Migr
             );
             continue;
         };
-        let Ok((_, table)) = checkpoint::meta_chunks(meta) else {
+        let Ok((_, table)) = checkpoint::meta_chunks(meta, u64::MAX) else {
             continue;
         };
         for (addr, _) in table {

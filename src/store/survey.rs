@@ -69,7 +69,9 @@ pub(super) fn manifest_chunks(
         return Err(bad(Error::corrupt("too big")));
     }
     let meta = manifest::decode(root, &bytes).map_err(bad)?;
-    let (got, chunks) = checkpoint::meta_chunks(meta).map_err(bad)?;
+    // The store's own manifests, bounded by `MAX_MANIFEST_OBJECT` only:
+    // no loader's limits apply here (see README, "Known limits").
+    let (got, chunks) = checkpoint::meta_chunks(meta, u64::MAX).map_err(bad)?;
     if got != *root {
         return Err(bad(Error::corrupt("it describes another tree")));
     }

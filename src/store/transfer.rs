@@ -310,8 +310,10 @@ pub(crate) fn loose_chunks(store: &dyn BlobStore) -> Result<HashSet<blake3::Hash
 /// chunks (address, length) in order, and the manifest object's size.
 type Fetched = (Vec<u8>, Vec<(blake3::Hash, u32)>, u64);
 
-/// Fetches and checks the manifest for `root`.
-fn fetch_manifest(store: &dyn BlobStore, root: &blake3::Hash) -> Result<Fetched> {
+/// Fetches and checks the manifest for `root`, its lists decoded within
+/// `budget` bytes (the opener's `max_bytes`; none for a pull, which makes
+/// a file and loads nothing).
+fn fetch_manifest(store: &dyn BlobStore, root: &blake3::Hash, budget: u64) -> Result<Fetched> {
     let Some(bytes) = store.get_manifest(root)? else {
         return Err(Error::with(
             ErrorKind::NotFound,
@@ -319,7 +321,8 @@ fn fetch_manifest(store: &dyn BlobStore, root: &blake3::Hash) -> Result<Fetched>
         ));
     };
     let meta = manifest::decode(root, &bytes).map_err(|e| in_manifest(store, root, e))?;
-    let (got, chunks) = checkpoint::meta_chunks(meta).map_err(|e| in_manifest(store, root, e))?;
+    let (got, chunks) =
+        checkpoint::meta_chunks(meta, budget).map_err(|e| in_manifest(store, root, e))?;
     if got != *root {
         return Err(in_manifest(
             store,
@@ -525,7 +528,7 @@ fn manifest_and_catalog(
 ) -> Result<(Fetched, Catalog)> {
     std::thread::scope(|s| {
         let cat = s.spawn(|| Catalog::load(store, cache.as_deref()));
-        let m = fetch_manifest(store, root);
+        let m = fetch_manifest(store, root, u64::MAX);
         let cat = cat
             .join()
             .unwrap_or_else(|_| Err(io_err("catalog thread failed")));
@@ -578,7 +581,7 @@ pub(crate) fn open_lazy_source(
                 CatalogSlot::finish_in_background(store.clone(), cache.clone(), catalog, listed)
             })
         });
-        let m = fetch_manifest(&*store, root);
+        let m = fetch_manifest(&*store, root, limits.max_bytes);
         let cat = cat
             .join()
             .unwrap_or_else(|_| Err(io_err("catalog thread failed")));
@@ -586,7 +589,7 @@ pub(crate) fn open_lazy_source(
     });
     let (meta, chunks, _) = fetched?;
     let slot = slot?;
-    let runs = checkpoint::meta_file_runs(&meta)?;
+    let runs = checkpoint::meta_file_runs(&meta, limits.max_bytes)?;
     let source = Arc::new(StoreSource::with_cap(
         store,
         Some(slot),

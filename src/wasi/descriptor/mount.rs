@@ -444,3 +444,20 @@ impl MountBackend {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checked before the host sees the path: the kernel would refuse
+    /// most of these too, after cap-primitives had copied and split them.
+    #[test]
+    fn host_paths_are_bounded_as_the_tree_bounds_them() {
+        let longest = "a".repeat(crate::PATH_MAX - 1);
+        assert_eq!(host_path(&longest).ok(), Some(Path::new(&longest)));
+        let long = "a/".repeat(crate::PATH_MAX / 2);
+        assert!(matches!(host_path(&long), Err(ErrorCode::NameTooLong)));
+        assert!(matches!(host_path("a\0b"), Err(ErrorCode::Invalid)));
+        assert_eq!(host_path("a/b").ok(), Some(Path::new("a/b")));
+    }
+}

@@ -27,6 +27,12 @@ impl WasiP1Ctx {
         }
         mem.array(subs, n, SUBSCRIPTION_SIZE, 8)?;
         mem.array(events, n, EVENT_SIZE, 8)?;
+        // Each subscription is read twice in one host call, which no
+        // deadline interrupts: at most as many as the descriptor table
+        // holds (`EINVAL` beyond, as `poll` says past its limit).
+        if n as usize > crate::wasi::p1::MAX_DESCRIPTORS {
+            return Err(Errno::INVAL.into());
+        }
         // Pass 1: validate, find the earliest clock and whether any
         // descriptor is subscribed.
         let mut earliest: Option<u64> = None;
