@@ -801,23 +801,41 @@ struct FakeRecord {
     entries: Vec<FakeEntry>,
 }
 
+/// An index object's body.
+#[derive(serde::Serialize)]
+struct FakeIndex {
+    written: u64,
+    packs: Vec<FakeRecord>,
+}
+
+/// A tombstone's body.
+#[derive(serde::Serialize)]
+struct FakeTomb<P> {
+    written: u64,
+    manifests: Vec<[u8; 32]>,
+    packs: Vec<P>,
+    loose: Vec<[u8; 32]>,
+}
+
+/// A pack's name from its object key.
+fn pack_name(key: &str) -> blake3::Hash {
+    blake3::Hash::from_hex(key.strip_prefix("packs/").unwrap()).unwrap()
+}
+
 /// A record for each pack of `s` claiming it holds one byte of a chunk
 /// nobody has.
 fn lying_records(s: &dyn BlobStore) -> Vec<FakeRecord> {
     s.list_info("packs/")
         .unwrap()
         .into_iter()
-        .map(|i| {
-            let hex = i.key.strip_prefix("packs/").unwrap();
-            FakeRecord {
-                name: *blake3::Hash::from_hex(hex).unwrap().as_bytes(),
-                size: i.size,
-                entries: vec![FakeEntry {
-                    addr: *blake3::hash(b"nobody's").as_bytes(),
-                    offset: 11,
-                    len: 1,
-                }],
-            }
+        .map(|i| FakeRecord {
+            name: *pack_name(&i.key).as_bytes(),
+            size: i.size,
+            entries: vec![FakeEntry {
+                addr: *blake3::hash(b"nobody's").as_bytes(),
+                offset: 11,
+                len: 1,
+            }],
         })
         .collect()
 }
@@ -834,40 +852,70 @@ fn framed(magic: &[u8; 9], body: &[u8]) -> (String, Vec<u8>) {
     (blake3::hash(&out).to_hex().to_string(), out)
 }
 
-#[test]
-fn an_index_object_that_lies_about_a_pack_does_not_get_it_deleted() {
-    let s = MemStore::new();
-    let root = push(&s, &tree(70, 200_000));
-    refs::update(&s, "base", &root, Expect::Absent, "test").unwrap();
-    let genuine: Vec<String> = s
-        .list_info("index/")
+/// Writes an index object of `body`; its key.
+fn put_index(s: &dyn BlobStore, body: &FakeIndex) -> String {
+    let (name, bytes) = framed(b"cowvfs\0ix", &postcard::to_stdvec(body).unwrap());
+    let key = format!("index/{name}");
+    s.put_objects(&[(&key, &bytes)]).unwrap();
+    key
+}
+
+/// Writes a tombstone condemning `packs`.
+fn put_tombstone<P: serde::Serialize>(s: &dyn BlobStore, packs: Vec<P>) {
+    let body = FakeTomb {
+        written: 0,
+        manifests: Vec::new(),
+        packs,
+        loose: Vec::new(),
+    };
+    let (name, bytes) = framed(b"cowvfs\0gc", &postcard::to_stdvec(&body).unwrap());
+    s.put_objects(&[(&format!("gc/{name}"), &bytes)]).unwrap();
+}
+
+fn index_keys(s: &dyn BlobStore) -> Vec<String> {
+    s.list_info("index/")
         .unwrap()
         .into_iter()
         .map(|i| i.key)
-        .collect();
+        .collect()
+}
+
+/// Takes every index object away, as if the pushes had died before
+/// writing them.
+fn unindex(s: &dyn BlobStore) {
+    let keys = index_keys(s);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    s.delete_objects(&keys).unwrap();
+}
+
+/// Pushes `snap` and names it by the ref `name`.
+fn kept(s: &dyn BlobStore, snap: &Snapshot, name: &str) -> blake3::Hash {
+    let root = push(s, snap);
+    refs::update(s, name, &root, Expect::Absent, "test").unwrap();
+    root
+}
+
+#[test]
+fn an_index_object_that_lies_about_a_pack_does_not_get_it_deleted() {
+    let s = MemStore::new();
+    let root = kept(&s, &tree(70, 200_000), "base");
+    let genuine = index_keys(&s);
     assert!(!genuine.is_empty());
     // The first record of a pack read wins, and index objects are read in
     // name order: the lie is made to sort first.
-    #[derive(serde::Serialize)]
-    struct Body {
-        written: u64,
-        packs: Vec<FakeRecord>,
-    }
     let mut written = 0;
-    let (key, bytes) = loop {
-        let body = postcard::to_stdvec(&Body {
+    let body = loop {
+        let body = FakeIndex {
             written,
             packs: lying_records(&s),
-        })
-        .unwrap();
-        let (name, bytes) = framed(b"cowvfs\0ix", &body);
-        let key = format!("index/{name}");
-        if genuine.iter().all(|g| key < *g) {
-            break (key, bytes);
+        };
+        let (name, _) = framed(b"cowvfs\0ix", &postcard::to_stdvec(&body).unwrap());
+        if genuine.iter().all(|g| format!("index/{name}") < *g) {
+            break body;
         }
         written += 1;
     };
-    s.put_objects(&[(&key, &bytes)]).unwrap();
+    put_index(&s, &body);
     age(&s);
     let r = store::gc(&s, &opts(Duration::ZERO)).unwrap();
     assert_eq!(r.deleted_packs.objects, 0, "{r:?}");
@@ -878,34 +926,11 @@ fn an_index_object_that_lies_about_a_pack_does_not_get_it_deleted() {
 #[test]
 fn a_tombstone_that_lies_about_a_pack_does_not_get_it_deleted() {
     let s = MemStore::new();
-    let root = push(&s, &tree(71, 200_000));
-    refs::update(&s, "base", &root, Expect::Absent, "test").unwrap();
+    let root = kept(&s, &tree(71, 200_000), "base");
     // The packs are in no index (as after a push that died before writing
     // its index), and a tombstone says each holds nothing of use.
-    let index: Vec<String> = s
-        .list_info("index/")
-        .unwrap()
-        .into_iter()
-        .map(|i| i.key)
-        .collect();
-    let keys: Vec<&str> = index.iter().map(String::as_str).collect();
-    s.delete_objects(&keys).unwrap();
-    #[derive(serde::Serialize)]
-    struct Body {
-        written: u64,
-        manifests: Vec<[u8; 32]>,
-        packs: Vec<FakeRecord>,
-        loose: Vec<[u8; 32]>,
-    }
-    let body = postcard::to_stdvec(&Body {
-        written: 0,
-        manifests: Vec::new(),
-        packs: lying_records(&s),
-        loose: Vec::new(),
-    })
-    .unwrap();
-    let (name, bytes) = framed(b"cowvfs\0gc", &body);
-    s.put_objects(&[(&format!("gc/{name}"), &bytes)]).unwrap();
+    unindex(&s);
+    put_tombstone(&s, lying_records(&s));
     age(&s);
     let r = store::gc(&s, &opts(Duration::from_secs(60))).unwrap();
     assert_eq!(r.deleted_packs.objects, 0, "{r:?}");
@@ -919,37 +944,22 @@ fn a_claim_that_another_pack_holds_a_chunk_is_read_before_it_is_believed() {
     // Tree `a`: its packs are left in no index, a tombstone condemns them
     // (its records are their own), so the sweep asks whether anything
     // else holds their live chunks.
-    let a = push(&s, &tree(72, 200_000));
-    refs::update(&s, "a", &a, Expect::Absent, "test").unwrap();
+    let a = kept(&s, &tree(72, 200_000), "a");
     let a_packs: Vec<ObjectInfo> = s.list_info("packs/").unwrap();
     let a_records: Vec<store::PackRecord> = a_packs
         .iter()
-        .map(|i| {
-            let hex = i.key.strip_prefix("packs/").unwrap();
-            store::read_pack_index(&s, &blake3::Hash::from_hex(hex).unwrap(), i.size).unwrap()
-        })
+        .map(|i| store::read_pack_index(&s, &pack_name(&i.key), i.size).unwrap())
         .collect();
-    let index: Vec<String> = s
-        .list_info("index/")
-        .unwrap()
-        .into_iter()
-        .map(|i| i.key)
-        .collect();
-    let keys: Vec<&str> = index.iter().map(String::as_str).collect();
-    s.delete_objects(&keys).unwrap();
+    unindex(&s);
     // Tree `b`, indexed and kept: an index object claims its pack holds
     // every chunk of `a` too.
-    let b = push(&s, &noise_tree(73));
-    refs::update(&s, "b", &b, Expect::Absent, "test").unwrap();
+    let b = kept(&s, &noise_tree(73), "b");
     let b_pack = s
         .list_info("packs/")
         .unwrap()
         .into_iter()
         .find(|i| !a_packs.iter().any(|p| p.key == i.key))
         .unwrap();
-    let b_name = *blake3::Hash::from_hex(b_pack.key.strip_prefix("packs/").unwrap())
-        .unwrap()
-        .as_bytes();
     let claims: Vec<FakeEntry> = a_records
         .iter()
         .flat_map(|r| &r.entries)
@@ -960,39 +970,18 @@ fn a_claim_that_another_pack_holds_a_chunk_is_read_before_it_is_believed() {
             len: 1,
         })
         .collect();
-    #[derive(serde::Serialize)]
-    struct Index {
-        written: u64,
-        packs: Vec<FakeRecord>,
-    }
-    let body = postcard::to_stdvec(&Index {
-        written: 0,
-        packs: vec![FakeRecord {
-            name: b_name,
-            size: b_pack.size,
-            entries: claims,
-        }],
-    })
-    .unwrap();
-    let (name, bytes) = framed(b"cowvfs\0ix", &body);
-    let lie = format!("index/{name}");
-    s.put_objects(&[(&lie, &bytes)]).unwrap();
-    #[derive(serde::Serialize)]
-    struct Tombstone {
-        written: u64,
-        manifests: Vec<[u8; 32]>,
-        packs: Vec<store::PackRecord>,
-        loose: Vec<[u8; 32]>,
-    }
-    let body = postcard::to_stdvec(&Tombstone {
-        written: 0,
-        manifests: Vec::new(),
-        packs: a_records,
-        loose: Vec::new(),
-    })
-    .unwrap();
-    let (name, bytes) = framed(b"cowvfs\0gc", &body);
-    s.put_objects(&[(&format!("gc/{name}"), &bytes)]).unwrap();
+    let lie = put_index(
+        &s,
+        &FakeIndex {
+            written: 0,
+            packs: vec![FakeRecord {
+                name: *pack_name(&b_pack.key).as_bytes(),
+                size: b_pack.size,
+                entries: claims,
+            }],
+        },
+    );
+    put_tombstone(&s, a_records);
     age(&s);
     let r = store::gc(&s, &opts(Duration::from_secs(60))).unwrap();
     assert_eq!(r.deleted_packs.objects, 0, "{r:?}");
