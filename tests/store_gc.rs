@@ -931,10 +931,15 @@ fn a_tombstone_that_lies_about_a_pack_does_not_get_it_deleted() {
     // its index), and a tombstone says each holds nothing of use.
     unindex(&s);
     put_tombstone(&s, lying_records(&s));
+    // And a pack object that is not one, in no index: kept, the run goes
+    // on (it once stopped every run until someone removed it).
+    let junk = format!("packs/{}", blake3::hash(b"junk").to_hex());
+    s.put_objects(&[(&junk, b"not a pack".as_slice())]).unwrap();
     age(&s);
     let r = store::gc(&s, &opts(Duration::from_secs(60))).unwrap();
     assert_eq!(r.deleted_packs.objects, 0, "{r:?}");
     assert!(r.restored_packs >= 1, "{r:?}");
+    assert!(s.get_raw(&junk).is_some());
     verifies(&s, &root);
 }
 

@@ -21,10 +21,11 @@
 //!
 //! Everything read is checked first; a damaged ref, index object,
 //! tombstone or kept manifest stops the run before it writes or deletes
-//! anything. Index and tombstone records are claims: what a run condemns,
-//! copies out and deletes is decided from each pack's own trailer, and a
-//! chunk counts as held elsewhere only once read there (`Avail`); a pack
-//! whose trailer cannot be read is kept. Each batch of deletes waits on a check that the run's lease
+//! anything. Index and tombstone records are claims: what a run
+//! condemns, copies out and deletes is decided from each pack's own
+//! trailer, and a chunk counts as held elsewhere only once read there
+//! (`Avail`); a pack whose trailer cannot be read is kept, with a warning.
+//! Each batch of deletes waits on a check that the run's lease
 //! is still its own and not about to expire (`lease::check`), which is
 //! what lets a push that wrote over an object this run may delete find
 //! out, by reading the lease, when to look whether it went (DESIGN.md,
@@ -353,7 +354,13 @@ fn collect(
         .collect();
     orphans.sort_by_key(|(n, _)| *n.as_bytes());
     for (name, info) in orphans {
-        let rec = super::read_pack_index(store, name, info.size).map_err(refuse)?;
+        let rec = match super::read_pack_index(store, name, info.size) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::warn!("gc: keeping a pack in no index whose trailer cannot be read: {e}");
+                continue;
+            }
+        };
         if needed(&rec, &live, &mut avail) {
             note_restored(&rec, &mut avail, &mut rep);
             restore.push(rec);
