@@ -29,18 +29,14 @@ pub(super) struct MountBackend {
     pub(super) mount: u32,
 }
 
-/// A guest's path (or symlink target) as the host gets it. Refused as the
-/// memory tree refuses it: 4,096 bytes or more is `ENAMETOOLONG`, a NUL
-/// byte `EINVAL`. Checked before cap-primitives sees it, which copies the
+/// A guest's path (or symlink target) as the host gets it, checked as the
+/// memory tree checks its own (`path::check_path` at `PATH_MAX`: 4,096
+/// bytes or more is `ENAMETOOLONG`, a NUL byte `EINVAL`, an empty path
+/// `ENOENT`). Checked before cap-primitives sees it, which copies the
 /// whole path (and without `openat2`, splits it into a list of its
 /// components) before the kernel would say it is too long.
 fn host_path(path: &str) -> Result<&Path, ErrorCode> {
-    if path.len() >= crate::PATH_MAX {
-        return Err(ErrorCode::NameTooLong);
-    }
-    if path.as_bytes().contains(&0) {
-        return Err(ErrorCode::Invalid);
-    }
+    crate::path::check_path(path, crate::PATH_MAX)?;
     Ok(Path::new(path))
 }
 
@@ -458,6 +454,7 @@ mod tests {
         let long = "a/".repeat(crate::PATH_MAX / 2);
         assert!(matches!(host_path(&long), Err(ErrorCode::NameTooLong)));
         assert!(matches!(host_path("a\0b"), Err(ErrorCode::Invalid)));
+        assert!(matches!(host_path(""), Err(ErrorCode::NoEntry)));
         assert_eq!(host_path("a/b").ok(), Some(Path::new("a/b")));
     }
 }
