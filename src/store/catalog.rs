@@ -452,22 +452,21 @@ pub(crate) fn read_pack_indexes(
                 format!("{}/{}: no such pack", store.location(), keys[i]),
             )
         };
-        // Each pack's state as the reads go: an error, or what to read.
-        let mut state: Vec<Result<u64>> = part
+        // Each pack's answer once known; `None` while its reads go on.
+        let mut answers: Vec<Option<Result<PackRecord>>> = part
             .iter()
             .enumerate()
             .map(|(i, &(_, size))| {
-                if (pack::PACK_HEAD + pack::PACK_FOOT..=super::MAX_PACK_OBJECT).contains(&size) {
-                    Ok(size)
-                } else {
-                    Err(named(
-                        i,
-                        Error::corrupt(format!("size {size} is out of range for a pack")),
-                    ))
-                }
+                (!(pack::PACK_HEAD + pack::PACK_FOOT..=super::MAX_PACK_OBJECT).contains(&size))
+                    .then(|| {
+                        Err(named(
+                            i,
+                            Error::corrupt(format!("size {size} is out of range for a pack")),
+                        ))
+                    })
             })
             .collect();
-        let want: Vec<usize> = (0..part.len()).filter(|&i| state[i].is_ok()).collect();
+        let want: Vec<usize> = (0..part.len()).filter(|&i| answers[i].is_none()).collect();
         let reqs: Vec<(&str, std::ops::Range<u64>)> = want
             .iter()
             .map(|&i| {
@@ -480,18 +479,18 @@ pub(crate) fn read_pack_indexes(
         for (&i, foot) in want.iter().zip(feet) {
             let size = part[i].1;
             let Some(foot) = foot else {
-                state[i] = Err(missing(i));
+                answers[i] = Some(Err(missing(i)));
                 continue;
             };
             match pack::decode_footer(size, &foot) {
                 Ok((len, _)) if len > super::MAX_RANGE_REQUEST => {
-                    state[i] = Err(named(i, Error::corrupt("pack trailer is too long")));
+                    answers[i] = Some(Err(named(i, Error::corrupt("pack trailer is too long"))));
                 }
                 Ok((len, hash)) => {
                     let end = size - pack::PACK_FOOT;
                     trailers.push((i, hash, end - len..end));
                 }
-                Err(e) => state[i] = Err(named(i, e)),
+                Err(e) => answers[i] = Some(Err(named(i, e))),
             }
         }
         let reqs: Vec<(&str, std::ops::Range<u64>)> = trailers
@@ -499,21 +498,18 @@ pub(crate) fn read_pack_indexes(
             .map(|(i, _, r)| (keys[*i].as_str(), r.clone()))
             .collect();
         let got = store.get_ranges(&reqs)?;
-        let mut recs: Vec<Option<Result<PackRecord>>> = part.iter().map(|_| None).collect();
         for ((i, hash, _), trailer) in trailers.iter().zip(got) {
             let (name, size) = part[*i];
-            recs[*i] = Some(match trailer {
+            answers[*i] = Some(match trailer {
                 None => Err(missing(*i)),
                 Some(t) => pack::decode_trailer(&name, size, hash, &t).map_err(|e| named(*i, e)),
             });
         }
-        for (rec, st) in recs.into_iter().zip(state) {
-            out.push(match (rec, st) {
-                (Some(r), _) => r,
-                (None, Err(e)) => Err(e),
-                (None, Ok(_)) => Err(Error::with(ErrorKind::Io, "no answer for a pack")),
-            });
-        }
+        out.extend(
+            answers.into_iter().map(|a| {
+                a.unwrap_or_else(|| Err(Error::with(ErrorKind::Io, "no answer for a pack")))
+            }),
+        );
     }
     Ok(out)
 }
