@@ -353,79 +353,103 @@ pub(super) fn open_path(
 // Store metadata: a full checkpoint's header and metadata with no data
 // section, its chunks kept elsewhere by address (see `encode_meta`).
 
-fn decode_meta(bytes: &[u8], budget: u64) -> Result<(Header, TreeRecord<'_>)> {
-    let mut r = bytes;
-    let h = Header::decode(&mut r)?;
-    if h.is_delta() || h.compressed {
-        return Err(Error::corrupt(
-            "store metadata must describe a full, uncompressed tree",
-        ));
-    }
-    if r.len() as u64 != h.meta_len {
-        return Err(Error::corrupt("metadata length disagrees with the header"));
-    }
-    let m = decode_tree_record(&h, r, budget)?;
-    Ok((h, m))
+/// Bytes from [`encode_meta`](super::encode_meta), decoded and checked
+/// once (header, metadata hash, every length), their lists built within a
+/// budget: what a lazy open from a store needs before the tree (its
+/// chunks, how far read-ahead may run), then the tree itself.
+pub(crate) struct StoreMeta<'m> {
+    h: Header,
+    m: TreeRecord<'m>,
 }
 
-/// Checks bytes from [`encode_meta`](super::encode_meta) (header, metadata hash, every length)
-/// and lists their root hash and chunks: (address, length without trailing
-/// zeros) in order. Its lists take at most `budget` bytes while decoding
-/// (`u64::MAX` where no loader's limits apply).
+impl<'m> StoreMeta<'m> {
+    /// Decodes `bytes`, their lists taking at most `budget` bytes while
+    /// decoding (`u64::MAX` where no loader's limits apply).
+    pub(crate) fn decode(bytes: &'m [u8], budget: u64) -> Result<StoreMeta<'m>> {
+        let mut r = bytes;
+        let h = Header::decode(&mut r)?;
+        if h.is_delta() || h.compressed {
+            return Err(Error::corrupt(
+                "store metadata must describe a full, uncompressed tree",
+            ));
+        }
+        if r.len() as u64 != h.meta_len {
+            return Err(Error::corrupt("metadata length disagrees with the header"));
+        }
+        let m = decode_tree_record(&h, r, budget)?;
+        Ok(StoreMeta { h, m })
+    }
+
+    /// The root hash the header claims (checked against the tree by
+    /// [`StoreMeta::open`]).
+    pub(crate) fn root(&self) -> blake3::Hash {
+        self.h.root_hash
+    }
+
+    /// The chunks, (address, length without trailing zeros) in order.
+    pub(crate) fn chunks(&self) -> Vec<(blake3::Hash, u32)> {
+        self.m
+            .blobs
+            .iter()
+            .map(|b| (blake3::Hash::from_bytes(b.addr), b.raw_len))
+            .collect()
+    }
+
+    /// For each chunk, the index one past the last chunk that follows it
+    /// in the same file (the table lists a file's chunks in order): how
+    /// far a lazy reader's read-ahead may go without leaving the file.
+    pub(crate) fn file_runs(&self) -> Vec<u64> {
+        let n = self.m.blobs.len();
+        let mut linked = vec![false; n];
+        for i in &self.m.inodes {
+            if let NodeRec::File { chunks, .. } = &i.node {
+                for pair in chunks.windows(2) {
+                    if let (BlobRef::Own(a), BlobRef::Own(b)) = (pair[0].blob, pair[1].blob)
+                        && b as u64 == a as u64 + 1
+                        && (b as usize) < n
+                    {
+                        linked[a as usize] = true;
+                    }
+                }
+            }
+        }
+        let mut end = vec![0u64; n];
+        for k in (0..n).rev() {
+            end[k] = if linked[k] && k + 1 < n {
+                end[k + 1]
+            } else {
+                k as u64 + 1
+            };
+        }
+        end
+    }
+
+    /// The snapshot these bytes describe, with every check
+    /// [`Snapshot::open`] makes, the root hash among them (a store names a
+    /// tree by it); chunk `i` (in [`StoreMeta::chunks`] order) is fetched
+    /// from `source` with key `i` on first use and verified then.
+    pub(crate) fn open(self, source: Arc<dyn ChunkSource>, limits: &Limits) -> Result<Snapshot> {
+        let blobs = lazy_blobs(&self.m.blobs, &source);
+        build(&self.h, self.m, blobs, None, RootCheck::Verify, limits)
+    }
+}
+
+/// The root hash and chunks of bytes from [`encode_meta`](super::encode_meta)
+/// ([`StoreMeta::decode`], then its lists).
 pub(crate) fn meta_chunks(
     bytes: &[u8],
     budget: u64,
 ) -> Result<(blake3::Hash, Vec<(blake3::Hash, u32)>)> {
-    let (h, m) = decode_meta(bytes, budget)?;
-    let chunks = m
-        .blobs
-        .iter()
-        .map(|b| (blake3::Hash::from_bytes(b.addr), b.raw_len))
-        .collect();
-    Ok((h.root_hash, chunks))
+    let meta = StoreMeta::decode(bytes, budget)?;
+    Ok((meta.root(), meta.chunks()))
 }
 
-/// For each chunk of [`meta_chunks`], the index one past the last chunk
-/// that follows it in the same file (the table lists a file's chunks in
-/// order): how far a lazy reader's read-ahead may go without leaving the
-/// file.
-pub(crate) fn meta_file_runs(bytes: &[u8], budget: u64) -> Result<Vec<u64>> {
-    let (_, m) = decode_meta(bytes, budget)?;
-    let n = m.blobs.len();
-    let mut linked = vec![false; n];
-    for i in &m.inodes {
-        if let NodeRec::File { chunks, .. } = &i.node {
-            for pair in chunks.windows(2) {
-                if let (BlobRef::Own(a), BlobRef::Own(b)) = (pair[0].blob, pair[1].blob)
-                    && b as u64 == a as u64 + 1
-                    && (b as usize) < n
-                {
-                    linked[a as usize] = true;
-                }
-            }
-        }
-    }
-    let mut end = vec![0u64; n];
-    for k in (0..n).rev() {
-        end[k] = if linked[k] && k + 1 < n {
-            end[k + 1]
-        } else {
-            k as u64 + 1
-        };
-    }
-    Ok(end)
-}
-
-/// The snapshot that bytes from [`encode_meta`](super::encode_meta) describe, with every check
-/// [`Snapshot::open`] makes; chunk `i` (in [`meta_chunks`] order) is fetched
-/// from `source` with key `i` on first use and verified then.
+/// The snapshot that bytes from [`encode_meta`](super::encode_meta)
+/// describe, decoded within `limits` ([`StoreMeta::open`]).
 pub(crate) fn open_meta(
     bytes: &[u8],
     source: Arc<dyn ChunkSource>,
     limits: &Limits,
 ) -> Result<Snapshot> {
-    let (h, m) = decode_meta(bytes, limits.max_bytes)?;
-    let blobs = lazy_blobs(&m.blobs, &source);
-    // A store names a tree by its root hash, so that is checked here.
-    build(&h, m, blobs, None, RootCheck::Verify, limits)
+    StoreMeta::decode(bytes, limits.max_bytes)?.open(source, limits)
 }

@@ -71,8 +71,8 @@ pub(crate) use encode::encode_meta;
 use encode::{encode, write_with};
 pub use format::{FORMAT_VERSION, Header, seal_for_fuzzing, split_for_fuzzing};
 use format::{NodeRec, hex};
+pub(crate) use load::{StoreMeta, meta_chunks, open_meta};
 use load::{decode_tree_record, load_path, load_stream, open_path, read_meta};
-pub(crate) use load::{meta_chunks, meta_file_runs, open_meta};
 pub(crate) use verified::save_verified;
 
 /// Reads the header of the checkpoint at `path`: version, root hash,

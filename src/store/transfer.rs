@@ -15,7 +15,7 @@ use super::lazy::{CatalogSlot, StoreSource};
 use super::pack::DEFAULT_PACK_SIZE;
 use super::publish;
 use super::{BlobStore, MAX_MANIFEST_OBJECT, MemStore, io_err, manifest, oversized};
-use crate::checkpoint;
+use crate::checkpoint::{self, StoreMeta};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::vfs::Snapshot;
@@ -314,23 +314,36 @@ type Fetched = (Vec<u8>, Vec<(blake3::Hash, u32)>, u64);
 /// `budget` bytes (the opener's `max_bytes`; none for a pull, which makes
 /// a file and loads nothing).
 fn fetch_manifest(store: &dyn BlobStore, root: &blake3::Hash, budget: u64) -> Result<Fetched> {
-    let Some(bytes) = store.get_manifest(root)? else {
-        return Err(Error::with(
+    let bytes = manifest_object(store, root)?;
+    let (inner, meta) = checked_meta(store, root, &bytes, budget)?;
+    Ok((inner.to_vec(), meta.chunks(), bytes.len() as u64))
+}
+
+/// The manifest object of `root`, unchecked; `NotFound` if there is none.
+fn manifest_object(store: &dyn BlobStore, root: &blake3::Hash) -> Result<Vec<u8>> {
+    store.get_manifest(root)?.ok_or_else(|| {
+        Error::with(
             ErrorKind::NotFound,
             format!("{}: no tree with root {}", store.location(), root.to_hex()),
-        ));
-    };
-    let meta = manifest::decode(root, &bytes).map_err(|e| in_manifest(store, root, e))?;
-    let (got, chunks) =
-        checkpoint::meta_chunks(meta, budget).map_err(|e| in_manifest(store, root, e))?;
-    if got != *root {
-        return Err(in_manifest(
-            store,
-            root,
-            Error::corrupt("it describes another tree"),
-        ));
+        )
+    })
+}
+
+/// The metadata inside manifest object `bytes`: its bytes, and decoded
+/// once within `budget`, checked to describe the tree `root`.
+fn checked_meta<'b>(
+    store: &dyn BlobStore,
+    root: &blake3::Hash,
+    bytes: &'b [u8],
+    budget: u64,
+) -> Result<(&'b [u8], StoreMeta<'b>)> {
+    let in_it = |e| in_manifest(store, root, e);
+    let inner = manifest::decode(root, bytes).map_err(in_it)?;
+    let meta = StoreMeta::decode(inner, budget).map_err(in_it)?;
+    if meta.root() != *root {
+        return Err(in_it(Error::corrupt("it describes another tree")));
     }
-    Ok((meta.to_vec(), chunks, bytes.len() as u64))
+    Ok((inner, meta))
 }
 
 fn in_manifest(store: &dyn BlobStore, root: &blake3::Hash, e: Error) -> Error {
@@ -574,30 +587,36 @@ pub(crate) fn open_lazy_source(
     cap: u64,
 ) -> Result<(Snapshot, Arc<StoreSource>)> {
     // The index objects are asked for as soon as the listing is in,
-    // while the manifest may still be arriving or being checked.
-    let (fetched, slot) = std::thread::scope(|s| {
-        let cat = s.spawn(|| {
+    // while the manifest may still be arriving or being checked. The
+    // manifest is decoded once: its chunk list, its read-ahead runs and
+    // the tree all come from that one decode.
+    let for_catalog = (store.clone(), cache.clone());
+    std::thread::scope(|s| {
+        let cat = s.spawn(move || {
+            let (store, cache) = for_catalog;
             Catalog::begin(&*store).map(|(catalog, listed)| {
-                CatalogSlot::finish_in_background(store.clone(), cache.clone(), catalog, listed)
+                CatalogSlot::finish_in_background(store, cache, catalog, listed)
             })
         });
-        let m = fetch_manifest(&*store, root, limits.max_bytes);
-        let cat = cat
+        let bytes = manifest_object(&*store, root);
+        let meta = bytes
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|b| checked_meta(&*store, root, b, limits.max_bytes))
+            .map(|(_, meta)| meta);
+        let slot = cat
             .join()
             .unwrap_or_else(|_| Err(io_err("catalog thread failed")));
-        (m, cat)
-    });
-    let (meta, chunks, _) = fetched?;
-    let slot = slot?;
-    let runs = checkpoint::meta_file_runs(&meta, limits.max_bytes)?;
-    let source = Arc::new(StoreSource::with_cap(
-        store,
-        Some(slot),
-        cache,
-        chunks,
-        runs,
-        cap,
-    ));
-    let snap = checkpoint::open_meta(&meta, source.clone(), limits)?;
-    Ok((snap, source))
+        let meta = meta?;
+        let source = Arc::new(StoreSource::with_cap(
+            store.clone(),
+            Some(slot?),
+            cache,
+            meta.chunks(),
+            meta.file_runs(),
+            cap,
+        ));
+        let snap = meta.open(source.clone(), limits)?;
+        Ok((snap, source))
+    })
 }
