@@ -35,6 +35,14 @@ pub(crate) trait ChunkSource: Send + Sync + fmt::Debug {
     /// source's own locator that it handed out when the blob was made
     /// (an index into a checkpoint's chunk table, say).
     fn fetch(&self, key: u64, addr: &blake3::Hash) -> Result<Vec<u8>>;
+
+    /// The chunk again, after the bytes [`ChunkSource::fetch`] gave failed
+    /// verification. A source that may hold more than one copy (a fleet
+    /// store, where two packs can hold the same chunk) tries the others
+    /// here, checking each; by default there is no other copy.
+    fn fetch_again(&self, _key: u64, addr: &blake3::Hash) -> Result<Vec<u8>> {
+        Err(Blob::failed(addr))
+    }
 }
 
 /// Trimmed bytes with a known address, possibly not loaded yet.
@@ -102,6 +110,24 @@ impl Blob {
         self.bytes.get().is_some()
     }
 
+    /// Whether `bytes` are this blob's: its length, no trailing zero, and
+    /// they hash to its address.
+    fn holds(&self, bytes: &[u8]) -> bool {
+        bytes.len() == self.len as usize
+            && bytes.last() != Some(&0)
+            && blake3::hash(bytes) == self.addr
+    }
+
+    fn failed(addr: &blake3::Hash) -> Error {
+        Error::with(
+            ErrorKind::Io,
+            format!(
+                "chunk {} failed verification (corrupt checkpoint or store)",
+                addr.to_hex()
+            ),
+        )
+    }
+
     /// The bytes, fetched and verified on first use.
     pub(crate) fn get(&self) -> Result<&[u8]> {
         if let Some(b) = self.bytes.get() {
@@ -113,18 +139,12 @@ impl Blob {
                 "chunk has no bytes and no source",
             ));
         };
-        let bytes = source.fetch(self.key, &self.addr)?;
-        if bytes.len() != self.len as usize
-            || bytes.last() == Some(&0)
-            || blake3::hash(&bytes) != self.addr
-        {
-            return Err(Error::with(
-                ErrorKind::Io,
-                format!(
-                    "chunk {} failed verification (corrupt checkpoint or store)",
-                    self.addr.to_hex()
-                ),
-            ));
+        let mut bytes = source.fetch(self.key, &self.addr)?;
+        if !self.holds(&bytes) {
+            bytes = source.fetch_again(self.key, &self.addr)?;
+            if !self.holds(&bytes) {
+                return Err(Blob::failed(&self.addr));
+            }
         }
         // Another thread may have won the race with the same verified bytes.
         let _ = self.bytes.set(bytes);
@@ -458,5 +478,55 @@ mod tests {
         assert_eq!(bad.1.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert!(c.bytes_mut(0).is_err());
         assert_eq!(c.len(), 3);
+    }
+
+    /// A source whose first answer is wrong and whose second is `again`.
+    #[derive(Debug)]
+    struct SecondCopy {
+        again: Vec<u8>,
+        asked_again: std::sync::atomic::AtomicU32,
+    }
+    impl ChunkSource for SecondCopy {
+        fn fetch(&self, _key: u64, _addr: &blake3::Hash) -> Result<Vec<u8>> {
+            Ok(b"abd".to_vec())
+        }
+        fn fetch_again(&self, _key: u64, _addr: &blake3::Hash) -> Result<Vec<u8>> {
+            self.asked_again
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.again.clone())
+        }
+    }
+
+    #[test]
+    fn a_wrong_first_copy_asks_the_source_for_another_and_checks_it_too() {
+        let src = Arc::new(SecondCopy {
+            again: b"abc".to_vec(),
+            asked_again: Default::default(),
+        });
+        let blob = Arc::new(Blob::lazy(blake3::hash(b"abc"), 3, 0, src.clone()));
+        assert_eq!(Chunk::from_blob(blob.clone(), 3).bytes().unwrap(), b"abc");
+        assert_eq!(Chunk::from_blob(blob, 3).bytes().unwrap(), b"abc");
+        assert_eq!(
+            src.asked_again.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "once verified, the bytes stay"
+        );
+
+        // The other copy is wrong as well: an error, nothing kept.
+        let src = Arc::new(SecondCopy {
+            again: b"abe".to_vec(),
+            asked_again: Default::default(),
+        });
+        let blob = Arc::new(Blob::lazy(blake3::hash(b"abc"), 3, 0, src));
+        let e = Chunk::from_blob(blob.clone(), 3).bytes().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(e.to_string().contains("verification"), "{e}");
+        assert!(!blob.is_loaded());
+
+        // A source with one copy only (the default): its error.
+        let bad = Arc::new(Fixed(b"abd".to_vec(), Default::default()));
+        let blob = Arc::new(Blob::lazy(blake3::hash(b"abc"), 3, 0, bad));
+        let e = Chunk::from_blob(blob, 3).bytes().unwrap_err();
+        assert!(e.to_string().contains("verification"), "{e}");
     }
 }

@@ -404,6 +404,96 @@ fn a_corrupt_object_is_caught_on_pull_and_on_lazy_read() {
     assert!(e.to_string().contains("corrupt"), "{e}");
 }
 
+/// Flips one byte of `addr`'s copy at `at` in its pack object.
+fn spoil(s: &dyn BlobStore, at: &store::ChunkLoc) {
+    let key = at.pack_key();
+    let mut pack = s.get_objects(&[&key], 1 << 30).unwrap().pop().flatten().unwrap();
+    pack[at.offset as usize + 1234] ^= 1;
+    s.put_objects(&[(&key, &pack)]).unwrap();
+}
+
+/// A chunk packed twice (in two packs, as two racing pushes leave it)
+/// whose first copy is damaged: pulls and lazy reads, with and without a
+/// cache, take the other copy; with both damaged, the loose object; with
+/// none good, a clear error naming both packs.
+fn a_damaged_copy_is_passed_over(s: Arc<dyn BlobStore>) {
+    let victim = noise(1, 100_000);
+    let mut v = Vfs::new();
+    v.create_dir_all("/data").unwrap();
+    v.write_file("/data/victim", &victim).unwrap();
+    let root = store::push(&v.snapshot(), &*s, &TransferOptions::default())
+        .unwrap()
+        .root;
+    // The same chunks in a second pack: pushed beside other data into a
+    // store of their own, then copied in.
+    let other = store::MemStore::new();
+    v.write_file("/data/other", &noise(2, 50_000)).unwrap();
+    store::push(&v.snapshot(), &other, &TransferOptions::default()).unwrap();
+    for prefix in ["packs/", "index/"] {
+        for key in other.list(prefix).unwrap() {
+            let body = other.get_raw(&key).unwrap();
+            s.put_objects(&[(&key, &body)]).unwrap();
+        }
+    }
+    let addr = blake3::hash(&victim[..cowvfs::CHUNK_SIZE]);
+    let copies = store::Catalog::load(&*s, None).unwrap().locate_all(&addr);
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert_ne!(copies[0].pack, copies[1].pack);
+    // The first copy, the one a reader is sent to, goes bad.
+    spoil(&*s, &copies[0]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let reads = |what: &str| {
+        let out = dir.path().join(format!("{what}.ck"));
+        store::pull(&*s, &root, &out, None, &TransferOptions::default())
+            .unwrap_or_else(|e| panic!("{what}: pull: {e}"));
+        assert_eq!(Snapshot::load(&out).unwrap().read_file("/data/victim").unwrap(), victim);
+        let cache: Arc<dyn BlobStore> = Arc::new(store::MemStore::new());
+        let out = dir.path().join(format!("{what}-cached.ck"));
+        store::pull(&*s, &root, &out, Some(cache), &TransferOptions::default())
+            .unwrap_or_else(|e| panic!("{what}: pull through a cache: {e}"));
+        assert_eq!(Snapshot::load(&out).unwrap().read_file("/data/victim").unwrap(), victim);
+        for cache in [None, Some(Arc::new(store::MemStore::new()) as Arc<dyn BlobStore>)] {
+            let lazy = store::open_lazy(s.clone(), &root, cache.clone()).unwrap();
+            let got = lazy
+                .read_file("/data/victim")
+                .unwrap_or_else(|e| panic!("{what}: lazy read (cache: {}): {e}", cache.is_some()));
+            assert_eq!(got, victim);
+            if let Some(c) = cache {
+                let kept = c.get_chunks(&[addr]).unwrap().pop().flatten().unwrap();
+                assert_eq!(blake3::hash(&kept), addr, "only the good copy is cached");
+            }
+        }
+    };
+    reads("first copy damaged");
+
+    // Both packed copies damaged, no loose object: an error naming the
+    // chunk and both packs; nothing written.
+    spoil(&*s, &copies[1]);
+    let out = dir.path().join("none.ck");
+    let e = store::pull(&*s, &root, &out, None, &TransferOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    for needle in [addr.to_hex().to_string(), copies[0].pack_key(), copies[1].pack_key()] {
+        assert!(e.to_string().contains(&needle), "{needle} not in: {e}");
+    }
+    assert!(!out.exists());
+    let lazy = store::open_lazy(s.clone(), &root, None).unwrap();
+    let e = lazy.read_file("/data/victim").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.to_string().contains("corrupt"), "{e}");
+
+    // A good loose object of the chunk is the last resort.
+    s.put_chunks(&[(addr, &victim[..cowvfs::CHUNK_SIZE])]).unwrap();
+    reads("both packed copies damaged");
+}
+
+#[test]
+fn a_damaged_copy_is_passed_over_in_memory_and_on_seaweedfs() {
+    a_damaged_copy_is_passed_over(Arc::new(store::MemStore::new()));
+    let weed = Weed::start();
+    a_damaged_copy_is_passed_over(Arc::new(weed.store("fleet", "copies")));
+}
+
 #[test]
 fn oversized_objects_are_refused_while_streaming() {
     let weed = Weed::start();

@@ -69,6 +69,10 @@ struct State {
     /// Index objects read whole and well (what a compaction may replace).
     good: HashSet<String>,
     at: HashMap<blake3::Hash, (u32, u64, u32)>,
+    /// Further copies of a chunk, in other packs than its place in `at`
+    /// (two pushes that raced, a collection's copy): where a reader turns
+    /// when the first copy's bytes are wrong.
+    more: HashMap<blake3::Hash, Vec<(u32, u64, u32)>>,
     /// Index objects that failed their checks, with why.
     damaged: Vec<String>,
 }
@@ -281,6 +285,26 @@ impl Catalog {
         })
     }
 
+    /// Every place the chunk `addr` is packed, the one [`Catalog::locate`]
+    /// gives first, then copies in other packs as the index objects list
+    /// them.
+    pub fn locate_all(&self, addr: &blake3::Hash) -> Vec<ChunkLoc> {
+        let Ok(st) = self.lock() else {
+            return Vec::new();
+        };
+        let loc = |&(p, offset, len): &(u32, u64, u32)| ChunkLoc {
+            pack: st.packs[p as usize],
+            offset,
+            len,
+        };
+        st.at
+            .get(addr)
+            .into_iter()
+            .chain(st.more.get(addr).into_iter().flatten())
+            .map(loc)
+            .collect()
+    }
+
     /// Packed chunks known.
     pub fn chunk_count(&self) -> usize {
         self.lock().map_or(0, |s| s.at.len())
@@ -374,9 +398,15 @@ impl State {
                 self.sizes.push(r.size);
             }
             for e in r.entries {
-                self.at
-                    .entry(blake3::Hash::from_bytes(e.addr))
-                    .or_insert((p, e.offset, e.len));
+                let addr = blake3::Hash::from_bytes(e.addr);
+                let here = (p, e.offset, e.len);
+                let first = *self.at.entry(addr).or_insert(here);
+                if first.0 != p {
+                    let more = self.more.entry(addr).or_default();
+                    if more.iter().all(|m| m.0 != p) {
+                        more.push(here);
+                    }
+                }
             }
         }
     }

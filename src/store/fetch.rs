@@ -6,6 +6,7 @@
 //! buffer, once every chunk cut from it is dropped, goes back to a spare
 //! list for a later request of the same fetch to read into.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -152,13 +153,41 @@ pub(crate) fn fetch_placed(
             packed.push((i, l));
         }
     }
-    let gone = fetch_packed(store, wants, packed, batch_bytes, verify, place, sink)?;
-    if gone.is_empty() {
+    let (gone, mut bad) = fetch_packed(store, wants, packed, batch_bytes, verify, place, sink)?;
+    if !gone.is_empty() {
+        bad.extend(after_gone(
+            store,
+            catalog,
+            wants,
+            gone,
+            batch_bytes,
+            verify,
+            place,
+            sink,
+        )?);
+    }
+    if bad.is_empty() {
         return Ok(());
     }
-    // A pack the catalog names is gone: a garbage collection repacked its
-    // live chunks into a new pack (listed by a new index object) before
-    // deleting it. Read the index again, from scratch, and look once more.
+    other_copies(store, catalog, wants, bad, batch_bytes, verify, place, sink)
+}
+
+/// For chunks whose pack is gone (`gone`: positions with the pack's key):
+/// a garbage collection repacked its live chunks into a new pack (listed
+/// by a new index object) before deleting it. Reads the index again, from
+/// scratch, and fetches them from where it places them now; the positions
+/// whose copy there was wrong, with that pack's key.
+#[allow(clippy::too_many_arguments)]
+fn after_gone(
+    store: &dyn BlobStore,
+    catalog: &Catalog,
+    wants: &[(blake3::Hash, u32)],
+    gone: Vec<(usize, String)>,
+    batch_bytes: u64,
+    verify: bool,
+    place: Option<Place<'_>>,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
+) -> Result<Vec<(usize, String)>> {
     catalog.reload(store, None)?;
     let mut again = Vec::with_capacity(gone.len());
     for (i, pack) in gone {
@@ -173,9 +202,9 @@ pub(crate) fn fetch_placed(
             }
         }
     }
-    let still = fetch_packed(store, wants, again, batch_bytes, verify, place, sink)?;
+    let (still, bad) = fetch_packed(store, wants, again, batch_bytes, verify, place, sink)?;
     match still.first() {
-        None => Ok(()),
+        None => Ok(bad),
         Some((i, pack)) => Err(io_err(format!(
             "{}: {pack} is missing (it holds chunk {})",
             store.location(),
@@ -184,8 +213,70 @@ pub(crate) fn fetch_placed(
     }
 }
 
+/// For chunks whose packed copy had the wrong bytes (`bad`: positions
+/// with the pack's key): each is fetched from another pack the index
+/// objects list it in, pack after pack, and as a last resort from its
+/// loose object. A chunk with no good copy anywhere is an error naming
+/// it and every pack whose copy was wrong.
+#[allow(clippy::too_many_arguments)]
+fn other_copies(
+    store: &dyn BlobStore,
+    catalog: &Catalog,
+    wants: &[(blake3::Hash, u32)],
+    bad: Vec<(usize, String)>,
+    batch_bytes: u64,
+    verify: bool,
+    place: Option<Place<'_>>,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
+) -> Result<()> {
+    // Position -> the packs tried for it; each round adds one per chunk
+    // still wanted, and a chunk's locations are finite, so this ends.
+    let mut tried: HashMap<usize, Vec<String>> = HashMap::new();
+    for (i, k) in bad {
+        tried.entry(i).or_default().push(k);
+    }
+    let mut todo: Vec<usize> = tried.keys().copied().collect();
+    while !todo.is_empty() {
+        let (mut next, mut loose) = (Vec::new(), Vec::new());
+        for i in todo.drain(..) {
+            let packs = &tried[&i];
+            let other = catalog
+                .locate_all(&wants[i].0)
+                .into_iter()
+                .find(|l| !packs.contains(&l.pack_key()));
+            match other {
+                Some(l) => next.push((i, l)),
+                None => loose.push(i),
+            }
+        }
+        for (i, lacking) in fetch_loose_checked(store, wants, &loose, place, sink)? {
+            let packs = tried[&i].join(", ");
+            let loose = if lacking {
+                "no loose object"
+            } else {
+                "a wrong loose object"
+            };
+            return Err(Error::with(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}: chunk {} is corrupt (its bytes do not match its address) in {packs}, and there is {loose}",
+                    store.location(),
+                    wants[i].0.to_hex()
+                ),
+            ));
+        }
+        let (gone, bad) = fetch_packed(store, wants, next, batch_bytes, verify, place, sink)?;
+        for (i, k) in gone.into_iter().chain(bad) {
+            tried.entry(i).or_default().push(k);
+            todo.push(i);
+        }
+    }
+    Ok(())
+}
+
 /// Fetches located chunks in batches of about `batch_bytes`; the
-/// positions whose pack the store no longer has, with that pack's key.
+/// positions whose pack the store no longer has, and those whose copy
+/// there has the wrong bytes, each with that pack's key.
 /// The next batch downloads while this one is checked and handed on, so
 /// at most two batches are held at once.
 fn fetch_packed(
@@ -196,7 +287,7 @@ fn fetch_packed(
     verify: bool,
     place: Option<Place<'_>>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<Vec<(usize, String)>> {
+) -> Result<Gone> {
     let mut all = spans(packed);
     all.sort_by_key(|s| s.members.iter().map(|m| m.0).min());
     let mut batches = Vec::new();
@@ -219,7 +310,7 @@ fn fetch_packed(
             let spare = spare.clone();
             sc.spawn(move || get_spans(store, &all[b], &spare))
         };
-        let mut gone = Vec::new();
+        let (mut gone, mut bad) = (Vec::new(), Vec::new());
         let mut next = batches.first().map(get);
         for (n, b) in batches.iter().enumerate() {
             let Some(this) = next.take() else { break };
@@ -227,19 +318,17 @@ fn fetch_packed(
                 .join()
                 .unwrap_or_else(|_| Err(io_err("download thread failed")))?;
             next = batches.get(n + 1).map(get);
-            gone.extend(check_spans(
-                store,
-                wants,
-                &all[b.clone()],
-                got,
-                verify,
-                place,
-                sink,
-            )?);
+            let (g, w) = check_spans(store, wants, &all[b.clone()], got, verify, place, sink)?;
+            gone.extend(g);
+            bad.extend(w);
         }
-        Ok(gone)
+        Ok((gone, bad))
     })
 }
+
+/// Positions whose pack is gone, and positions whose copy in its pack had
+/// the wrong bytes, each with the pack's key.
+type Gone = (Vec<(usize, String)>, Vec<(usize, String)>);
 
 fn span_len(s: &Span) -> u64 {
     s.range.end - s.range.start
@@ -287,6 +376,47 @@ fn fetch_loose(
     Ok(lacking)
 }
 
+/// Reads the loose objects of `loose` (chunks with no good packed copy)
+/// and hands on the good ones; those with no object, or a wrong one
+/// (`false` when there was an object).
+fn fetch_loose_checked(
+    store: &dyn BlobStore,
+    wants: &[(blake3::Hash, u32)],
+    loose: &[usize],
+    place: Option<Place<'_>>,
+    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
+) -> Result<Vec<(usize, bool)>> {
+    let mut failed = Vec::new();
+    for part in loose.chunks(LOOSE_BATCH) {
+        let addrs: Vec<blake3::Hash> = part.iter().map(|&i| wants[i].0).collect();
+        let got = store.get_chunks(&addrs)?;
+        if got.len() != addrs.len() {
+            return Err(io_err(format!(
+                "{}: asked for {} chunks, got {}",
+                store.location(),
+                addrs.len(),
+                got.len()
+            )));
+        }
+        for (&i, g) in part.iter().zip(got) {
+            let (addr, len) = wants[i];
+            match g {
+                None => failed.push((i, true)),
+                Some(b) if b.len() != len as usize || blake3::hash(&b) != addr => {
+                    failed.push((i, false))
+                }
+                Some(b) => {
+                    if let Some(place) = place {
+                        place(i, &b)?;
+                    }
+                    sink(i, Bytes::from(b))?;
+                }
+            }
+        }
+    }
+    Ok(failed)
+}
+
 /// Reads one batch of spans (into buffers from `spare` where it can):
 /// each one's body (its buffer back to `spare` when the last chunk cut
 /// from it goes), or `None` where its pack is gone.
@@ -326,9 +456,10 @@ fn get_spans(
 }
 
 /// Checks every chunk in a batch of spans read by [`get_spans`] and hands
-/// them on (to `place` as each is checked, then to `sink`); the members
-/// of spans whose pack is gone, with its key. Hashing (and placing) runs
-/// on two threads when there is much of it.
+/// the good ones on (to `place` as each is checked, then to `sink`); the
+/// members of spans whose pack is gone, and the members whose bytes are
+/// wrong, with the pack's key. Hashing (and placing) runs on two threads
+/// when there is much of it.
 fn check_spans(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
@@ -337,7 +468,7 @@ fn check_spans(
     verify: bool,
     place: Option<Place<'_>>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<Vec<(usize, String)>> {
+) -> Result<Gone> {
     let keys: Vec<String> = spans
         .iter()
         .map(|s| super::pack::pack_key(&s.pack))
@@ -362,72 +493,71 @@ fn check_spans(
         here_keys.push(k);
     }
     let (spans, keys) = (&here[..], &here_keys[..]);
-    let loc = store.location();
-    let check = |from: usize, to: usize| -> Result<()> {
-        for (n, s) in spans[from..to].iter().enumerate() {
-            check_span(
-                &loc,
-                &keys[from + n],
-                wants,
-                s,
-                &bodies[from + n],
-                verify,
-                place,
-            )?;
-        }
-        Ok(())
+    // Per span, its members whose bytes are wrong (by index in `members`).
+    let check = |from: usize, to: usize| -> Result<Vec<Vec<usize>>> {
+        (from..to)
+            .map(|n| check_span(wants, spans[n], &bodies[n], verify, place))
+            .collect()
     };
     let total: u64 = spans.iter().map(|s| span_len(s)).sum();
-    if total >= 4 << 20 && spans.len() > 1 {
+    let wrong = if total >= 4 << 20 && spans.len() > 1 {
         let mid = spans.len() / 2;
         std::thread::scope(|sc| {
             let other = sc.spawn(|| check(0, mid));
             let mine = check(mid, spans.len());
-            other
+            let mut first = other
                 .join()
-                .unwrap_or_else(|_| Err(io_err("chunk check thread failed")))
-                .and(mine)
-        })?;
+                .unwrap_or_else(|_| Err(io_err("chunk check thread failed")))?;
+            first.extend(mine?);
+            Ok::<_, Error>(first)
+        })?
     } else {
-        check(0, spans.len())?;
-    }
-    for (s, body) in spans.iter().zip(bodies) {
-        for &(i, l) in &s.members {
+        check(0, spans.len())?
+    };
+    let mut bad = Vec::new();
+    for ((s, body), (k, wrong)) in spans.iter().zip(bodies).zip(keys.iter().zip(wrong)) {
+        for (m, &(i, l)) in s.members.iter().enumerate() {
+            if wrong.contains(&m) {
+                bad.push((i, k.clone()));
+                continue;
+            }
             let at = (l.offset - s.range.start) as usize;
             sink(i, body.slice(at..at + l.len as usize))?;
         }
     }
-    Ok(gone)
+    Ok((gone, bad))
 }
 
+/// Checks each member of one span and places the good ones; the members
+/// (by index) whose bytes are wrong: a length other than the one wanted,
+/// or (when `verify`) a hash other than the address.
 fn check_span(
-    loc: &str,
-    key: &str,
     wants: &[(blake3::Hash, u32)],
     s: &Span,
     body: &[u8],
     verify: bool,
     place: Option<Place<'_>>,
-) -> Result<()> {
-    for &(i, l) in &s.members {
+) -> Result<Vec<usize>> {
+    let mut wrong = Vec::new();
+    for (m, &(i, l)) in s.members.iter().enumerate() {
         let (addr, len) = wants[i];
         let at = (l.offset - s.range.start) as usize;
         let bytes = &body[at..at + l.len as usize];
         if l.len != len || (verify && blake3::hash(bytes) != addr) {
-            return Err(Error::with(
-                ErrorKind::Corrupt,
-                format!(
-                    "{loc}/{key}: chunk {} at offset {} is corrupt (its bytes do not match its address)",
-                    addr.to_hex(),
-                    l.offset
-                ),
-            ));
+            tracing::warn!(
+                "{}: chunk {} at offset {} has the wrong bytes; looking for another copy",
+                super::pack::pack_key(&s.pack),
+                addr.to_hex(),
+                l.offset
+            );
+            wrong.push(m);
+            continue;
         }
         if let Some(place) = place {
             place(i, bytes)?;
         }
     }
-    Ok(())
+    Ok(wrong)
 }
 
 #[cfg(test)]

@@ -195,14 +195,25 @@ impl Shared {
             .min(self.table.len() as u64)
     }
 
-    /// Fetches `keys` from the remote, verified; each with its bytes.
+    /// Fetches `keys` from the remote; each with its bytes. They are
+    /// hashed against their addresses here when there is a cache (which
+    /// keeps only checked chunks); without one each blob checks its bytes
+    /// on first use, so hashing here too would be twice.
     fn fetch_keys(&self, catalog: &Catalog, keys: &[u64]) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.fetch_checked(catalog, keys, self.cache.is_some())
+    }
+
+    /// [`Shared::fetch_keys`], hashing every chunk here if `verify`: a
+    /// copy with the wrong bytes is then passed over for another.
+    fn fetch_checked(
+        &self,
+        catalog: &Catalog,
+        keys: &[u64],
+        verify: bool,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let wants: Vec<(blake3::Hash, u32)> =
             keys.iter().map(|&k| self.table[k as usize]).collect();
         let mut got = Vec::with_capacity(keys.len());
-        // Without a cache nothing unchecked is kept: each blob checks its
-        // bytes on first use, so hashing here too would be twice.
-        let verify = self.cache.is_some();
         fetch::fetch_chunks(
             &*self.remote,
             catalog,
@@ -290,6 +301,33 @@ fn background(mut done: Landing) {
 }
 
 impl ChunkSource for StoreSource {
+    /// The bytes `fetch` gave were wrong (read unchecked, from the first
+    /// pack the index places the chunk in): fetched again, every copy
+    /// checked here, so a wrong one is passed over for another pack's or
+    /// the loose object.
+    fn fetch_again(&self, key: u64, addr: &blake3::Hash) -> Result<Vec<u8>> {
+        let sh = &self.shared;
+        if sh.table.get(key as usize).map(|t| t.0) != Some(*addr) {
+            return Err(io_err("chunk key names another chunk"));
+        }
+        let as_io = |e: Error| Error::with(ErrorKind::Io, e.context().unwrap_or("").to_string());
+        let Some(slot) = &sh.catalog else {
+            // No catalog: the loose object, which `fetch` checked already.
+            return Err(io_err(format!(
+                "{}: chunk {} is corrupt",
+                sh.remote.location(),
+                addr.to_hex()
+            )));
+        };
+        let catalog = slot.get().map_err(as_io)?;
+        let got = sh.fetch_checked(catalog, &[key], true).map_err(as_io)?;
+        sh.put_cache(&got);
+        got.into_iter()
+            .next()
+            .map(|(_, b)| b)
+            .ok_or_else(|| io_err(format!("chunk {} was not fetched", addr.to_hex())))
+    }
+
     fn fetch(&self, key: u64, addr: &blake3::Hash) -> Result<Vec<u8>> {
         let sh = &self.shared;
         let Some(&(want, len)) = sh.table.get(key as usize) else {
