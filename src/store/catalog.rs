@@ -49,6 +49,12 @@ impl ChunkLoc {
     }
 }
 
+/// Further packs remembered per chunk beyond the first that holds it: a
+/// reader needs another copy only when one is damaged, and a store that
+/// lists one chunk in thousands of packs must not make each record cost
+/// a scan of the others.
+const MORE_COPIES: usize = 8;
+
 /// A client's view of a store's packs (see the module docs).
 #[derive(Debug)]
 pub struct Catalog {
@@ -71,7 +77,7 @@ struct State {
     at: HashMap<blake3::Hash, (u32, u64, u32)>,
     /// Further copies of a chunk, in other packs than its place in `at`
     /// (two pushes that raced, a collection's copy): where a reader turns
-    /// when the first copy's bytes are wrong.
+    /// when the first copy's bytes are wrong. At most `MORE_COPIES` each.
     more: HashMap<blake3::Hash, Vec<(u32, u64, u32)>>,
     /// Index objects that failed their checks, with why.
     damaged: Vec<String>,
@@ -403,7 +409,7 @@ impl State {
                 let first = *self.at.entry(addr).or_insert(here);
                 if first.0 != p {
                     let more = self.more.entry(addr).or_default();
-                    if more.iter().all(|m| m.0 != p) {
+                    if more.len() < MORE_COPIES && more.iter().all(|m| m.0 != p) {
                         more.push(here);
                     }
                 }
