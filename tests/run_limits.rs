@@ -324,3 +324,69 @@ fn a_timeout_past_the_clocks_range_is_no_deadline() {
     });
     assert_eq!(out.status.as_ref().ok(), Some(&0), "{:?}", out.status);
 }
+
+/// A core module that opens `f.txt` in its first preopen 600 times
+/// without closing it, then exits 0; the first failure exits with 100 +
+/// its errno.
+#[cfg(feature = "cli")]
+const OPENS_600: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "f.txt")
+  (func (export "_start")
+    (local $i i32) (local $e i32)
+    (loop $again
+      ;; fd 3, follow symlinks, "f.txt", no oflags, fd_read rights.
+      (local.set $e (call $open (i32.const 3) (i32.const 1) (i32.const 16) (i32.const 5)
+        (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8)))
+      (if (local.get $e) (then (call $exit (i32.add (i32.const 100) (local.get $e)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 600))))
+    (call $exit (i32.const 0))))"#;
+
+/// A guest's files on a host mount are real descriptors of the process:
+/// under a shell's soft limit of 256, `cowvfs run` raises its own soft
+/// limit toward `max_open_files`, so the guest's 600 opens all succeed.
+#[cfg(feature = "cli")]
+#[test]
+fn mount_descriptors_are_bounded_by_the_sandbox_not_the_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("f.txt"), "x").unwrap();
+    let guest = tmp.path().join("opens.wasm");
+    std::fs::write(&guest, wat::parse_str(OPENS_600).unwrap()).unwrap();
+    // The limit set in a shell that the run then replaces: `-Sn` the soft
+    // one, `-n` both.
+    let run = |limit: u32, which: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit {which} {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_cowvfs"))
+            .args(["run", "--mount"])
+            .arg(format!("{}::/data", host.display()))
+            .arg(&guest)
+            .output()
+            .unwrap()
+    };
+    let out = run(256, "-Sn");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A hard limit below what the sandbox allows: the run says so, and
+    // the guest gets EMFILE (33) where the process runs out.
+    let out = run(200, "-n");
+    assert_eq!(
+        out.status.code(),
+        Some(133),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RLIMIT_NOFILE"), "{err}");
+}

@@ -162,6 +162,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         cowvfs::hostdir::import_dir(&mut vfs, host, guest)
             .with_context(|| format!("cannot import --dir {}", host.display()))?;
     }
+    if !plan.mounts.is_empty() {
+        room_for_mounts(plan.limits.max_open_files);
+    }
     // Mount points exist in the tree too, so listing a parent shows them;
     // they are made before the diff's base, so they are not a change.
     for (_, guest, _) in &plan.mounts {
@@ -186,6 +189,42 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(path = %out.display(), delta, "saved the sandbox's tree");
     }
     finish(base, outcome, &plan.run_limits)
+}
+
+/// Descriptors the process keeps for itself beside a guest's (stdio, the
+/// module, the runtime's own).
+const OWN_DESCRIPTORS: u64 = 64;
+
+/// A guest's file on a host mount is a real descriptor of this process, so
+/// the guest's `max_open_files` (not the shell's usual soft limit of 1,024)
+/// should be what stops it: raises the soft `RLIMIT_NOFILE` that far, up
+/// to the hard limit, and says so on stderr when the hard limit is lower.
+fn room_for_mounts(max_open_files: u32) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = u64::from(max_open_files).saturating_add(OWN_DESCRIPTORS);
+    let now = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let mut soft = now.current.unwrap_or(u64::MAX);
+    if soft >= want {
+        return;
+    }
+    let most = now.maximum.map_or(want, |hard| hard.min(want));
+    if most > soft {
+        let raised = Rlimit {
+            current: Some(most),
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => soft = most,
+            Err(e) => eprintln!("cowvfs: cannot raise the open-file limit to {most}: {e}"),
+        }
+    }
+    if soft < want {
+        eprintln!(
+            "cowvfs: this process may hold at most {soft} open files (RLIMIT_NOFILE), so the \
+             guest may get EMFILE on --mount directories before its own limit of {max_open_files}"
+        );
+    }
 }
 
 /// How long past `--timeout` the process waits for a guest stuck in a host
