@@ -407,7 +407,12 @@ fn a_corrupt_object_is_caught_on_pull_and_on_lazy_read() {
 /// Flips one byte of `addr`'s copy at `at` in its pack object.
 fn spoil(s: &dyn BlobStore, at: &store::ChunkLoc) {
     let key = at.pack_key();
-    let mut pack = s.get_objects(&[&key], 1 << 30).unwrap().pop().flatten().unwrap();
+    let mut pack = s
+        .get_objects(&[&key], 1 << 30)
+        .unwrap()
+        .pop()
+        .flatten()
+        .unwrap();
     pack[at.offset as usize + 1234] ^= 1;
     s.put_objects(&[(&key, &pack)]).unwrap();
 }
@@ -447,13 +452,28 @@ fn a_damaged_copy_is_passed_over(s: Arc<dyn BlobStore>) {
         let out = dir.path().join(format!("{what}.ck"));
         store::pull(&*s, &root, &out, None, &TransferOptions::default())
             .unwrap_or_else(|e| panic!("{what}: pull: {e}"));
-        assert_eq!(Snapshot::load(&out).unwrap().read_file("/data/victim").unwrap(), victim);
+        assert_eq!(
+            Snapshot::load(&out)
+                .unwrap()
+                .read_file("/data/victim")
+                .unwrap(),
+            victim
+        );
         let cache: Arc<dyn BlobStore> = Arc::new(store::MemStore::new());
         let out = dir.path().join(format!("{what}-cached.ck"));
         store::pull(&*s, &root, &out, Some(cache), &TransferOptions::default())
             .unwrap_or_else(|e| panic!("{what}: pull through a cache: {e}"));
-        assert_eq!(Snapshot::load(&out).unwrap().read_file("/data/victim").unwrap(), victim);
-        for cache in [None, Some(Arc::new(store::MemStore::new()) as Arc<dyn BlobStore>)] {
+        assert_eq!(
+            Snapshot::load(&out)
+                .unwrap()
+                .read_file("/data/victim")
+                .unwrap(),
+            victim
+        );
+        for cache in [
+            None,
+            Some(Arc::new(store::MemStore::new()) as Arc<dyn BlobStore>),
+        ] {
             let lazy = store::open_lazy(s.clone(), &root, cache.clone()).unwrap();
             let got = lazy
                 .read_file("/data/victim")
@@ -473,7 +493,11 @@ fn a_damaged_copy_is_passed_over(s: Arc<dyn BlobStore>) {
     let out = dir.path().join("none.ck");
     let e = store::pull(&*s, &root, &out, None, &TransferOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
-    for needle in [addr.to_hex().to_string(), copies[0].pack_key(), copies[1].pack_key()] {
+    for needle in [
+        addr.to_hex().to_string(),
+        copies[0].pack_key(),
+        copies[1].pack_key(),
+    ] {
         assert!(e.to_string().contains(&needle), "{needle} not in: {e}");
     }
     assert!(!out.exists());
@@ -483,7 +507,8 @@ fn a_damaged_copy_is_passed_over(s: Arc<dyn BlobStore>) {
     assert!(e.to_string().contains("corrupt"), "{e}");
 
     // A good loose object of the chunk is the last resort.
-    s.put_chunks(&[(addr, &victim[..cowvfs::CHUNK_SIZE])]).unwrap();
+    s.put_chunks(&[(addr, &victim[..cowvfs::CHUNK_SIZE])])
+        .unwrap();
     reads("both packed copies damaged");
 }
 
