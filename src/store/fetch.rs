@@ -249,7 +249,8 @@ fn other_copies(
                 None => loose.push(i),
             }
         }
-        for (i, lacking) in fetch_loose_checked(store, wants, &loose, place, sink)? {
+        let failed = fetch_loose_checked(store, wants, &loose, place, sink)?;
+        if let Some(&(i, lacking)) = failed.first() {
             let packs = tried[&i].join(", ");
             let loose = if lacking {
                 "no loose object"
