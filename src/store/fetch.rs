@@ -335,7 +335,8 @@ fn span_len(s: &Span) -> u64 {
     s.range.end - s.range.start
 }
 
-/// Reads loose chunk objects; the positions the store lacks.
+/// Reads loose chunk objects; the positions the store lacks. A loose
+/// object with the wrong bytes is an error.
 fn fetch_loose(
     store: &dyn BlobStore,
     wants: &[(blake3::Hash, u32)],
@@ -344,35 +345,15 @@ fn fetch_loose(
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<Vec<usize>> {
     let mut lacking = Vec::new();
-    for part in loose.chunks(LOOSE_BATCH) {
-        let addrs: Vec<blake3::Hash> = part.iter().map(|&i| wants[i].0).collect();
-        let got = store.get_chunks(&addrs)?;
-        if got.len() != addrs.len() {
-            return Err(io_err(format!(
-                "{}: asked for {} chunks, got {}",
+    for (i, missing) in fetch_loose_checked(store, wants, loose, place, sink)? {
+        if !missing {
+            return Err(Error::corrupt(format!(
+                "{}: chunk {} is corrupt (its bytes do not match its address)",
                 store.location(),
-                addrs.len(),
-                got.len()
+                wants[i].0.to_hex()
             )));
         }
-        for (&i, g) in part.iter().zip(got) {
-            let Some(bytes) = g else {
-                lacking.push(i);
-                continue;
-            };
-            let (addr, len) = wants[i];
-            if bytes.len() != len as usize || blake3::hash(&bytes) != addr {
-                return Err(Error::corrupt(format!(
-                    "{}: chunk {} is corrupt (its bytes do not match its address)",
-                    store.location(),
-                    addr.to_hex()
-                )));
-            }
-            if let Some(place) = place {
-                place(i, &bytes)?;
-            }
-            sink(i, Bytes::from(bytes))?;
-        }
+        lacking.push(i);
     }
     Ok(lacking)
 }
