@@ -338,6 +338,29 @@ const RENAME_B: &str = "/app/d8/m0";
 /// directory never grows past 1,100 entries however many iterations
 /// criterion asks for.
 const BATCH: usize = 1_000;
+/// The 64 KiB file of the `*_worst_offset` rows.
+const RW64_PATH: &str = "/app/d7/r64k";
+
+/// The offset into `wide` (a multiple of 8 below 4096) at which `f` on
+/// `len` bytes of it takes longest, each offset timed as the best of five
+/// calls: where a copy between that buffer and the store's is slowest.
+fn worst_offset(wide: &mut [u8], len: usize, mut f: impl FnMut(&mut [u8])) -> usize {
+    (0..512)
+        .map(|k| {
+            let b = &mut wide[k * 8..k * 8 + len];
+            let best = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    f(&mut *b);
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or_default();
+            (best, k * 8)
+        })
+        .max()
+        .map_or(0, |(_, at)| at)
+}
 
 /// Runs `iters` calls of `timed` over the batch names, timing only those;
 /// `untimed` runs on each name before (`timed_first` false) or after
@@ -397,6 +420,16 @@ fn hot_path(c: &mut Criterion) {
     });
     g.bench_function("small_file_cycle/floor", |b| {
         b.iter(|| hotpath::small_cycles_floor(&names, &data))
+    });
+    // The baseline and the floor again, copying as cowvfs does (around
+    // glibc's `rep movsb` cliff; see src/copy.rs): what is left between
+    // cowvfs and them is the rest of the engine.
+    let mut n = naive.clone().with_split_copies();
+    g.bench_function("small_file_cycle/naive_split", |b| {
+        b.iter(|| hotpath::small_cycles_naive(&mut n, &names, &data))
+    });
+    g.bench_function("small_file_cycle/floor_split", |b| {
+        b.iter(|| hotpath::small_cycles_floor_split(&names, &data))
     });
 
     // One iteration: open a new file, 512 write_at of 64 KiB, 512 read_at
@@ -461,6 +494,44 @@ fn hot_path(c: &mut Criterion) {
     });
     g.bench_function("per_op/write_4k/naive", |b| {
         b.iter(|| black_box(n.write_at(nfd, &four_k, black_box(0)).unwrap()))
+    });
+    // read_64k_worst_offset / write_64k_worst_offset: read_at / write_at
+    // (in place) of 64 KiB with the caller's buffer at the 8-byte offset
+    // of a page where that side's copy is slowest, found untimed. Both
+    // sides make the same copies; on some CPUs a few offsets put glibc's
+    // `memcpy` on a slow `rep movsb` path (see src/copy.rs).
+    let mut wide = hotpath::pattern(hotpath::BLOCK + 4096, 4);
+    let block64 = hotpath::pattern(hotpath::BLOCK, 5);
+    v.write_file(RW64_PATH, &block64).unwrap();
+    n.write_file(RW64_PATH, &block64).unwrap();
+    let vfd64 = v
+        .open(RW64_PATH, OpenOptions::new().read(true).write(true))
+        .unwrap();
+    let nfd64 = n.open(RW64_PATH, false).unwrap();
+    let len = hotpath::BLOCK;
+    let at = worst_offset(&mut wide, len, |b| {
+        v.read_at(vfd64, b, 0).unwrap();
+    });
+    g.bench_function("per_op/read_64k_worst_offset/cowvfs", |b| {
+        b.iter(|| black_box(v.read_at(vfd64, &mut wide[at..at + len], 0).unwrap()))
+    });
+    let at = worst_offset(&mut wide, len, |b| {
+        n.read_at(nfd64, b, 0).unwrap();
+    });
+    g.bench_function("per_op/read_64k_worst_offset/naive", |b| {
+        b.iter(|| black_box(n.read_at(nfd64, &mut wide[at..at + len], 0).unwrap()))
+    });
+    let at = worst_offset(&mut wide, len, |b| {
+        v.write_at(vfd64, b, 0).unwrap();
+    });
+    g.bench_function("per_op/write_64k_worst_offset/cowvfs", |b| {
+        b.iter(|| black_box(v.write_at(vfd64, &wide[at..at + len], 0).unwrap()))
+    });
+    let at = worst_offset(&mut wide, len, |b| {
+        n.write_at(nfd64, b, 0).unwrap();
+    });
+    g.bench_function("per_op/write_64k_worst_offset/naive", |b| {
+        b.iter(|| black_box(n.write_at(nfd64, &wide[at..at + len], 0).unwrap()))
     });
     // create: O_CREAT|O_EXCL open of a new name and close; the files are
     // removed untimed after each batch.

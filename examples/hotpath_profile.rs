@@ -2,10 +2,16 @@
 //! `perf` and for counting heap allocations.
 //!
 //! ```text
-//! hotpath_profile small [SECS] [naive]   small-file cycles for SECS (3) s
+//! hotpath_profile small [SECS] [naive [split]]
+//!                                        small-file cycles for SECS (3) s
+//!                                        (split: the baseline copying as
+//!                                        cowvfs does)
 //! hotpath_profile big [SECS] [naive]     32 MiB in 64 KiB blocks, for SECS s
-//! hotpath_profile floor [SECS]           the cycle's copies alone
+//! hotpath_profile floor [SECS] [split]   the cycle's copies alone
 //! hotpath_profile counts                 allocations per call, both sides
+//! hotpath_profile offsets                read_at / write_at of 4 and 64 KiB
+//!                                        with the buffer at each 8-byte
+//!                                        offset of a page: median, worst
 //! hotpath_profile op NAME [SECS]         one of the per-op rows in a loop:
 //!                                        write4k, stat, open, create, rename
 //! ```
@@ -258,6 +264,80 @@ fn one_op(snap: &cowvfs::Snapshot, what: &str, secs: f64) {
     }
 }
 
+/// The fastest of `reps` runs of `f`, in nanoseconds.
+fn best_of(reps: usize, mut f: impl FnMut()) -> u64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_nanos() as u64
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// One row of `offsets`: the median and worst of `times` (one per 8-byte
+/// offset), where the worst lies, and how many offsets took over three
+/// times the median.
+fn offsets_row(side: &str, what: &str, len: usize, times: &[u64]) {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    let (worst_at, worst) = times
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, t)| **t)
+        .map(|(i, t)| (i * 8, *t))
+        .unwrap_or((0, 0));
+    let slow = times.iter().filter(|&&t| t > 3 * median).count();
+    println!(
+        "| {side} | {what} {} KiB | {median} | {worst} (offset {worst_at}) | {slow} |",
+        len >> 10
+    );
+}
+
+/// `read_at` and in-place `write_at` of 4 and 64 KiB at offset 0 of a
+/// file, the caller's buffer at each 8-byte offset of a page in turn,
+/// each the best of 20 runs: where the buffers lie changes the copies'
+/// speed on some CPUs (see src/copy.rs).
+fn offsets(snap: &cowvfs::Snapshot, naive: &Naive) {
+    println!("| side | call | median ns | worst ns | offsets over 3x the median |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    for len in [4096usize, 64 << 10] {
+        let body = hotpath::pattern(len, 5);
+        let mut wide = hotpath::pattern(len + 4096, 6);
+        let mut v = hotpath::fork(snap);
+        v.write_file("/app/d7/off", &body).unwrap();
+        let fd = v
+            .open("/app/d7/off", OpenOptions::new().read(true).write(true))
+            .unwrap();
+        let mut n = naive.clone();
+        n.write_file("/app/d7/off", &body).unwrap();
+        let nfd = n.open("/app/d7/off", false).unwrap();
+        let mut time = |f: &mut dyn FnMut(&mut [u8])| -> Vec<u64> {
+            (0..512)
+                .map(|k| best_of(20, || f(&mut wide[k * 8..k * 8 + len])))
+                .collect()
+        };
+        let t = time(&mut |b| {
+            black_box(v.read_at(fd, b, 0).unwrap());
+        });
+        offsets_row("cowvfs", "read_at", len, &t);
+        let t = time(&mut |b| {
+            black_box(n.read_at(nfd, b, 0).unwrap());
+        });
+        offsets_row("naive", "read_at", len, &t);
+        let t = time(&mut |b| {
+            black_box(v.write_at(fd, b, 0).unwrap());
+        });
+        offsets_row("cowvfs", "write_at", len, &t);
+        let t = time(&mut |b| {
+            black_box(n.write_at(nfd, b, 0).unwrap());
+        });
+        offsets_row("naive", "write_at", len, &t);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("counts");
@@ -279,8 +359,16 @@ fn main() {
         }
         ("small", true) => {
             let mut n = naive.clone();
+            if args.iter().any(|a| a == "split") {
+                n = n.with_split_copies();
+            }
             run_for(secs, "small-file cycles x5000, naive", || {
                 hotpath::small_cycles_naive(&mut n, &names, &data)
+            });
+        }
+        ("floor", _) if args.iter().any(|a| a == "split") => {
+            run_for(secs, "small-file cycles x5000, copies alone, split", || {
+                hotpath::small_cycles_floor_split(&names, &data)
             });
         }
         ("floor", _) => {
@@ -301,13 +389,14 @@ fn main() {
             });
         }
         ("counts", _) => counts(&snap, &naive),
+        ("offsets", _) => offsets(&snap, &naive),
         ("op", _) => {
             let what = args.get(1).map(String::as_str).unwrap_or("");
             let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
             one_op(&snap, what, secs);
         }
         _ => {
-            eprintln!("usage: hotpath_profile small|big|floor|counts [SECS] [naive]");
+            eprintln!("usage: hotpath_profile small|big|floor|counts|offsets [SECS] [naive]");
             std::process::exit(2);
         }
     }

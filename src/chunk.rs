@@ -296,7 +296,7 @@ impl Chunk {
         if !self.is_owned() {
             let len = self.len();
             let mut v = Vec::with_capacity(len);
-            v.extend_from_slice(self.bytes()?);
+            crate::copy::extend(&mut v, self.bytes()?);
             v.resize(len, 0);
             *self = Chunk::owned(v, origin);
         }

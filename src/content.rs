@@ -12,6 +12,7 @@
 
 use crate::chunk::Chunk;
 use crate::chunkmap::ChunkMap;
+use crate::copy;
 use crate::error::{ErrorKind, Result};
 
 /// Bytes per chunk. 64 KiB keeps a copy-on-write copy cheap (a few µs) while
@@ -179,7 +180,10 @@ impl Content {
             // far into its span): then everything here reads as zeros.
             let have = bytes.len().saturating_sub(in_chunk).min(want);
             if have > 0 {
-                buf[done..done + have].copy_from_slice(&bytes[in_chunk..in_chunk + have]);
+                copy::copy(
+                    &mut buf[done..done + have],
+                    &bytes[in_chunk..in_chunk + have],
+                );
             }
             buf[done + have..done + want].fill(0);
             done += want;
@@ -209,7 +213,7 @@ impl Content {
             }
             let bytes = chunk.bytes()?;
             let have = bytes.len().min(size - start);
-            out.extend_from_slice(&bytes[..have]);
+            copy::extend(out, &bytes[..have]);
         }
         out.resize(base + size, 0);
         Ok(())
@@ -323,7 +327,7 @@ impl Content {
                 // Overwriting a whole borrowed chunk: never load its bytes.
                 Some(chunk) if !chunk.is_owned() && in_chunk == 0 && take >= chunk.len() => {
                     let old = chunk.len();
-                    *chunk = Chunk::owned(piece.to_vec(), origin);
+                    *chunk = Chunk::owned(copy::to_vec(piece), origin);
                     allocated += take as u64;
                     self.held += (take - old) as u64;
                     self.charge += chunk_charge(take) - chunk_charge(old);
@@ -346,12 +350,12 @@ impl Content {
                         self.charge += chunk_charge(need) - chunk_charge(old);
                         bytes.resize(need, 0);
                     }
-                    bytes[in_chunk..need].copy_from_slice(piece);
+                    copy::copy(&mut bytes[in_chunk..need], piece);
                 }
                 None => {
                     let mut bytes = Vec::with_capacity(need);
                     bytes.resize(in_chunk, 0);
-                    bytes.extend_from_slice(piece);
+                    copy::extend(&mut bytes, piece);
                     allocated += need as u64;
                     self.held += need as u64;
                     self.charge += chunk_charge(need);

@@ -35,6 +35,7 @@ pub mod checkpoint;
 mod chunk;
 mod chunkmap;
 mod content;
+mod copy;
 mod error;
 pub mod hostdir;
 mod limits;
