@@ -1,16 +1,17 @@
 //! Copies of file data between callers' buffers and chunks, at `memcpy`
 //! speed wherever the two buffers lie.
 //!
-//! glibc's `memcpy` (2.36, Debian 12's) hands copies of 4 KiB and more to
-//! `rep movsb` on CPUs that claim fast string moves. On AMD EPYC (Zen 3,
-//! the machines BENCHMARKS.md was measured on) that instruction runs 15 to
-//! 30 times slower when the destination starts 1 to 31 bytes after the
-//! source, counted modulo 4 KiB: 2.1 µs instead of 70 ns for 4 KiB, 38 µs
-//! instead of 2 µs for 64 KiB (glibc bug 30994). The case is common, not
-//! contrived: two blocks `malloc` hands out one after the other are 16
-//! bytes apart in that sense (a chunk, then the vector `read_file` copies
-//! it into), and so is a guest's buffer 8 bytes into a page written into
-//! a chunk that starts 16 bytes into one.
+//! glibc's `memcpy` (2.36, Debian 12's) hands copies of about 2 KiB and
+//! more (2,112 bytes on the machines BENCHMARKS.md was measured on) to
+//! `rep movsb` on CPUs that claim fast string moves. On AMD EPYC (Zen 3)
+//! that instruction runs 15 to 30 times slower when the destination
+//! starts 1 to 31 bytes after the source, counted modulo 4 KiB: 2.1 µs
+//! instead of 70 ns for 4 KiB, 38 µs instead of 2 µs for 64 KiB (glibc
+//! bug 30994). The case is common, not contrived: two blocks `malloc`
+//! hands out one after the other are 16 bytes apart in that sense (a
+//! chunk, then the vector `read_file` copies it into), and so is a
+//! guest's buffer 8 bytes into a page written into a chunk that starts
+//! 16 bytes into one.
 //!
 //! So a copy whose buffers are that close is made in pieces smaller than
 //! any size glibc gives to `rep movsb` (its threshold is 2 KiB at the

@@ -113,218 +113,339 @@ pub(crate) fn fetch_placed(
     place: Option<Place<'_>>,
     sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
 ) -> Result<()> {
-    let (mut packed, mut loose) = (Vec::new(), Vec::new());
-    for (i, (addr, _)) in wants.iter().enumerate() {
-        match catalog.locate(addr) {
-            Some(l) => packed.push((i, l)),
-            None => loose.push(i),
-        }
+    Fetch {
+        store,
+        catalog,
+        wants,
+        batch_bytes,
+        verify,
+        place,
+        sink,
     }
-    let not_found = fetch_loose(store, wants, &loose, place, sink)?;
-    if !not_found.is_empty() {
-        // Perhaps packed by a push since the catalog was read, or listed
-        // in an index object that a garbage collection merged into a new
-        // one between our listing and our read (and perhaps again, when
-        // collections run back to back): list and read again, a few times
-        // while something is still missing.
-        for _ in 0..REFRESHES {
-            catalog.refresh(store, None)?;
-            if not_found
-                .iter()
-                .all(|&i| catalog.locate(&wants[i].0).is_some())
-            {
-                break;
-            }
-        }
-        for i in not_found {
-            let Some(l) = catalog.locate(&wants[i].0) else {
-                let damage = catalog.damage();
-                let also = if damage.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (damaged index objects: {})", damage.join("; "))
-                };
-                return Err(io_err(format!(
-                    "{}: chunk {} is missing: in no pack and not a loose object{also}",
-                    store.location(),
-                    wants[i].0.to_hex()
-                )));
-            };
-            packed.push((i, l));
-        }
-    }
-    let (gone, mut bad) = fetch_packed(store, wants, packed, batch_bytes, verify, place, sink)?;
-    if !gone.is_empty() {
-        bad.extend(after_gone(
-            store,
-            catalog,
-            wants,
-            gone,
-            batch_bytes,
-            verify,
-            place,
-            sink,
-        )?);
-    }
-    if bad.is_empty() {
-        return Ok(());
-    }
-    other_copies(store, catalog, wants, bad, batch_bytes, verify, place, sink)
+    .run()
 }
 
-/// For chunks whose pack is gone (`gone`: positions with the pack's key):
-/// a garbage collection repacked its live chunks into a new pack (listed
-/// by a new index object) before deleting it. Reads the index again, from
-/// scratch, and fetches them from where it places them now; the positions
-/// whose copy there was wrong, with that pack's key.
-#[allow(clippy::too_many_arguments)]
-fn after_gone(
-    store: &dyn BlobStore,
-    catalog: &Catalog,
-    wants: &[(blake3::Hash, u32)],
-    gone: Vec<(usize, String)>,
+/// One fetch: what every step of it works with.
+struct Fetch<'a, 's> {
+    store: &'a dyn BlobStore,
+    catalog: &'a Catalog,
+    /// (address, length) of every chunk wanted; steps name them by
+    /// position in this list.
+    wants: &'a [(blake3::Hash, u32)],
     batch_bytes: u64,
     verify: bool,
-    place: Option<Place<'_>>,
-    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<Vec<(usize, String)>> {
-    catalog.reload(store, None)?;
-    let mut again = Vec::with_capacity(gone.len());
-    for (i, pack) in gone {
-        match catalog.locate(&wants[i].0) {
-            Some(l) if l.pack_key() != pack => again.push((i, l)),
-            _ => {
-                return Err(io_err(format!(
-                    "{}: {pack} is missing (it holds chunk {}) and no other pack holds it",
-                    store.location(),
-                    wants[i].0.to_hex()
-                )));
-            }
-        }
-    }
-    let (still, bad) = fetch_packed(store, wants, again, batch_bytes, verify, place, sink)?;
-    match still.first() {
-        None => Ok(bad),
-        Some((i, pack)) => Err(io_err(format!(
-            "{}: {pack} is missing (it holds chunk {})",
-            store.location(),
-            wants[*i].0.to_hex()
-        ))),
-    }
+    place: Option<Place<'a>>,
+    sink: &'s mut dyn FnMut(usize, Bytes) -> Result<()>,
 }
 
-/// For chunks whose packed copy had the wrong bytes (`bad`: positions
-/// with the pack's key): each is fetched from another pack the index
-/// objects list it in, pack after pack, and as a last resort from its
-/// loose object. A chunk with no good copy anywhere is an error naming
-/// it and every pack whose copy was wrong.
-#[allow(clippy::too_many_arguments)]
-fn other_copies(
-    store: &dyn BlobStore,
-    catalog: &Catalog,
-    wants: &[(blake3::Hash, u32)],
-    bad: Vec<(usize, String)>,
-    batch_bytes: u64,
-    verify: bool,
-    place: Option<Place<'_>>,
-    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<()> {
-    // Position -> the packs tried for it; each round adds one per chunk
-    // still wanted, and a chunk's locations are finite, so this ends.
-    let mut tried: HashMap<usize, Vec<String>> = HashMap::new();
-    for (i, k) in bad {
-        tried.entry(i).or_default().push(k);
-    }
-    let mut todo: Vec<usize> = tried.keys().copied().collect();
-    while !todo.is_empty() {
-        let (mut next, mut loose) = (Vec::new(), Vec::new());
-        for i in todo.drain(..) {
-            let packs = &tried[&i];
-            let other = catalog
-                .locate_all(&wants[i].0)
-                .into_iter()
-                .find(|l| !packs.contains(&l.pack_key()));
-            match other {
-                Some(l) => next.push((i, l)),
+impl Fetch<'_, '_> {
+    /// See [`fetch_placed`].
+    fn run(&mut self) -> Result<()> {
+        let (mut packed, mut loose) = (Vec::new(), Vec::new());
+        for (i, (addr, _)) in self.wants.iter().enumerate() {
+            match self.catalog.locate(addr) {
+                Some(l) => packed.push((i, l)),
                 None => loose.push(i),
             }
         }
-        let failed = fetch_loose_checked(store, wants, &loose, place, sink)?;
-        if let Some(&(i, lacking)) = failed.first() {
-            let packs = tried[&i].join(", ");
-            let loose = if lacking {
-                "no loose object"
-            } else {
-                "a wrong loose object"
-            };
-            return Err(Error::with(
-                ErrorKind::Corrupt,
-                format!(
-                    "{}: chunk {} is corrupt (its bytes do not match its address) in {packs}, and there is {loose}",
-                    store.location(),
-                    wants[i].0.to_hex()
-                ),
-            ));
+        let not_found = self.loose(&loose)?;
+        if !not_found.is_empty() {
+            // Perhaps packed by a push since the catalog was read, or
+            // listed in an index object that a garbage collection merged
+            // into a new one between our listing and our read (and perhaps
+            // again, when collections run back to back): list and read
+            // again, a few times while something is still missing.
+            for _ in 0..REFRESHES {
+                self.catalog.refresh(self.store, None)?;
+                if not_found
+                    .iter()
+                    .all(|&i| self.catalog.locate(&self.wants[i].0).is_some())
+                {
+                    break;
+                }
+            }
+            for i in not_found {
+                let Some(l) = self.catalog.locate(&self.wants[i].0) else {
+                    let damage = self.catalog.damage();
+                    let also = if damage.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (damaged index objects: {})", damage.join("; "))
+                    };
+                    return Err(io_err(format!(
+                        "{}: chunk {} is missing: in no pack and not a loose object{also}",
+                        self.store.location(),
+                        self.wants[i].0.to_hex()
+                    )));
+                };
+                packed.push((i, l));
+            }
         }
-        let (gone, bad) = fetch_packed(store, wants, next, batch_bytes, verify, place, sink)?;
-        for (i, k) in gone.into_iter().chain(bad) {
-            tried.entry(i).or_default().push(k);
-            todo.push(i);
+        let (gone, mut bad) = self.packed(packed)?;
+        if !gone.is_empty() {
+            bad.extend(self.after_gone(gone)?);
         }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        self.other_copies(bad)
     }
-    Ok(())
-}
 
-/// Fetches located chunks in batches of about `batch_bytes`; the
-/// positions whose pack the store no longer has, and those whose copy
-/// there has the wrong bytes, each with that pack's key.
-/// The next batch downloads while this one is checked and handed on, so
-/// at most two batches are held at once.
-fn fetch_packed(
-    store: &dyn BlobStore,
-    wants: &[(blake3::Hash, u32)],
-    packed: Vec<(usize, ChunkLoc)>,
-    batch_bytes: u64,
-    verify: bool,
-    place: Option<Place<'_>>,
-    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<Gone> {
-    let mut all = spans(packed);
-    all.sort_by_key(|s| s.members.iter().map(|m| m.0).min());
-    let mut batches = Vec::new();
-    let mut start = 0;
-    while start < all.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < all.len() && (end == start || bytes + span_len(&all[end]) <= batch_bytes) {
-            bytes += span_len(&all[end]);
-            end += 1;
+    /// For chunks whose pack is gone (`gone`: positions with the pack's
+    /// key): a garbage collection repacked its live chunks into a new pack
+    /// (listed by a new index object) before deleting it. Reads the index
+    /// again, from scratch, and fetches them from where it places them
+    /// now; the positions whose copy there was wrong, with that pack's key.
+    fn after_gone(&mut self, gone: Vec<(usize, String)>) -> Result<Vec<(usize, String)>> {
+        self.catalog.reload(self.store, None)?;
+        let mut again = Vec::with_capacity(gone.len());
+        for (i, pack) in gone {
+            match self.catalog.locate(&self.wants[i].0) {
+                Some(l) if l.pack_key() != pack => again.push((i, l)),
+                _ => {
+                    return Err(io_err(format!(
+                        "{}: {pack} is missing (it holds chunk {}) and no other pack holds it",
+                        self.store.location(),
+                        self.wants[i].0.to_hex()
+                    )));
+                }
+            }
         }
-        batches.push(start..end);
-        start = end;
+        let (still, bad) = self.packed(again)?;
+        match still.first() {
+            None => Ok(bad),
+            Some((i, pack)) => Err(io_err(format!(
+                "{}: {pack} is missing (it holds chunk {})",
+                self.store.location(),
+                self.wants[*i].0.to_hex()
+            ))),
+        }
     }
-    let all = &all[..];
-    let spare = Arc::new(Spare::default());
-    std::thread::scope(|sc| {
-        let get = |b: &Range<usize>| {
-            let b = b.clone();
-            let spare = spare.clone();
-            sc.spawn(move || get_spans(store, &all[b], &spare))
+
+    /// For chunks whose packed copy had the wrong bytes (`bad`: positions
+    /// with the pack's key): each is fetched from another pack the index
+    /// objects list it in, pack after pack, and as a last resort from its
+    /// loose object. A chunk with no good copy anywhere is an error naming
+    /// it and every pack whose copy was wrong.
+    fn other_copies(&mut self, bad: Vec<(usize, String)>) -> Result<()> {
+        // Position -> the packs tried for it; each round adds one per
+        // chunk still wanted, and a chunk's locations are finite, so this
+        // ends.
+        let mut tried: HashMap<usize, Vec<String>> = HashMap::new();
+        for (i, k) in bad {
+            tried.entry(i).or_default().push(k);
+        }
+        let mut todo: Vec<usize> = tried.keys().copied().collect();
+        while !todo.is_empty() {
+            let (mut next, mut loose) = (Vec::new(), Vec::new());
+            for i in todo.drain(..) {
+                let packs = &tried[&i];
+                let other = self
+                    .catalog
+                    .locate_all(&self.wants[i].0)
+                    .into_iter()
+                    .find(|l| !packs.contains(&l.pack_key()));
+                match other {
+                    Some(l) => next.push((i, l)),
+                    None => loose.push(i),
+                }
+            }
+            let failed = self.loose_checked(&loose)?;
+            if let Some(&(i, lacking)) = failed.first() {
+                let packs = tried[&i].join(", ");
+                let loose = if lacking {
+                    "no loose object"
+                } else {
+                    "a wrong loose object"
+                };
+                return Err(Error::with(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "{}: chunk {} is corrupt (its bytes do not match its address) in {packs}, and there is {loose}",
+                        self.store.location(),
+                        self.wants[i].0.to_hex()
+                    ),
+                ));
+            }
+            let (gone, bad) = self.packed(next)?;
+            for (i, k) in gone.into_iter().chain(bad) {
+                tried.entry(i).or_default().push(k);
+                todo.push(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches located chunks in batches of about `batch_bytes`; the
+    /// positions whose pack the store no longer has, and those whose copy
+    /// there has the wrong bytes, each with that pack's key.
+    /// The next batch downloads while this one is checked and handed on,
+    /// so at most two batches are held at once.
+    fn packed(&mut self, packed: Vec<(usize, ChunkLoc)>) -> Result<Gone> {
+        let mut all = spans(packed);
+        all.sort_by_key(|s| s.members.iter().map(|m| m.0).min());
+        let mut batches = Vec::new();
+        let mut start = 0;
+        while start < all.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < all.len()
+                && (end == start || bytes + span_len(&all[end]) <= self.batch_bytes)
+            {
+                bytes += span_len(&all[end]);
+                end += 1;
+            }
+            batches.push(start..end);
+            start = end;
+        }
+        let all = &all[..];
+        let spare = Arc::new(Spare::default());
+        let store = self.store;
+        std::thread::scope(|sc| {
+            let get = |b: &Range<usize>| {
+                let b = b.clone();
+                let spare = spare.clone();
+                sc.spawn(move || get_spans(store, &all[b], &spare))
+            };
+            let (mut gone, mut bad) = (Vec::new(), Vec::new());
+            let mut next = batches.first().map(get);
+            for (n, b) in batches.iter().enumerate() {
+                let Some(this) = next.take() else { break };
+                let got = this
+                    .join()
+                    .unwrap_or_else(|_| Err(io_err("download thread failed")))?;
+                next = batches.get(n + 1).map(get);
+                let (g, w) = self.check_spans(&all[b.clone()], got)?;
+                gone.extend(g);
+                bad.extend(w);
+            }
+            Ok((gone, bad))
+        })
+    }
+
+    /// Reads loose chunk objects; the positions the store lacks. A loose
+    /// object with the wrong bytes is an error.
+    fn loose(&mut self, loose: &[usize]) -> Result<Vec<usize>> {
+        let mut lacking = Vec::new();
+        for (i, missing) in self.loose_checked(loose)? {
+            if !missing {
+                return Err(Error::corrupt(format!(
+                    "{}: chunk {} is corrupt (its bytes do not match its address)",
+                    self.store.location(),
+                    self.wants[i].0.to_hex()
+                )));
+            }
+            lacking.push(i);
+        }
+        Ok(lacking)
+    }
+
+    /// Reads the loose objects of `loose` (chunks with no good packed
+    /// copy) and hands on the good ones; those with no object, or a wrong
+    /// one (`false` when there was an object).
+    fn loose_checked(&mut self, loose: &[usize]) -> Result<Vec<(usize, bool)>> {
+        let mut failed = Vec::new();
+        for part in loose.chunks(LOOSE_BATCH) {
+            let addrs: Vec<blake3::Hash> = part.iter().map(|&i| self.wants[i].0).collect();
+            let got = self.store.get_chunks(&addrs)?;
+            if got.len() != addrs.len() {
+                return Err(io_err(format!(
+                    "{}: asked for {} chunks, got {}",
+                    self.store.location(),
+                    addrs.len(),
+                    got.len()
+                )));
+            }
+            for (&i, g) in part.iter().zip(got) {
+                let (addr, len) = self.wants[i];
+                match g {
+                    None => failed.push((i, true)),
+                    Some(b) if b.len() != len as usize || blake3::hash(&b) != addr => {
+                        failed.push((i, false))
+                    }
+                    Some(b) => {
+                        if let Some(place) = self.place {
+                            place(i, &b)?;
+                        }
+                        (self.sink)(i, Bytes::from(b))?;
+                    }
+                }
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Checks every chunk in a batch of spans read by [`get_spans`] and
+    /// hands the good ones on (to `place` as each is checked, then to
+    /// `sink`); the members of spans whose pack is gone, and the members
+    /// whose bytes are wrong, with the pack's key. Hashing (and placing)
+    /// runs on two threads when there is much of it.
+    fn check_spans(&mut self, spans: &[Span], got: Vec<Option<Bytes>>) -> Result<Gone> {
+        let keys: Vec<String> = spans
+            .iter()
+            .map(|s| super::pack::pack_key(&s.pack))
+            .collect();
+        let mut bodies = Vec::with_capacity(spans.len());
+        let mut gone = Vec::new();
+        let (mut here, mut here_keys) = (Vec::with_capacity(spans.len()), Vec::new());
+        for ((s, k), g) in spans.iter().zip(keys).zip(got) {
+            let Some(body) = g else {
+                gone.extend(s.members.iter().map(|&(i, _)| (i, k.clone())));
+                continue;
+            };
+            if body.len() as u64 != span_len(s) {
+                return Err(super::short_object(
+                    &format!("{}/{k}", self.store.location()),
+                    &s.range,
+                    body.len() as u64,
+                ));
+            }
+            bodies.push(body);
+            here.push(s);
+            here_keys.push(k);
+        }
+        let (spans, keys) = (&here[..], &here_keys[..]);
+        let checker = Checker {
+            location: self.store.location(),
+            wants: self.wants,
+            verify: self.verify,
+            place: self.place,
         };
-        let (mut gone, mut bad) = (Vec::new(), Vec::new());
-        let mut next = batches.first().map(get);
-        for (n, b) in batches.iter().enumerate() {
-            let Some(this) = next.take() else { break };
-            let got = this
-                .join()
-                .unwrap_or_else(|_| Err(io_err("download thread failed")))?;
-            next = batches.get(n + 1).map(get);
-            let (g, w) = check_spans(store, wants, &all[b.clone()], got, verify, place, sink)?;
-            gone.extend(g);
-            bad.extend(w);
+        // Per span, its members whose bytes are wrong (by index in
+        // `members`).
+        let check = |from: usize, to: usize| -> Result<Vec<Vec<usize>>> {
+            (from..to)
+                .map(|n| checker.span(spans[n], &keys[n], &bodies[n]))
+                .collect()
+        };
+        let total: u64 = spans.iter().map(|s| span_len(s)).sum();
+        let wrong = if total >= 4 << 20 && spans.len() > 1 {
+            let mid = spans.len() / 2;
+            std::thread::scope(|sc| {
+                let other = sc.spawn(|| check(0, mid));
+                let mine = check(mid, spans.len());
+                let mut first = other
+                    .join()
+                    .unwrap_or_else(|_| Err(io_err("chunk check thread failed")))?;
+                first.extend(mine?);
+                Ok::<_, Error>(first)
+            })?
+        } else {
+            check(0, spans.len())?
+        };
+        let mut bad = Vec::new();
+        for ((s, body), (k, wrong)) in spans.iter().zip(bodies).zip(keys.iter().zip(wrong)) {
+            for (m, &(i, l)) in s.members.iter().enumerate() {
+                if wrong.contains(&m) {
+                    bad.push((i, k.clone()));
+                    continue;
+                }
+                let at = (l.offset - s.range.start) as usize;
+                (self.sink)(i, body.slice(at..at + l.len as usize))?;
+            }
         }
         Ok((gone, bad))
-    })
+    }
 }
 
 /// Positions whose pack is gone, and positions whose copy in its pack had
@@ -333,70 +454,6 @@ type Gone = (Vec<(usize, String)>, Vec<(usize, String)>);
 
 fn span_len(s: &Span) -> u64 {
     s.range.end - s.range.start
-}
-
-/// Reads loose chunk objects; the positions the store lacks. A loose
-/// object with the wrong bytes is an error.
-fn fetch_loose(
-    store: &dyn BlobStore,
-    wants: &[(blake3::Hash, u32)],
-    loose: &[usize],
-    place: Option<Place<'_>>,
-    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<Vec<usize>> {
-    let mut lacking = Vec::new();
-    for (i, missing) in fetch_loose_checked(store, wants, loose, place, sink)? {
-        if !missing {
-            return Err(Error::corrupt(format!(
-                "{}: chunk {} is corrupt (its bytes do not match its address)",
-                store.location(),
-                wants[i].0.to_hex()
-            )));
-        }
-        lacking.push(i);
-    }
-    Ok(lacking)
-}
-
-/// Reads the loose objects of `loose` (chunks with no good packed copy)
-/// and hands on the good ones; those with no object, or a wrong one
-/// (`false` when there was an object).
-fn fetch_loose_checked(
-    store: &dyn BlobStore,
-    wants: &[(blake3::Hash, u32)],
-    loose: &[usize],
-    place: Option<Place<'_>>,
-    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<Vec<(usize, bool)>> {
-    let mut failed = Vec::new();
-    for part in loose.chunks(LOOSE_BATCH) {
-        let addrs: Vec<blake3::Hash> = part.iter().map(|&i| wants[i].0).collect();
-        let got = store.get_chunks(&addrs)?;
-        if got.len() != addrs.len() {
-            return Err(io_err(format!(
-                "{}: asked for {} chunks, got {}",
-                store.location(),
-                addrs.len(),
-                got.len()
-            )));
-        }
-        for (&i, g) in part.iter().zip(got) {
-            let (addr, len) = wants[i];
-            match g {
-                None => failed.push((i, true)),
-                Some(b) if b.len() != len as usize || blake3::hash(&b) != addr => {
-                    failed.push((i, false))
-                }
-                Some(b) => {
-                    if let Some(place) = place {
-                        place(i, &b)?;
-                    }
-                    sink(i, Bytes::from(b))?;
-                }
-            }
-        }
-    }
-    Ok(failed)
 }
 
 /// Reads one batch of spans (into buffers from `spare` where it can):
@@ -437,109 +494,43 @@ fn get_spans(
     Ok(got.into_iter().map(|g| g.map(|b| spare.bytes(b))).collect())
 }
 
-/// Checks every chunk in a batch of spans read by [`get_spans`] and hands
-/// the good ones on (to `place` as each is checked, then to `sink`); the
-/// members of spans whose pack is gone, and the members whose bytes are
-/// wrong, with the pack's key. Hashing (and placing) runs on two threads
-/// when there is much of it.
-fn check_spans(
-    store: &dyn BlobStore,
-    wants: &[(blake3::Hash, u32)],
-    spans: &[Span],
-    got: Vec<Option<Bytes>>,
+/// What checking a span's chunks needs, shared by the two threads that
+/// may check one batch.
+struct Checker<'a> {
+    /// The store's location, for the warning about a wrong copy.
+    location: String,
+    wants: &'a [(blake3::Hash, u32)],
     verify: bool,
-    place: Option<Place<'_>>,
-    sink: &mut dyn FnMut(usize, Bytes) -> Result<()>,
-) -> Result<Gone> {
-    let keys: Vec<String> = spans
-        .iter()
-        .map(|s| super::pack::pack_key(&s.pack))
-        .collect();
-    let mut bodies = Vec::with_capacity(spans.len());
-    let mut gone = Vec::new();
-    let (mut here, mut here_keys) = (Vec::with_capacity(spans.len()), Vec::new());
-    for ((s, k), g) in spans.iter().zip(keys).zip(got) {
-        let Some(body) = g else {
-            gone.extend(s.members.iter().map(|&(i, _)| (i, k.clone())));
-            continue;
-        };
-        if body.len() as u64 != span_len(s) {
-            return Err(super::short_object(
-                &format!("{}/{k}", store.location()),
-                &s.range,
-                body.len() as u64,
-            ));
-        }
-        bodies.push(body);
-        here.push(s);
-        here_keys.push(k);
-    }
-    let (spans, keys) = (&here[..], &here_keys[..]);
-    // Per span, its members whose bytes are wrong (by index in `members`).
-    let check = |from: usize, to: usize| -> Result<Vec<Vec<usize>>> {
-        (from..to)
-            .map(|n| check_span(wants, spans[n], &bodies[n], verify, place))
-            .collect()
-    };
-    let total: u64 = spans.iter().map(|s| span_len(s)).sum();
-    let wrong = if total >= 4 << 20 && spans.len() > 1 {
-        let mid = spans.len() / 2;
-        std::thread::scope(|sc| {
-            let other = sc.spawn(|| check(0, mid));
-            let mine = check(mid, spans.len());
-            let mut first = other
-                .join()
-                .unwrap_or_else(|_| Err(io_err("chunk check thread failed")))?;
-            first.extend(mine?);
-            Ok::<_, Error>(first)
-        })?
-    } else {
-        check(0, spans.len())?
-    };
-    let mut bad = Vec::new();
-    for ((s, body), (k, wrong)) in spans.iter().zip(bodies).zip(keys.iter().zip(wrong)) {
-        for (m, &(i, l)) in s.members.iter().enumerate() {
-            if wrong.contains(&m) {
-                bad.push((i, k.clone()));
-                continue;
-            }
-            let at = (l.offset - s.range.start) as usize;
-            sink(i, body.slice(at..at + l.len as usize))?;
-        }
-    }
-    Ok((gone, bad))
+    place: Option<Place<'a>>,
 }
 
-/// Checks each member of one span and places the good ones; the members
-/// (by index) whose bytes are wrong: a length other than the one wanted,
-/// or (when `verify`) a hash other than the address.
-fn check_span(
-    wants: &[(blake3::Hash, u32)],
-    s: &Span,
-    body: &[u8],
-    verify: bool,
-    place: Option<Place<'_>>,
-) -> Result<Vec<usize>> {
-    let mut wrong = Vec::new();
-    for (m, &(i, l)) in s.members.iter().enumerate() {
-        let (addr, len) = wants[i];
-        let at = (l.offset - s.range.start) as usize;
-        let bytes = &body[at..at + l.len as usize];
-        if l.len != len || (verify && blake3::hash(bytes) != addr) {
-            tracing::warn!(
-                "{}: chunk {} at offset {} has the wrong bytes; looking for another copy",
-                super::pack::pack_key(&s.pack),
-                addr.to_hex(),
-                l.offset
-            );
-            wrong.push(m);
-            continue;
+impl Checker<'_> {
+    /// Checks each member of span `s` (of pack object `key`) and places
+    /// the good ones; the members (by index) whose bytes are wrong: a
+    /// length other than the one wanted, or (when `verify`) a hash other
+    /// than the address.
+    fn span(&self, s: &Span, key: &str, body: &[u8]) -> Result<Vec<usize>> {
+        let mut wrong = Vec::new();
+        for (m, &(i, l)) in s.members.iter().enumerate() {
+            let (addr, len) = self.wants[i];
+            let at = (l.offset - s.range.start) as usize;
+            let bytes = &body[at..at + l.len as usize];
+            if l.len != len || (self.verify && blake3::hash(bytes) != addr) {
+                tracing::warn!(
+                    "{}/{key}: chunk {} at offset {} has the wrong bytes; looking for another copy",
+                    self.location,
+                    addr.to_hex(),
+                    l.offset
+                );
+                wrong.push(m);
+                continue;
+            }
+            if let Some(place) = self.place {
+                place(i, bytes)?;
+            }
         }
-        if let Some(place) = place {
-            place(i, bytes)?;
-        }
+        Ok(wrong)
     }
-    Ok(wrong)
 }
 
 #[cfg(test)]
