@@ -31,6 +31,8 @@ const LOOSE_BATCH: usize = 32;
 /// One ranged read and the chunks it carries.
 struct Span {
     pack: blake3::Hash,
+    /// The pack's object name, made once for the read and its checks.
+    key: String,
     range: Range<u64>,
     /// (position in the caller's list, location).
     members: Vec<(usize, ChunkLoc)>,
@@ -53,6 +55,7 @@ fn spans(mut located: Vec<(usize, ChunkLoc)>) -> Vec<Span> {
         }
         out.push(Span {
             pack: l.pack,
+            key: super::pack::pack_key(&l.pack),
             range: l.offset..end,
             members: vec![(i, l)],
         });
@@ -381,32 +384,27 @@ impl Fetch<'_, '_> {
     /// whose bytes are wrong, with the pack's key. Hashing (and placing)
     /// runs on two threads when there is much of it.
     fn check_spans(&mut self, spans: &[Span], got: Vec<Option<Bytes>>) -> Result<Gone> {
-        let keys: Vec<String> = spans
-            .iter()
-            .map(|s| super::pack::pack_key(&s.pack))
-            .collect();
         let mut bodies = Vec::with_capacity(spans.len());
         let mut gone = Vec::new();
-        let (mut here, mut here_keys) = (Vec::with_capacity(spans.len()), Vec::new());
-        for ((s, k), g) in spans.iter().zip(keys).zip(got) {
+        let mut here = Vec::with_capacity(spans.len());
+        for (s, g) in spans.iter().zip(got) {
             let Some(body) = g else {
-                gone.extend(s.members.iter().map(|&(i, _)| (i, k.clone())));
+                gone.extend(s.members.iter().map(|&(i, _)| (i, s.key.clone())));
                 continue;
             };
             if body.len() as u64 != span_len(s) {
                 return Err(super::short_object(
-                    &format!("{}/{k}", self.store.location()),
+                    &format!("{}/{}", self.store.location(), s.key),
                     &s.range,
                     body.len() as u64,
                 ));
             }
             bodies.push(body);
             here.push(s);
-            here_keys.push(k);
         }
-        let (spans, keys) = (&here[..], &here_keys[..]);
+        let spans = &here[..];
         let checker = Checker {
-            location: self.store.location(),
+            store: self.store,
             wants: self.wants,
             verify: self.verify,
             place: self.place,
@@ -415,7 +413,7 @@ impl Fetch<'_, '_> {
         // `members`).
         let check = |from: usize, to: usize| -> Result<Vec<Vec<usize>>> {
             (from..to)
-                .map(|n| checker.span(spans[n], &keys[n], &bodies[n]))
+                .map(|n| checker.span(spans[n], &bodies[n]))
                 .collect()
         };
         let total: u64 = spans.iter().map(|s| span_len(s)).sum();
@@ -434,10 +432,10 @@ impl Fetch<'_, '_> {
             check(0, spans.len())?
         };
         let mut bad = Vec::new();
-        for ((s, body), (k, wrong)) in spans.iter().zip(bodies).zip(keys.iter().zip(wrong)) {
+        for ((s, body), wrong) in spans.iter().zip(bodies).zip(wrong) {
             for (m, &(i, l)) in s.members.iter().enumerate() {
                 if wrong.contains(&m) {
-                    bad.push((i, k.clone()));
+                    bad.push((i, s.key.clone()));
                     continue;
                 }
                 let at = (l.offset - s.range.start) as usize;
@@ -464,14 +462,9 @@ fn get_spans(
     spans: &[Span],
     spare: &Arc<Spare>,
 ) -> Result<Vec<Option<Bytes>>> {
-    let keys: Vec<String> = spans
+    let reqs: Vec<(&str, Range<u64>)> = spans
         .iter()
-        .map(|s| super::pack::pack_key(&s.pack))
-        .collect();
-    let reqs: Vec<(&str, Range<u64>)> = keys
-        .iter()
-        .zip(spans)
-        .map(|(k, s)| (k.as_str(), s.range.clone()))
+        .map(|s| (s.key.as_str(), s.range.clone()))
         .collect();
     debug_assert!(
         reqs.iter()
@@ -497,19 +490,19 @@ fn get_spans(
 /// What checking a span's chunks needs, shared by the two threads that
 /// may check one batch.
 struct Checker<'a> {
-    /// The store's location, for the warning about a wrong copy.
-    location: String,
+    /// The store, named in the warning about a wrong copy.
+    store: &'a dyn BlobStore,
     wants: &'a [(blake3::Hash, u32)],
     verify: bool,
     place: Option<Place<'a>>,
 }
 
 impl Checker<'_> {
-    /// Checks each member of span `s` (of pack object `key`) and places
+    /// Checks each member of span `s` and places
     /// the good ones; the members (by index) whose bytes are wrong: a
     /// length other than the one wanted, or (when `verify`) a hash other
     /// than the address.
-    fn span(&self, s: &Span, key: &str, body: &[u8]) -> Result<Vec<usize>> {
+    fn span(&self, s: &Span, body: &[u8]) -> Result<Vec<usize>> {
         let mut wrong = Vec::new();
         for (m, &(i, l)) in s.members.iter().enumerate() {
             let (addr, len) = self.wants[i];
@@ -517,8 +510,9 @@ impl Checker<'_> {
             let bytes = &body[at..at + l.len as usize];
             if l.len != len || (self.verify && blake3::hash(bytes) != addr) {
                 tracing::warn!(
-                    "{}/{key}: chunk {} at offset {} has the wrong bytes; looking for another copy",
-                    self.location,
+                    "{}/{}: chunk {} at offset {} has the wrong bytes; looking for another copy",
+                    self.store.location(),
+                    s.key,
                     addr.to_hex(),
                     l.offset
                 );
