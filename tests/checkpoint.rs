@@ -2,8 +2,18 @@
 //! corruption of every region, atomic saving, the format-compatibility file.
 
 use std::io::Cursor;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// The checkout under test, as `cargo test` names it when it runs this
+/// binary (the path fixed at compile time otherwise). Checkouts that share
+/// a target directory (CI keeps one outside the clone) reuse each other's
+/// unchanged test binaries, whose compile-time path names the checkout
+/// that built them, which may be gone.
+fn repo() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
 
 use cowvfs::checkpoint::{self, SaveOptions};
 use cowvfs::{ErrorKind, Limits, ManualClock, OpenOptions, SetTime, Snapshot, Timestamp, Vfs};
@@ -684,7 +694,7 @@ fn write_compat_files() {
 
 /// Loads a compatibility pair (base and delta) every way there is.
 fn compat_files_load(base: &str, delta_name: &str, version: u16) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo();
     let base_path = root.join(base);
     assert_eq!(
         checkpoint::read_header(&base_path).unwrap().version,
@@ -707,7 +717,7 @@ fn compat_v1_files_still_load() {
     // Its trailing hash is still checked, and over the whole file: damaged,
     // the file is refused; resealed over the header and metadata only (the
     // version 2 way), still refused; resealed over everything, it loads.
-    let mut bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(COMPAT_V1)).unwrap();
+    let mut bytes = std::fs::read(repo().join(COMPAT_V1)).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 1;
     let e = Snapshot::load_from(Cursor::new(&bytes)).unwrap_err();
@@ -730,7 +740,7 @@ fn compat_v2_files_still_load_and_are_what_a_save_writes() {
     compat_files_load(COMPAT_V2, COMPAT_V2_DELTA, 2);
     // This build writes version 2, byte for byte.
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo();
     let base = compat_tree();
     base.save(dir.path().join("b.ck")).unwrap();
     assert!(

@@ -405,7 +405,7 @@ fn guest_build_names_a_missing_tool() {
     }
     let out = tempfile::tempdir().unwrap();
     let res = std::process::Command::new(bin.path().join("bash"))
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh"))
+        .arg(wasi_support::repo().join("tests/guests/build.sh"))
         .arg(out.path())
         .env("PATH", bin.path())
         .output()

@@ -20,12 +20,22 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 /// and accepts a working root as its argument.
 pub const EXAMPLES: [&str; 3] = ["fs_work", "heap_churn", "sql_rows"];
 
+/// The checkout under test, as `cargo test` names it when it runs this
+/// binary (the path fixed at compile time otherwise). Checkouts that share
+/// a target directory (CI keeps one outside the clone) reuse each other's
+/// unchanged test binaries, whose compile-time path names the checkout
+/// that built them, which may be gone.
+pub fn repo() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// Where built guests live: in the target dir, so reruns rebuild nothing;
 /// one directory per checkout, since worktrees share the target dir.
 fn out_dir() -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    env!("CARGO_MANIFEST_DIR").hash(&mut h);
+    repo().hash(&mut h);
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wasi-guests-{:016x}", h.finish()))
 }
 
@@ -37,7 +47,7 @@ pub fn guests() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let out = out_dir();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh");
+        let script = repo().join("tests/guests/build.sh");
         let res = Command::new("bash")
             .arg(&script)
             .arg(&out)
@@ -86,7 +96,7 @@ pub fn wasm(name: &str) -> PathBuf {
 
 /// The expected transcript of one of our own guests (`tests/guests`).
 pub fn ours(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.expected"))
+    repo().join(format!("tests/guests/{name}.expected"))
 }
 
 /// The `cowvfs` binary, with its adaptation cache in the target dir:
@@ -297,7 +307,7 @@ pub struct Difference {
 }
 
 pub fn differences_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")
+    repo().join("README.md")
 }
 
 /// The heading of the README section that holds the table.
