@@ -379,13 +379,12 @@ fn mount_descriptors_are_bounded_by_the_sandbox_not_the_shell() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A hard limit below what the sandbox allows: the run says so, and
-    // the guest's open fails where the process runs out (the host's
-    // EMFILE reaches it as ENOMEM, 48: wasi:filesystem, which mounts go
-    // through, has no EMFILE).
+    // the guest's open fails where the process runs out, with the host's
+    // EMFILE (33).
     let out = run(200, "-n");
     assert_eq!(
         out.status.code(),
-        Some(148),
+        Some(133),
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );

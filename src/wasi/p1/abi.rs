@@ -98,7 +98,11 @@ impl From<ErrorKind> for Errno {
 }
 
 /// The `wasi:filesystem` codes the shared descriptor layer returns, mapped
-/// as wasmtime-wasi's preview1 maps them.
+/// as wasmtime-wasi's preview1 maps them, but for `insufficient-memory`.
+/// That layer returns it for one thing only, a full descriptor table (the
+/// sandbox's `max_open_files`, or the host process's own limit reached by
+/// a mount's open), which is `EMFILE`: preview1 has it, though
+/// `wasi:filesystem` does not.
 impl From<ErrorCode> for Errno {
     fn from(code: ErrorCode) -> Errno {
         match code {
@@ -124,7 +128,7 @@ impl From<ErrorCode> for Errno {
             ErrorCode::NoDevice => Errno::NODEV,
             ErrorCode::NoEntry => Errno::NOENT,
             ErrorCode::NoLock => Errno::NOLCK,
-            ErrorCode::InsufficientMemory => Errno::NOMEM,
+            ErrorCode::InsufficientMemory => Errno::MFILE,
             ErrorCode::InsufficientSpace => Errno::NOSPC,
             ErrorCode::NotDirectory => Errno::NOTDIR,
             ErrorCode::NotEmpty => Errno::NOTEMPTY,
