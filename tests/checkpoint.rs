@@ -2,22 +2,14 @@
 //! corruption of every region, atomic saving, the format-compatibility file.
 
 use std::io::Cursor;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-/// The checkout under test, as `cargo test` names it when it runs this
-/// binary (the path fixed at compile time otherwise). Checkouts that share
-/// a target directory (CI keeps one outside the clone) reuse each other's
-/// unchanged test binaries, whose compile-time path names the checkout
-/// that built them, which may be gone.
-fn repo() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-}
 
 use cowvfs::checkpoint::{self, SaveOptions};
 use cowvfs::{ErrorKind, Limits, ManualClock, OpenOptions, SetTime, Snapshot, Timestamp, Vfs};
 use proptest::prelude::*;
+
+mod checkout;
+use checkout::repo;
 
 // -------------------------------------------------------------------------
 // Helpers

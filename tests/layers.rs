@@ -5,15 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The checkout under test, as `cargo test` names it when it runs this
-/// binary (the path fixed at compile time otherwise). Checkouts that share
-/// a target directory (CI keeps one outside the clone) reuse each other's
-/// unchanged test binaries, whose compile-time path names the checkout
-/// that built them, which may be gone.
-fn repo() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-}
+mod checkout;
+use checkout::repo;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {

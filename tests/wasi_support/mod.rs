@@ -20,15 +20,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 /// and accepts a working root as its argument.
 pub const EXAMPLES: [&str; 3] = ["fs_work", "heap_churn", "sql_rows"];
 
-/// The checkout under test, as `cargo test` names it when it runs this
-/// binary (the path fixed at compile time otherwise). Checkouts that share
-/// a target directory (CI keeps one outside the clone) reuse each other's
-/// unchanged test binaries, whose compile-time path names the checkout
-/// that built them, which may be gone.
-pub fn repo() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-}
+#[path = "../checkout/mod.rs"]
+mod checkout;
+pub use checkout::repo;
 
 /// Where built guests live: in the target dir, so reruns rebuild nothing;
 /// one directory per checkout, since worktrees share the target dir.
