@@ -132,7 +132,7 @@ impl WasiP1Ctx {
         // Everything the guest holds counts against `max_open_files`:
         // checked before opening, kept by a mount's descriptor (the engine
         // counts its own).
-        let held = self.fs.admit().map_err(|_| Errno::MFILE)?;
+        let held = self.fs.admit()?;
         // A full table fails before the open, which may create or
         // truncate the file.
         if !self.has_room() {
