@@ -231,11 +231,8 @@ impl Naive {
     /// The whole file, copied out.
     pub fn read_file(&self, path: &str) -> Option<Vec<u8>> {
         let f = self.files.get(path)?;
-        if !self.split {
-            return Some(f.clone());
-        }
         let mut out = Vec::with_capacity(f.len());
-        extend(true, &mut out, f);
+        extend(self.split, &mut out, f);
         Some(out)
     }
 
