@@ -201,6 +201,9 @@ impl Tree {
         if beneath && path.starts_with('/') {
             return err(ErrorKind::NotPermitted);
         }
+        if let Some(hit) = self.resolve_hinted(start, path, follow) {
+            return Ok(hit);
+        }
         // Directories walked so far; `..` pops. The floor is `start`.
         let mut stack = DirStack::new(start);
         // The path's components are read in order as they come; a
@@ -377,6 +380,54 @@ impl Tree {
         Ok((r, cur_inode))
     }
 
+    /// What the walk below would return, without it, when both hints
+    /// hold: the path is `dirs/name` with a plain `name`, the entry hint's
+    /// first link is `(d, name)`, and `dirs` from `start` is a parent path
+    /// the parent cache holds for this directory generation, ending at
+    /// `d`. A symlink it should follow, and every other case, is left to
+    /// the walk. Most calls repeat the last path (a stat, then a read, then
+    /// an unlink of one file), and this is all they then cost.
+    #[inline]
+    fn resolve_hinted<'t, 'p>(
+        &'t self,
+        start: Ino,
+        path: &'p str,
+        follow: bool,
+    ) -> Option<(Resolved<'p>, Option<&'t Inode>)> {
+        let cut = last_slash(path)?;
+        let (dirs, name) = (&path[..cut], &path[cut + 1..]);
+        if matches!(name, "" | "." | "..") || name.len() > self.name_max() {
+            return None;
+        }
+        let ino = self.entry_hint.get();
+        let inode: &Inode = self.inodes.get(&ino)?;
+        let (dir, first) = inode.links.first()?;
+        let kind = inode.kind();
+        if !same_name(first.as_bytes(), name.as_bytes()) || (follow && kind == FileType::Symlink) {
+            return None;
+        }
+        let mut chain = [0 as Ino; CHAIN];
+        let depth = self
+            .parents
+            .get()?
+            .lookup(self.dir_gen, start, dirs.as_bytes(), &mut chain)?;
+        if chain[depth - 1] != *dir {
+            return None;
+        }
+        if *dir != self.dir_hint.get() {
+            self.dir_hint.set(*dir);
+        }
+        let r = Resolved {
+            dir: *dir,
+            name: Some(Comp::Borrowed(name)),
+            ino: Some(ino),
+            kind: Some(kind),
+            must_dir: false,
+            dir_mode: None,
+        };
+        Some((r, Some(inode)))
+    }
+
     /// Directory `dirs` (a path without `.` or `..`, from `start`) when
     /// it is the directory hint, checked by the hint's links alone: a
     /// directory has one name (invariant 2), so if its chain of parents
@@ -485,6 +536,23 @@ impl Tree {
         };
         let mut stack = DirStack::new(ROOT);
         self.parent_cached(ROOT, &path[..cut], &mut stack).is_some()
+    }
+
+    /// Whether resolving `path` from the root now takes the hinted path
+    /// ([`Tree::resolve_hinted`]), for tests.
+    #[cfg(test)]
+    pub(crate) fn resolves_hinted(&self, path: &str, follow: bool) -> bool {
+        self.resolve_hinted(ROOT, path, follow).is_some()
+    }
+
+    /// A copy that has seen nothing: no hints and an empty parent cache,
+    /// so its resolutions walk (for tests to compare against).
+    #[cfg(test)]
+    pub(crate) fn cold(&self) -> Tree {
+        let t = self.clone();
+        t.dir_hint.set(0);
+        t.entry_hint.set(0);
+        t
     }
 
     /// Resolves to an existing inode.

@@ -5,6 +5,7 @@
 //! snapshot or fork resolves by its own tree.
 
 use crate::error::ErrorKind;
+use crate::tree::Base;
 use crate::{Limits, Vfs};
 
 /// Resolves `/a/b/x` until the parent path is cached (the first walk sets
@@ -141,4 +142,86 @@ fn paths_that_differ_only_in_spelling_resolve_alike() {
     v.write_file("/a/b/y", b"y").unwrap();
     assert_eq!(v.read_file("/a/b/y").unwrap(), b"y");
     v.check_invariants().unwrap();
+}
+
+#[test]
+fn a_repeated_path_resolves_as_a_cold_walk_does() {
+    let mut v = tree();
+    v.create_dir_all("/a/b/d").unwrap();
+    v.create_dir_all("/a/c").unwrap();
+    v.write_file("/t", b"t").unwrap();
+    v.symlink("x", "/a/b/l").unwrap();
+    v.symlink("d", "/a/b/dl").unwrap();
+    v.symlink("../../t", "/a/b/up").unwrap();
+    // A second name: the inode's first link is `/a/b/x`, not this one.
+    v.hard_link("/a/b/x", "/a/c/h").unwrap();
+    let paths = [
+        "/a/b/x",
+        "/a/b/d",
+        "/a/b/l",
+        "/a/b/dl",
+        "/a/b/up",
+        "/a/c/h",
+        "/a/b/none",
+        "/a/b/x/",
+        "/a/b/d/.",
+        "/a/b/d/..",
+        "/a//b/x",
+        "a/b/x",
+        "/a/c/x",
+    ];
+    let mut hinted = Vec::new();
+    for p in paths {
+        for follow in [false, true] {
+            // The first resolution sets the hints, the second records
+            // the parent path; from the third on the hints may answer.
+            for _ in 0..3 {
+                let _ = v.tree.resolve(Base::Root, p, follow);
+            }
+            if v.tree.resolves_hinted(p, follow) {
+                hinted.push((p, follow));
+            }
+            let warm = v.tree.resolve(Base::Root, p, follow);
+            let cold = v.tree.cold().resolve(Base::Root, p, follow);
+            match (warm, cold) {
+                (Ok(w), Ok(c)) => {
+                    let got = (
+                        w.dir,
+                        w.name.map(|n| n.to_name()),
+                        w.ino,
+                        w.kind,
+                        w.must_dir,
+                    );
+                    let want = (
+                        c.dir,
+                        c.name.map(|n| n.to_name()),
+                        c.ino,
+                        c.kind,
+                        c.must_dir,
+                    );
+                    assert_eq!(got, want, "{p} follow {follow}");
+                }
+                (Err(w), Err(c)) => assert_eq!(w.kind(), c.kind(), "{p} follow {follow}"),
+                (w, c) => panic!("{p} follow {follow}: {w:?} against {c:?}"),
+            }
+        }
+    }
+    // The hints answer a file, a directory and a symlink not followed;
+    // never a symlink to follow or a name that is not the first link.
+    for want in [
+        ("/a/b/x", true),
+        ("/a/b/d", true),
+        ("/a/b/l", false),
+        ("/a/b/up", false),
+    ] {
+        assert!(hinted.contains(&want), "{want:?} in {hinted:?}");
+    }
+    for never in [
+        ("/a/b/l", true),
+        ("/a/b/up", true),
+        ("/a/c/h", false),
+        ("/a/c/h", true),
+    ] {
+        assert!(!hinted.contains(&never), "{never:?} in {hinted:?}");
+    }
 }
