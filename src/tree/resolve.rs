@@ -59,6 +59,31 @@ pub(crate) struct Resolved<'p> {
     pub dir_mode: Option<u32>,
 }
 
+/// What [`Tree::resolve_hinted`] found: an existing object named
+/// `dir/name`, its inode and number.
+struct Hinted<'t, 'p> {
+    dir: Ino,
+    name: &'p str,
+    ino: Ino,
+    inode: &'t Inode,
+}
+
+impl<'t, 'p> Hinted<'t, 'p> {
+    /// As the walk would have returned it (a plain final name, so no
+    /// trailing slash; the directory's inode was not read).
+    fn resolved(self) -> (Resolved<'p>, Option<&'t Inode>) {
+        let r = Resolved {
+            dir: self.dir,
+            name: Some(Comp::Borrowed(self.name)),
+            ino: Some(self.ino),
+            kind: Some(self.inode.kind()),
+            must_dir: false,
+            dir_mode: None,
+        };
+        (r, Some(self.inode))
+    }
+}
+
 /// Directories walked so far, innermost last. The first `INLINE` live in
 /// place, so resolving a usual path allocates nothing.
 struct DirStack {
@@ -174,7 +199,11 @@ impl Tree {
         path: &str,
         follow: bool,
     ) -> Result<(Ino, &Inode)> {
-        let (r, inode) = self.resolve_with(base, path, follow)?;
+        let (start, beneath) = self.begin(base, path)?;
+        if let Some(h) = self.resolve_hinted(start, path, follow) {
+            return Ok((h.ino, h.inode));
+        }
+        let (r, inode) = self.walk(start, beneath, path, follow)?;
         let Some(ino) = r.ino else {
             return err(ErrorKind::NotFound);
         };
@@ -192,8 +221,19 @@ impl Tree {
         path: &'p str,
         follow: bool,
     ) -> Result<(Resolved<'p>, Option<&'t Inode>)> {
-        let lim = &self.limits;
-        check_path(path, lim.max_path_len as usize)?;
+        let (start, beneath) = self.begin(base, path)?;
+        match self.resolve_hinted(start, path, follow) {
+            Some(h) => Ok(h.resolved()),
+            None => self.walk(start, beneath, path, follow),
+        }
+    }
+
+    /// What every resolution checks first (see `check_path`; beneath a
+    /// directory, an absolute path is refused), and where it starts:
+    /// the directory, and whether resolution is strictly beneath it.
+    #[inline]
+    fn begin(&self, base: Base, path: &str) -> Result<(Ino, bool)> {
+        check_path(path, self.limits.max_path_len as usize)?;
         let (start, beneath) = match base {
             Base::Root => (ROOT, false),
             Base::Beneath(ino) => (ino, true),
@@ -201,9 +241,19 @@ impl Tree {
         if beneath && path.starts_with('/') {
             return err(ErrorKind::NotPermitted);
         }
-        if let Some(hit) = self.resolve_hinted(start, path, follow) {
-            return Ok(hit);
-        }
+        Ok((start, beneath))
+    }
+
+    /// Resolution by walking the path from `start`, one component at a
+    /// time (after [`Tree::begin`]'s checks).
+    fn walk<'t, 'p>(
+        &'t self,
+        start: Ino,
+        beneath: bool,
+        path: &'p str,
+        follow: bool,
+    ) -> Result<(Resolved<'p>, Option<&'t Inode>)> {
+        let lim = &self.limits;
         // Directories walked so far; `..` pops. The floor is `start`.
         let mut stack = DirStack::new(start);
         // The path's components are read in order as they come; a
@@ -393,7 +443,7 @@ impl Tree {
         start: Ino,
         path: &'p str,
         follow: bool,
-    ) -> Option<(Resolved<'p>, Option<&'t Inode>)> {
+    ) -> Option<Hinted<'t, 'p>> {
         let cut = last_slash(path)?;
         let (dirs, name) = (&path[..cut], &path[cut + 1..]);
         if matches!(name, "" | "." | "..") || name.len() > self.name_max() {
@@ -417,15 +467,12 @@ impl Tree {
         if *dir != self.dir_hint.get() {
             self.dir_hint.set(*dir);
         }
-        let r = Resolved {
+        Some(Hinted {
             dir: *dir,
-            name: Some(Comp::Borrowed(name)),
-            ino: Some(ino),
-            kind: Some(kind),
-            must_dir: false,
-            dir_mode: None,
-        };
-        Some((r, Some(inode)))
+            name,
+            ino,
+            inode,
+        })
     }
 
     /// Directory `dirs` (a path without `.` or `..`, from `start`) when
