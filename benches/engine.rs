@@ -421,9 +421,9 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("small_file_cycle/floor", |b| {
         b.iter(|| hotpath::small_cycles_floor(&names, &data))
     });
-    // The baseline and the floor again, copying as cowvfs does (around
-    // glibc's `rep movsb` cliff; see src/copy.rs): what is left between
-    // cowvfs and them is the rest of the engine.
+    // The baseline and the floor again, copying as cowvfs does (2 KiB and
+    // more in 1 KiB pieces, clear of glibc's `rep movsb`; see src/copy.rs):
+    // what is left between cowvfs and them is the rest of the engine.
     let mut n = naive.clone().with_split_copies();
     g.bench_function("small_file_cycle/naive_split", |b| {
         b.iter(|| hotpath::small_cycles_naive(&mut n, &names, &data))

@@ -124,16 +124,17 @@ impl Default for Naive {
     }
 }
 
-/// Whether glibc would copy `len` bytes from `src` to `dst` on its slow
-/// path on some CPUs: the rule of cowvfs's `src/copy.rs`.
-fn near(dst: *const u8, src: *const u8, len: usize) -> bool {
-    let d = (dst as usize).wrapping_sub(src as usize) % 4096;
-    len >= 2048 && d != 0 && d < 64
+/// Whether a copy of `len` bytes is made in 1 KiB pieces: the rule of
+/// cowvfs's `src/copy.rs` (from 2 KiB up, glibc's `memcpy` may use
+/// `rep movsb`, slow to start on some CPUs and far slower at some
+/// distances between the buffers).
+fn in_pieces(len: usize) -> bool {
+    len >= 2048
 }
 
 /// `dst.copy_from_slice(src)`, by that rule if `split`.
 fn copy(split: bool, dst: &mut [u8], src: &[u8]) {
-    if split && near(dst.as_ptr(), src.as_ptr(), src.len()) {
+    if split && in_pieces(src.len()) {
         for (d, s) in dst.chunks_mut(1024).zip(src.chunks(1024)) {
             d.copy_from_slice(s);
         }
@@ -144,9 +145,8 @@ fn copy(split: bool, dst: &mut [u8], src: &[u8]) {
 
 /// `out.extend_from_slice(src)`, by that rule if `split`.
 fn extend(split: bool, out: &mut Vec<u8>, src: &[u8]) {
-    out.reserve(src.len());
-    let at = out.as_ptr().wrapping_add(out.len());
-    if split && near(at, src.as_ptr(), src.len()) {
+    if split && in_pieces(src.len()) {
+        out.reserve(src.len());
         for s in src.chunks(1024) {
             out.extend_from_slice(s);
         }
@@ -175,9 +175,9 @@ impl Naive {
         }
     }
 
-    /// The same store, copying file data as cowvfs does: a copy that
-    /// glibc would hand to its slow `rep movsb` case (destination 1 to 63
-    /// bytes after the source, modulo 4 KiB) is made in 1 KiB pieces.
+    /// The same store, copying file data as cowvfs does: a copy of 2 KiB
+    /// or more, which glibc could hand to `rep movsb`, is made in 1 KiB
+    /// pieces.
     /// The baseline with the one advantage cowvfs's copies have over a
     /// plain `memcpy`, so that a comparison shows the rest.
     pub fn with_split_copies(mut self) -> Naive {
