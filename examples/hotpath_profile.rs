@@ -8,12 +8,16 @@
 //!                                        cowvfs does)
 //! hotpath_profile big [SECS] [naive]     32 MiB in 64 KiB blocks, for SECS s
 //! hotpath_profile floor [SECS] [split]   the cycle's copies alone
+//! hotpath_profile calls [SECS] [naive]   the cycle's four calls timed
+//!                                        one by one (naive: the baseline
+//!                                        with split copies)
 //! hotpath_profile counts                 allocations per call, both sides
 //! hotpath_profile offsets                read_at / write_at of 4 and 64 KiB
 //!                                        with the buffer at each 8-byte
 //!                                        offset of a page: median, worst
 //! hotpath_profile op NAME [SECS]         one of the per-op rows in a loop:
-//!                                        write4k, stat, open, create, rename
+//!                                        write4k, stat, open, create,
+//!                                        rename, readfile
 //! ```
 //!
 //! The allocator counts only inside `counts`, so under `perf` it costs
@@ -213,6 +217,73 @@ fn counts(snap: &cowvfs::Snapshot, naive: &Naive) {
     t.print("naive");
 }
 
+/// The small-file cycle with each of its four calls timed on its own, on
+/// one side (the baseline with split copies, as in `small naive split`):
+/// each call's mean over a round of 5,000 cycles, best of the rounds run
+/// in `secs`, less what reading the clock costs.
+fn calls(snap: &cowvfs::Snapshot, naive: &Naive, naive_side: bool, secs: f64) {
+    let names = hotpath::cycle_names();
+    let data = hotpath::pattern(hotpath::SMALL_LEN, 1);
+    let mut v: Vfs = hotpath::fork(snap);
+    let mut n = naive.clone().with_split_copies();
+    let origin = Instant::now();
+    let clock = || origin.elapsed().as_nanos() as u64;
+    // What one reading of the clock adds to an interval.
+    let reads = 10_000u64;
+    let t = clock();
+    for _ in 0..reads {
+        black_box(clock());
+    }
+    let read_cost = (clock() - t) as f64 / reads as f64;
+    let mut best = [f64::MAX; 4];
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < until {
+        let mut sum = [0u64; 4];
+        for name in &names {
+            let t0 = clock();
+            if naive_side {
+                n.write_file(name, &data).unwrap();
+            } else {
+                v.write_file(name, &data).unwrap();
+            }
+            let t1 = clock();
+            if naive_side {
+                black_box(n.read_file(name).unwrap());
+            } else {
+                black_box(v.read_file(name).unwrap());
+            }
+            let t2 = clock();
+            if naive_side {
+                black_box(n.metadata(name).unwrap());
+            } else {
+                black_box(v.metadata(name).unwrap());
+            }
+            let t3 = clock();
+            if naive_side {
+                n.remove_file(name).unwrap();
+            } else {
+                v.remove_file(name).unwrap();
+            }
+            let t4 = clock();
+            for (s, d) in sum.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+                *s += d;
+            }
+        }
+        for (b, s) in best.iter_mut().zip(sum) {
+            *b = b.min(s as f64 / names.len() as f64 - read_cost);
+        }
+    }
+    let side = if naive_side {
+        "naive, split copies"
+    } else {
+        "cowvfs"
+    };
+    eprintln!(
+        "{side}, ns per call: write_file {:.0}, read_file {:.0}, metadata {:.0}, remove_file {:.0}",
+        best[0], best[1], best[2], best[3]
+    );
+}
+
 /// One per-op row of the bench in a loop of 1,000 calls per round, for
 /// `perf`: the same paths and options as `benches/engine.rs`.
 fn one_op(snap: &cowvfs::Snapshot, what: &str, secs: f64) {
@@ -229,6 +300,11 @@ fn one_op(snap: &cowvfs::Snapshot, what: &str, secs: f64) {
         "write4k" => run_for(secs, &label, || {
             for _ in 0..1000 {
                 black_box(v.write_at(fd, &data, black_box(0)).unwrap());
+            }
+        }),
+        "readfile" => run_for(secs, &label, || {
+            for _ in 0..1000 {
+                black_box(v.read_file(black_box("/app/d7/rw")).unwrap());
             }
         }),
         "stat" => run_for(secs, &label, || {
@@ -366,6 +442,7 @@ fn main() {
                 hotpath::small_cycles_naive(&mut n, &names, &data)
             });
         }
+        ("calls", side) => calls(&snap, &naive, side, secs),
         ("floor", _) if args.iter().any(|a| a == "split") => {
             run_for(secs, "small-file cycles x5000, copies alone, split", || {
                 hotpath::small_cycles_floor_split(&names, &data)
