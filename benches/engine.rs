@@ -631,9 +631,84 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a directory of `entries` names costs per name for what a create
+/// and an unlink ask of it (look the name up and miss, insert it, look it
+/// up and hit, remove it), in three maps: the persistent ordered map the
+/// engine's directories are (`imbl::OrdMap`, shared with a snapshot as a
+/// fork's would be), std's `BTreeMap` (ordered, not persistent), and
+/// the `HashMap` of the naive store. The engine needs order (listings,
+/// the root hash, checkpoints, diffs and merges read entries in name
+/// order), so this prices what order costs against the naive store.
+fn dir_maps(c: &mut Criterion) {
+    if hot_path_only() {
+        return;
+    }
+    use cowvfs::Name;
+    use std::collections::HashMap;
+    let mut g = c.benchmark_group("dir_map");
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    let new: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+    g.throughput(Throughput::Elements(new.len() as u64));
+    for entries in [100usize, 1_100] {
+        let names: Vec<String> = (0..entries).map(|i| format!("f{i}")).collect();
+        let mut ord: imbl::OrdMap<Name, u64> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Name::from(n.as_str()), i as u64))
+            .collect();
+        // A snapshot shares the map, as a fork's base does.
+        let snapshot = ord.clone();
+        g.bench_function(BenchmarkId::new("imbl_ordmap", entries), |b| {
+            b.iter(|| {
+                for (i, n) in new.iter().enumerate() {
+                    assert!(ord.get(n.as_str()).is_none());
+                    ord.insert(Name::from(n.as_str()), i as u64);
+                    black_box(ord.get(n.as_str()));
+                    ord.remove(n.as_str());
+                }
+            })
+        });
+        drop(snapshot);
+        let mut bt: BTreeMap<Name, u64> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Name::from(n.as_str()), i as u64))
+            .collect();
+        g.bench_function(BenchmarkId::new("std_btreemap", entries), |b| {
+            b.iter(|| {
+                for (i, n) in new.iter().enumerate() {
+                    assert!(bt.get(n.as_str()).is_none());
+                    bt.insert(Name::from(n.as_str()), i as u64);
+                    black_box(bt.get(n.as_str()));
+                    bt.remove(n.as_str());
+                }
+            })
+        });
+        let mut hm: HashMap<String, u64> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u64))
+            .collect();
+        g.bench_function(BenchmarkId::new("std_hashmap", entries), |b| {
+            b.iter(|| {
+                for (i, n) in new.iter().enumerate() {
+                    assert!(hm.get(n.as_str()).is_none());
+                    hm.insert(n.clone(), i as u64);
+                    black_box(hm.get(n.as_str()));
+                    hm.remove(n.as_str());
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     hot_path,
+    dir_maps,
     fork_and_snapshot,
     thousand_forks,
     first_write,
