@@ -3,7 +3,8 @@
 //! and `cp -r` of the same tree on tmpfs.
 //!
 //! The `hot_path` group (see `hot_path` below and `hotpath/mod.rs`) puts
-//! single file operations beside a path-keyed `HashMap` store instead.
+//! single file operations beside a path-keyed `HashMap` store instead;
+//! `dir_map` prices a directory's map alone against that store's.
 //!
 //! Run: `cargo bench --bench engine` (add `-- --quick` for a short run);
 //! `cargo bench --bench engine -- hot_path` for that group alone.
