@@ -430,7 +430,7 @@ impl Tree {
         Ok((r, cur_inode))
     }
 
-    /// What the walk below would return, without it, when both hints
+    /// What [`Tree::walk`] would return, without walking, when both hints
     /// hold: the path is `dirs/name` with a plain `name`, the entry hint's
     /// first link is `(d, name)`, and `dirs` from `start` is a parent path
     /// the parent cache holds for this directory generation, ending at
