@@ -664,7 +664,7 @@ fn dir_maps(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("imbl_ordmap", entries), |b| {
             b.iter(|| {
                 for (i, n) in new.iter().enumerate() {
-                    assert!(ord.get(n.as_str()).is_none());
+                    assert!(!ord.contains_key(n.as_str()));
                     ord.insert(Name::from(n.as_str()), i as u64);
                     black_box(ord.get(n.as_str()));
                     ord.remove(n.as_str());
@@ -680,7 +680,7 @@ fn dir_maps(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("std_btreemap", entries), |b| {
             b.iter(|| {
                 for (i, n) in new.iter().enumerate() {
-                    assert!(bt.get(n.as_str()).is_none());
+                    assert!(!bt.contains_key(n.as_str()));
                     bt.insert(Name::from(n.as_str()), i as u64);
                     black_box(bt.get(n.as_str()));
                     bt.remove(n.as_str());
@@ -695,7 +695,7 @@ fn dir_maps(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("std_hashmap", entries), |b| {
             b.iter(|| {
                 for (i, n) in new.iter().enumerate() {
-                    assert!(hm.get(n.as_str()).is_none());
+                    assert!(!hm.contains_key(n.as_str()));
                     hm.insert(n.clone(), i as u64);
                     black_box(hm.get(n.as_str()));
                     hm.remove(n.as_str());
