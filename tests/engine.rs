@@ -460,6 +460,24 @@ fn permissions() {
     v.create_dir("/locked").unwrap();
     v.create_dir("/open").unwrap();
     v.write_file("/open/f", b"f").unwrap();
+    // The same checks when the hints answer the path (the inode read by
+    // resolution is the one whose bits are checked).
+    v.set_permissions("/open/f", 0o200).unwrap();
+    v.metadata("/open/f").unwrap();
+    assert_eq!(
+        kind(v.open("/open/f", OpenOptions::new().read(true))),
+        ErrorKind::PermissionDenied
+    );
+    let fd = v.open("/open/f", OpenOptions::new().write(true)).unwrap();
+    v.close(fd).unwrap();
+    v.set_permissions("/open/f", 0o644).unwrap();
+    v.create_dir("/open/sub").unwrap();
+    v.set_permissions("/open/sub", 0o300).unwrap();
+    v.metadata("/open/sub").unwrap();
+    assert_eq!(
+        kind(v.open("/open/sub", OpenOptions::new().read(true))),
+        ErrorKind::PermissionDenied
+    );
     v.set_permissions("/locked", 0o555).unwrap();
     assert_eq!(
         kind(v.write_file("/locked/new", b"")),

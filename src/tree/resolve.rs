@@ -191,6 +191,19 @@ impl Tree {
         Ok(self.resolve_with(base, path, follow)?.0)
     }
 
+    /// [`Tree::resolve`], with the final object's permission bits when
+    /// resolution read its inode (the hints' answer), so a caller checking
+    /// them need not fetch the inode again.
+    pub(crate) fn resolve_mode<'p>(
+        &self,
+        base: Base,
+        path: &'p str,
+        follow: bool,
+    ) -> Result<(Resolved<'p>, Option<u32>)> {
+        let (r, inode) = self.resolve_with(base, path, follow)?;
+        Ok((r, inode.map(|i| i.mode)))
+    }
+
     /// An existing object and its inode, as [`Tree::lookup`] then
     /// [`Tree::get`] would give them, looking the inode up once.
     pub(crate) fn lookup_inode(

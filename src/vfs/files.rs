@@ -78,7 +78,7 @@ impl Vfs {
         let creating = o.create || o.create_new;
         // O_CREAT|O_EXCL never follows a final symlink: the name is taken.
         let follow = o.follow && !o.create_new;
-        let r = self.resolve(base, path, follow)?;
+        let (r, mode) = self.tree.resolve_mode(base, path, follow)?;
         match (r.ino, r.kind) {
             (Some(ino), Some(kind)) => {
                 if o.create_new {
@@ -91,15 +91,24 @@ impl Vfs {
                         if o.write || o.append || o.truncate || creating {
                             return err(ErrorKind::IsADirectory);
                         }
-                        if o.read && self.tree.get(ino)?.mode & 0o400 == 0 {
-                            return err(ErrorKind::PermissionDenied);
+                        if o.read {
+                            let mode = match mode {
+                                Some(m) => m,
+                                None => self.tree.get(ino)?.mode,
+                            };
+                            if mode & 0o400 == 0 {
+                                return err(ErrorKind::PermissionDenied);
+                            }
                         }
                     }
                     FileType::File => {
                         if o.directory {
                             return err(ErrorKind::NotADirectory);
                         }
-                        let mode = self.tree.get(ino)?.mode;
+                        let mode = match mode {
+                            Some(m) => m,
+                            None => self.tree.get(ino)?.mode,
+                        };
                         if o.read && mode & 0o400 == 0 {
                             return err(ErrorKind::PermissionDenied);
                         }
