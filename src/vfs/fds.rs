@@ -2,6 +2,8 @@
 //! never matches a reused slot), what each allows ([`FdInfo`]), and the
 //! open counts that keep unlinked files alive until their last close.
 
+use std::collections::hash_map::Entry;
+
 use crate::error::{ErrorKind, Result, err};
 use crate::tree::{Base, FileType};
 
@@ -94,15 +96,19 @@ impl Vfs {
         self.files[fd.slot()] = None;
         self.free_slots.push(fd.slot());
         self.open_total -= 1;
-        let last = match self.open_count.get_mut(&ino) {
-            Some(n) => {
-                *n -= 1;
-                *n == 0
+        // One search: the count goes with the last descriptor.
+        let last = match self.open_count.entry(ino) {
+            Entry::Occupied(n) if *n.get() <= 1 => {
+                n.remove();
+                true
             }
-            None => false,
+            Entry::Occupied(mut n) => {
+                *n.get_mut() -= 1;
+                false
+            }
+            Entry::Vacant(_) => false,
         };
         if last {
-            self.open_count.remove(&ino);
             if self.orphans.remove(&ino)
                 && let Some(inode) = self.tree.free(ino)
             {
