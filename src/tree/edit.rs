@@ -282,9 +282,10 @@ impl Tree {
             return Ok((e.ino, Released::Orphaned));
         }
         // As in `release_unnamed`: a directory a descriptor holds goes, but
-        // keeps its number from reuse.
-        let released = match self.free_inner(e.ino, !held) {
-            Some(inode) => Released::Freed(inode),
+        // keeps its number from reuse. Found just above, so taken out
+        // without a second search.
+        let released = match self.inodes.remove_found(e.ino) {
+            Some(inode) => Released::Freed(self.counted_out(e.ino, inode, !held)),
             None => Released::Named,
         };
         Ok((e.ino, released))
@@ -430,6 +431,12 @@ impl Tree {
     /// [`Tree::free`]; `recycle` says whether the number may come back.
     fn free_inner(&mut self, ino: Ino, recycle: bool) -> Option<Arc<Inode>> {
         let inode = self.inodes.remove(&ino)?;
+        Some(self.counted_out(ino, inode, recycle))
+    }
+
+    /// Takes `inode`, just removed from the trie as `ino`, off the
+    /// counters; `recycle` as for [`Tree::free_inner`].
+    fn counted_out(&mut self, ino: Ino, inode: Arc<Inode>, recycle: bool) -> Arc<Inode> {
         if recycle {
             self.numbers.recycle(ino);
         }
@@ -438,7 +445,7 @@ impl Tree {
         c.held -= inode.held();
         c.logical -= inode.content().map_or(0, Content::size);
         c.charged -= inode.charge();
-        Some(inode)
+        inode
     }
 
     /// A copy of the tree without `orphans` (unnamed inodes a sandbox's

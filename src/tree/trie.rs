@@ -206,6 +206,14 @@ impl<V: Clone> InoTrie<V> {
         if !self.contains_key(&key) {
             return None;
         }
+        self.remove_found(key)
+    }
+
+    /// [`InoTrie::remove`] for a key the caller has just found, without
+    /// the presence check that is a second walk down the trie. Still
+    /// exact for a missing key (it removes nothing), but may then copy
+    /// shared nodes on the way down.
+    pub(crate) fn remove_found(&mut self, key: u64) -> Option<V> {
         let old = remove_at(&mut self.root, key);
         if old.is_some() {
             self.len -= 1;
@@ -256,8 +264,12 @@ fn insert_at<V: Clone>(slot: &mut Option<Arc<Node<V>>>, key: u64, value: V) -> O
 /// the shape: no empty node, no branch with a single child.
 fn remove_at<V: Clone>(slot: &mut Option<Arc<Node<V>>>, key: u64) -> Option<V> {
     let node = slot.as_mut()?;
+    let i = slot_of(key, node.shift);
+    // A key outside this node's range would fall in some other key's slot.
+    if !node.holds(key) || node.bits & (1 << i) == 0 {
+        return None;
+    }
     let n = Arc::make_mut(node);
-    let i = slot_of(key, n.shift);
     let (old, emptied) = match &mut n.slots {
         Slots::Leaf(vals) => {
             let old = vals[i].take();

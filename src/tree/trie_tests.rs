@@ -205,6 +205,8 @@ fn diff_follows_the_change() {
 enum Op {
     Insert(u64, u32),
     Remove(u64),
+    /// `remove_found`, which must be exact for a missing key too.
+    RemoveFound(u64),
     Bump(u64),
     Fork,
     /// Go back to working on fork `n` (modulo the number of forks).
@@ -224,6 +226,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (key(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
         3 => key().prop_map(Op::Remove),
+        2 => key().prop_map(Op::RemoveFound),
         2 => key().prop_map(Op::Bump),
         1 => Just(Op::Fork),
         1 => any::<usize>().prop_map(Op::Switch),
@@ -243,6 +246,7 @@ proptest! {
             match op {
                 Op::Insert(k, v) => prop_assert_eq!(t.insert(k, v), m.insert(k, v)),
                 Op::Remove(k) => prop_assert_eq!(t.remove(&k), m.remove(&k)),
+                Op::RemoveFound(k) => prop_assert_eq!(t.remove_found(k), m.remove(&k)),
                 Op::Bump(k) => {
                     let got = t.get_mut(&k).map(|v| { *v = v.wrapping_add(1); *v });
                     let want = m.get_mut(&k).map(|v| { *v = v.wrapping_add(1); *v });
