@@ -108,12 +108,11 @@ impl Vfs {
             }
             Entry::Vacant(_) => false,
         };
-        if last {
-            if self.orphans.remove(&ino)
-                && let Some(inode) = self.tree.free(ino)
-            {
-                self.forget_private(&inode);
-            }
+        if last
+            && self.orphans.remove(&ino)
+            && let Some(inode) = self.tree.free(ino)
+        {
+            self.forget_private(&inode);
         }
         Ok(())
     }
