@@ -643,6 +643,11 @@ fn hot_path(c: &mut Criterion) {
 /// Both ordered maps are searched by `&str`, a `memcmp` per key; the
 /// engine's own probe (`tree::Probe`, a word at a time) is crate-private,
 /// so its directories search a little faster than this row.
+///
+/// Beside them, the alternative a redesign would take: imbl's persistent
+/// hash map (`imbl_hashmap`), which keeps the O(1) fork but no order, so
+/// a listing must sort (`list_hashmap_sorted` against `list_ordmap`,
+/// per entry listed).
 fn dir_maps(c: &mut Criterion) {
     if hot_path_only() {
         return;
@@ -674,7 +679,42 @@ fn dir_maps(c: &mut Criterion) {
                 }
             })
         });
-        drop(snapshot);
+        // The same persistent sharing, hashed: what a directory would be
+        // if it kept no order and sorted its names when listed.
+        let mut hamt: imbl::HashMap<Name, u64> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Name::from(n.as_str()), i as u64))
+            .collect();
+        let hamt_snapshot = hamt.clone();
+        g.bench_function(BenchmarkId::new("imbl_hashmap", entries), |b| {
+            b.iter(|| {
+                for (i, n) in new.iter().enumerate() {
+                    assert!(!hamt.contains_key(n.as_str()));
+                    hamt.insert(Name::from(n.as_str()), i as u64);
+                    black_box(hamt.get(n.as_str()));
+                    hamt.remove(n.as_str());
+                }
+            })
+        });
+        // And what a listing of the whole directory then costs: the
+        // ordered map is read in order; the hashed one is sorted first.
+        g.throughput(Throughput::Elements(entries as u64));
+        g.bench_function(BenchmarkId::new("list_ordmap", entries), |b| {
+            b.iter(|| {
+                let all: Vec<(&Name, &u64)> = ord.iter().collect();
+                black_box(all)
+            })
+        });
+        g.bench_function(BenchmarkId::new("list_hashmap_sorted", entries), |b| {
+            b.iter(|| {
+                let mut all: Vec<(&Name, &u64)> = hamt.iter().collect();
+                all.sort_unstable_by(|x, y| x.0.cmp(y.0));
+                black_box(all)
+            })
+        });
+        g.throughput(Throughput::Elements(new.len() as u64));
+        drop((snapshot, hamt_snapshot));
         let mut bt: BTreeMap<Name, u64> = names
             .iter()
             .enumerate()
