@@ -470,14 +470,31 @@ fn permissions() {
     );
     let fd = v.open("/open/f", OpenOptions::new().write(true)).unwrap();
     v.close(fd).unwrap();
+    // Through a symlink whose own inode the hints hold: the target's
+    // bits count, not the link's.
+    v.symlink("f", "/open/l").unwrap();
+    v.symlink_metadata("/open/l").unwrap();
+    assert_eq!(
+        kind(v.open("/open/l", OpenOptions::new().read(true))),
+        ErrorKind::PermissionDenied
+    );
+    v.set_permissions("/open/f", 0o444).unwrap();
+    v.metadata("/open/f").unwrap();
+    assert_eq!(
+        kind(v.open("/open/f", OpenOptions::new().write(true))),
+        ErrorKind::PermissionDenied
+    );
     v.set_permissions("/open/f", 0o644).unwrap();
     v.create_dir("/open/sub").unwrap();
     v.set_permissions("/open/sub", 0o300).unwrap();
     v.metadata("/open/sub").unwrap();
-    assert_eq!(
-        kind(v.open("/open/sub", OpenOptions::new().read(true))),
-        ErrorKind::PermissionDenied
-    );
+    for p in ["/open/sub", "/open/sub/.", "/open/../open/sub"] {
+        assert_eq!(
+            kind(v.open(p, OpenOptions::new().read(true))),
+            ErrorKind::PermissionDenied,
+            "{p}"
+        );
+    }
     v.set_permissions("/locked", 0o555).unwrap();
     assert_eq!(
         kind(v.write_file("/locked/new", b"")),

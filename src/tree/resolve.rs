@@ -192,8 +192,9 @@ impl Tree {
     }
 
     /// [`Tree::resolve`], with the final object's permission bits when
-    /// resolution read its inode (the hints' answer), so a caller checking
-    /// them need not fetch the inode again.
+    /// resolution read that inode on the way (the entry hint's, or the
+    /// starting directory's for a path such as `/` or `.`), so a caller
+    /// checking them need not fetch the inode again.
     pub(crate) fn resolve_mode<'p>(
         &self,
         base: Base,

@@ -260,8 +260,9 @@ fn insert_at<V: Clone>(slot: &mut Option<Arc<Node<V>>>, key: u64, value: V) -> O
     }
 }
 
-/// Removes `key`, which the caller has checked is present, and restores
-/// the shape: no empty node, no branch with a single child.
+/// Removes `key` and restores the shape: no empty node, no branch with a
+/// single child. A missing key removes nothing, but the nodes above the
+/// one that proves it missing are copied if shared.
 fn remove_at<V: Clone>(slot: &mut Option<Arc<Node<V>>>, key: u64) -> Option<V> {
     let node = slot.as_mut()?;
     let i = slot_of(key, node.shift);
