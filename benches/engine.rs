@@ -654,6 +654,25 @@ fn dir_maps(c: &mut Criterion) {
     }
     use cowvfs::Name;
     use std::collections::HashMap;
+    /// Benches, per name of `$new`, what a create and an unlink ask of
+    /// `$map`: look the name up and miss, insert it (keyed `$key(n)`),
+    /// look it up and hit, remove it. One body for maps with no common
+    /// trait.
+    macro_rules! map_work {
+        ($g:expr, $id:expr, $map:ident, $new:expr, $key:expr) => {
+            $g.bench_function($id, |b| {
+                b.iter(|| {
+                    for (i, n) in $new.iter().enumerate() {
+                        assert!(!$map.contains_key(n.as_str()));
+                        $map.insert($key(n), i as u64);
+                        black_box($map.get(n.as_str()));
+                        $map.remove(n.as_str());
+                    }
+                })
+            })
+        };
+    }
+    let name = |n: &String| Name::from(n.as_str());
     let mut g = c.benchmark_group("dir_map");
     g.sample_size(20)
         .measurement_time(Duration::from_secs(2))
@@ -662,41 +681,22 @@ fn dir_maps(c: &mut Criterion) {
     g.throughput(Throughput::Elements(new.len() as u64));
     for entries in [100usize, 1_100] {
         let names: Vec<String> = (0..entries).map(|i| format!("f{i}")).collect();
-        let mut ord: imbl::OrdMap<Name, u64> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (Name::from(n.as_str()), i as u64))
-            .collect();
+        let keyed = || names.iter().enumerate().map(|(i, n)| (name(n), i as u64));
+        let mut ord: imbl::OrdMap<Name, u64> = keyed().collect();
         // A snapshot shares the map, as a fork's base does.
         let snapshot = ord.clone();
-        g.bench_function(BenchmarkId::new("imbl_ordmap", entries), |b| {
-            b.iter(|| {
-                for (i, n) in new.iter().enumerate() {
-                    assert!(!ord.contains_key(n.as_str()));
-                    ord.insert(Name::from(n.as_str()), i as u64);
-                    black_box(ord.get(n.as_str()));
-                    ord.remove(n.as_str());
-                }
-            })
-        });
+        map_work!(g, BenchmarkId::new("imbl_ordmap", entries), ord, new, name);
         // The same persistent sharing, hashed: what a directory would be
         // if it kept no order and sorted its names when listed.
-        let mut hamt: imbl::HashMap<Name, u64> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (Name::from(n.as_str()), i as u64))
-            .collect();
+        let mut hamt: imbl::HashMap<Name, u64> = keyed().collect();
         let hamt_snapshot = hamt.clone();
-        g.bench_function(BenchmarkId::new("imbl_hashmap", entries), |b| {
-            b.iter(|| {
-                for (i, n) in new.iter().enumerate() {
-                    assert!(!hamt.contains_key(n.as_str()));
-                    hamt.insert(Name::from(n.as_str()), i as u64);
-                    black_box(hamt.get(n.as_str()));
-                    hamt.remove(n.as_str());
-                }
-            })
-        });
+        map_work!(
+            g,
+            BenchmarkId::new("imbl_hashmap", entries),
+            hamt,
+            new,
+            name
+        );
         // And what a listing of the whole directory then costs: the
         // ordered map is read in order; the hashed one is sorted first.
         g.throughput(Throughput::Elements(entries as u64));
@@ -715,36 +715,20 @@ fn dir_maps(c: &mut Criterion) {
         });
         g.throughput(Throughput::Elements(new.len() as u64));
         drop((snapshot, hamt_snapshot));
-        let mut bt: BTreeMap<Name, u64> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (Name::from(n.as_str()), i as u64))
-            .collect();
-        g.bench_function(BenchmarkId::new("std_btreemap", entries), |b| {
-            b.iter(|| {
-                for (i, n) in new.iter().enumerate() {
-                    assert!(!bt.contains_key(n.as_str()));
-                    bt.insert(Name::from(n.as_str()), i as u64);
-                    black_box(bt.get(n.as_str()));
-                    bt.remove(n.as_str());
-                }
-            })
-        });
+        let mut bt: BTreeMap<Name, u64> = keyed().collect();
+        map_work!(g, BenchmarkId::new("std_btreemap", entries), bt, new, name);
         let mut hm: HashMap<String, u64> = names
             .iter()
             .enumerate()
             .map(|(i, n)| (n.clone(), i as u64))
             .collect();
-        g.bench_function(BenchmarkId::new("std_hashmap", entries), |b| {
-            b.iter(|| {
-                for (i, n) in new.iter().enumerate() {
-                    assert!(!hm.contains_key(n.as_str()));
-                    hm.insert(n.clone(), i as u64);
-                    black_box(hm.get(n.as_str()));
-                    hm.remove(n.as_str());
-                }
-            })
-        });
+        map_work!(
+            g,
+            BenchmarkId::new("std_hashmap", entries),
+            hm,
+            new,
+            String::clone
+        );
     }
     g.finish();
 }
