@@ -4,7 +4,7 @@
 use crate::content::{Content, Cost};
 use crate::error::{Error, ErrorKind, Result, err};
 use crate::time::{Clock, Timestamp};
-use crate::tree::{Base, FileType, Ino, Node};
+use crate::tree::{Base, FileType, Ino, Node, Tree};
 
 use super::read::{DirEntry, Metadata, dir_page, read_dir, read_file, stat};
 use super::{Fd, FdInfo, OpenOptions, SetTime, Symlinks, Vfs, check_private, ctx};
@@ -85,30 +85,23 @@ impl Vfs {
                     return err(ErrorKind::AlreadyExists);
                 }
                 let mut now = None;
+                // The bits resolution read, else the inode's from the trie.
+                let mode_of = |tree: &Tree| mode.map_or_else(|| tree.get(ino).map(|i| i.mode), Ok);
                 match kind {
                     FileType::Symlink => return err(ErrorKind::Loop),
                     FileType::Dir => {
                         if o.write || o.append || o.truncate || creating {
                             return err(ErrorKind::IsADirectory);
                         }
-                        if o.read {
-                            let mode = match mode {
-                                Some(m) => m,
-                                None => self.tree.get(ino)?.mode,
-                            };
-                            if mode & 0o400 == 0 {
-                                return err(ErrorKind::PermissionDenied);
-                            }
+                        if o.read && mode_of(&self.tree)? & 0o400 == 0 {
+                            return err(ErrorKind::PermissionDenied);
                         }
                     }
                     FileType::File => {
                         if o.directory {
                             return err(ErrorKind::NotADirectory);
                         }
-                        let mode = match mode {
-                            Some(m) => m,
-                            None => self.tree.get(ino)?.mode,
-                        };
+                        let mode = mode_of(&self.tree)?;
                         if o.read && mode & 0o400 == 0 {
                             return err(ErrorKind::PermissionDenied);
                         }
