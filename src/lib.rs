@@ -47,7 +47,7 @@ pub mod store;
 mod time;
 mod tree;
 mod vfs;
-#[cfg(feature = "wasi")]
+#[cfg(feature = "wasi-host")]
 pub mod wasi;
 
 pub use content::CHUNK_SIZE;

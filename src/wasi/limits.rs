@@ -9,6 +9,10 @@
 //! never cut each other short. Host calls that would sleep (preview1
 //! `poll_oneoff`, preview2 `subscribe-duration`/`subscribe-instant`) are
 //! clamped to the deadline.
+//!
+//! With `wasi-host` alone there are no runners: only the deadline clamp
+//! the host calls make is used, and the rest is left unused.
+#![cfg_attr(not(feature = "wasi"), allow(dead_code, unused_imports, unused_macros))]
 
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};

@@ -66,6 +66,8 @@ mod filesystem_impls;
 pub mod fuzzing;
 mod limits;
 pub mod p1;
+// Building and compiling guests: needs wasmtime's compiler.
+#[cfg(feature = "wasi")]
 mod run;
 mod shared;
 mod stream;
@@ -86,6 +88,7 @@ pub use self::limits::{
     DeadlineExceeded, LimitHit, MAX_TABLE_ELEMENTS, RunLimits, TICK, engine, engine_config,
     epochs_enabled,
 };
+#[cfg(feature = "wasi")]
 pub use self::run::{Guest, RunOutcome, Sandbox, adapt_module, adapt_module_cached, cache_dir};
 
 use self::shared::{Held, SharedVfs, lock};

@@ -45,6 +45,8 @@
 
 mod abi;
 mod calls;
+// Compiling and running modules: needs wasmtime's compiler.
+#[cfg(feature = "wasi")]
 mod run;
 #[cfg(test)]
 mod tests;
@@ -58,6 +60,7 @@ use wasmtime::{Caller, Extern, Linker, Memory};
 
 pub use self::abi::Errno;
 use self::abi::{Error, Mem, R};
+#[cfg(feature = "wasi")]
 pub use self::run::{Guest, Sandbox, exit_status, is_core_module};
 use super::WasiVfsCtx;
 use super::descriptor::Descriptor;
@@ -318,6 +321,7 @@ impl WasiP1Ctx {
 
     /// Ends blocking calls (`poll_oneoff`) at `deadline`, as a run with a
     /// timeout does; `None` lets them sleep as long as asked.
+    #[cfg(feature = "wasi")]
     pub(crate) fn set_deadline(&mut self, deadline: Option<(Instant, std::time::Duration)>) {
         self.deadline = deadline;
     }
@@ -338,6 +342,7 @@ impl WasiP1Ctx {
 
     /// Serves every call from `memory`: only for a context whose store
     /// holds exactly one instance, whose `memory` export this is.
+    #[cfg(feature = "wasi")]
     pub(crate) fn set_memory(&mut self, memory: Option<Memory>) {
         self.memory = memory;
     }
