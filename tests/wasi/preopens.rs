@@ -4,15 +4,12 @@
 //! (library and CLI, adapted component and native preview1) must equal the
 //! one under stock wasmtime-wasi with the same preopens. Also: everything a
 //! guest holds counts against `max_open_files` (`hostile_limits.c`).
-#![cfg(feature = "wasi")]
-
-mod wasi_support;
 
 use std::path::Path;
 
+use crate::wasi_support::*;
 use cowvfs::wasi::{Sandbox, p1};
 use cowvfs::{Limits, Vfs};
-use wasi_support::*;
 use wasmtime::component::Linker;
 use wasmtime::{Module, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;

@@ -2,13 +2,10 @@
 //! filesystem, for a synchronous and an asynchronous store. The embedder
 //! also gives wasmtime-wasi a real host directory at `/`; the guest must
 //! see the in-memory tree instead.
-#![cfg(feature = "wasi")]
 
-mod wasi_support;
-
+use crate::wasi_support::*;
 use cowvfs::Vfs;
 use cowvfs::wasi::{WasiVfsCtx, WasiVfsCtxView, WasiVfsView};
-use wasi_support::*;
 use wasmtime::Store;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;

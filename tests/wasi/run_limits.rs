@@ -1,17 +1,14 @@
 //! Run limits: a guest that spins, sleeps forever, burns fuel or eats
 //! memory ends at its limit with an outcome the caller can match, on both
 //! ABIs and through the CLI, while the host carries on.
-#![cfg(feature = "wasi")]
-
-mod wasi_support;
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::wasi_support::*;
 use cowvfs::Vfs;
 use cowvfs::wasi::{DeadlineExceeded, Guest, LimitHit, RunOutcome, Sandbox, p1};
-use wasi_support::*;
 
 /// Generous: a stopped run must end well before this, a hung one never.
 const BOUND: Duration = Duration::from_secs(10);

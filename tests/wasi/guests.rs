@@ -2,13 +2,10 @@
 //! WASI layer,
 //! through the library and through the `cowvfs run` binary, and against
 //! stock wasmtime-wasi.
-#![cfg(feature = "wasi")]
 
-mod wasi_support;
-
+use crate::wasi_support::*;
 use cowvfs::wasi::Sandbox;
 use cowvfs::{ChangeKind, Vfs};
-use wasi_support::*;
 
 #[test]
 fn workloads_through_the_library() {
@@ -405,7 +402,7 @@ fn guest_build_names_a_missing_tool() {
     }
     let out = tempfile::tempdir().unwrap();
     let res = std::process::Command::new(bin.path().join("bash"))
-        .arg(wasi_support::repo().join("tests/guests/build.sh"))
+        .arg(crate::wasi_support::repo().join("tests/guests/build.sh"))
         .arg(out.path())
         .env("PATH", bin.path())
         .output()

@@ -1,17 +1,14 @@
 //! Real C guests on cowvfs's native preview1, compared with the same guests
-//! through the preview1 adapter (the `wasi_*` tests' path): the transcripts
+//! through the preview1 adapter (the path of `guests.rs`): the transcripts
 //! agree line for line except where the adapter is known to be wrong
 //! (README, "Preview1 semantics").
-#![cfg(feature = "wasi")]
-
-mod wasi_support;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+use crate::wasi_support::*;
 use cowvfs::Vfs;
 use cowvfs::wasi::{RunOutcome, p1};
-use wasi_support::*;
 
 /// The native guest, compiled once per test binary.
 fn native(name: &str) -> p1::Guest {
