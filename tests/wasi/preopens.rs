@@ -10,8 +10,6 @@ use std::path::Path;
 use crate::wasi_support::*;
 use cowvfs::wasi::{Sandbox, p1};
 use cowvfs::{Limits, Vfs};
-use wasmtime::component::Linker;
-use wasmtime::{Module, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
@@ -24,50 +22,23 @@ fn stock_builder(name: &str, dirs: &[(&Path, &str)], out: &MemoryOutputPipe) -> 
     b
 }
 
-fn exit_code(r: wasmtime::Result<()>) -> i32 {
-    match r {
-        Ok(()) => 0,
-        Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().expect("trap").0,
-    }
-}
-
 /// The guest as `wasmtime run` runs a component: stock wasmtime-wasi
 /// preview2, through the adapter.
 fn stock_p2(name: &str, dirs: &[(&Path, &str)]) -> String {
-    let mut linker = Linker::<Stock>::new(engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     let out = MemoryOutputPipe::new(1 << 20);
-    let wasi = stock_builder(name, dirs, &out).build();
-    let mut store = Store::new(engine(), Stock::new(wasi));
-    let cmd = wasmtime_wasi::p2::bindings::sync::Command::instantiate(
-        &mut store,
-        &component(name),
-        &linker,
-    )
-    .unwrap();
-    let code = match cmd.wasi_cli_run().call_run(&mut store) {
-        Ok(Ok(())) => 0,
-        Ok(Err(())) => 1,
-        Err(e) => exit_code(Err(e)),
-    };
-    assert_eq!(code, 0);
+    assert_eq!(
+        run_stock_ctx(name, stock_builder(name, dirs, &out).build()),
+        0
+    );
     text(&out.contents())
 }
 
 /// The guest as `wasmtime run` runs a core module: stock wasmtime-wasi
 /// preview1.
 fn stock_p1(name: &str, dirs: &[(&Path, &str)]) -> String {
-    let mut linker = wasmtime::Linker::<wasmtime_wasi::p1::WasiP1Ctx>::new(engine());
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).unwrap();
     let out = MemoryOutputPipe::new(1 << 20);
     let ctx = stock_builder(name, dirs, &out).build_p1();
-    let mut store = Store::new(engine(), ctx);
-    let module = Module::from_file(engine(), wasm(name)).unwrap();
-    let instance = linker.instantiate(&mut store, &module).unwrap();
-    let start = instance
-        .get_typed_func::<(), ()>(&mut store, "_start")
-        .unwrap();
-    assert_eq!(exit_code(start.call(&mut store, ())), 0);
+    assert_eq!(run_stock_p1_ctx(name, ctx), 0);
     text(&out.contents())
 }
 

@@ -235,26 +235,31 @@ pub fn run_stock_with(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (i32, String) {
-    let mut linker = Linker::<Stock>::new(engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     let out = MemoryOutputPipe::new(1 << 26);
     let mut b = stock_ctx(name, dir, mounts, args, env, &out);
-    let mut store = Store::new(engine(), Stock::new(b.build()));
+    (run_stock_ctx(name, b.build()), text(&out.contents()))
+}
+
+/// Runs a guest (through the same adapter) on stock wasmtime-wasi 48's
+/// preview2 with the context `wasi` the caller built; its exit status.
+pub fn run_stock_ctx(name: &str, wasi: wasmtime_wasi::WasiCtx) -> i32 {
+    let mut linker = Linker::<Stock>::new(engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+    let mut store = Store::new(engine(), Stock::new(wasi));
     let cmd = wasmtime_wasi::p2::bindings::sync::Command::instantiate(
         &mut store,
         &component(name),
         &linker,
     )
     .unwrap();
-    let code = match cmd.wasi_cli_run().call_run(&mut store) {
+    match cmd.wasi_cli_run().call_run(&mut store) {
         Ok(Ok(())) => 0,
         Ok(Err(())) => 1,
         Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             Some(exit) => exit.0,
             None => panic!("{name} trapped on stock wasmtime-wasi: {e:?}"),
         },
-    };
-    (code, text(&out.contents()))
+    }
 }
 
 /// Runs a guest's core module on stock wasmtime-wasi 48's own preview1
@@ -266,24 +271,29 @@ pub fn run_stock_p1(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (i32, String) {
-    let mut linker = wasmtime::Linker::<wasmtime_wasi::p1::WasiP1Ctx>::new(engine());
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).unwrap();
     let out = MemoryOutputPipe::new(1 << 26);
     let mut b = stock_ctx(name, dir, mounts, args, env, &out);
-    let mut store = Store::new(engine(), b.build_p1());
+    (run_stock_p1_ctx(name, b.build_p1()), text(&out.contents()))
+}
+
+/// Runs a guest's core module on stock wasmtime-wasi 48's own preview1
+/// with the context `ctx` the caller built; its exit status.
+pub fn run_stock_p1_ctx(name: &str, ctx: wasmtime_wasi::p1::WasiP1Ctx) -> i32 {
+    let mut linker = wasmtime::Linker::<wasmtime_wasi::p1::WasiP1Ctx>::new(engine());
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).unwrap();
+    let mut store = Store::new(engine(), ctx);
     let module = wasmtime::Module::from_file(engine(), wasm(name)).unwrap();
     let instance = linker.instantiate(&mut store, &module).unwrap();
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .unwrap();
-    let code = match start.call(&mut store, ()) {
+    match start.call(&mut store, ()) {
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             Some(exit) => exit.0,
             None => panic!("{name} trapped on stock wasmtime-wasi preview1: {e:?}"),
         },
-    };
-    (code, text(&out.contents()))
+    }
 }
 
 /// One row of the README's table of differences: on the line
