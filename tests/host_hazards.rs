@@ -50,6 +50,57 @@ fn a_directory_swapped_for_a_symlink_mid_import_is_refused() {
     assert!(vfs.read_file("/in/d/secret").is_err());
 }
 
+/// A directory above one already listed is swapped for a symlink to an
+/// outside tree of the same shape while the walk is inside it. The walk
+/// must go on reading the directories it opened, not paths that now lead
+/// outside: import and sync both end with the original contents.
+#[test]
+fn a_parent_swapped_for_a_symlink_below_a_listed_directory_leads_nowhere() {
+    type Walk = fn(
+        &mut Vfs,
+        &Path,
+        &str,
+        &mut dyn FnMut(&hostdir::ImportStats),
+    ) -> cowvfs::Result<hostdir::ImportStats>;
+    let walks: [(&str, Walk); 2] = [
+        ("import", hostdir::import_dir_with),
+        ("sync", hostdir::sync_dir_with),
+    ];
+    for (what, walk) in walks {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("e")).unwrap();
+        std::fs::write(outside.path().join("e/a"), "host a").unwrap();
+        std::fs::write(outside.path().join("e/shadow"), "host secret").unwrap();
+        std::fs::create_dir(outside.path().join("e/sub")).unwrap();
+        std::fs::write(outside.path().join("e/sub/x"), "host x").unwrap();
+        std::os::unix::fs::symlink("/", outside.path().join("e/link")).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("d/e/sub")).unwrap();
+        std::fs::write(src.path().join("d/e/a"), "a").unwrap();
+        std::fs::write(src.path().join("d/e/shadow"), "mine").unwrap();
+        std::fs::write(src.path().join("d/e/sub/x"), "x").unwrap();
+        std::os::unix::fs::symlink("a", src.path().join("d/e/link")).unwrap();
+        let d = src.path().join("d");
+        let target = outside.path().to_path_buf();
+        let mut vfs = Vfs::new();
+        let mut swapped = false;
+        // The first file met is `d/e/a`: `d` and `e` are open and listed.
+        let res = walk(&mut vfs, src.path(), "/in", &mut |s| {
+            if s.files == 1 && !swapped {
+                swapped = true;
+                std::fs::rename(&d, d.with_file_name("d.moved")).unwrap();
+                std::os::unix::fs::symlink(&target, &d).unwrap();
+            }
+        });
+        assert!(swapped, "{what}");
+        res.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(vfs.read_file("/in/d/e/a").unwrap(), b"a", "{what}");
+        assert_eq!(vfs.read_file("/in/d/e/shadow").unwrap(), b"mine", "{what}");
+        assert_eq!(vfs.read_file("/in/d/e/sub/x").unwrap(), b"x", "{what}");
+        assert_eq!(vfs.read_link("/in/d/e/link").unwrap(), "a", "{what}");
+    }
+}
+
 #[test]
 fn a_huge_sparse_file_is_refused_at_once() {
     let src = tempfile::tempdir().unwrap();

@@ -2,11 +2,13 @@
 //! without following symlinks and checked against what was listed.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::content::CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
@@ -58,22 +60,22 @@ pub fn import_dir_with(
                 vfs.hard_link(first, gp).map_err(guest_err(gp))?;
                 stats.hard_links += 1;
             }
-            HostStep::Object { hp, gp, meta } => {
+            HostStep::Object { at, gp, meta } => {
                 let ft = meta.file_type();
                 if ft.is_dir() {
                     vfs.create_dir(gp).map_err(guest_err(gp))?;
                     stats.dirs += 1;
                 } else if ft.is_symlink() {
-                    vfs.symlink(&link_target(hp)?, gp).map_err(guest_err(gp))?;
+                    vfs.symlink(&link_target(at)?, gp).map_err(guest_err(gp))?;
                     let (a, m) = times_of(meta);
                     vfs.set_symlink_times(gp, SetTime::At(a), SetTime::At(m))
                         .map_err(guest_err(gp))?;
                     stats.symlinks += 1;
                 } else if ft.is_file() {
-                    stats.bytes += import_file(vfs, hp, gp, meta, &mut buf)?;
+                    stats.bytes += import_file(vfs, at, gp, meta, &mut buf)?;
                     stats.files += 1;
                 } else {
-                    return Err(unsupported_file_type(hp));
+                    return Err(unsupported_file_type(at.hp));
                 }
             }
         }
@@ -104,7 +106,19 @@ pub(super) fn start_walk(
     Ok((top, stats))
 }
 
-/// One step of [`walk_host`], with the host path (`h`, `hp`) and the guest
+/// Where the walk met a host object: `name` in the directory `dir`, which
+/// the walk holds open. Every later stat, open and readlink of the object
+/// goes through that descriptor, so a directory above it that is swapped
+/// for a symlink meanwhile cannot send the walk outside the host
+/// directory; the path is for messages.
+#[derive(Clone, Copy)]
+pub(super) struct At<'a> {
+    pub(super) dir: &'a fs::File,
+    pub(super) name: &'a OsStr,
+    pub(super) hp: &'a Path,
+}
+
+/// One step of [`walk_host`], with the host path (`h`, `at`) and the guest
 /// path (`g`, `gp`) of the object.
 pub(super) enum HostStep<'a> {
     /// The entries of directory `g`, named `names` in this order, come next.
@@ -121,7 +135,7 @@ pub(super) enum HostStep<'a> {
     Link { gp: &'a str, first: &'a str },
     /// An object met for the first time; a directory is entered after it.
     Object {
-        hp: &'a Path,
+        at: At<'a>,
         gp: &'a str,
         meta: &'a fs::Metadata,
     },
@@ -143,22 +157,38 @@ pub(super) fn walk_host(
 ) -> Result<ImportStats> {
     // Host (device, inode) of multiply linked objects -> first guest path.
     let mut seen: HashMap<(u64, u64), String> = HashMap::new();
+    /// A host directory to enter: the top one, found by its path (which
+    /// may be a symlink), or one met in a directory the walk holds open.
+    enum Dir {
+        Top((u64, u64)),
+        In(Arc<fs::File>, OsString, (u64, u64)),
+    }
     enum Work {
-        /// A host directory (with the identity it had when met; the top
-        /// one may be reached through a symlink), its guest path.
-        Enter(PathBuf, String, (u64, u64), bool),
+        /// A directory, its host path (for messages) and guest path.
+        Enter(Dir, PathBuf, String),
         Finish(String, fs::Metadata),
     }
     let top_id = (top.dev(), top.ino());
     let mut work = vec![
         Work::Finish(guest.to_string(), top),
-        Work::Enter(host.to_path_buf(), guest.to_string(), top_id, true),
+        Work::Enter(Dir::Top(top_id), host.to_path_buf(), guest.to_string()),
     ];
     while let Some(step) = work.pop() {
         match step {
             Work::Finish(g, meta) => visit(HostStep::Finish { g: &g, meta: &meta }, &mut stats)?,
-            Work::Enter(h, g, id, follow) => {
-                let mut names = list_dir(&h, id, follow)?;
+            Work::Enter(dir, h, g) => {
+                let dir = Arc::new(match dir {
+                    Dir::Top(id) => open_checked(&h, id, true, true)?.0,
+                    Dir::In(parent, name, id) => {
+                        let at = At {
+                            dir: &parent,
+                            name: &name,
+                            hp: &h,
+                        };
+                        open_at(at, id, true)?.0
+                    }
+                });
+                let mut names = list_dir(&dir, &h)?;
                 names.sort();
                 visit(
                     HostStep::Enter {
@@ -171,7 +201,12 @@ pub(super) fn walk_host(
                 for name in names {
                     let hp = h.join(&name);
                     let gp = path::join(&g, &utf8_name(&h, &name)?);
-                    let meta = fs::symlink_metadata(&hp).map_err(|e| Error::io_at(&hp, e))?;
+                    let at = At {
+                        dir: &dir,
+                        name: &name,
+                        hp: &hp,
+                    };
+                    let meta = stat_at(at)?;
                     let is_dir = meta.file_type().is_dir();
                     if !is_dir && meta.nlink() > 1 {
                         if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
@@ -183,7 +218,7 @@ pub(super) fn walk_host(
                     }
                     visit(
                         HostStep::Object {
-                            hp: &hp,
+                            at,
                             gp: &gp,
                             meta: &meta,
                         },
@@ -193,7 +228,7 @@ pub(super) fn walk_host(
                     if is_dir {
                         let id = (meta.dev(), meta.ino());
                         work.push(Work::Finish(gp.clone(), meta));
-                        work.push(Work::Enter(hp, gp, id, false));
+                        work.push(Work::Enter(Dir::In(dir.clone(), name, id), hp, gp));
                     }
                 }
             }
@@ -257,26 +292,66 @@ pub(super) fn open_checked(
     Ok((f, m))
 }
 
-/// The names in host directory `h`, read through a descriptor to the very
-/// directory the walk met (never through a symlink swapped in for it).
-pub(super) fn list_dir(h: &Path, id: (u64, u64), follow: bool) -> Result<Vec<std::ffi::OsString>> {
-    let (f, _) = open_checked(h, id, true, follow)?;
+/// Opens what the walk met at `at` as [`open_checked`] does, relative to
+/// the directory the walk holds open, so no symlink anywhere on the way is
+/// followed.
+pub(super) fn open_at(at: At<'_>, id: (u64, u64), dir: bool) -> Result<(fs::File, fs::Metadata)> {
+    use rustix::fs::OFlags;
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if dir {
+        flags |= OFlags::DIRECTORY;
+    }
+    let fd = rustix::fs::openat(at.dir, at.name, flags, rustix::fs::Mode::empty()).map_err(
+        |e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => changed(at.hp),
+            e => Error::io_at(at.hp, e),
+        },
+    )?;
+    let f = fs::File::from(fd);
+    let m = f.metadata().map_err(|e| Error::io_at(at.hp, e))?;
+    let kind_ok = if dir { m.is_dir() } else { m.is_file() };
+    if !kind_ok || (m.dev(), m.ino()) != id {
+        return Err(changed(at.hp));
+    }
+    Ok((f, m))
+}
+
+/// The metadata of the object at `at` itself (a symlink's own, not its
+/// target's), read through an `O_PATH` descriptor opened relative to the
+/// directory the walk holds open.
+fn stat_at(at: At<'_>) -> Result<fs::Metadata> {
+    use rustix::fs::OFlags;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(at.dir, at.name, flags, rustix::fs::Mode::empty())
+        .map_err(|e| Error::io_at(at.hp, e))?;
+    fs::File::from(fd)
+        .metadata()
+        .map_err(|e| Error::io_at(at.hp, e))
+}
+
+/// The names in the open host directory `f` (whose path is `h`).
+pub(super) fn list_dir(f: &fs::File, h: &Path) -> Result<Vec<OsString>> {
     let io = |e: rustix::io::Errno| Error::io_at(h, e);
     let mut names = Vec::new();
-    for e in rustix::fs::Dir::read_from(&f).map_err(io)? {
+    for e in rustix::fs::Dir::read_from(f).map_err(io)? {
         let e = e.map_err(io)?;
         let name = e.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+            names.push(OsStr::from_bytes(name).to_os_string());
         }
     }
     Ok(names)
 }
 
-/// Opens a regular host file for import (see [`open_checked`]); its size
-/// must fit the tree's file-size limit, checked before any byte is read.
-pub(super) fn open_host_file(vfs: &Vfs, hp: &Path, meta: &fs::Metadata) -> Result<(fs::File, u64)> {
-    let (f, m) = open_checked(hp, (meta.dev(), meta.ino()), false, false)?;
+/// Opens a regular host file for import (see [`open_at`]); its size must
+/// fit the tree's file-size limit, checked before any byte is read.
+pub(super) fn open_host_file(
+    vfs: &Vfs,
+    at: At<'_>,
+    meta: &fs::Metadata,
+) -> Result<(fs::File, u64)> {
+    let hp = at.hp;
+    let (f, m) = open_at(at, (meta.dev(), meta.ino()), false)?;
     let max = vfs.limits().max_file_size;
     if m.len() > max {
         return Err(Error::with(
@@ -292,12 +367,13 @@ pub(super) fn open_host_file(vfs: &Vfs, hp: &Path, meta: &fs::Metadata) -> Resul
 }
 
 /// A host symlink's target, which the engine stores as UTF-8.
-pub(super) fn link_target(hp: &Path) -> Result<String> {
-    let target = fs::read_link(hp).map_err(|e| Error::io_at(hp, e))?;
-    target.into_os_string().into_string().map_err(|_| {
+pub(super) fn link_target(at: At<'_>) -> Result<String> {
+    let target =
+        rustix::fs::readlinkat(at.dir, at.name, Vec::new()).map_err(|e| Error::io_at(at.hp, e))?;
+    target.into_string().map_err(|_| {
         Error::with(
             ErrorKind::InvalidInput,
-            format!("{}: symlink target is not UTF-8", hp.display()),
+            format!("{}: symlink target is not UTF-8", at.hp.display()),
         )
     })
 }
@@ -330,12 +406,13 @@ pub(super) fn read_full(f: &mut impl Read, buf: &mut [u8], hp: &Path) -> Result<
 /// Copies one regular file; returns its size.
 pub(super) fn import_file(
     vfs: &mut Vfs,
-    hp: &Path,
+    at: At<'_>,
     gp: &str,
     meta: &fs::Metadata,
     buf: &mut [u8],
 ) -> Result<u64> {
-    let (f, size) = open_host_file(vfs, hp, meta)?;
+    let hp = at.hp;
+    let (f, size) = open_host_file(vfs, at, meta)?;
     let fd = vfs
         .open(
             gp,

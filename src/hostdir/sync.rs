@@ -12,7 +12,7 @@ use crate::path;
 use crate::vfs::{OpenOptions, SetTime, Vfs};
 
 use super::import::{
-    HostStep, import_file, link_target, open_host_file, read_full, start_walk,
+    At, HostStep, import_file, link_target, open_host_file, read_full, start_walk,
     unsupported_file_type, walk_host,
 };
 use super::{ImportStats, guest_err, times_of, utf8_name};
@@ -71,7 +71,7 @@ pub fn sync_dir_with(
                 }
                 stats.hard_links += 1;
             }
-            HostStep::Object { hp, gp, meta } => {
+            HostStep::Object { at, gp, meta } => {
                 let ft = meta.file_type();
                 let cur = vfs.symlink_metadata(gp).ok();
                 // Keep the guest object only if it is of the same kind
@@ -90,7 +90,7 @@ pub fn sync_dir_with(
                     }
                     stats.dirs += 1;
                 } else if ft.is_symlink() {
-                    let target = link_target(hp)?;
+                    let target = link_target(at)?;
                     if keep && vfs.read_link(gp).ok().as_deref() != Some(target.as_str()) {
                         remove_tree(vfs, gp)?;
                     }
@@ -101,14 +101,14 @@ pub fn sync_dir_with(
                     stats.symlinks += 1;
                 } else if ft.is_file() {
                     if keep {
-                        stats.bytes += sync_file(vfs, hp, gp, meta, &mut buf, &mut old)?;
+                        stats.bytes += sync_file(vfs, at, gp, meta, &mut buf, &mut old)?;
                         set_meta_if_changed(vfs, gp, meta)?;
                     } else {
-                        stats.bytes += import_file(vfs, hp, gp, meta, &mut buf)?;
+                        stats.bytes += import_file(vfs, at, gp, meta, &mut buf)?;
                     }
                     stats.files += 1;
                 } else {
-                    return Err(unsupported_file_type(hp));
+                    return Err(unsupported_file_type(at.hp));
                 }
             }
         }
@@ -135,13 +135,14 @@ pub(super) fn set_meta_if_changed(vfs: &mut Vfs, g: &str, meta: &fs::Metadata) -
 /// Rewrites the pieces of a guest file that differ from the host file.
 pub(super) fn sync_file(
     vfs: &mut Vfs,
-    hp: &Path,
+    at: At<'_>,
     gp: &str,
     meta: &fs::Metadata,
     buf: &mut [u8],
     old: &mut [u8],
 ) -> Result<u64> {
-    let (f, size) = open_host_file(vfs, hp, meta)?;
+    let hp = at.hp;
+    let (f, size) = open_host_file(vfs, at, meta)?;
     let mut f = f.take(size);
     let mode = vfs.symlink_metadata(gp).map_err(guest_err(gp))?.mode;
     if mode & 0o600 != 0o600 {
