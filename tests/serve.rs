@@ -872,6 +872,88 @@ fn past_the_queue_requests_get_overloaded() {
     });
 }
 
+/// Bodies being received are charged to `--max-body-memory` before they
+/// are buffered: while a slow client holds most of it, another upload is
+/// refused with `429 overloaded` (a small request still fits), and once
+/// the slow client is gone the same upload goes through.
+#[test]
+fn uploads_past_the_body_memory_get_overloaded() {
+    use std::io::Write;
+    let s = Server::start(
+        &[
+            "--demo",
+            "--max-upload",
+            "1M",
+            "--max-body",
+            "64K",
+            "--max-body-memory",
+            "1M",
+        ],
+        None,
+    );
+    runtime().block_on(async {
+        let addr = s.url.strip_prefix("http://").unwrap().to_string();
+        let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            slow,
+            "PUT /v1/snapshots/slow HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000000\r\n\r\n"
+        )
+        .unwrap();
+        slow.write_all(&[0u8; 4096]).unwrap();
+        slow.flush().unwrap();
+        // The server charges the slow body once it reads its headers.
+        let mut held = 0.0;
+        for _ in 0..100 {
+            let (_, text) = s.get("/metrics").await;
+            let text = String::from_utf8(text).unwrap();
+            held = text
+                .lines()
+                .find_map(|l| l.strip_prefix("cowvfs_request_body_bytes "))
+                .expect("the body gauge")
+                .parse::<f64>()
+                .unwrap();
+            if held >= 1e6 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(held >= 1e6, "the slow body is charged: {held}");
+        let wat = format!("{LOOP_WAT}{}", " ".repeat(200_000));
+        let (st, body) = s
+            .send(
+                "PUT",
+                "/v1/modules/big",
+                Some((wat.clone().into_bytes(), "application/wasm")),
+            )
+            .await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((st, code(&v)), (429, "overloaded"), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("request bodies"),
+            "{v}"
+        );
+        // A small body still fits beside the slow one.
+        s.put_module("small", LOOP_WAT).await;
+        drop(slow);
+        let mut last = (0, Value::Null);
+        for _ in 0..100 {
+            let (st, body) = s
+                .send(
+                    "PUT",
+                    "/v1/modules/big",
+                    Some((wat.clone().into_bytes(), "application/wasm")),
+                )
+                .await;
+            last = (st, serde_json::from_slice(&body).unwrap());
+            if st == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(last.0, 200, "the budget came back: {}", last.1);
+    });
+}
+
 /// A checkpoint of a tree with one small file, made with the library.
 fn tiny_checkpoint() -> Vec<u8> {
     let mut v = cowvfs::Vfs::new();

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Largest module or checkpoint upload.
     #[arg(long, value_name = "SIZE", default_value = "1G")]
     max_upload: String,
+    /// Memory for request bodies being received, all together (at least
+    /// --max-upload); a body past it gets 429 overloaded.
+    #[arg(long, value_name = "SIZE", default_value = "2G")]
+    max_body_memory: String,
     /// Memory for snapshots before the least recently used unnamed ones
     /// are evicted.
     #[arg(long, value_name = "SIZE", default_value = "2G")]
@@ -144,6 +148,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         queue_wait: duration(&args.queue_wait, "--queue-wait")?,
         max_body: usize_of(&args.max_body, "--max-body")?,
         max_upload: usize_of(&args.max_upload, "--max-upload")?,
+        max_body_memory: size(&args.max_body_memory, "--max-body-memory")?,
         max_snapshot_memory: size(&args.max_snapshot_memory, "--max-snapshot-memory")?,
         default_timeout: timeout,
         max_timeout,

@@ -2,9 +2,12 @@
 //! before anything is buffered beyond it), and response bodies streamed
 //! from blocking code through a small bounded channel.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use futures_util::StreamExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{ApiError, ApiResult, Code};
 
@@ -24,9 +27,78 @@ const DRAIN_MAX: u64 = 64 << 20;
 /// How long the server keeps taking in a refused body.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The request bodies the server holds at once, all requests together,
+/// in KiB: a body is charged (by its Content-Length at once, else as it
+/// streams in) before it is buffered, and given back when the handler
+/// drops it. Without it each of N clients could make the server buffer a
+/// whole upload before any gate is reached.
+#[derive(Debug)]
+pub struct Budget {
+    kib: Arc<Semaphore>,
+    total: u64,
+}
+
+/// KiB for `bytes`, rounded up.
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl Budget {
+    /// A budget of `bytes` (at most 4 TiB).
+    pub fn new(bytes: u64) -> Budget {
+        let bytes = bytes.min(u64::from(u32::MAX) * 1024);
+        Budget {
+            kib: Arc::new(Semaphore::new(kib(bytes) as usize)),
+            total: bytes,
+        }
+    }
+
+    /// Bytes of bodies held now.
+    pub fn held(&self) -> u64 {
+        (u64::from(kib(self.total)) - self.kib.available_permits() as u64) * 1024
+    }
+
+    fn take(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        self.kib.clone().try_acquire_many_owned(kib(bytes)).ok()
+    }
+
+    fn full(&self, what: &str) -> ApiError {
+        ApiError::new(
+            Code::Overloaded,
+            format!(
+                "request bodies being received fill this server's {} bytes for them; retry the {what} later",
+                self.total
+            ),
+        )
+    }
+}
+
+/// A request body, charged to the [`Budget`] while it is held.
+#[derive(Debug)]
+pub struct Held {
+    bytes: Bytes,
+    _charge: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Held {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Most bytes charged at once while a body of unknown length streams in.
+const STEP: u64 = 1 << 20;
+
 /// The whole body, refused past `limit` bytes (by its Content-Length at
-/// once, else as it streams in).
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
+/// once, else as it streams in), or when `budget` cannot hold it.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+    budget: &Budget,
+) -> ApiResult<Held> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -38,7 +110,15 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> 
         }
         return Err(too_large(limit, what));
     }
-    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    // What is charged: the declared length, else a step at a time.
+    let mut charged = declared.unwrap_or(0);
+    let Some(mut charge) = budget.take(charged) else {
+        if declared.is_some_and(|n| n <= DRAIN_MAX) {
+            drain(&mut stream).await;
+        }
+        return Err(budget.full(what));
+    };
+    let mut buf = Vec::with_capacity(charged as usize);
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| ApiError::bad(format!("cannot read the {what}: {e}")))?;
         if buf.len() + piece.len() > limit {
@@ -46,9 +126,27 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> 
             drain(&mut stream).await;
             return Err(too_large(limit, what));
         }
+        let need = (buf.len() + piece.len()) as u64;
+        if need > charged {
+            // Grown as a `Vec` grows: to at least double, within the limit.
+            let to = need.max(charged * 2).max(STEP).min(limit as u64);
+            match budget.take(to - charged) {
+                Some(more) => charge.merge(more),
+                None => {
+                    drop(buf);
+                    drain(&mut stream).await;
+                    return Err(budget.full(what));
+                }
+            }
+            charged = to;
+            buf.reserve_exact(to as usize - buf.len());
+        }
         buf.extend_from_slice(&piece);
     }
-    Ok(Bytes::from(buf))
+    Ok(Held {
+        bytes: Bytes::from(buf),
+        _charge: charge,
+    })
 }
 
 /// Reads and drops what is left of a refused body, up to [`DRAIN_MAX`]

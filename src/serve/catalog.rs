@@ -44,6 +44,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         snapshots: held,
         evicted,
         modules: app.modules.count(),
+        body_bytes: app.bodies.held(),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -60,19 +61,17 @@ pub async fn put_module(
     req: Body,
 ) -> ApiResult<Json<Value>> {
     check_name(&name)?;
-    let bytes = body::read(&headers, req, app.config.max_upload, "module").await?;
-    let binary = modules::to_binary(&bytes)?;
-    drop(bytes);
-    let hash = blake3::hash(&binary);
-    let module = match app.modules.compiled(&hash) {
-        Some(m) => m,
-        None => {
-            blocking(&app, false, move |app| {
-                modules::compile(&app.engine, &binary, super::ARGV0).map(Arc::new)
-            })
-            .await?
+    let bytes = body::read(&headers, req, app.config.max_upload, "module", &app.bodies).await?;
+    // WAT parsing too takes a turn: it is as heavy as the body is long.
+    let module = blocking(&app, false, move |app| {
+        let binary = modules::to_binary(&bytes)?;
+        drop(bytes);
+        match app.modules.compiled(&blake3::hash(&binary)) {
+            Some(m) => Ok(m),
+            None => modules::compile(&app.engine, &binary, super::ARGV0).map(Arc::new),
         }
-    };
+    })
+    .await?;
     let module = app.modules.insert(&name, module)?;
     tracing::info!(%name, hash = %module.hash.to_hex(), kind = module.kind(), "module registered");
     Ok(Json(module_json(&name, &module)))
@@ -131,12 +130,19 @@ pub async fn put_snapshot(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let root = if json_body {
-        let bytes = body::read(&headers, req, app.config.max_body, "request").await?;
+        let bytes = body::read(&headers, req, app.config.max_body, "request", &app.bodies).await?;
         let import: Import = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad(format!("bad import request: {e}")))?;
         import_tree(&app, name.clone(), import).await?
     } else {
-        let bytes = body::read(&headers, req, app.config.max_upload, "checkpoint").await?;
+        let bytes = body::read(
+            &headers,
+            req,
+            app.config.max_upload,
+            "checkpoint",
+            &app.bodies,
+        )
+        .await?;
         let n = name.clone();
         blocking(&app, false, move |app| {
             let snap =

@@ -54,6 +54,8 @@ pub struct Gauges {
     pub evicted: u64,
     /// Distinct compiled modules.
     pub modules: usize,
+    /// Bytes of request bodies being received or held.
+    pub body_bytes: u64,
 }
 
 impl Metrics {
@@ -145,7 +147,7 @@ impl Metrics {
              cowvfs_runs_restarted_total {}",
             inner.restarted
         );
-        let gauges: [(&str, &str, f64); 7] = [
+        let gauges: [(&str, &str, f64); 8] = [
             (
                 "cowvfs_active_sandboxes",
                 "Sandboxes (and compilations, loads) running now.",
@@ -181,6 +183,11 @@ impl Metrics {
                 "Distinct compiled modules held.",
                 g.modules as f64,
             ),
+            (
+                "cowvfs_request_body_bytes",
+                "Bytes of request bodies being received or held (charged to --max-body-memory).",
+                g.body_bytes as f64,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -214,6 +221,7 @@ mod tests {
             snapshots: 1,
             evicted: 0,
             modules: 1,
+            body_bytes: 4096,
         });
         assert!(text.contains(
             "cowvfs_http_requests_total{route=\"/v1/run\",method=\"POST\",status=\"200\"} 2"
@@ -225,6 +233,7 @@ mod tests {
             "cowvfs_http_request_duration_seconds_bucket{route=\"/v1/run\",le=\"+Inf\"} 2"
         ));
         assert!(text.contains("cowvfs_active_sandboxes 2\n"));
+        assert!(text.contains("cowvfs_request_body_bytes 4096\n"));
         assert!(text.contains("cowvfs_runs_total{outcome=\"ok\"} 1"));
         m.restarted();
         let text = m.render(&Gauges {
@@ -235,6 +244,7 @@ mod tests {
             snapshots: 0,
             evicted: 0,
             modules: 0,
+            body_bytes: 0,
         });
         assert!(text.contains("\ncowvfs_runs_restarted_total 1\n"), "{text}");
     }

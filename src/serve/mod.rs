@@ -77,6 +77,10 @@ pub struct Config {
     pub max_body: usize,
     /// Largest module or checkpoint upload.
     pub max_upload: usize,
+    /// Bytes of request bodies held at once, all requests together
+    /// (at least `max_upload` and `max_body`); a body past it is refused
+    /// with `429 overloaded` before it is buffered.
+    pub max_body_memory: u64,
     /// Bytes of snapshots held in memory before eviction.
     pub max_snapshot_memory: u64,
     /// A run's deadline when the request names none.
@@ -125,6 +129,7 @@ impl Default for Config {
             max_transfers: 16,
             max_body: 4 << 20,
             max_upload: 1 << 30,
+            max_body_memory: 2 << 30,
             max_snapshot_memory: 2 << 30,
             default_timeout: Duration::from_secs(10),
             max_timeout: Duration::from_secs(300),
@@ -165,6 +170,8 @@ pub struct App {
     snapshots: Registry,
     gate: Gate,
     transfers: Gate,
+    /// Request bodies held at once.
+    bodies: body::Budget,
     metrics: Metrics,
     /// Whether guests may start on the async threads (see
     /// `sandbox::run_inline`): only when no snapshot can be backed by a
@@ -237,6 +244,13 @@ impl App {
         if config.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(StartError("the token is empty".into()));
         }
+        let biggest = config.max_upload.max(config.max_body) as u64;
+        if config.max_body_memory < biggest {
+            return Err(StartError(format!(
+                "the memory for request bodies ({} bytes) must hold the largest body allowed ({biggest} bytes)",
+                config.max_body_memory
+            )));
+        }
         let engine = engine(&config)?;
         let (store, cache) = match &config.store {
             Some(url) => {
@@ -258,6 +272,7 @@ impl App {
             modules: Modules::new(config.max_modules),
             snapshots,
             gate: Gate::new(config.max_running, config.max_queue, config.queue_wait),
+            bodies: body::Budget::new(config.max_body_memory),
             transfers: Gate::new(
                 config.max_transfers,
                 config.max_transfers * 4,

@@ -97,7 +97,7 @@ pub async fn run(
     req: Body,
 ) -> ApiResult<Json<Value>> {
     let received = Instant::now();
-    let bytes = body::read(&headers, req, app.config.max_body, "request").await?;
+    let bytes = body::read(&headers, req, app.config.max_body, "request", &app.bodies).await?;
     let req: RunRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad(format!("bad run request: {e}")))?;
     drop(bytes);
