@@ -229,6 +229,39 @@ fn fork_with_limits_allows_its_base() {
 }
 
 #[test]
+fn snapshot_listings_come_in_pages() {
+    let mut v = Vfs::new();
+    v.create_dir("/d").unwrap();
+    for i in 0..10 {
+        v.write_file(&format!("/d/f{i}"), b"x").unwrap();
+    }
+    v.symlink("d", "/to_d").unwrap();
+    let snap = v.snapshot();
+    let names = |es: Vec<cowvfs::DirEntry>| es.into_iter().map(|e| e.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        names(snap.read_dir_page("/d", None, 3).unwrap()),
+        ["f0", "f1", "f2"]
+    );
+    assert_eq!(
+        names(snap.read_dir_page("/to_d", Some("f2"), 2).unwrap()),
+        ["f3", "f4"]
+    );
+    assert_eq!(
+        names(snap.read_dir_page("/d", Some("f8"), 5).unwrap()),
+        ["f9"]
+    );
+    assert_eq!(snap.read_dir_page("/d", None, 100).unwrap().len(), 10);
+    assert_eq!(
+        kind(snap.read_dir_page("/d/f1", None, 1)),
+        ErrorKind::NotADirectory
+    );
+    assert_eq!(
+        kind(snap.read_dir_page("/nope", None, 1)),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
 fn symlinks() {
     let mut v = Vfs::new();
     v.create_dir_all("/d/e").unwrap();

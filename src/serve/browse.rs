@@ -125,7 +125,19 @@ const MAX_LISTED: usize = 100_000;
 
 async fn list(app: &Arc<App>, id: &str, path: &str) -> ApiResult<Json<Value>> {
     let (_, snap) = find(app, id).await?;
-    let entries = snap.read_dir(path)?;
+    // A turn of the transfer gate, off the async threads: a page costs a
+    // lookup per entry, and only a page's worth is copied.
+    let path = path.to_string();
+    let json = super::catalog::blocking(app, true, move |_| {
+        let entries = snap.read_dir_page(&path, None, MAX_LISTED + 1)?;
+        Ok(listing(&snap, &path, &entries))
+    })
+    .await?;
+    Ok(Json(json))
+}
+
+/// The JSON of a listing of `path`, from up to one more entry than shown.
+fn listing(snap: &crate::Snapshot, path: &str, entries: &[crate::DirEntry]) -> Value {
     let truncated = entries.len() > MAX_LISTED;
     let base = path.trim_end_matches('/');
     let list: Vec<Value> = entries
@@ -144,9 +156,7 @@ async fn list(app: &Arc<App>, id: &str, path: &str) -> ApiResult<Json<Value>> {
                    "mode": meta.as_ref().map_or(0, |m| m.mode)})
         })
         .collect();
-    Ok(Json(
-        json!({"path": path, "entries": list, "truncated": truncated}),
-    ))
+    json!({"path": path, "entries": list, "truncated": truncated})
 }
 
 /// `GET /v1/snapshots/{name}/diff/{other}`.

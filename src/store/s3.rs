@@ -490,6 +490,10 @@ impl BlobStore for S3Store {
     }
 
     fn list_info(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>> {
+        // An endpoint that pages forever (or a store past any real one's
+        // size) is an error here, not a listing that grows until the
+        // process is killed: 10 million objects hold about 2 GiB listed.
+        const MAX_LISTED: usize = 10_000_000;
         let top = prefix.trim_end_matches('/');
         check_key(top)?;
         let k = self.key(top);
@@ -501,20 +505,25 @@ impl BlobStore for S3Store {
         let client = self.client.clone();
         let what = format!("{}: listing {top}/", self.location());
         let metas = self.run(async move {
-            client
-                .list(Some(&k))
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<std::result::Result<Vec<_>, _>>()
-        })?;
-        let metas = match metas {
-            Ok(m) => m,
-            // A bucket not made yet holds nothing (S3 servers that make a
-            // bucket on first write, as SeaweedFS does, answer so).
-            Err(e) if e.to_string().contains("NoSuchBucket") => Vec::new(),
-            Err(e) => return Err(s3_err(&what, e)),
-        };
+            let mut metas = Vec::new();
+            let mut list = client.list(Some(&k));
+            while let Some(meta) = list.next().await {
+                match meta {
+                    Ok(_) if metas.len() >= MAX_LISTED => {
+                        return Err(Error::corrupt(format!(
+                            "{what}: more than {MAX_LISTED} objects"
+                        )));
+                    }
+                    Ok(m) => metas.push(m),
+                    // A bucket not made yet holds nothing (S3 servers that
+                    // make a bucket on first write, as SeaweedFS does,
+                    // answer so).
+                    Err(e) if e.to_string().contains("NoSuchBucket") => return Ok(Vec::new()),
+                    Err(e) => return Err(s3_err(&what, e)),
+                }
+            }
+            Ok(metas)
+        })??;
         Ok(metas
             .into_iter()
             .filter_map(|m| {

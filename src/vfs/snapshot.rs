@@ -10,7 +10,7 @@ use crate::limits::{Limits, Usage};
 use crate::time::{Clock, SystemClock};
 use crate::tree::{Base, Change, ChangeKind, InoMap, Tree};
 
-use super::read::{DirEntry, Metadata, read_dir, read_file, read_link, stat};
+use super::read::{DirEntry, Metadata, dir_page, read_dir, read_file, read_link, stat};
 use super::{Vfs, ctx};
 
 /// An immutable tree: `Clone + Send + Sync`, O(1) to take, clone and fork.
@@ -162,6 +162,26 @@ impl Snapshot {
     /// A directory's entries in name order.
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         read_dir(&self.tree, Base::Root, path).map_err(ctx(path))
+    }
+
+    /// At most `max` of a directory's entries in name order, those after
+    /// the name `after` (`None`: from the first): a listing in pages, which
+    /// never copies more than it returns.
+    pub fn read_dir_page(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<DirEntry>> {
+        let page = || {
+            dir_page(
+                &self.tree,
+                self.tree.lookup(Base::Root, path, true)?,
+                after,
+                max,
+            )
+        };
+        page().map_err(ctx(path))
     }
 
     /// A symlink's target.
