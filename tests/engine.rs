@@ -237,7 +237,11 @@ fn snapshot_listings_come_in_pages() {
     }
     v.symlink("d", "/to_d").unwrap();
     let snap = v.snapshot();
-    let names = |es: Vec<cowvfs::DirEntry>| es.into_iter().map(|e| e.name.to_string()).collect::<Vec<_>>();
+    let names = |es: Vec<cowvfs::DirEntry>| {
+        es.into_iter()
+            .map(|e| e.name.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         names(snap.read_dir_page("/d", None, 3).unwrap()),
         ["f0", "f1", "f2"]

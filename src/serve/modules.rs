@@ -113,6 +113,9 @@ impl Modules {
     /// `limit_exceeded` when it would make more than the cache holds.
     pub fn insert(&self, name: &str, module: Arc<Module>) -> ApiResult<Arc<Module>> {
         let mut inner = self.lock();
+        if !inner.names.contains_key(name) && inner.names.len() >= super::snapshots::MAX_NAMES {
+            return Err(super::snapshots::too_many_names("module"));
+        }
         let module = match inner.by_hash.get(&module.hash) {
             Some(m) => m.clone(),
             None => {
@@ -182,5 +185,28 @@ impl Modules {
 fn forget_unnamed(inner: &mut Inner, hash: blake3::Hash) {
     if !inner.names.values().any(|h| *h == hash) {
         inner.by_hash.remove(&hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::snapshots::MAX_NAMES;
+
+    #[test]
+    fn module_names_stop_at_their_bound() {
+        let engine = wasmtime::Engine::default();
+        let wat = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+        let m = Arc::new(compile(&engine, &to_binary(wat.as_bytes()).unwrap(), "m").unwrap());
+        let mods = Modules::new(4);
+        for i in 0..MAX_NAMES {
+            mods.insert(&format!("n{i}"), m.clone()).unwrap();
+        }
+        let e = mods.insert("one-more", m.clone()).unwrap_err();
+        assert_eq!(e.code, Code::LimitExceeded, "{}", e.message);
+        assert!(mods.get("one-more").is_err());
+        // A name already given may be given again.
+        mods.insert("n5", m).unwrap();
+        assert_eq!(mods.count(), 1);
     }
 }

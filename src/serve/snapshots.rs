@@ -104,6 +104,19 @@ pub struct NewSnapshot {
 
 /// Checks a snapshot or module name: 1 to 128 of `A-Z a-z 0-9 . _ -`, not
 /// starting with `.`, and not 64 hex digits (those are root hashes).
+/// Most names the server keeps, of snapshots and of modules each: a name
+/// costs no snapshot memory, so without a bound renaming one snapshot
+/// over and over would grow the server without end.
+pub const MAX_NAMES: usize = 100_000;
+
+/// The refusal of a new name past [`MAX_NAMES`].
+pub fn too_many_names(what: &str) -> ApiError {
+    ApiError::new(
+        Code::LimitExceeded,
+        format!("the server holds {MAX_NAMES} {what} names, its most; delete one first"),
+    )
+}
+
 pub fn check_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -265,6 +278,14 @@ impl Registry {
     pub fn insert(&self, new: NewSnapshot) -> ApiResult<blake3::Hash> {
         let root = new.snap.root_hash();
         let cost = new.cost.saturating_add(ENTRY_COST);
+        let full = |inner: &Inner| {
+            new.name
+                .as_ref()
+                .is_some_and(|n| !inner.names.contains_key(n) && inner.names.len() >= MAX_NAMES)
+        };
+        if full(&self.lock()) {
+            return Err(too_many_names("snapshot"));
+        }
         let held = self.lock().by_root.contains_key(&root);
         let mut pushed = new.in_store;
         if !held
@@ -282,6 +303,9 @@ impl Registry {
             self.set_ref(&**store, name, &root)?;
         }
         let mut inner = self.lock();
+        if full(&inner) {
+            return Err(too_many_names("snapshot"));
+        }
         inner.tick += 1;
         let tick = inner.tick;
         if !inner.by_root.contains_key(&root) {
@@ -481,6 +505,25 @@ mod tests {
             parent: None,
             in_store: false,
         })
+    }
+
+    #[test]
+    fn names_stop_at_their_bound_and_a_refusal_changes_nothing() {
+        let r = Registry::new(1 << 30, None, None, Default::default());
+        let s = snap(b"s");
+        let root = add(&r, &s, 100, None).unwrap();
+        for i in 0..MAX_NAMES {
+            add(&r, &s, 100, Some(&format!("n{i}"))).unwrap();
+        }
+        let other = snap(b"other");
+        let e = add(&r, &other, 100, Some("one-more")).unwrap_err();
+        assert_eq!(e.code, Code::LimitExceeded, "{}", e.message);
+        assert!(r.get_held("one-more").is_err());
+        assert!(r.get_held(&other.root_hash().to_hex()).unwrap().is_none());
+        // An existing name may still be given again, to another snapshot.
+        add(&r, &other, 100, Some("n7")).unwrap();
+        assert_eq!(r.get_held("n7").unwrap().unwrap().0, other.root_hash());
+        assert_eq!(r.get_held("n8").unwrap().unwrap().0, root);
     }
 
     #[test]

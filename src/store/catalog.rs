@@ -28,8 +28,52 @@ pub const VERSION_KEY: &str = "cowvfs-store";
 pub const STORE_VERSION: u32 = 2;
 const VERSION_PREFIX: &str = "cowvfs store format ";
 
-/// Index objects read per batch call.
+/// Most index objects read per batch call.
 const INDEX_BATCH: usize = 64;
+
+/// Most bytes of index objects one batch may hold at once: a batch of
+/// `n` objects reads each with a cap of its largest listed size, and `n`
+/// times that stays under this. Real index objects are small, so batches
+/// stay full; a store whose index objects are large (or that does not
+/// say how large) is read a few at a time, not 64 × 64 MiB at once.
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Index object names as listed, with their sizes where the store says.
+pub(crate) type Listed = Vec<(String, Option<u64>)>;
+
+/// Lists the store's index objects, with sizes when it can.
+fn list_index(store: &dyn BlobStore) -> Result<Listed> {
+    match store.list_info("index/") {
+        Ok(infos) => Ok(infos.into_iter().map(|i| (i.key, Some(i.size))).collect()),
+        Err(e) if e.kind() == ErrorKind::Unsupported => Ok(store
+            .list("index/")?
+            .into_iter()
+            .map(|k| (k, None))
+            .collect()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Splits `new` into batches under [`INDEX_BATCH`] and [`BATCH_BYTES`];
+/// each with the cap its objects are read under.
+fn batches(new: &[(String, blake3::Hash, u64)]) -> Vec<(&[(String, blake3::Hash, u64)], u64)> {
+    let mut out = Vec::new();
+    let (mut start, mut cap) = (0, 0u64);
+    for (i, (_, _, size)) in new.iter().enumerate() {
+        let n = (i - start) as u64;
+        let grown = cap.max(*size);
+        if n > 0 && (n as usize >= INDEX_BATCH || (n + 1).saturating_mul(grown) > BATCH_BYTES) {
+            out.push((&new[start..i], cap));
+            (start, cap) = (i, *size);
+        } else {
+            cap = grown;
+        }
+    }
+    if start < new.len() {
+        out.push((&new[start..], cap));
+    }
+    out
+}
 
 /// Where one packed chunk is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,10 +182,10 @@ impl Catalog {
     /// The first half of [`Catalog::load`], one round trip: the store's
     /// version and the listing of its index objects, with an empty
     /// catalog that [`Catalog::finish`] fills from that listing.
-    pub(crate) fn begin(store: &dyn BlobStore) -> Result<(Catalog, Vec<String>)> {
+    pub(crate) fn begin(store: &dyn BlobStore) -> Result<(Catalog, Listed)> {
         let (version, listed) = std::thread::scope(|s| {
             let v = s.spawn(|| read_version(store));
-            let listed = store.list("index/");
+            let listed = list_index(store);
             let v = v
                 .join()
                 .unwrap_or_else(|_| Err(io_err("version reader thread failed")));
@@ -162,7 +206,7 @@ impl Catalog {
         &self,
         store: &dyn BlobStore,
         cache: Option<&dyn BlobStore>,
-        listed: Vec<String>,
+        listed: Listed,
     ) -> Result<()> {
         self.take_in(store, cache, listed).map(|_| ())
     }
@@ -170,7 +214,7 @@ impl Catalog {
     /// Lists `index/` again and reads the index objects not seen yet
     /// (another host's pushes since); how many were new.
     pub fn refresh(&self, store: &dyn BlobStore, cache: Option<&dyn BlobStore>) -> Result<usize> {
-        let listed = store.list("index/")?;
+        let listed = list_index(store)?;
         self.take_in(store, cache, listed)
     }
 
@@ -178,17 +222,26 @@ impl Catalog {
     /// reader that found a pack gone, whose live chunks a garbage
     /// collection moved to a new pack (an index object read before may
     /// list them, but the old location would win). How many it read.
+    ///
+    /// The new view is read aside and swapped in whole, so a reader of the
+    /// same catalog meanwhile (trees opened from one store share it) never
+    /// finds it empty.
     pub fn reload(&self, store: &dyn BlobStore, cache: Option<&dyn BlobStore>) -> Result<usize> {
-        let listed = store.list("index/")?;
-        {
-            let mut st = self.lock()?;
-            let version = st.version;
-            *st = State {
-                version,
+        let listed = list_index(store)?;
+        let fresh = Catalog {
+            location: self.location.clone(),
+            state: Mutex::new(State {
+                version: self.version(),
                 ..State::default()
-            };
-        }
-        self.take_in(store, cache, listed)
+            }),
+        };
+        let n = fresh.take_in(store, cache, listed)?;
+        let st = fresh
+            .state
+            .into_inner()
+            .map_err(|_| io_err("store catalog poisoned"))?;
+        *self.lock()? = st;
+        Ok(n)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>> {
@@ -201,26 +254,32 @@ impl Catalog {
         &self,
         store: &dyn BlobStore,
         cache: Option<&dyn BlobStore>,
-        listed: Vec<String>,
+        listed: Listed,
     ) -> Result<usize> {
-        let new: Vec<(String, blake3::Hash)> = {
+        let new: Vec<(String, blake3::Hash, u64)> = {
             let st = self.lock()?;
             listed
                 .into_iter()
-                .filter(|k| !st.seen.contains(k))
-                .filter_map(|k| parse_name(&k, "index/").map(|h| (k, h)))
+                .filter(|(k, _)| !st.seen.contains(k))
+                .filter_map(|(k, size)| {
+                    let h = parse_name(&k, "index/")?;
+                    // A size the store does not say, or one over the
+                    // bound, is read under the bound (which refuses it).
+                    let size = size.map_or(MAX_INDEX_OBJECT, |s| s.min(MAX_INDEX_OBJECT));
+                    Some((k, h, size))
+                })
                 .collect()
         };
         let mut count = 0;
-        for part in new.chunks(INDEX_BATCH) {
-            let keys: Vec<&str> = part.iter().map(|(k, _)| k.as_str()).collect();
+        for (part, cap) in batches(&new) {
+            let keys: Vec<&str> = part.iter().map(|(k, _, _)| k.as_str()).collect();
             let mut got: Vec<Option<Result<Vec<PackRecord>>>> = vec![None; 0];
             got.resize_with(part.len(), || None);
             // The cache first: a cached index object is checked like any.
             if let Some(c) = cache
-                && let Ok(bytes) = c.get_objects(&keys, MAX_INDEX_OBJECT)
+                && let Ok(bytes) = c.get_objects(&keys, cap)
             {
-                for ((g, b), (_, h)) in got.iter_mut().zip(bytes).zip(part) {
+                for ((g, b), (_, h, _)) in got.iter_mut().zip(bytes).zip(part) {
                     if let Some(b) = b
                         && let Ok(recs) = pack::decode_index(h, &b)
                     {
@@ -231,7 +290,7 @@ impl Catalog {
             let want: Vec<usize> = (0..part.len()).filter(|&i| got[i].is_none()).collect();
             if !want.is_empty() {
                 let wkeys: Vec<&str> = want.iter().map(|&i| keys[i]).collect();
-                let fetched = store.get_objects(&wkeys, MAX_INDEX_OBJECT)?;
+                let fetched = store.get_objects(&wkeys, cap)?;
                 let mut to_cache = Vec::new();
                 for (&i, b) in want.iter().zip(fetched) {
                     // Gone since the listing (a garbage collection): skip.
@@ -251,7 +310,7 @@ impl Catalog {
                 }
             }
             let mut st = self.lock()?;
-            for ((key, _), g) in part.iter().zip(got) {
+            for ((key, _, _), g) in part.iter().zip(got) {
                 match g {
                     None => continue,
                     Some(Ok(recs)) => {
@@ -574,4 +633,59 @@ pub fn verify_pack(store: &dyn BlobStore, pack: &blake3::Hash) -> Result<PackRec
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(sizes: &[u64]) -> Vec<(String, blake3::Hash, u64)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let h = blake3::hash(&i.to_le_bytes());
+                (format!("index/{}", h.to_hex()), h, s)
+            })
+            .collect()
+    }
+
+    /// Batches keep every object, in order, under both bounds.
+    fn check(sizes: &[u64]) -> Vec<usize> {
+        let new = listed(sizes);
+        let got = batches(&new);
+        let mut seen = 0;
+        for (part, cap) in &got {
+            assert!(!part.is_empty() && part.len() <= INDEX_BATCH);
+            assert_eq!(*cap, part.iter().map(|p| p.2).max().unwrap());
+            assert!(
+                part.len() == 1 || part.len() as u64 * cap <= BATCH_BYTES,
+                "{} × {cap}",
+                part.len()
+            );
+            assert_eq!(part[0].0, new[seen].0);
+            seen += part.len();
+        }
+        assert_eq!(seen, new.len());
+        got.iter().map(|(p, _)| p.len()).collect()
+    }
+
+    #[test]
+    fn index_batches_are_bounded_by_count_and_bytes() {
+        assert_eq!(check(&[]), Vec::<usize>::new());
+        assert_eq!(check(&[1024; 100]), [64, 36]);
+        assert_eq!(check(&[MAX_INDEX_OBJECT; 10]), [4, 4, 2]);
+        assert_eq!(
+            check(&[1024, 1024, 48 << 20, 1024, 1024, 1024, 1024]),
+            [5, 2]
+        );
+        let mut x = 7u64;
+        let sizes: Vec<u64> = (0..500)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (x >> 20) % MAX_INDEX_OBJECT
+            })
+            .collect();
+        check(&sizes);
+    }
 }

@@ -21,7 +21,7 @@
 //! fetches in flight finish their one request and their bytes are dropped.
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use super::ahead::{Ahead, Job, MAX_HELD};
 use super::catalog::Catalog;
@@ -63,7 +63,7 @@ impl CatalogSlot {
         store: Arc<dyn BlobStore>,
         cache: Option<Arc<dyn BlobStore>>,
         cat: Catalog,
-        listed: Vec<String>,
+        listed: super::catalog::Listed,
     ) -> Arc<CatalogSlot> {
         let slot = Arc::new(CatalogSlot(OnceLock::new()));
         // Fills the slot even if the reading thread unwinds or cannot
@@ -80,7 +80,11 @@ impl CatalogSlot {
             .spawn(move || {
                 let got = cat
                     .finish(&*store, cache.as_deref(), listed)
-                    .map(|()| Arc::new(cat))
+                    .map(|()| {
+                        let cat = Arc::new(cat);
+                        share_catalog(&store, &cat);
+                        cat
+                    })
                     .map_err(|e| {
                         e.context()
                             .unwrap_or("reading the index failed")
@@ -94,10 +98,71 @@ impl CatalogSlot {
         slot
     }
 
+    /// A slot holding `cat`, a catalog of the same store already read
+    /// (for another tree), once a thread has read the index objects
+    /// pushed since. If that listing fails, the slot holds `cat` as it
+    /// was: a fetch that misses lists again.
+    pub(crate) fn refresh_in_background(
+        store: Arc<dyn BlobStore>,
+        cache: Option<Arc<dyn BlobStore>>,
+        cat: Arc<Catalog>,
+    ) -> Arc<CatalogSlot> {
+        let slot = Arc::new(CatalogSlot(OnceLock::new()));
+        let fill = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cowvfs-index".into())
+            .spawn(move || {
+                if let Err(e) = cat.refresh(&*store, cache.as_deref()) {
+                    tracing::warn!("refreshing the catalog of {}: {e}", store.location());
+                }
+                let _ = fill.0.set(Ok(cat));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("starting the index reader: {e}");
+            let _ = slot
+                .0
+                .set(Err("the store's index reader did not start".into()));
+        }
+        slot
+    }
+
     /// The catalog, once read.
     fn get(&self) -> Result<&Arc<Catalog>> {
         self.0.wait().as_ref().map_err(|e| io_err(e.clone()))
     }
+}
+
+/// The catalogs of the stores trees were lazily opened from, one per
+/// store object: every tree opened from the same store shares its
+/// catalog, which places each of the store's chunks, instead of holding a
+/// copy of the whole store's index each. The store is held weakly too,
+/// so its address cannot be reused by another store while its entry
+/// stands; an entry goes once the last tree reading through it does.
+type SharedCatalogs = Vec<(Weak<dyn BlobStore>, Weak<Catalog>)>;
+
+fn shared_catalogs() -> MutexGuard<'static, SharedCatalogs> {
+    static CATALOGS: Mutex<SharedCatalogs> = Mutex::new(Vec::new());
+    // The list holds only weak pointers: a panic elsewhere cannot leave
+    // it inconsistent.
+    CATALOGS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The catalog of `store` that a tree still open from it reads through.
+pub(crate) fn shared_catalog(store: &Arc<dyn BlobStore>) -> Option<Arc<Catalog>> {
+    let list = shared_catalogs();
+    list.iter().find_map(|(s, c)| {
+        let s = s.upgrade()?;
+        Arc::ptr_eq(&s, store).then(|| c.upgrade()).flatten()
+    })
+}
+
+/// Offers `cat` as `store`'s shared catalog, dropping entries whose trees
+/// are all gone.
+fn share_catalog(store: &Arc<dyn BlobStore>, cat: &Arc<Catalog>) {
+    let mut list = shared_catalogs();
+    list.retain(|(s, c)| s.strong_count() > 0 && c.strong_count() > 0);
+    list.retain(|(s, _)| !s.upgrade().is_some_and(|s| Arc::ptr_eq(&s, store)));
+    list.push((Arc::downgrade(store), Arc::downgrade(cat)));
 }
 
 impl fmt::Debug for StoreSource {
@@ -130,6 +195,12 @@ pub(crate) struct Probe(Arc<Shared>);
 
 #[cfg(test)]
 impl Probe {
+    /// The catalog the source reads through, once read.
+    pub(crate) fn catalog(&self) -> Option<Arc<Catalog>> {
+        let slot = self.0.catalog.as_ref()?;
+        slot.get().ok().cloned()
+    }
+
     pub(crate) fn stats(&self) -> AheadStats {
         let a = self.0.lock();
         AheadStats {

@@ -258,3 +258,31 @@ fn read_ahead_stays_under_its_cap_and_stops_with_the_reader() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(store.calls.load(Ordering::SeqCst), calls);
 }
+
+/// Trees open from one store object read through one catalog, brought up
+/// to date at each open (a tree pushed since is found); another store
+/// object has its own.
+#[test]
+fn trees_opened_from_one_store_share_its_catalog() {
+    let (store, root, big) = pushed(2, Duration::ZERO);
+    let (a, sa) =
+        open_lazy_source(store.clone(), &root, None, &Limits::default(), MAX_HELD).unwrap();
+    let mut v = Vfs::new();
+    let later = noise(9, 3 << 20);
+    v.write_file("/big", &later).unwrap();
+    let root2 = push(&v.snapshot(), &*store, &TransferOptions::default())
+        .unwrap()
+        .root;
+    let (b, sb) =
+        open_lazy_source(store.clone(), &root2, None, &Limits::default(), MAX_HELD).unwrap();
+    let ca = sa.probe().catalog().expect("a's catalog");
+    let cb = sb.probe().catalog().expect("b's catalog");
+    assert!(Arc::ptr_eq(&ca, &cb), "one catalog for one store");
+    assert!(read(&a, 0, usize::MAX, 1 << 20).0 == big);
+    assert!(read(&b, 0, usize::MAX, 1 << 20).0 == later);
+
+    let (other, root3, _) = pushed(1, Duration::ZERO);
+    let (_c, sc) = open_lazy_source(other, &root3, None, &Limits::default(), MAX_HELD).unwrap();
+    let cc = sc.probe().catalog().expect("c's catalog");
+    assert!(!Arc::ptr_eq(&ca, &cc), "another store, another catalog");
+}

@@ -62,6 +62,15 @@ impl Drop for S3Store {
     }
 }
 
+/// Most objects one listing returns. An endpoint that pages forever (or
+/// a store past any real one's size) is an error, not a listing that grows
+/// until the process is killed: 10 million objects hold about 2 GiB
+/// listed. (The unit tests page past a smaller bound.)
+#[cfg(not(test))]
+const MAX_LISTED: usize = 10_000_000;
+#[cfg(test)]
+const MAX_LISTED: usize = 2_500;
+
 fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::with(ErrorKind::Io, format!("{what}: {e}"))
 }
@@ -490,10 +499,6 @@ impl BlobStore for S3Store {
     }
 
     fn list_info(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>> {
-        // An endpoint that pages forever (or a store past any real one's
-        // size) is an error here, not a listing that grows until the
-        // process is killed: 10 million objects hold about 2 GiB listed.
-        const MAX_LISTED: usize = 10_000_000;
         let top = prefix.trim_end_matches('/');
         check_key(top)?;
         let k = self.key(top);
@@ -772,4 +777,87 @@ async fn get_versioned(
         buf.extend_from_slice(&piece);
     }
     Ok(Some((buf, version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Answers every request on `conn` with a listing page of 1,000 keys
+    /// that says more follow.
+    fn endless_pages(conn: TcpStream, pages: &AtomicUsize) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut out = conn;
+        let mut line = String::new();
+        loop {
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let n = pages.fetch_add(1, Ordering::SeqCst);
+            let mut body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult>\
+                 <IsTruncated>true</IsTruncated><NextContinuationToken>t{n}</NextContinuationToken>"
+            );
+            for i in 0..1000 {
+                body += &format!(
+                    "<Contents><Key>index/{n}-{i}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>\
+                     <Size>1</Size><ETag>\"e\"</ETag></Contents>"
+                );
+            }
+            body += "</ListBucketResult>";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            if out.write_all(head.as_bytes()).is_err() || out.write_all(body.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_listing_that_never_ends_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let pages = Arc::new(AtomicUsize::new(0));
+        let served = pages.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let served = served.clone();
+                std::thread::spawn(move || endless_pages(conn, &served));
+            }
+        });
+        let store = S3Store::with_config(
+            "bucket",
+            "",
+            [
+                ("AWS_ENDPOINT_URL", url.as_str()),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_ACCESS_KEY_ID", "key"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_REGION", "us-east-1"),
+            ],
+        )
+        .unwrap();
+        let err = store.list_info("index/").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("more than {MAX_LISTED} objects")),
+            "{err}"
+        );
+        let n = pages.load(Ordering::SeqCst);
+        assert!((3..=5).contains(&n), "{n} pages read");
+        let err = store.list("index/").unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
 }

@@ -594,6 +594,11 @@ pub(crate) fn open_lazy_source(
     std::thread::scope(|s| {
         let cat = s.spawn(move || {
             let (store, cache) = for_catalog;
+            // A tree of this store is open already: its catalog, brought
+            // up to date, rather than a second copy of the store's index.
+            if let Some(shared) = super::lazy::shared_catalog(&store) {
+                return Ok(CatalogSlot::refresh_in_background(store, cache, shared));
+            }
             Catalog::begin(&*store).map(|(catalog, listed)| {
                 CatalogSlot::finish_in_background(store, cache, catalog, listed)
             })
