@@ -102,8 +102,6 @@ pub struct NewSnapshot {
     pub in_store: bool,
 }
 
-/// Checks a snapshot or module name: 1 to 128 of `A-Z a-z 0-9 . _ -`, not
-/// starting with `.`, and not 64 hex digits (those are root hashes).
 /// Most names the server keeps, of snapshots and of modules each: a name
 /// costs no snapshot memory, so without a bound renaming one snapshot
 /// over and over would grow the server without end.
@@ -117,6 +115,8 @@ pub fn too_many_names(what: &str) -> ApiError {
     )
 }
 
+/// Checks a snapshot or module name: 1 to 128 of `A-Z a-z 0-9 . _ -`, not
+/// starting with `.`, and not 64 hex digits (those are root hashes).
 pub fn check_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 128

@@ -54,9 +54,13 @@ fn list_index(store: &dyn BlobStore) -> Result<Listed> {
     }
 }
 
+/// An index object to read: its name, the hash it names, the cap it is
+/// read under.
+type ToRead = (String, blake3::Hash, u64);
+
 /// Splits `new` into batches under [`INDEX_BATCH`] and [`BATCH_BYTES`];
 /// each with the cap its objects are read under.
-fn batches(new: &[(String, blake3::Hash, u64)]) -> Vec<(&[(String, blake3::Hash, u64)], u64)> {
+fn batches(new: &[ToRead]) -> Vec<(&[ToRead], u64)> {
     let mut out = Vec::new();
     let (mut start, mut cap) = (0, 0u64);
     for (i, (_, _, size)) in new.iter().enumerate() {
@@ -256,7 +260,7 @@ impl Catalog {
         cache: Option<&dyn BlobStore>,
         listed: Listed,
     ) -> Result<usize> {
-        let new: Vec<(String, blake3::Hash, u64)> = {
+        let new: Vec<ToRead> = {
             let st = self.lock()?;
             listed
                 .into_iter()
@@ -639,7 +643,7 @@ pub fn verify_pack(store: &dyn BlobStore, pack: &blake3::Hash) -> Result<PackRec
 mod tests {
     use super::*;
 
-    fn listed(sizes: &[u64]) -> Vec<(String, blake3::Hash, u64)> {
+    fn listed(sizes: &[u64]) -> Vec<ToRead> {
         sizes
             .iter()
             .enumerate()
