@@ -519,7 +519,7 @@ mod tests {
         let e = add(&r, &other, 100, Some("one-more")).unwrap_err();
         assert_eq!(e.code, Code::LimitExceeded, "{}", e.message);
         assert!(r.get_held("one-more").is_err());
-        assert!(r.get_held(&other.root_hash().to_hex()).unwrap().is_none());
+        assert!(r.get_held(&other.root_hash().to_hex()).is_err());
         // An existing name may still be given again, to another snapshot.
         add(&r, &other, 100, Some("n7")).unwrap();
         assert_eq!(r.get_held("n7").unwrap().unwrap().0, other.root_hash());
